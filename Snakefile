@@ -1,0 +1,26 @@
+# nudgeml: learn an online bias correction for the LMDZ GCM from nudged runs, prove it on free runs.
+# This file only loads and validates the configuration and includes one rule file per stage.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/era5.smk"
+include: "workflow/rules/grid.smk"
+include: "workflow/rules/regrid.smk"
+include: "workflow/rules/nudged.smk"
+include: "workflow/rules/coupled.smk"
+include: "workflow/rules/biascheck.smk"
+
+
+rule all:
+    input:
+        bias_check_json(),
+    default_target: True

@@ -1,0 +1,56 @@
+"""Benchmark: wall time of the embedded default up to the bias check, on this machine.
+
+Runs the workflow from scratch in a temporary output folder with a cold JAX compilation cache (what a
+newcomer's first `make run` costs after installation) and prints the total and per-rule times from
+Snakemake's own benchmark files, with the ratio to the 5-minute target.
+
+    .venv/bin/python benchmarks/embedded_default.py [--target-rule bias_check] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S = 300.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="bias_check", help="Snakemake rule or file to build (default: bias_check)")
+    ap.add_argument("--cores", default="2")
+    ap.add_argument("--keep", action="store_true", help="keep the output folder")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="nudgeml-bench-"))
+    out = work / "results"
+    cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--config", f"outdir={out}", f"jax_cache_dir={work / 'jax'}", "--", args.target]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ})
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
+        return 1
+    print(f"embedded default up to {args.target}: {wall:.1f} s on {os.cpu_count()} cores "
+          f"(target {TARGET_S:.0f} s, ratio {wall / TARGET_S:.2f})")
+    for tsv in sorted((out / "benchmarks").glob("*.tsv")):
+        with tsv.open() as fh:
+            row = next(csv.DictReader(fh, delimiter="\t"))
+        print(f"  {tsv.stem:<24}{float(row['s']):8.1f} s  max RSS {float(row['max_rss']):8.0f} MB")
+    check = out / "checks" / "bias_check.json"
+    if check.exists():
+        print(check.read_text())
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Area-weighted statistics on the model grid (canonical ``(..., lat, lon)`` arrays, latitudes in degrees)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def area_weights(lat_deg: np.ndarray, nlon: int) -> np.ndarray:
+    """Normalised cell-area weights ``(lat, lon)`` (cos latitude), summing to 1."""
+    w = np.cos(np.deg2rad(np.asarray(lat_deg, np.float64)))[:, None] * np.ones((1, nlon))
+    return w / w.sum()
+
+
+def weighted_mean(a: np.ndarray, lat_deg: np.ndarray) -> float:
+    """Global, area-weighted mean of ``a`` ``(..., lat, lon)`` (leading axes averaged with equal weight)."""
+    a = np.asarray(a, np.float64)
+    w = area_weights(lat_deg, a.shape[-1])
+    return float((a * w).sum(axis=(-2, -1)).mean())
+
+
+def weighted_rmse(a: np.ndarray, b: np.ndarray, lat_deg: np.ndarray) -> float:
+    """Global, area-weighted RMSE between two fields ``(..., lat, lon)``; levels weigh equally."""
+    d2 = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    return float(np.sqrt(weighted_mean(d2, lat_deg)))
+
+
+def weighted_bias(a: np.ndarray, b: np.ndarray, lat_deg: np.ndarray) -> float:
+    return weighted_mean(np.asarray(a, np.float64) - np.asarray(b, np.float64), lat_deg)

@@ -1,0 +1,70 @@
+import copy
+
+import pytest
+import yaml
+
+from nudgeml.config import ConfigError, analysis_times, load_config, months_between, validate_config
+
+
+@pytest.fixture()
+def cfg(repo_root):
+    return yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(cfg):
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "path, value, named",
+    [
+        (("nudging", "tau_hourz"), 6.0, "'tau_hourz' was unexpected"),
+        (("regrid", "method"), "nearest", "config key 'regrid.method'"),
+        (("model", "truncation"), "21", "config key 'model.truncation'"),
+        (("outdirr",), "x", "'outdirr' was unexpected"),
+    ],
+)
+def test_bad_keys_are_named(cfg, path, value, named):
+    bad = copy.deepcopy(cfg)
+    node = bad
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    assert named in str(err.value)
+
+
+def test_unknown_physics_parameter_is_named(cfg):
+    from nudgeml.gcm.standin import build_parameters
+
+    with pytest.raises(KeyError, match="convection.trcnvv"):
+        build_parameters({"convection.trcnvv": 1.0})
+    with pytest.raises(KeyError, match="radiation.x"):
+        build_parameters({"radiation.x": 1.0})
+
+
+def test_consistency_rules(cfg):
+    bad = copy.deepcopy(cfg)
+    bad["period"]["end"] = bad["period"]["start"]
+    with pytest.raises(ConfigError, match="period.end"):
+        validate_config(bad)
+    bad = copy.deepcopy(cfg)
+    bad["period"]["start"] = "2000-01-31T03:00"
+    with pytest.raises(ConfigError, match="6-hourly"):
+        validate_config(bad)
+    bad = copy.deepcopy(cfg)
+    bad["free_runs"]["end"] = "2001-01-01T00:00"
+    with pytest.raises(ConfigError, match="free_runs"):
+        validate_config(bad)
+
+
+def test_overrides_are_validated(repo_root):
+    with pytest.raises(ConfigError, match="nudging"):
+        load_config(repo_root / "config" / "config.yaml", {"nudging": {"tau": 1}})
+
+
+def test_times_and_months():
+    t = analysis_times("2000-01-31T00:00", "2000-02-01T00:00")
+    assert len(t) == 5 and str(t[-1]) == "2000-02-01T00:00:00"
+    assert months_between("2000-01-31T00:00", "2000-03-01T00:00") == ["2000-01", "2000-02", "2000-03"]

@@ -1,0 +1,83 @@
+"""The Snakemake workflow end to end on the tiny configuration (T21 truth, a few days), as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(*args, outdir, check=True):
+    cmd = [*SNAKEMAKE, "--configfile", "config/tiny.yaml", "--config", f"outdir={outdir}", "--cores", "2", *args]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res
+
+
+def job_stats(text):
+    """The 'Job stats' table of a snakemake run: rule -> count."""
+    block = text.split("Job stats:")[1].splitlines()
+    stats = {}
+    for line in block[3:]:
+        parts = line.split()
+        if not parts or parts[0] == "total":
+            break
+        stats[parts[0]] = int(parts[1])
+    return stats
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf") / "results"
+    smk(outdir=out)
+    return out
+
+
+def test_outputs_and_bias_check(workflow_run):
+    out = workflow_run
+    for rel in ("era5/invariant.nc", "era5/pressure_levels/2000-02.nc", "grid/model_grid.nc", "forcing/2000-02.nc",
+                "nudged/histhf.nc", "nudged/guide_ins.nc", "free/control/histhf.nc", "checks/bias_check.json"):
+        assert (out / rel).exists(), rel
+    result = json.loads((out / "checks/bias_check.json").read_text())
+    assert set(result) >= {"nudged", "control", "_period"}
+    assert result["_period"]["n_times"] == 24
+    for run in ("nudged", "control"):
+        assert all(0 < result[run][k] < 20 for k in ("rmse_u", "rmse_v", "rmse_t"))
+    # relaxed toward the truth, the nudged winds stay closer to it than the free control's
+    assert result["nudged"]["rmse_u"] < result["control"]["rmse_u"]
+    for rule in ("era5_standin", "model_grid", "nudged", "bias_check"):
+        assert (out / "logs" / f"{rule}.log").exists() and (out / "benchmarks" / f"{rule}.tsv").exists()
+    assert not list(out.rglob("*.tmp.nc")), "no temporary files left behind"
+
+
+def test_dry_run_after_completion_has_nothing_to_do(workflow_run):
+    res = smk("-n", outdir=workflow_run)
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_forcerun_nudged_reruns_only_downstream(workflow_run):
+    res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
+    text = res.stdout + res.stderr
+    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "all": 1}
+    era5 = workflow_run / "era5/pressure_levels/2000-02.nc"
+    before = era5.stat().st_mtime
+    smk("--forcerun", "nudged", outdir=workflow_run)
+    assert era5.stat().st_mtime == before
+
+
+def test_mistyped_config_key_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nudging:\n  tau_hourz: 3.0\n")
+    out = tmp_path / "results"
+    res = smk("--configfile", str(bad), outdir=out, check=False)
+    assert res.returncode != 0
+    assert "tau_hourz" in res.stdout + res.stderr
+    assert not out.exists()

@@ -1,0 +1,42 @@
+# Helpers only: paths, resources and cross-key checks shared by the rule files.
+from nudgeml.config import check_consistency, months_between
+
+check_consistency(config)
+
+OUT = config["outdir"]
+MONTHS = months_between(config["period"]["start"], config["period"]["end"])
+FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
+RUNS = sorted(config["free_runs"]["runs"])
+ERA5_DIR = f"{OUT}/era5"
+
+
+wildcard_constraints:
+    month=r"\d{4}-\d{2}",
+    run="|".join(RUNS),
+
+
+def res(rule_name):
+    """mem_mb / runtime of a rule from config['resources'] (profiles map them to SLURM)."""
+    r = config["resources"][rule_name]
+    return {"mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+
+
+def threads_of(rule_name):
+    return config["resources"][rule_name]["threads"]
+
+
+def sections(*names):
+    """The config sections a rule depends on (passed as params, so a change reruns the rule)."""
+    return {n: config[n] for n in names if n in config}
+
+
+def era5_files(kind, months=MONTHS):
+    return [f"{ERA5_DIR}/{kind}/{m}.nc" for m in months]
+
+
+def forcing_files(months=MONTHS):
+    return [f"{OUT}/forcing/{m}.nc" for m in months]
+
+
+def bias_check_json():
+    return f"{OUT}/checks/bias_check.json"

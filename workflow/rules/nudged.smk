@@ -1,0 +1,23 @@
+# Nudged run: the model relaxed toward ERA5 u, v; its relaxation tendency is the training target.
+
+
+rule nudged:
+    input:
+        grid=rules.model_grid.output.nc,
+        forcing=forcing_files(),
+    output:
+        histhf=f"{OUT}/nudged/histhf.nc",
+        guide=f"{OUT}/nudged/guide_ins.nc",
+    params:
+        cfg=sections("period", "model", "nudging", "jax_cache_dir"),
+    log:
+        f"{OUT}/logs/nudged.log",
+    benchmark:
+        f"{OUT}/benchmarks/nudged.tsv"
+    resources:
+        **res("nudged"),
+    threads: threads_of("nudged")
+    conda:
+        "../../envs/gcm.yaml"
+    script:
+        "../scripts/nudged.py"

@@ -1,0 +1,28 @@
+# ERA5 -> model grid and levels with cdo, one month per job.
+
+
+rule regrid:
+    input:
+        pressure_levels=f"{ERA5_DIR}/pressure_levels/{{month}}.nc",
+        single_levels=f"{ERA5_DIR}/single_levels/{{month}}.nc",
+        precipitation=f"{ERA5_DIR}/precipitation/{{month}}.nc",
+        invariant=f"{ERA5_DIR}/invariant.nc",
+        grid=rules.model_grid.output.nc,
+        grid_txt=rules.model_grid.output.cdo,
+    output:
+        state=f"{OUT}/forcing/{{month}}.nc",
+        precip=f"{OUT}/forcing/precip_{{month}}.nc",
+    params:
+        method=config["regrid"]["method"],
+        precip_method=config["regrid"]["precip_method"],
+    log:
+        f"{OUT}/logs/regrid_{{month}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/regrid_{{month}}.tsv"
+    resources:
+        **res("regrid"),
+    threads: threads_of("regrid")
+    conda:
+        "../../envs/cdo.yaml"
+    script:
+        "../scripts/regrid.py"
