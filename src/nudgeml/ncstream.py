@@ -63,9 +63,14 @@ class StreamingNetCDF:
             tv.setncatts(dict(time_var.attrs))
             for name, (cdims, values, attrs) in coords.items():
                 values = np.asarray(values)
-                var = self._ds.createVariable(name, values.dtype, cdims)
+                if values.dtype == object or values.dtype.kind == "U":  # names: variable-length strings
+                    var = self._ds.createVariable(name, str, cdims)
+                    for i, v in enumerate(values.ravel()):
+                        var[i] = str(v)
+                else:
+                    var = self._ds.createVariable(name, values.dtype, cdims)
+                    var[...] = values
                 var.setncatts(dict(attrs))
-                var[...] = values
             self._records = dict(records)
             for name, spec in self._records.items():
                 if spec.dims[0] != time_dim:

@@ -1,0 +1,259 @@
+"""Extract: nudged-run history (LMDZ conventions) -> one table of samples = (grid column, time).
+
+Inputs per sample: u, v, T, q on every level and the surface pressure (physical units, the state at the
+window start), plus optional geographic features; targets: the window-mean nudging tendency du, dv on
+every level (m s-2). The files are read lazily (dask) and written one time step at a time, so memory
+stays bounded for LMDZ-sized runs (144 x 142 columns, 79 levels).
+
+The feature order is the exported model's contract (``docs/model-format.md``): per-level blocks
+surface first, then single-level features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.conventions import InputError, read_guide, read_histhf
+from nudgeml.grid import read_model_grid
+from nudgeml.ncstream import StreamingNetCDF, VarSpec, seconds_since
+
+log = logging.getLogger(__name__)
+
+#: Units of everything a sample can hold.
+UNITS = {
+    "u": "m s-1", "v": "m s-1", "t": "K", "q": "kg kg-1", "ps": "Pa",
+    "sin_lat": "1", "cos_lat": "1", "land_fraction": "1", "cos_zenith": "1",
+    "du": "m s-2", "dv": "m s-2",
+}
+LEVEL_INPUTS = ("u", "v", "t", "q")
+SURFACE_INPUTS = ("ps",)
+GEO_FEATURES = ("sin_lat", "cos_lat", "land_fraction", "cos_zenith")
+TARGETS = ("du", "dv")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What a sample holds. ``history_names`` maps canonical names to the history file's (LMDZ's by default)."""
+
+    level_inputs: tuple[str, ...] = LEVEL_INPUTS
+    surface_inputs: tuple[str, ...] = SURFACE_INPUTS
+    geo: tuple[str, ...] = ()
+    targets: tuple[str, ...] = TARGETS
+    history_names: Mapping[str, str] = field(default_factory=lambda: {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"})
+
+    def __post_init__(self) -> None:
+        for name in self.level_inputs:
+            if name not in LEVEL_INPUTS:
+                raise InputError(f"unknown per-level input {name!r}; known: {LEVEL_INPUTS}")
+        for name in self.surface_inputs:
+            if name not in SURFACE_INPUTS:
+                raise InputError(f"unknown surface input {name!r}; known: {SURFACE_INPUTS}")
+        for name in self.geo:
+            if name not in GEO_FEATURES:
+                raise InputError(f"unknown geographic feature {name!r}; known: {GEO_FEATURES}")
+        for name in self.targets:
+            if name not in TARGETS:
+                raise InputError(f"unknown target {name!r}; known: {TARGETS}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "ColumnSpec":
+        names = {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}
+        names.update(section.get("history_names", {}))
+        return cls(
+            level_inputs=tuple(section.get("level_inputs", LEVEL_INPUTS)),
+            surface_inputs=tuple(section.get("surface_inputs", SURFACE_INPUTS)),
+            geo=tuple(section.get("geo", ())),
+            targets=tuple(section.get("targets", TARGETS)),
+            history_names=names,
+        )
+
+    def feature_blocks(self, nlev: int) -> list[dict[str, Any]]:
+        blocks = [{"name": n, "units": UNITS[n], "levels": nlev} for n in self.level_inputs]
+        blocks += [{"name": n, "units": UNITS[n], "levels": 1} for n in (*self.surface_inputs, *self.geo)]
+        return blocks
+
+    def target_blocks(self, nlev: int) -> list[dict[str, Any]]:
+        return [{"name": n, "units": UNITS[n], "levels": nlev} for n in self.targets]
+
+
+def expand_names(blocks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Block list -> column names (``u_000`` ... surface first; single-level blocks keep their name)."""
+    names: list[str] = []
+    for b in blocks:
+        if b["levels"] == 1:
+            names.append(b["name"])
+        else:
+            names += [f"{b['name']}_{k:03d}" for k in range(b["levels"])]
+    return names
+
+
+def cos_solar_zenith(times: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+    """Cosine of the solar zenith angle ``(time, column)`` (negative at night), a simple ephemeris.
+
+    Declination from the day of year (Cooper 1969), hour angle from UTC and longitude; accurate to a
+    degree or so, plenty for a feature.
+    """
+    t = np.asarray(times, dtype="datetime64[s]")
+    doy = (t - t.astype("datetime64[Y]")).astype("timedelta64[s]").astype(np.float64) / 86400.0
+    hours = (t - t.astype("datetime64[D]")).astype("timedelta64[s]").astype(np.float64) / 3600.0
+    decl = np.deg2rad(23.44) * np.sin(2 * np.pi * (284.0 + doy + 1.0) / 365.0)
+    lat = np.deg2rad(np.asarray(lat_deg, np.float64))[None, :]
+    hour_angle = np.deg2rad(15.0 * (hours[:, None] - 12.0) + np.asarray(lon_deg, np.float64)[None, :])
+    return np.sin(lat) * np.sin(decl)[:, None] + np.cos(lat) * np.cos(decl)[:, None] * np.cos(hour_angle)
+
+
+def _aligned_times(hist: xr.Dataset, guide: xr.Dataset, histhf: Path, guide_path: Path) -> xr.Dataset:
+    """Give the guide the history's time axis after checking they are the same axis."""
+    ht = hist["time"].values
+    gt = guide["time"].values
+    if np.issubdtype(gt.dtype, np.integer):  # LMDZ's guide_ins has no TIME values: records must pair up
+        if gt.size != ht.size:
+            raise InputError(f"time axes differ: {histhf} has {ht.size} records, {guide_path} has {gt.size} (no TIME values to align)")
+        return guide.assign_coords(time=ht)
+    if gt.size != ht.size or not np.array_equal(gt.astype("datetime64[s]"), ht.astype("datetime64[s]")):
+        only_h = np.setdiff1d(ht, gt)
+        only_g = np.setdiff1d(gt, ht)
+        raise InputError(
+            f"time axes differ between the state ({histhf}: {ht.size} times) and the tendency ({guide_path}: {gt.size} times); "
+            f"first only in state: {only_h[:1]}, first only in tendency: {only_g[:1]}"
+        )
+    return guide
+
+
+def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str], grid_nc: str | os.PathLike[str] | None, spec: ColumnSpec, *, time_chunk: int = 8) -> xr.Dataset:
+    """Lazy ``inputs (time, column, feature)`` and ``targets (time, column, target)``.
+
+    ``grid_nc`` provides the land fraction (the model grid file); needed only with ``land_fraction``.
+    """
+    histhf, guide = Path(histhf), Path(guide)
+    names = {k: spec.history_names[k] for k in (*spec.level_inputs, *spec.surface_inputs)}
+    hist = read_histhf(histhf, names, chunks={"time_counter": time_chunk})
+    g = read_guide(guide, chunks={"TIME": time_chunk})
+    for name in spec.targets:
+        if name not in g:
+            raise InputError(f"{guide}: no nudging tendency {name!r} (from {'ucov' if name == 'du' else 'vcov'})")
+    g = _aligned_times(hist, g, histhf, guide)
+    if hist.sizes["lat"] != g.sizes["lat"] or hist.sizes["lon"] != g.sizes["lon"] or not (
+        np.allclose(hist["lat"].values, g["lat"].values, atol=1e-3) and np.allclose(hist["lon"].values, g["lon"].values, atol=1e-3)
+    ):
+        raise InputError(f"grids differ: {histhf} is {hist.sizes['lat']}x{hist.sizes['lon']}, {guide} is {g.sizes['lat']}x{g.sizes['lon']}")
+    if hist.sizes["lev"] != g.sizes["lev"]:
+        raise InputError(f"levels differ: {histhf} has {hist.sizes['lev']}, {guide} has {g.sizes['lev']}")
+    nlev = hist.sizes["lev"]
+    lat2d, lon2d = np.meshgrid(hist["lat"].values, hist["lon"].values, indexing="ij")
+    col_lat, col_lon = lat2d.ravel(), lon2d.ravel()
+
+    def columns(da: xr.DataArray) -> xr.DataArray:
+        return da.stack(column=("lat", "lon")).reset_index("column", drop=True)
+
+    parts = []
+    for name in spec.level_inputs:
+        parts.append(columns(hist[name]).transpose("time", "column", "lev").rename({"lev": "feature"}).drop_vars("feature", errors="ignore"))
+    for name in spec.surface_inputs:
+        parts.append(columns(hist[name]).expand_dims(feature=1, axis=-1).transpose("time", "column", "feature"))
+    times = hist["time"].values
+    for name in spec.geo:
+        if name == "sin_lat":
+            val = np.broadcast_to(np.sin(np.deg2rad(col_lat)), (times.size, col_lat.size))
+        elif name == "cos_lat":
+            val = np.broadcast_to(np.cos(np.deg2rad(col_lat)), (times.size, col_lat.size))
+        elif name == "land_fraction":
+            if grid_nc is None:
+                raise InputError("feature 'land_fraction' needs the model grid file")
+            grid = read_model_grid(grid_nc)
+            if grid.land_fraction.shape != lat2d.shape:
+                raise InputError(f"{grid_nc}: land fraction is {grid.land_fraction.shape}, history grid is {lat2d.shape}")
+            val = np.broadcast_to(grid.land_fraction.ravel(), (times.size, col_lat.size))
+        else:  # cos_zenith
+            val = cos_solar_zenith(times, col_lat, col_lon)
+        parts.append(xr.DataArray(np.asarray(val, np.float32)[..., None], dims=("time", "column", "feature")))
+    inputs = xr.concat([p.astype(np.float32) for p in parts], dim="feature", coords="minimal", compat="override", join="override")
+    targets = xr.concat(
+        [columns(g[name]).transpose("time", "column", "lev").rename({"lev": "target"}).drop_vars("target", errors="ignore").astype(np.float32) for name in spec.targets],
+        dim="target", coords="minimal", compat="override", join="override",
+    )
+    fblocks, tblocks = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    ds = xr.Dataset(
+        {"inputs": inputs.drop_vars([c for c in inputs.coords if c != "time"]), "targets": targets.drop_vars([c for c in targets.coords if c != "time"])},
+        coords={
+            "time": ("time", times),
+            "column_lat": ("column", col_lat),
+            "column_lon": ("column", col_lon),
+            "feature": ("feature", np.array(expand_names(fblocks), dtype=object)),
+            "target": ("target", np.array(expand_names(tblocks), dtype=object)),
+            "presnivs": ("lev", hist["lev"].values.astype(np.float64)),
+        },
+        attrs={
+            "feature_blocks": json.dumps(fblocks),
+            "target_blocks": json.dumps(tblocks),
+            "level_order": "surface_first",
+            "grid_shape": json.dumps([int(hist.sizes["lat"]), int(hist.sizes["lon"])]),
+            "sources": json.dumps([str(histhf), str(guide)]),
+        },
+    )
+    return ds
+
+
+def file_digest(paths: Sequence[str | os.PathLike[str]], block: int = 1 << 20) -> str:
+    """SHA-256 over the bytes of ``paths`` (the training data's identity, recorded in manifests)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            while chunk := fh.read(block):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def write_columns(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
+    """Stream the column table to NetCDF, one time step per record (bounded memory)."""
+    ntime, ncol = ds.sizes["time"], ds.sizes["column"]
+    nfeat, ntarg = ds.sizes["feature"], ds.sizes["target"]
+    epoch = np.datetime64(ds["time"].values[0], "s")
+    coords = {
+        "column_lat": (("column",), ds["column_lat"].values, {"units": "degrees_north"}),
+        "column_lon": (("column",), ds["column_lon"].values, {"units": "degrees_east"}),
+        "feature": (("feature",), np.array(ds["feature"].values, dtype=object), {}),
+        "target": (("target",), np.array(ds["target"].values, dtype=object), {}),
+        "presnivs": (("lev",), ds["presnivs"].values, {"units": "Pa", "order": "surface_first"}),
+    }
+    writer = StreamingNetCDF(
+        out,
+        time_dim="time",
+        time_var=VarSpec(("time",), "f8", {"units": f"seconds since {str(epoch).replace('T', ' ')}", "calendar": "gregorian"}),
+        dims={"column": ncol, "feature": nfeat, "target": ntarg, "lev": ds.sizes["lev"]},
+        coords=coords,
+        records={
+            "inputs": VarSpec(("time", "column", "feature"), "f4", {"long_name": "column state at the window start, physical units"}),
+            "targets": VarSpec(("time", "column", "target"), "f4", {"units": "m s-2", "long_name": "window-mean nudging tendency"}),
+        },
+        global_attrs=dict(ds.attrs),
+    )
+    try:
+        for i in range(ntime):
+            step = ds.isel(time=i).load()
+            writer.append(seconds_since([ds["time"].values[i]], epoch)[0], inputs=step["inputs"].values, targets=step["targets"].values)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def open_columns(path: str | os.PathLike[str]) -> xr.Dataset:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: column table not found")
+    ds = xr.open_dataset(path, chunks={"time": 1})
+    for name in ("inputs", "targets", "feature", "target"):
+        if name not in ds.variables:
+            raise InputError(f"{path}: column table has no {name!r}")
+    return ds

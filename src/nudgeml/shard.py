@@ -1,0 +1,341 @@
+"""Shard: the column table -> a zarr v3 training store (sharded, compressed, pre-shuffled, split in time).
+
+Layout of ``dataset.zarr``::
+
+    zarr.json                   attrs: feature/target names and blocks, levels, units, splits, counts, source hash
+    {train,val,test}/inputs     (sample, feature) float32, chunks (chunk_samples, F), shards (shard_samples, F)
+    {train,val,test}/targets    (sample, target)  float32
+    stats/{input,target}_{mean,std,min,max}   computed on the training split only
+
+* **Split by contiguous time blocks** (fractions or dates from config), with a gap between blocks so
+  neighbouring 6-hourly states (strongly correlated) do not leak across splits.
+* **Shuffled once at write time**, in bounded memory: a random permutation of each split's samples is
+  cut into shard-sized buckets; pass 1 streams the table in time order and scatters each sample into its
+  bucket (a temporary memory-mapped file, one per bucket), pass 2 writes the buckets one after the other,
+  each exactly one zarr shard. Peak memory is one time block plus one bucket, whatever the data size.
+* **Non-finite samples** are dropped and counted (``nan_policy: drop``) or stop the stage
+  (``nan_policy: fail``), never kept.
+* Written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.atomic import atomic_path
+from nudgeml.conventions import InputError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+FORMAT = "nudgeml-columns"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """How the store is laid out (see the module docstring)."""
+
+    fractions: Mapping[str, float] | None = None  # train/val/test fractions of the time axis
+    dates: Mapping[str, Sequence[str]] | None = None  # or explicit [start, end] per split (inclusive)
+    gap_hours: float = 24.0
+    chunk_samples: int = 4096
+    shard_samples: int = 524288
+    seed: int = 0
+    nan_policy: str = "drop"
+    compression_level: int = 3
+    time_block_bytes: int = 256 * 2**20
+
+    def __post_init__(self) -> None:
+        if (self.fractions is None) == (self.dates is None):
+            raise InputError("the split needs either fractions or dates (not both)")
+        if self.shard_samples % self.chunk_samples:
+            raise InputError(f"shard_samples ({self.shard_samples}) must be a multiple of chunk_samples ({self.chunk_samples})")
+        if self.nan_policy not in ("drop", "fail"):
+            raise InputError(f"nan_policy must be 'drop' or 'fail', got {self.nan_policy!r}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "ShardConfig":
+        split = section["split"]
+        return cls(
+            fractions=split.get("fractions"),
+            dates=split.get("dates"),
+            gap_hours=float(split.get("gap_hours", 24.0)),
+            chunk_samples=int(section["chunk_samples"]),
+            shard_samples=int(section["shard_samples"]),
+            seed=int(section["seed"]),
+            nan_policy=section["nan_policy"],
+            compression_level=int(section["compression_level"]),
+        )
+
+
+def split_times(times: np.ndarray, cfg: ShardConfig) -> dict[str, np.ndarray]:
+    """Indices of the time steps of each split: contiguous blocks in time order, separated by the gap."""
+    t = np.asarray(times, dtype="datetime64[s]")
+    gap = np.timedelta64(int(cfg.gap_hours * 3600), "s")
+    out: dict[str, np.ndarray] = {}
+    if cfg.dates is not None:
+        for name, (start, end) in cfg.dates.items():
+            if name not in SPLITS:
+                raise InputError(f"unknown split {name!r}; use {SPLITS}")
+            sel = (t >= np.datetime64(start, "s")) & (t <= np.datetime64(end, "s"))
+            out[name] = np.flatnonzero(sel)
+    else:
+        fr = dict(cfg.fractions or {})
+        if set(fr) - set(SPLITS) or abs(sum(fr.values()) - 1.0) > 1e-6:
+            raise InputError(f"split fractions must be among {SPLITS} and sum to 1, got {fr}")
+        edge, last = 0, None
+        for name in SPLITS:
+            if name not in fr:
+                continue
+            end = min(t.size, edge + int(round(fr[name] * t.size)))
+            idx = np.arange(edge, end)
+            if last is not None:  # the gap is taken from the start of the later block
+                idx = idx[t[idx] >= last + gap]
+            out[name] = idx
+            if idx.size:
+                last = t[idx[-1]]
+            edge = end
+    names = [s for s in SPLITS if s in out]
+    for a, b in zip(names, names[1:]):
+        if not (out[a].size and out[b].size):
+            continue
+        if np.intersect1d(out[a], out[b]).size or t[out[b][0]] <= t[out[a][-1]]:
+            raise InputError(f"splits {a!r} and {b!r} overlap in time")
+        if t[out[b][0]] - t[out[a][-1]] < gap:
+            raise InputError(f"splits {a!r} and {b!r} are closer than gap_hours={cfg.gap_hours}")
+    if "train" not in out or out["train"].size == 0:
+        raise InputError("the training split is empty")
+    return out
+
+
+class _Moments:
+    """Streaming per-column count, mean, M2 (Chan et al.), min and max in float64."""
+
+    def __init__(self, n: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)
+        self.min = np.full(n, np.inf)
+        self.max = np.full(n, -np.inf)
+
+    def update(self, x: np.ndarray) -> None:
+        if x.shape[0] == 0:
+            return
+        x = x.astype(np.float64)
+        nb = x.shape[0]
+        mb = x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        n = self.count + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.count * nb / n
+        self.count = n
+        self.min = np.minimum(self.min, x.min(axis=0))
+        self.max = np.maximum(self.max, x.max(axis=0))
+
+    @property
+    def std(self) -> np.ndarray:
+        std = np.sqrt(self.m2 / max(self.count - 1, 1))
+        # a constant column (e.g. a geographic feature on one latitude) must not divide by zero
+        return np.where(std > 0, std, 1.0)
+
+
+def _compressors(level: int) -> Any:
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    return BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.bitshuffle)
+
+
+def _open_source(source: str | os.PathLike[str] | xr.Dataset) -> tuple[xr.Dataset, str]:
+    if isinstance(source, xr.Dataset):
+        ds, name = source, "<dataset>"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{path}: column table not found")
+        try:
+            ds = xr.open_dataset(path)
+        except Exception as exc:
+            raise InputError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+        name = str(path)
+    for var in ("inputs", "targets", "feature", "target"):
+        if var not in ds.variables:
+            raise InputError(f"{name}: column table has no {var!r}")
+    return ds, name
+
+
+def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group: Any, cfg: ShardConfig, rng: np.random.Generator, scratch: Path, moments: tuple[_Moments, _Moments] | None) -> tuple[int, int]:
+    """Shuffle one split into ``group``; return (samples written, non-finite samples dropped).
+
+    Pass 1 appends each time block's rows, with their place in the split's random permutation, to the
+    file of the bucket (future shard) that place falls in; pass 2 reads one bucket at a time, puts its
+    rows in place, drops non-finite rows and writes it. Memory: one time block + one bucket.
+    """
+    times = ds["time"].values
+    ncol, nfeat, ntarg = ds.sizes["column"], ds.sizes["feature"], ds.sizes["target"]
+    width = nfeat + ntarg
+    n_all = t_idx.size * ncol
+    n_buckets = max(1, math.ceil(n_all / cfg.shard_samples))
+    perm = rng.permutation(n_all)
+    block = max(1, cfg.time_block_bytes // (ncol * width * 4))
+    files = [open(scratch / f"{split}_{b:05d}.bin", "wb") for b in range(n_buckets)]
+    dropped = 0
+    try:
+        for start in range(0, t_idx.size, block):
+            sl = t_idx[start:start + block]
+            x = np.asarray(ds["inputs"].isel(time=sl).values, np.float32).reshape(-1, nfeat)
+            y = np.asarray(ds["targets"].isel(time=sl).values, np.float32).reshape(-1, ntarg)
+            finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+            bad = int((~finite).sum())
+            if bad:
+                if cfg.nan_policy == "fail":
+                    first = int(np.flatnonzero(~finite)[0])
+                    raise InputError(
+                        f"{name}: {bad} non-finite sample(s) in 'inputs'/'targets' (first at time {times[sl[first // ncol]]}, "
+                        f"column {first % ncol}); nan_policy is 'fail'"
+                    )
+                dropped += bad  # the row keeps its non-finite value: pass 2 drops it
+            if moments is not None:
+                moments[0].update(x[finite])
+                moments[1].update(y[finite])
+            pos = perm[start * ncol:start * ncol + x.shape[0]]
+            bucket, offset = np.divmod(pos, cfg.shard_samples)
+            rows = np.concatenate([x, y], axis=1)
+            order = np.argsort(bucket, kind="stable")
+            bucket, offset, rows = bucket[order], offset[order], rows[order]
+            bounds = np.searchsorted(bucket, np.arange(n_buckets + 1))
+            for b in range(n_buckets):
+                lo, hi = bounds[b], bounds[b + 1]
+                if hi > lo:  # one record: count, then the rows' places in the shard, then the rows
+                    files[b].write(np.int64(hi - lo).tobytes())
+                    files[b].write(offset[lo:hi].astype(np.int64).tobytes())
+                    files[b].write(rows[lo:hi].tobytes())
+    finally:
+        for f in files:
+            f.close()
+    arrays = {
+        "inputs": group.create_array("inputs", shape=(n_all, nfeat), dtype="float32", chunks=(cfg.chunk_samples, nfeat), shards=(cfg.shard_samples, nfeat), compressors=_compressors(cfg.compression_level), dimension_names=("sample", "feature"), fill_value=np.nan),
+        "targets": group.create_array("targets", shape=(n_all, ntarg), dtype="float32", chunks=(cfg.chunk_samples, ntarg), shards=(cfg.shard_samples, ntarg), compressors=_compressors(cfg.compression_level), dimension_names=("sample", "target"), fill_value=np.nan),
+    }
+    written = 0
+    for b in range(n_buckets):
+        path = scratch / f"{split}_{b:05d}.bin"
+        size = min(cfg.shard_samples, n_all - b * cfg.shard_samples)
+        bucket_rows = np.empty((size, width), np.float32)
+        with open(path, "rb") as fh:  # record by record: memory holds the bucket and one record
+            while head := fh.read(8):
+                k = int(np.frombuffer(head, np.int64)[0])
+                offs = np.fromfile(fh, np.int64, k)
+                bucket_rows[offs] = np.fromfile(fh, np.float32, k * width).reshape(k, width)
+        path.unlink()
+        if dropped:
+            bucket_rows = bucket_rows[np.isfinite(bucket_rows).all(axis=1)]
+        n = bucket_rows.shape[0]
+        arrays["inputs"][written:written + n] = bucket_rows[:, :nfeat]
+        arrays["targets"][written:written + n] = bucket_rows[:, nfeat:]
+        written += n
+    if written != n_all - dropped:
+        raise RuntimeError(f"shard {split}: wrote {written} samples, expected {n_all - dropped}")
+    for arr in arrays.values():
+        arr.resize((written, arr.shape[1]))
+    return written, dropped
+
+
+def shard_columns(source: str | os.PathLike[str] | xr.Dataset, out_store: str | os.PathLike[str], cfg: ShardConfig, *, tmp_dir: str | os.PathLike[str] | None = None, source_digest: str = "") -> dict[str, Any]:
+    """Write the training store from a column table (file or dataset); return its summary.
+
+    The summary is also stored as the root group's attributes.
+    """
+    import zarr
+
+    ds, name = _open_source(source)
+    try:
+        times = ds["time"].values
+        splits = split_times(times, cfg)
+        rng = np.random.default_rng(cfg.seed)
+        summary: dict[str, Any] = {"splits": {}, "dropped_nonfinite": {}}
+        train_moments = (_Moments(ds.sizes["feature"]), _Moments(ds.sizes["target"]))
+        with atomic_path(out_store, is_dir=True) as tmp_store, tempfile.TemporaryDirectory(prefix="shard.", dir=tmp_dir or Path(out_store).parent) as scratch:
+            root = zarr.open_group(str(tmp_store), mode="w", zarr_format=3)
+            for split, t_idx in splits.items():
+                n_valid, dropped = _write_split(ds, name, split, t_idx, root.create_group(split), cfg, rng, Path(scratch), train_moments if split == "train" else None)
+                t_sel = times[t_idx]
+                summary["splits"][split] = {
+                    "n_samples": int(n_valid),
+                    "n_times": int(t_idx.size),
+                    "start": str(np.datetime64(t_sel[0], "s")) if t_idx.size else None,
+                    "end": str(np.datetime64(t_sel[-1], "s")) if t_idx.size else None,
+                }
+                summary["dropped_nonfinite"][split] = int(dropped)
+                log.info("split %s: %d samples (%d non-finite dropped)", split, n_valid, dropped)
+            if train_moments[0].count == 0:
+                raise InputError(f"{name}: no finite training sample")
+            stats = root.create_group("stats")
+            for prefix, mom in (("input", train_moments[0]), ("target", train_moments[1])):
+                for stat, values in (("mean", mom.mean), ("std", mom.std), ("min", mom.min), ("max", mom.max)):
+                    stats.create_array(f"{prefix}_{stat}", data=values.astype(np.float64), chunks=(values.size,))
+            summary.update({
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "feature_names": [str(v) for v in ds["feature"].values],
+                "target_names": [str(v) for v in ds["target"].values],
+                "feature_blocks": json.loads(ds.attrs["feature_blocks"]),
+                "target_blocks": json.loads(ds.attrs["target_blocks"]),
+                "levels_pa": [float(v) for v in ds["presnivs"].values],
+                "level_order": ds.attrs.get("level_order", "surface_first"),
+                "grid_shape": json.loads(ds.attrs.get("grid_shape", "[]")),
+                "n_columns": int(ds.sizes["column"]),
+                "chunk_samples": cfg.chunk_samples,
+                "shard_samples": cfg.shard_samples,
+                "gap_hours": cfg.gap_hours,
+                "seed": cfg.seed,
+                "stats_from": "train",
+                "source": name,
+                "source_sha256": source_digest,
+            })
+            root.attrs.update(summary)
+    finally:
+        ds.close()
+    return summary
+
+
+def open_store(path: str | os.PathLike[str]) -> Any:
+    """Open a training store read-only, checking it is one; raise naming the path otherwise."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: training store not found")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        raise InputError(f"{path}: not a zarr store ({exc})") from exc
+    if root.attrs.get("format") != FORMAT:
+        raise InputError(f"{path}: not a {FORMAT} store (format {root.attrs.get('format')!r})")
+    return root
+
+
+def load_stats(root: Any) -> dict[str, np.ndarray]:
+    return {name: np.asarray(root["stats"][name][:]) for name in root["stats"].array_keys()}
+
+
+def count_files(path: str | os.PathLike[str]) -> int:
+    return sum(len(files) for _, _, files in os.walk(path))
+
+
+def files_per_split(n_samples: int, shard_samples: int) -> int:
+    """Files a split takes on disk: one per shard of each of its two arrays, plus their metadata."""
+    return 2 * math.ceil(n_samples / shard_samples) + 3

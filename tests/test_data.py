@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from factories import write_history
+from nudgeml.conventions import InputError
+from nudgeml.data import ColumnBatches, Segment, epoch_segments, make_xgb_iter, share, take_range
+from nudgeml.extract import ColumnSpec, column_dataset, write_columns
+from nudgeml.shard import ShardConfig, open_store, shard_columns
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    hist, guide, _ = write_history(root / "hist", nlat=6, nlon=10, nlev=3, ntime=24)
+    cols = write_columns(column_dataset(hist, guide, None, ColumnSpec()), root / "columns.nc")
+    cfg = ShardConfig(fractions={"train": 0.75, "val": 0.25}, gap_hours=0, chunk_samples=50, shard_samples=200, seed=1)
+    shard_columns(cols, root / "ds.zarr", cfg)
+    return root / "ds.zarr"
+
+
+def keys(x):
+    """A sample's identity: its full input row."""
+    return [tuple(r) for r in x.numpy().round(4)]
+
+
+def all_train_rows(store):
+    return sorted(tuple(r) for r in np.asarray(open_store(store)["train"]["inputs"][:]).round(4))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_training_sample_once_per_epoch_across_workers(store, workers):
+    ds = ColumnBatches(store, "train", batch_size=37, seed=5)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        seen = [k for x, y in loader for k in keys(x)]
+        assert sorted(seen) == all_train_rows(store)
+    first_epoch = [k for x, _ in ColumnBatches(store, "train", 37, seed=5) for k in keys(x)]
+    ds2 = ColumnBatches(store, "train", 37, seed=5)
+    ds2.set_epoch(1)
+    assert first_epoch != [k for x, _ in ds2 for k in keys(x)], "a new order every epoch"
+
+
+def test_ranks_and_workers_partition_the_epoch(store):
+    """3 DDP ranks x 2 workers: shares are disjoint, equal across ranks, and cover every sample."""
+    n = open_store(store)["train"]["inputs"].shape[0]
+    world = 3
+    assert n % world == 0, "this fixture is sized so that ranks need no padding"
+    per_rank = []
+    for rank in range(world):
+        ds = ColumnBatches(store, "train", batch_size=16, seed=2, rank=rank, world_size=world)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+        per_rank.append([k for x, _ in loader for k in keys(x)])
+    assert len({len(r) for r in per_rank}) == 1, "every rank sees the same number of samples"
+    union = sorted(k for r in per_rank for k in r)
+    assert union == all_train_rows(store)
+
+
+def test_padding_when_ranks_do_not_divide_the_samples():
+    segs = epoch_segments(10, 4, epoch=0, seed=0, shuffle=False)
+    shares = [share(segs, 10, r, 4, pad=True) for r in range(4)]
+    sizes = [sum(s.stop - s.start for s in sh) for sh in shares]
+    assert sizes == [3, 3, 3, 3]
+    rows = [i for sh in shares for s in sh for i in range(s.start, s.stop)]
+    assert sorted(set(rows)) == list(range(10)) and len(rows) == 12  # 2 padded from the start
+    assert take_range([Segment(0, 4), Segment(8, 10)], 3, 5) == [Segment(3, 4), Segment(8, 9)]
+
+
+def test_batches_are_float32_with_the_store_widths(store):
+    x, y = next(iter(ColumnBatches(store, "val", batch_size=8)))
+    assert x.dtype == torch.float32 and x.shape == (8, 3 * 4 + 1) and y.shape == (8, 6)
+
+
+def test_xgboost_iterator_streams_the_split(store):
+    import xgboost as xgb
+
+    m = xgb.QuantileDMatrix(make_xgb_iter(store, "train", rows_per_batch=100), max_bin=16)
+    assert m.num_row() == open_store(store)["train"]["inputs"].shape[0]
+    assert m.get_label().size == m.num_row() * 6
+
+
+def test_corrupt_chunk_is_reported_with_its_location(store, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(store, bad)
+    shard_file = sorted((bad / "train" / "inputs" / "c").rglob("*"))[0]
+    if shard_file.is_dir():
+        shard_file = sorted(p for p in shard_file.rglob("*") if p.is_file())[0]
+    data = shard_file.read_bytes()
+    shard_file.write_bytes(data[: len(data) // 2])  # truncated
+    ds = ColumnBatches(bad, "train", batch_size=16, shuffle=False)
+    with pytest.raises(InputError, match=r"bad\.zarr.*train/inputs"):
+        for _ in ds:
+            pass
+    with pytest.raises(InputError, match="no split 'nope'"):
+        ColumnBatches(store, "nope", 8)

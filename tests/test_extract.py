@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from factories import value_field, write_history
+from nudgeml.conventions import InputError
+from nudgeml.extract import ColumnSpec, column_dataset, cos_solar_zenith, expand_names, write_columns
+
+
+def test_round_trip_of_chosen_columns(tmp_path):
+    hist, guide, grid = write_history(tmp_path, nlat=8, nlon=16, nlev=5, ntime=4)
+    spec = ColumnSpec(geo=("sin_lat", "cos_zenith"))
+    ds = column_dataset(hist, guide, None, spec)
+    out = write_columns(ds, tmp_path / "columns.nc")
+    c = xr.open_dataset(out)
+    names = list(c["feature"].values)
+    assert names[:5] == ["u_000", "u_001", "u_002", "u_003", "u_004"] and names[-3:] == ["ps", "sin_lat", "cos_zenith"]
+    assert list(c["target"].values) == expand_names(json.loads(c.attrs["target_blocks"]))
+    for t, j, i in [(0, 0, 0), (2, 3, 7), (3, 7, 15)]:
+        col = j * 16 + i  # columns are (lat, lon) row-major, latitudes ascending
+        u = value_field(t, 5, grid.lat_deg, grid.lon_deg)[:, j, i]
+        np.testing.assert_allclose(c["inputs"].values[t, col, 0:5], u, rtol=1e-6)  # u, surface first
+        np.testing.assert_allclose(c["inputs"].values[t, col, 5:10], u + 1, rtol=1e-6)  # v
+        np.testing.assert_allclose(c["inputs"].values[t, col, 20], 1e5 + t, rtol=1e-7)  # ps
+        np.testing.assert_allclose(c["inputs"].values[t, col, 21], np.sin(np.deg2rad(grid.lat_deg[j])), rtol=1e-5)
+        du = value_field(t, 5, grid.lat_deg, grid.lon_deg, offset=0.5)[:, j, i] * 1e-8
+        np.testing.assert_allclose(c["targets"].values[t, col, :5], du, rtol=1e-5)  # du in m s-2 from ucov/cu
+        np.testing.assert_allclose(c["targets"].values[t, col, 5:], -du, rtol=1e-5)
+        assert c["column_lat"].values[col] == pytest.approx(grid.lat_deg[j], abs=1e-4)
+
+
+def test_mismatched_time_axes_name_both_files(tmp_path):
+    hist, guide, _ = write_history(tmp_path, nlat=4, nlon=8, nlev=3, ntime=3, guide_times_shift_h=6)
+    with pytest.raises(InputError, match=r"histhf\.nc.*guide_ins\.nc"):
+        column_dataset(hist, guide, None, ColumnSpec())
+
+
+def test_missing_history_variable_is_named(tmp_path):
+    hist, guide, _ = write_history(tmp_path, nlat=4, nlon=8, nlev=3, ntime=2)
+    spec = ColumnSpec(history_names={"u": "vitu", "v": "vitv", "t": "temp", "q": "qvap", "ps": "psol"})
+    with pytest.raises(InputError, match="'qvap'"):
+        column_dataset(hist, guide, None, spec)
+
+
+def test_unknown_feature_is_rejected():
+    with pytest.raises(InputError, match="'albedo'"):
+        ColumnSpec(geo=("albedo",))
+
+
+def test_lmdz_grid_shape_79_levels_144x142(tmp_path):
+    """LMDZ6A's 144 x 142 grid with 79 levels: 20 448 columns of 4 x 79 + 1 = 317 inputs, 158 targets."""
+    hist, guide, _ = write_history(tmp_path, nlat=142, nlon=144, nlev=79, ntime=2)
+    ds = column_dataset(hist, guide, None, ColumnSpec())
+    assert ds["inputs"].shape == (2, 20448, 317)
+    assert ds["targets"].shape == (2, 20448, 158)
+    step = ds.isel(time=1).load()
+    assert np.isfinite(step["inputs"].values).all() and np.isfinite(step["targets"].values).all()
+
+
+def test_cos_zenith_noon_and_midnight():
+    t = np.array(["2000-03-20T12:00", "2000-03-20T00:00"], dtype="datetime64[s]")
+    cz = cos_solar_zenith(t, np.array([0.0]), np.array([0.0]))
+    assert cz[0, 0] == pytest.approx(1.0, abs=0.02)  # equinox noon on the equator at Greenwich
+    assert cz[1, 0] == pytest.approx(-1.0, abs=0.02)
