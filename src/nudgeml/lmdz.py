@@ -14,7 +14,7 @@ times in days (``tau_min_u = tau_max_u``), nudging files ``u.nc`` (``UWND``), ``
 ``T.nc`` (``AIR``), ``hur.nc`` (``RH``), ``ps.nc`` (``SP``) on the model's horizontal grid, read
 4 times a day (``iguide_read=4``); ``guide_sav=y`` writes the nudging tendency to
 ``guide_ins.nc``. The learned correction is read by the nudgeml patch of LMDZ's physics from
-``nudgeml.def`` (``lmdz/README.md``).
+``nudgeml.def`` (``lmdz/INTEGRATION.md``).
 """
 
 import calendar as _calendar
