@@ -2,6 +2,7 @@
 of the rendered jobs with stand-ins for srun/module and a fake LMDZ executable."""
 
 import copy
+import datetime
 import os
 import re
 import stat
@@ -98,7 +99,7 @@ def test_config_errors_name_the_key(raw, path, value, message):
 
 
 def test_month_segments_follow_the_calendar():
-    p = lmdz.Period(lmdz._dt.date(2000, 1, 1), lmdz._dt.date(2001, 3, 1))
+    p = lmdz.Period(datetime.date(2000, 1, 1), datetime.date(2001, 3, 1))
     g = lmdz.month_segments(p, "gregorian")
     assert len(g) == 14
     assert (g[1].ndays, g[1].dayref, g[2].dayref) == (29, 32, 61)  # 2000 is a leap year

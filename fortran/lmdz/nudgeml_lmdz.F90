@@ -40,6 +40,7 @@ module nudgeml_lmdz
   integer, parameter :: SRC_U = 1, SRC_V = 2, SRC_T = 3, SRC_Q = 4, SRC_P = 5, SRC_PS = 6, &
        SRC_SIN_LAT = 7, SRC_COS_LAT = 8, SRC_LAND = 9, SRC_COS_ZENITH = 10
   real(c_double), parameter :: DEG2RAD = 3.14159265358979323846_c_double / 180.0_c_double
+  integer, parameter :: NBLOCK = 64   ! columns per block when building the features
 
   logical, save :: initialised = .false.
   integer, save :: mode = NUDGEML_MODE_OFF
@@ -314,9 +315,9 @@ contains
       integer, intent(out) :: ierr
       character(len=*), intent(out) :: errmsg
       real(c_float), pointer :: y(:, :)
-      real(c_double) :: xv, yv
+      real(c_double) :: xv
       logical :: bad
-      integer :: i, j, k
+      integer :: i, j, k, i0, i1
 
       ierr = 0
       do j = 1, n_feat
@@ -339,31 +340,33 @@ contains
          end select
       end do
 
-      ! Features, row-major (n_feat, klon): the conversion to float32 is the one copy made.
-      do i = 1, klon
+      ! Features, row-major (n_feat, klon): the conversion to float32 is the one copy made. Blocks
+      ! of NBLOCK columns keep both the (klon, klev) reads and the transposed writes in cache.
+      do i0 = 1, klon, NBLOCK
+         i1 = min(i0 + NBLOCK - 1, klon)
          do j = 1, n_feat
             k = feat_lev(j)
             select case (feat_src(j))
             case (SRC_U)
-               xt(j, i) = real(u(i, k), c_float)
+               xt(j, i0:i1) = real(u(i0:i1, k), c_float)
             case (SRC_V)
-               xt(j, i) = real(v(i, k), c_float)
+               xt(j, i0:i1) = real(v(i0:i1, k), c_float)
             case (SRC_T)
-               xt(j, i) = real(t(i, k), c_float)
+               xt(j, i0:i1) = real(t(i0:i1, k), c_float)
             case (SRC_Q)
-               xt(j, i) = real(q(i, k), c_float)
+               xt(j, i0:i1) = real(q(i0:i1, k), c_float)
             case (SRC_P)
-               xt(j, i) = real(pplay(i, k), c_float)
+               xt(j, i0:i1) = real(pplay(i0:i1, k), c_float)
             case (SRC_PS)
-               xt(j, i) = real(paprs(i, 1), c_float)
+               xt(j, i0:i1) = real(paprs(i0:i1, 1), c_float)
             case (SRC_SIN_LAT)
-               xt(j, i) = real(sin(lat_deg(i) * DEG2RAD), c_float)
+               xt(j, i0:i1) = real(sin(lat_deg(i0:i1) * DEG2RAD), c_float)
             case (SRC_COS_LAT)
-               xt(j, i) = real(cos(lat_deg(i) * DEG2RAD), c_float)
+               xt(j, i0:i1) = real(cos(lat_deg(i0:i1) * DEG2RAD), c_float)
             case (SRC_LAND)
-               xt(j, i) = real(land_frac(i), c_float)
+               xt(j, i0:i1) = real(land_frac(i0:i1), c_float)
             case (SRC_COS_ZENITH)
-               xt(j, i) = real(cos_zen(i), c_float)
+               xt(j, i0:i1) = real(cos_zen(i0:i1), c_float)
             end select
          end do
       end do

@@ -249,6 +249,8 @@ contains
     integer(c_int64_t) :: lev
     character(kind=c_char) :: name(NML_NAME_LEN + 1), pbuf(NML_PATH_LEN + 1)
 
+    name = c_null_char
+    pbuf = c_null_char
     status = c_manifest_read(trim(path) // c_null_char, h)
     if (status /= NML_OK) then
        call fetch_error(errmsg, 'nudgeml: ')
