@@ -1,0 +1,12 @@
+# Run CMD with ARGS; pass when it exits non-zero (not by a signal) and its stderr matches REGEX.
+execute_process(COMMAND ${CMD} ${ARGS} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc STREQUAL "0")
+  message(FATAL_ERROR "expected a failure, got exit status 0\nstdout: ${out}\nstderr: ${err}")
+endif()
+if(NOT rc MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "the program crashed (${rc}) instead of reporting an error\nstderr: ${err}")
+endif()
+if(NOT err MATCHES "${REGEX}")
+  message(FATAL_ERROR "exit status ${rc}, but stderr does not match '${REGEX}'\nstderr: ${err}")
+endif()
+message(STATUS "exit status ${rc}, stderr: ${err}")

@@ -1,0 +1,224 @@
+!> test_lmdz FIXTURES
+!> Drives nudgeml_lmdz_step as LMDZ's physics would, over 49 steps of 900 s with a state that
+!> changes every step, and compares d_u, d_v bit for bit with make_fixtures.py's reference:
+!> the correction must be recomputed only at steps 1, 25 and 49 (6-hourly) from the state of
+!> that step, guarded (clip + fallback to the mean tendency), and held in between. Then: a model
+!> that outputs NaN falls back; two OpenMP threads with their own columns; the mean mode; errors.
+!> Built with -fdefault-real-8 like LMDZ.
+program test_lmdz
+  use, intrinsic :: iso_c_binding, only: c_double, c_int64_t
+  use, intrinsic :: iso_fortran_env, only: error_unit, output_unit
+  use omp_lib, only: omp_get_max_threads, omp_set_num_threads, omp_get_thread_num
+  use nudgeml_lmdz
+  implicit none
+
+  character(len=4096) :: fixtures
+  character(len=1024) :: msg
+  integer :: klon, klev, nsteps, nref, ierr, npass, nfail
+  real(c_double) :: dt
+  real(c_double), allocatable :: s0(:, :, :), ds(:, :, :), p0(:, :), dp(:, :), dum(:, :), dvm(:, :)
+  integer, parameter :: IU = 1, IV = 2, IT = 3, IQ = 4, IPL = 5
+
+  npass = 0
+  nfail = 0
+  call get_command_argument(1, fixtures)
+  call read_inputs()
+
+  call run_case('torchscript_serial', '/mlp33', 'torchscript', 0, 2)
+  call run_case('aoti_serial', '/mlp33', 'aoti', 0, 2)
+  call run_case('nan_serial', '/nan33', 'torchscript', 0, 2)
+  call run_case('torchscript_omp', '/mlp33', 'torchscript', 2, 1)
+  call mean_mode()
+  call errors()
+
+  write (output_unit, '(a, i0, a, i0, a)') 'test_lmdz: ', npass, ' passed, ', nfail, ' failed'
+  if (nfail > 0) error stop 1
+
+contains
+
+  subroutine read_inputs()
+    integer :: u
+    real(c_double), allocatable :: buf(:)
+    open (newunit=u, file=trim(fixtures) // '/lmdz/meta.txt', status='old', action='read')
+    read (u, *) klon, klev, nsteps, dt, nref
+    close (u)
+    allocate (s0(klon, klev, 5), ds(klon, klev, 5), p0(klon, klev + 1), dp(klon, klev + 1))
+    allocate (dum(klon, klev), dvm(klon, klev))
+    allocate (buf(5 * klon * klev + klon * (klev + 1)))
+    call read_f64(trim(fixtures) // '/lmdz/state0.f64', buf)
+    s0 = reshape(buf(1:5 * klon * klev), [klon, klev, 5])
+    p0 = reshape(buf(5 * klon * klev + 1:), [klon, klev + 1])
+    call read_f64(trim(fixtures) // '/lmdz/dstate.f64', buf)
+    ds = reshape(buf(1:5 * klon * klev), [klon, klev, 5])
+    dp = reshape(buf(5 * klon * klev + 1:), [klon, klev + 1])
+    deallocate (buf)
+    allocate (buf(2 * klon * klev))
+    call read_f64(trim(fixtures) // '/lmdz/mean.f64', buf)
+    dum = reshape(buf(1:klon * klev), [klon, klev])
+    dvm = reshape(buf(klon * klev + 1:), [klon, klev])
+  end subroutine read_inputs
+
+  !> Run all steps over columns [i0, i1] on the calling thread; count mismatches with `expect`.
+  subroutine drive(dir, backend, i0, i1, expect, torch_threads, bad, counts, errtext)
+    character(len=*), intent(in) :: dir, backend
+    integer, intent(in) :: i0, i1, torch_threads
+    real(c_double), intent(in) :: expect(:, :, :, :)        ! (klon, klev, 2, windows)
+    integer, intent(out) :: bad
+    integer(c_int64_t), intent(out) :: counts(4)
+    character(len=*), intent(out) :: errtext
+    real(c_double), allocatable :: u(:, :), v(:, :), t(:, :), q(:, :), pl(:, :), pa(:, :), d_u(:, :), d_v(:, :)
+    integer :: n, step, w, ierr
+    character(len=1024) :: m
+
+    bad = 0
+    counts = 0
+    errtext = ''
+    n = i1 - i0 + 1
+    allocate (u(n, klev), v(n, klev), t(n, klev), q(n, klev), pl(n, klev), pa(n, klev + 1), d_u(n, klev), d_v(n, klev))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
+         torch_threads=torch_threads)
+    if (ierr /= 0) then
+       errtext = 'init: ' // trim(m)
+       bad = -1
+       return
+    end if
+    do step = 1, nsteps
+       u = s0(i0:i1, :, IU) + real(step - 1, c_double) * ds(i0:i1, :, IU)
+       v = s0(i0:i1, :, IV) + real(step - 1, c_double) * ds(i0:i1, :, IV)
+       t = s0(i0:i1, :, IT) + real(step - 1, c_double) * ds(i0:i1, :, IT)
+       q = s0(i0:i1, :, IQ) + real(step - 1, c_double) * ds(i0:i1, :, IQ)
+       pl = s0(i0:i1, :, IPL) + real(step - 1, c_double) * ds(i0:i1, :, IPL)
+       pa = p0(i0:i1, :) + real(step - 1, c_double) * dp(i0:i1, :)
+       call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
+            d_u, d_v, ierr, m)
+       if (ierr /= 0) then
+          errtext = 'step: ' // trim(m)
+          bad = -1
+          return
+       end if
+       w = (step - 1) / nref + 1                 ! the window whose refresh step set the correction
+       bad = bad + count(d_u /= expect(i0:i1, :, 1, w)) + count(d_v /= expect(i0:i1, :, 2, w))
+    end do
+    call nudgeml_lmdz_counts(counts(1), counts(2), counts(3), counts(4))
+    call nudgeml_lmdz_final()
+  end subroutine drive
+
+  subroutine run_case(name, model, backend, nthreads, torch_threads)
+    character(len=*), intent(in) :: name, model, backend
+    integer, intent(in) :: nthreads, torch_threads
+    real(c_double), allocatable :: expect(:, :, :, :), buf(:)
+    integer(c_int64_t) :: want(4), got(4), part(4)
+    integer :: bad, b, nwin, u, tid, half, omp_before
+    character(len=1024) :: errtext, e
+
+    nwin = (nsteps - 1) / nref + 1
+    allocate (buf(2 * klon * klev * nwin))
+    call read_f64(trim(fixtures) // '/lmdz/expect_' // name // '.f64', buf)
+    expect = reshape(buf, [klon, klev, 2, nwin])
+    open (newunit=u, file=trim(fixtures) // '/lmdz/counts_' // name // '.txt', status='old', action='read')
+    read (u, *) want
+    close (u)
+    call check(any(expect(:, :, :, 1) /= expect(:, :, :, 2)), name // ': reference windows differ')
+
+    if (nthreads == 0) then
+       omp_before = omp_get_max_threads()
+       call omp_set_num_threads(3)
+       call drive(trim(fixtures) // model, backend, 1, klon, expect, torch_threads, bad, got, errtext)
+       call check(omp_get_max_threads() == 3, name // ': caller''s OpenMP setting kept')
+       call omp_set_num_threads(omp_before)
+    else
+       ! As LMDZ does: each OpenMP thread owns its columns and its copy of the module's state.
+       bad = 0
+       got = 0
+       errtext = ''
+       half = klon / nthreads
+       !$omp parallel num_threads(nthreads) private(tid, b, part, e) shared(bad, got, errtext)
+       tid = omp_get_thread_num()
+       call drive(trim(fixtures) // model, backend, tid * half + 1, (tid + 1) * half, expect, torch_threads, &
+            b, part, e)
+       !$omp critical
+       if (b < 0) then
+          bad = -1
+          errtext = e
+       else if (bad >= 0) then
+          bad = bad + b
+       end if
+       got = got + part
+       !$omp end critical
+       !$omp end parallel
+    end if
+    call check(bad == 0, name // ': d_u, d_v equal to Python bit for bit at all ' // itoa(nsteps) // &
+         ' steps (mismatches: ' // itoa(bad) // ') ' // trim(errtext))
+    call check(all(got == want), name // ': counters (refreshes, columns, fallbacks, clipped) = ' // &
+         i8toa(got) // ', expected ' // i8toa(want))
+    call check(want(3) > 0, name // ': the fixture exercises the fallback')
+  end subroutine run_case
+
+  subroutine mean_mode()
+    real(c_double) :: d_u(klon, klev), d_v(klon, klev)
+    integer :: step
+    logical :: ok
+    call nudgeml_lmdz_init(NUDGEML_MODE_MEAN, '', klon, klev, dt, ierr, msg)
+    call check(ierr == 0, 'mean mode init: ' // trim(msg))
+    ok = .true.
+    do step = 1, 3
+       call nudgeml_lmdz_step(klon, klev, step, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
+            p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg)
+       ok = ok .and. ierr == 0 .and. all(d_u == dum * dt) .and. all(d_v == dvm * dt)
+    end do
+    call check(ok, 'mean mode returns the mean tendency times pdtphys')
+    call nudgeml_lmdz_final()
+  end subroutine mean_mode
+
+  subroutine errors()
+    real(c_double) :: d_u(klon, klev), d_v(klon, klev)
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, 79, dt, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'LMDZ klev = 79') > 0, 'klev mismatch refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/nowhere', klon, klev, dt, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'nowhere/model.json') > 0, 'missing model refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, 1000.0_c_double, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'whole number') > 0, '6 h not a multiple of the step: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, backend='onnx')
+    call check(ierr /= 0 .and. index(msg, 'backend') > 0, 'unknown backend refused: ' // trim(msg))
+    call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
+         p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'not called') > 0, 'step before init refused: ' // trim(msg))
+  end subroutine errors
+
+  subroutine check(ok, what)
+    logical, intent(in) :: ok
+    character(len=*), intent(in) :: what
+    if (ok) then
+       npass = npass + 1
+    else
+       nfail = nfail + 1
+       write (error_unit, '(a)') 'FAIL: ' // trim(what)
+    end if
+  end subroutine check
+
+  subroutine read_f64(path, a)
+    character(len=*), intent(in) :: path
+    real(c_double), intent(out) :: a(:)
+    integer :: unit
+    open (newunit=unit, file=path, access='stream', form='unformatted', status='old', action='read')
+    read (unit) a
+    close (unit)
+  end subroutine read_f64
+
+  function itoa(i) result(s)
+    integer, intent(in) :: i
+    character(len=:), allocatable :: s
+    character(len=24) :: buf
+    write (buf, '(i0)') i
+    s = trim(buf)
+  end function itoa
+
+  function i8toa(v) result(s)
+    integer(c_int64_t), intent(in) :: v(:)
+    character(len=:), allocatable :: s
+    character(len=128) :: buf
+    write (buf, '(*(i0, :, " "))') v
+    s = '(' // trim(buf) // ')'
+  end function i8toa
+
+end program test_lmdz

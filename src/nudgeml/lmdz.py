@@ -1,0 +1,447 @@
+"""LMDZ job kit: render the Jean Zay SLURM scripts and LMDZ ``.def`` files of the ``lmdz`` backend.
+
+One guided (nudged) run and the free runs (``control``, ``mean``, ``ml-<model>``) are each rendered
+into ``<out_dir>/<run>/``: a chain of SLURM jobs (``job_001.slurm`` ...) that run LMDZ month by month
+from restarts, the run's ``.def`` files, and ``submit.sh`` that submits the chain with
+``afterok`` dependencies. Templates live in ``lmdz/templates/`` (Jinja2, undefined names are
+errors). Configuration comes in as the plain ``lmdz:`` mapping of the workflow config and is
+checked here, each error naming its key; nothing is read from globals and Snakemake is not
+imported.
+
+LMDZ conventions used (``shared/design/lmdz-notes.md``; check against your LMDZ revision):
+nudging switched on by ``ok_guide=y`` in ``guide.def`` (included from ``run.def``), relaxation
+times in days (``tau_min_u = tau_max_u``), nudging files ``u.nc`` (``UWND``), ``v.nc`` (``VWND``),
+``T.nc`` (``AIR``), ``hur.nc`` (``RH``), ``ps.nc`` (``SP``) on the model's horizontal grid, read
+4 times a day (``iguide_read=4``); ``guide_sav=y`` writes the nudging tendency to
+``guide_ins.nc``. The learned correction is read by the nudgeml patch of LMDZ's physics from
+``nudgeml.def`` (``lmdz/INTEGRATION.md``).
+"""
+
+import calendar as _calendar
+import datetime as _dt
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "lmdz" / "templates"
+
+# LMDZ's nudging variables: config name -> (file LMDZ opens, guide.def switch, tau suffix)
+NUDGE_VARS: dict[str, tuple[str, str, str]] = {
+    "u": ("u.nc", "guide_u", "u"),
+    "v": ("v.nc", "guide_v", "v"),
+    "T": ("T.nc", "guide_T", "T"),
+    "hur": ("hur.nc", "guide_Q", "Q"),
+    "ps": ("ps.nc", "guide_P", "P"),
+}
+CORRECTIONS = {"none": 0, "mean": 1, "ml": 2}  # nudgeml_mode in nudgeml.def
+# LMDZ's run.def spellings; ERA5 nudging wants the real (gregorian) calendar
+CALENDARS = ("gregorian", "earth_365d", "earth_360d")
+_MODULE_RE = re.compile(r"^[A-Za-z0-9_.+/-]+$")
+_TIME_RE = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
+
+
+class LmdzConfigError(ValueError):
+    """A bad ``lmdz:`` configuration; the message names the key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """Jean Zay CPU partition settings shared by every job."""
+
+    account: str  # <project>@cpu: Jean Zay charges CPU hours to the @cpu account
+    qos: str = "qos_cpu-t3"  # t3: 20 h max; t4: 100 h; dev: 2 h
+    partition: str = "cpu_p1"
+    time_limit: str = "20:00:00"
+    cores_per_node: int = 40
+    modules: tuple[str, ...] = ()
+    ml_modules: tuple[str, ...] = ()  # extra modules of the ml runs (libtorch: pytorch-gpu/py3/...)
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NudgingConfig:
+    forcing_dir: str  # the CDO stage's output: <forcing_dir>/<file_pattern>
+    file_pattern: str = "{var}_{year:04d}{month:02d}.nc"
+    variables: tuple[str, ...] = ("u", "v")
+    tau_hours: float = 6.0
+    boundary_layer: bool = True  # guide_BL: nudge inside the boundary layer too
+    plevs: int = 0  # guide_plevs: 0 pressure levels, 1 model levels (apbp.nc)
+    invert_p: bool = False  # guide_invertp
+    invert_y: bool = False  # guide_inverty
+    read_per_day: int = 4  # iguide_read
+    save_per_day: int = 4  # iguide_sav: snapshots of the nudging tendency in guide_ins.nc
+
+    @property
+    def tau_days(self) -> float:
+        return self.tau_hours / 24.0
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole months: ``start`` is the first day of a month, ``end`` (exclusive) too."""
+
+    start: _dt.date
+    end: _dt.date
+
+
+@dataclass(frozen=True)
+class FreeRun:
+    name: str
+    correction: str  # none | mean | ml
+    model_dir: str = ""  # ml: directory of model.json/model.pt/model.pt2
+
+
+@dataclass(frozen=True)
+class CorrectionConfig:
+    mean_file: str = ""  # du_mean, dv_mean (m s-2) on the physics grid, needed by mean and ml runs
+    backend: str = "torchscript"  # torchscript | aoti
+    torch_threads: int = 1
+    interval_hours: float = 6.0
+
+
+@dataclass(frozen=True)
+class LmdzJobConfig:
+    slurm: SlurmConfig
+    executable: str  # LMDZ gcm executable (built with the nudgeml patch for mean/ml runs)
+    reference_dir: str  # start.nc, startphy.nc, limit.nc, ... and the included .def files
+    run_root: str  # run directories are <run_root>/<run>
+    nudging: NudgingConfig
+    guided: Period
+    free: Period
+    free_runs: tuple[FreeRun, ...]
+    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    mpi_tasks: int = 40
+    omp_threads: int = 8
+    omp_stacksize: str = "200M"
+    calendar: str = "gregorian"
+    months_per_job: int = 6
+    include_defs: tuple[str, ...] = ("gcm.def", "physiq.def", "config.def", "output.def")
+    reference_files: tuple[str, ...] = ("start.nc", "startphy.nc", "limit.nc")
+    outputs: tuple[str, ...] = ("histday.nc", "histhf.nc", "histmth.nc")
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "LmdzJobConfig":
+        """Build from the ``lmdz:`` mapping of the workflow config (see lmdz/config.schema.yaml)."""
+        return _parse(cfg)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One LMDZ execution: a calendar month."""
+
+    year: int
+    month: int
+    ndays: int
+    dayref: int  # day of the year of the month's first day (LMDZ's dayref)
+    first: bool  # first month of the run: the date is set from run.def (raz_date=1)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.year:04d}{self.month:02d}"
+
+
+def _month_days(year: int, month: int, cal: str) -> int:
+    if cal == "earth_360d":
+        return 30
+    if cal == "earth_365d":
+        return _calendar.monthrange(2001, month)[1]  # 2001: not a leap year
+    return _calendar.monthrange(year, month)[1]
+
+
+def month_segments(period: Period, cal: str) -> list[Segment]:
+    """The months of ``period`` with their length in ``cal`` and LMDZ's ``dayref`` (day of year)."""
+    out = []
+    y, m = period.start.year, period.start.month
+    while (y, m) < (period.end.year, period.end.month):
+        dayref = 1 + sum(_month_days(y, k, cal) for k in range(1, m))
+        out.append(Segment(y, m, _month_days(y, m, cal), dayref, first=not out))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _err(key: str, why: str) -> LmdzConfigError:
+    return LmdzConfigError(f"lmdz config: key 'lmdz.{key}' {why}")
+
+
+def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    full = f"{where}.{key}" if where else key
+    if key not in d or d[key] is None:
+        if default is ...:
+            raise _err(full, "is missing")
+        return default
+    v = d[key]
+    if typ is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if isinstance(v, bool) and typ is not bool or not isinstance(v, typ):
+        want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise _err(full, f"must be {want}, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _str_list(d: Mapping[str, Any], key: str, where: str, default: Sequence[str]) -> tuple[str, ...]:
+    v = _get(d, key, list, where, list(default))
+    full = f"{where}.{key}" if where else key
+    if not all(isinstance(s, str) and s for s in v):
+        raise _err(full, "must be a list of non-empty strings")
+    return tuple(v)
+
+
+def _month_start(value: Any, key: str) -> _dt.date:
+    if isinstance(value, _dt.datetime):
+        value = value.date()
+    if isinstance(value, str):
+        try:
+            value = _dt.date.fromisoformat(value[:10] if len(value) >= 10 else value + "-01")
+        except ValueError:
+            raise _err(key, f"must be a date YYYY-MM-DD, got {value!r}") from None
+    if not isinstance(value, _dt.date):
+        raise _err(key, f"must be a date YYYY-MM-DD, got {value!r}")
+    if value.day != 1:
+        raise _err(key, f"must be the first day of a month (LMDZ runs month by month), got {value}")
+    return value
+
+
+def _period(d: Mapping[str, Any], key: str) -> Period:
+    p = _get(d, key, dict, "")
+    start = _month_start(_get(p, "start", (str, _dt.date), key), f"{key}.start")
+    end = _month_start(_get(p, "end", (str, _dt.date), key), f"{key}.end")
+    if end <= start:
+        raise _err(f"{key}.end", f"({end}) must be after {key}.start ({start})")
+    return Period(start, end)
+
+
+def _positive(v: int | float, key: str) -> None:
+    if not v > 0:
+        raise _err(key, f"must be > 0, got {v}")
+
+
+def _parse(cfg: Mapping[str, Any]) -> LmdzJobConfig:
+    if not isinstance(cfg, Mapping):
+        raise LmdzConfigError("lmdz config must be a mapping")
+    s = _get(cfg, "slurm", dict, "")
+    account = _get(s, "account", str, "slurm")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+@cpu", account):
+        raise _err("slurm.account", f"must be <project>@cpu on Jean Zay's CPU partition, got {account!r}")
+    time_limit = _get(s, "time_limit", str, "slurm", "20:00:00")
+    if not _TIME_RE.fullmatch(time_limit):
+        raise _err("slurm.time_limit", f"must be [D-]HH:MM:SS, got {time_limit!r}")
+    env = _get(s, "env", dict, "slurm", {})
+    for k, v in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) or not isinstance(v, (str, int, float)):
+            raise _err(f"slurm.env.{k}", "must be NAME: value")
+    slurm = SlurmConfig(
+        account=account,
+        qos=_get(s, "qos", str, "slurm", "qos_cpu-t3"),
+        partition=_get(s, "partition", str, "slurm", "cpu_p1"),
+        time_limit=time_limit,
+        cores_per_node=_get(s, "cores_per_node", int, "slurm", 40),
+        modules=_str_list(s, "modules", "slurm", ()),
+        ml_modules=_str_list(s, "ml_modules", "slurm", ()),
+        env=tuple((str(k), str(v)) for k, v in env.items()),
+    )
+    for key, mods in (("slurm.modules", slurm.modules), ("slurm.ml_modules", slurm.ml_modules)):
+        for mname in mods:
+            if not _MODULE_RE.fullmatch(mname):
+                raise _err(key, f"has a module name with odd characters: {mname!r}")
+    _positive(slurm.cores_per_node, "slurm.cores_per_node")
+
+    n = _get(cfg, "nudging", dict, "")
+    variables = _str_list(n, "variables", "nudging", ("u", "v"))
+    for v in variables:
+        if v not in NUDGE_VARS:
+            raise _err("nudging.variables", f"has {v!r}; LMDZ nudges {', '.join(NUDGE_VARS)}")
+    pattern = _get(n, "file_pattern", str, "nudging", "{var}_{year:04d}{month:02d}.nc")
+    try:
+        pattern.format(var="u", year=2000, month=1)
+    except (KeyError, IndexError, ValueError) as e:
+        raise _err("nudging.file_pattern", f"must use only {{var}}, {{year}}, {{month}}: {e}") from None
+    nudging = NudgingConfig(
+        forcing_dir=_get(n, "forcing_dir", str, "nudging"),
+        file_pattern=pattern,
+        variables=variables,
+        tau_hours=_get(n, "tau_hours", float, "nudging", 6.0),
+        boundary_layer=_get(n, "boundary_layer", bool, "nudging", True),
+        plevs=_get(n, "plevs", int, "nudging", 0),
+        invert_p=_get(n, "invert_p", bool, "nudging", False),
+        invert_y=_get(n, "invert_y", bool, "nudging", False),
+        read_per_day=_get(n, "read_per_day", int, "nudging", 4),
+        save_per_day=_get(n, "save_per_day", int, "nudging", 4),
+    )
+    _positive(nudging.tau_hours, "nudging.tau_hours")
+    if nudging.plevs not in (0, 1):
+        raise _err("nudging.plevs", f"must be 0 (pressure levels) or 1 (model levels), got {nudging.plevs}")
+
+    c = _get(cfg, "correction", dict, "", {})
+    correction = CorrectionConfig(
+        mean_file=_get(c, "mean_file", str, "correction", ""),
+        backend=_get(c, "backend", str, "correction", "torchscript"),
+        torch_threads=_get(c, "torch_threads", int, "correction", 1),
+        interval_hours=_get(c, "interval_hours", float, "correction", 6.0),
+    )
+    if correction.backend not in ("torchscript", "aoti"):
+        raise _err("correction.backend", f"must be torchscript or aoti, got {correction.backend!r}")
+    _positive(correction.torch_threads, "correction.torch_threads")
+    _positive(correction.interval_hours, "correction.interval_hours")
+
+    f = _get(cfg, "free", dict, "")
+    runs_raw = _get(f, "runs", dict, "free")
+    if not runs_raw:
+        raise _err("free.runs", "must name at least one run")
+    runs = []
+    for name, spec in runs_raw.items():
+        where = f"free.runs.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == "guided":
+            raise _err(where, "is not a usable run name")
+        if not isinstance(spec, Mapping):
+            raise _err(where, "must be a mapping with 'correction'")
+        corr = _get(spec, "correction", str, where)
+        if corr not in CORRECTIONS:
+            raise _err(f"{where}.correction", f"must be one of {', '.join(CORRECTIONS)}, got {corr!r}")
+        model_dir = _get(spec, "model", str, where, "")
+        if corr == "ml" and not model_dir:
+            raise _err(f"{where}.model", "is missing (directory of the exported model)")
+        if corr != "ml" and model_dir:
+            raise _err(f"{where}.model", f"given for a run with correction {corr!r}")
+        if corr in ("mean", "ml") and not correction.mean_file:
+            raise _err("correction.mean_file", f"is missing (run {name!r} needs the mean tendency)")
+        runs.append(FreeRun(str(name), corr, model_dir))
+
+    mpi_tasks = _get(cfg, "mpi_tasks", int, "", 40)
+    omp_threads = _get(cfg, "omp_threads", int, "", 8)
+    _positive(mpi_tasks, "mpi_tasks")
+    _positive(omp_threads, "omp_threads")
+    if omp_threads > slurm.cores_per_node:
+        raise _err("omp_threads", f"({omp_threads}) exceeds slurm.cores_per_node ({slurm.cores_per_node})")
+    cal = _get(cfg, "calendar", str, "", "gregorian")
+    if cal not in CALENDARS:
+        raise _err("calendar", f"must be one of {', '.join(CALENDARS)}, got {cal!r}")
+    months_per_job = _get(cfg, "months_per_job", int, "", 6)
+    _positive(months_per_job, "months_per_job")
+    stack = _get(cfg, "omp_stacksize", str, "", "200M")
+    if not re.fullmatch(r"\d+[KMG]?", stack):
+        raise _err("omp_stacksize", f"must be like 200M, got {stack!r}")
+    return LmdzJobConfig(
+        slurm=slurm,
+        executable=_get(cfg, "executable", str, ""),
+        reference_dir=_get(cfg, "reference_dir", str, ""),
+        run_root=_get(cfg, "run_root", str, ""),
+        nudging=nudging,
+        guided=_period(cfg, "guided"),
+        free=_period(cfg, "free"),
+        free_runs=tuple(runs),
+        correction=correction,
+        mpi_tasks=mpi_tasks,
+        omp_threads=omp_threads,
+        omp_stacksize=stack,
+        calendar=cal,
+        months_per_job=months_per_job,
+        include_defs=_str_list(cfg, "include_defs", "", ("gcm.def", "physiq.def", "config.def", "output.def")),
+        reference_files=_str_list(cfg, "reference_files", "", ("start.nc", "startphy.nc", "limit.nc")),
+        outputs=_str_list(cfg, "outputs", "", ("histday.nc", "histhf.nc", "histmth.nc")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["yn"] = lambda b: "y" if b else "n"
+    env.filters["sq"] = _shell_quote
+    return env
+
+
+def _shell_quote(s: Any) -> str:
+    """Single-quote for bash unless the value is a plain word or starts with a variable ($WORK...)."""
+    s = str(s)
+    if re.fullmatch(r"[A-Za-z0-9_./:@%+=,-]+", s):
+        return s
+    if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_./:@%+=,-]*)?", s):
+        return f'"{s}"'
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def _chunks(items: list[Segment], size: int) -> list[list[Segment]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _write(path: Path, text: str, executable: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    if executable:
+        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    tmp.replace(path)
+    return path
+
+
+@dataclass(frozen=True)
+class _Run:
+    name: str
+    kind: str  # guided | free
+    correction: str  # none | mean | ml
+    period: Period
+    model_dir: str = ""
+
+
+def _runs(cfg: LmdzJobConfig) -> list[_Run]:
+    out = [_Run("guided", "guided", "none", cfg.guided)]
+    out += [_Run(r.name, "free", r.correction, cfg.free, r.model_dir) for r in cfg.free_runs]
+    return out
+
+
+def render_jobs(cfg: LmdzJobConfig, out_dir: Path) -> list[Path]:
+    """Render every run's job chain and ``.def`` files under ``out_dir``; returns the files written.
+
+    Per run ``<out_dir>/<run>/``: ``job_NNN.slurm`` (``months_per_job`` months each), ``submit.sh``,
+    ``nudgeml.def`` and, for the guided run, ``guide.def``. The jobs run in
+    ``<run_root>/<run>`` and keep each month's outputs in ``<run_root>/<run>/output/<YYYYMM>/``.
+    """
+    out_dir = Path(out_dir)
+    env = _environment()
+    written: list[Path] = []
+    for run in _runs(cfg):
+        kit = out_dir / run.name
+        segments = month_segments(run.period, cfg.calendar)
+        chunks = _chunks(segments, cfg.months_per_job)
+        defs = ["nudgeml.def"] + (["guide.def"] if run.kind == "guided" else [])
+        ctx_common = dict(cfg=cfg, run=run, kit_dir=str(kit.resolve()), run_dir=f"{cfg.run_root}/{run.name}",
+                          nudge_files=[(v, NUDGE_VARS[v][0]) for v in cfg.nudging.variables],
+                          mode=CORRECTIONS[run.correction], defs=defs, n_jobs=len(chunks))
+        if run.kind == "guided":
+            written.append(_write(kit / "guide.def", env.get_template("guide.def.j2").render(
+                **ctx_common, nudge_vars=NUDGE_VARS)))
+        written.append(_write(kit / "nudgeml.def", env.get_template("nudgeml.def.j2").render(**ctx_common)))
+        jobs = []
+        for i, chunk in enumerate(chunks, start=1):
+            name = f"job_{i:03d}.slurm"
+            text = env.get_template("job.slurm.j2").render(
+                **ctx_common, segments=chunk, job_index=i, job_name=f"nudgeml-{run.name}-{i:03d}",
+                run_def=env.get_template("run.def.j2").render(**ctx_common))
+            written.append(_write(kit / name, text, executable=True))
+            jobs.append(name)
+        written.append(_write(kit / "submit.sh", env.get_template("submit.sh.j2").render(**ctx_common, jobs=jobs),
+                              executable=True))
+    return written

@@ -1,0 +1,195 @@
+"""Exporter and manifest: round trips, validation messages, atomic writes, the two artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nudgeml import export as ex
+from nudgeml.guard import apply_guard, guard_bounds, widen
+
+KLEV = 8
+
+
+def small_manifest(klev: int = KLEV, **over) -> ex.Manifest:
+    features = (ex.Block("u", "m s-1", klev), ex.Block("v", "m s-1", klev),
+                ex.Block("t", "K", klev), ex.Block("q", "kg kg-1", klev), ex.Block("ps", "Pa", 1))
+    targets = (ex.Block("du", "m s-2", klev), ex.Block("dv", "m s-2", klev))
+    nf, nt = 4 * klev + 1, 2 * klev
+    kw = dict(
+        name="mlp", kind="mlp", features=features, targets=targets,
+        levels=ex.Levels(tuple(float(p) for p in np.linspace(95000, 5000, klev))),
+        guard=ex.Guard(0.1, (-50.0,) * nf, (50.0,) * nf, (-1e-3,) * nt, (1e-3,) * nt),
+        grid=ex.Grid("t21", 64, 32), dataset_sha256="0" * 64,
+    )
+    kw.update(over)
+    return ex.Manifest(**kw)
+
+
+def small_model(m: ex.Manifest, seed: int = 0) -> ex.NormalizedModel:
+    torch.manual_seed(seed)
+    return ex.NormalizedModel(
+        ex.mlp(m.n_features, [16, 16], m.n_targets),
+        x_mean=torch.randn(m.n_features), x_std=torch.rand(m.n_features) + 0.5,
+        y_mean=torch.randn(m.n_targets) * 1e-5, y_std=torch.rand(m.n_targets) * 1e-4,
+    )
+
+
+def test_names_expand_surface_first():
+    m = small_manifest()
+    assert m.feature_names[:2] == ["u_000", "u_001"]
+    assert m.feature_names[-1] == "ps"
+    assert m.target_names[-1] == "dv_007"
+    assert m.n_features == 33 and m.n_targets == 16
+
+
+def test_manifest_round_trip(tmp_path: Path):
+    m = small_manifest()
+    p = ex.write_manifest(m, tmp_path / "model.json")
+    back = ex.read_manifest(tmp_path)
+    assert back == m
+    d = json.loads(p.read_text())
+    assert d["format"] == "nudgeml-model" and d["format_version"] == 1
+    assert len(d["guard"]["feature_min"]) == 33
+    assert d["levels"]["order"] == "surface_first"
+    assert list(tmp_path.iterdir()) == [p]  # no temporary file left behind
+
+
+def _write_raw(tmp_path: Path, mutate) -> Path:
+    d = small_manifest().to_dict()
+    mutate(d)
+    p = tmp_path / "model.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(format="other"), "key 'format'"),
+        (lambda d: d.update(format_version=2), "key 'format_version'"),
+        (lambda d: d.update(n_features=34), "key 'n_features'"),
+        (lambda d: d.update(n_targets=15), "key 'n_targets'"),
+        (lambda d: d["feature_names"].reverse(), "key 'feature_names'"),
+        (lambda d: d["guard"]["feature_min"].pop(), "key 'guard.feature_min' has 32 entries"),
+        (lambda d: d["guard"]["target_max"].__setitem__(0, -1.0), "key 'guard.target_min[0]'"),
+        (lambda d: d["levels"].update(order="top_first"), "key 'levels.order'"),
+        (lambda d: d["levels"]["values"].pop(), "key 'features[0].levels'"),
+        (lambda d: d["features"][0].pop("units"), "key 'features[0].units' is missing"),
+        (lambda d: d["features"][1].update(name="u"), "appears twice"),
+        (lambda d: d["artifacts"].update(aoti="../x.pt2"), "key 'artifacts.aoti'"),
+        (lambda d: d["guard"].update(margin=True), "key 'guard.margin'"),
+        (lambda d: d.pop("guard"), "key 'guard' is missing"),
+    ],
+)
+def test_manifest_rejections_name_file_and_key(tmp_path: Path, mutate, message):
+    p = _write_raw(tmp_path, mutate)
+    with pytest.raises(ex.ManifestError) as e:
+        ex.read_manifest(p)
+    assert str(p) in str(e.value)
+    assert message in str(e.value)
+
+
+def test_manifest_klev_check(tmp_path: Path):
+    ex.write_manifest(small_manifest(), tmp_path / "model.json")
+    assert ex.read_manifest(tmp_path, klev=KLEV).n_features == 33
+    with pytest.raises(ex.ManifestError, match="klev = 79"):
+        ex.read_manifest(tmp_path, klev=79)
+
+
+def test_missing_and_broken_manifest(tmp_path: Path):
+    with pytest.raises(ex.ManifestError, match="not found"):
+        ex.read_manifest(tmp_path / "nope.json")
+    (tmp_path / "model.json").write_text("{")
+    with pytest.raises(ex.ManifestError, match="not valid JSON"):
+        ex.read_manifest(tmp_path)
+
+
+def test_write_manifest_refuses_invalid_and_keeps_old(tmp_path: Path):
+    good = small_manifest()
+    p = ex.write_manifest(good, tmp_path / "model.json")
+    bad = small_manifest(guard=ex.Guard(0.1, (0.0,), (1.0,), (0.0,), (1.0,)))
+    with pytest.raises(ex.ManifestError, match="guard.feature_min"):
+        ex.write_manifest(bad, p)
+    assert ex.read_manifest(p) == good
+
+
+def test_normalized_model_maths():
+    m = small_manifest()
+    net = ex.mlp(m.n_features, [8], m.n_targets)
+    x_mean, x_std = torch.randn(33), torch.rand(33) + 0.5
+    x_std[3] = 0.0  # constant feature: must not divide by zero
+    y_mean, y_std = torch.randn(16), torch.rand(16)
+    mod = ex.NormalizedModel(net, x_mean, x_std, y_mean, y_std)
+    x = torch.randn(5, 33)
+    safe_std = x_std.clone()
+    safe_std[3] = 1.0
+    expected = net((x - x_mean) / safe_std) * y_std + y_mean
+    assert torch.equal(mod(x), expected)
+    clipped = ex.NormalizedModel(net, x_mean, x_std, y_mean, y_std,
+                                 x_clip=(torch.full((33,), -0.5), torch.full((33,), 0.5)))
+    assert torch.equal(clipped(x), mod(x.clamp(-0.5, 0.5)))
+
+
+def test_torchscript_export_matches_eager(tmp_path: Path):
+    m = small_manifest()
+    mod = small_model(m)
+    p = ex.export_torchscript(mod, tmp_path / "model.pt")
+    loaded = torch.jit.load(str(p))
+    x = torch.randn(64, 33)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), mod(x))
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_export_model_writes_three_files_with_dynamic_batch(tmp_path: Path):
+    m = small_manifest()
+    mod = small_model(m)
+    paths = ex.export_model(mod, m, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "model.pt2", "model.json"}
+    assert paths["aoti"] == tmp_path / "model.pt2"
+    pkg = torch._inductor.aoti_load_package(str(paths["aoti"]))
+    ts = torch.jit.load(str(paths["torchscript"]))
+    for n in (1, 3, 200):  # the batch dimension is dynamic, including a single column
+        x = torch.randn(n, 33)
+        with torch.no_grad():
+            ref = mod(x)
+            assert torch.equal(ts(x), ref)
+            got = pkg(x)
+        assert got.shape == (n, 16)
+        # AOTInductor may fuse the normalisation differently: a few ulp at most.
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-9)
+
+
+def test_export_model_rejects_shape_mismatch(tmp_path: Path):
+    m = small_manifest()
+    wrong = ex.NormalizedModel(ex.mlp(33, [4], 15), torch.zeros(33), torch.ones(33),
+                               torch.zeros(15), torch.ones(15))
+    with pytest.raises(ValueError, match="manifest expects"):
+        ex.export_model(wrong, m, tmp_path, aoti=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_guard_reference():
+    m = small_manifest(klev=1, features=(ex.Block("u", "m s-1", 1), ex.Block("ps", "Pa", 1)),
+                       targets=(ex.Block("du", "m s-2", 1), ex.Block("dv", "m s-2", 1)),
+                       levels=ex.Levels((95000.0,)),
+                       guard=ex.Guard(0.5, (0.0, 1e5), (10.0, 1e5), (-1.0, 0.0), (1.0, 2.0)))
+    b = guard_bounds(m.guard)
+    np.testing.assert_array_equal(b.feature_lo, [-5.0, 1e5])
+    np.testing.assert_array_equal(b.target_hi, [2.0, 3.0])
+    x = np.array([[1.0, 1e5], [16.0, 1e5], [np.nan, 1e5], [1.0, 1e5], [1.0, 1e5]], np.float32)
+    y = np.array([[5.0, -4.0], [0.0, 0.0], [0.0, 0.0], [np.inf, 0.0], [0.5, 2.5]], np.float32)
+    fb = np.full((5, 2), 7.0)
+    r = apply_guard(x, y, fb, b)
+    np.testing.assert_array_equal(r.fallback, [False, True, True, True, False])
+    np.testing.assert_array_equal(r.tendency[0], [2.0, -1.0])
+    np.testing.assert_array_equal(r.tendency[1:4], 7.0)
+    np.testing.assert_array_equal(r.tendency[4], [0.5, 2.5])
+    assert r.n_clipped == 2 and r.n_fallback == 3
+    lo, hi = widen([1.0], [3.0], 0.1)
+    assert lo[0] == 1.0 - 0.1 * 2.0 and hi[0] == 3.0 + 0.1 * 2.0

@@ -1,0 +1,273 @@
+"""LMDZ job kit: configuration checks, rendered SLURM scripts and .def files, and a dry execution
+of the rendered jobs with stand-ins for srun/module and a fake LMDZ executable."""
+
+import copy
+import datetime
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from nudgeml import lmdz
+
+KIT = Path(__file__).resolve().parents[1] / "lmdz"
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return copy.deepcopy(yaml.safe_load((KIT / "config.example.yaml").read_text())["lmdz"])
+
+
+def small(raw: dict, tmp_path: Path) -> dict:
+    """The example config shrunk to 3 guided months and 2 free months in a sandbox."""
+    raw = copy.deepcopy(raw)
+    raw.update(executable=str(tmp_path / "bin" / "gcm.e"), reference_dir=str(tmp_path / "ref"),
+               run_root=str(tmp_path / "runs"), months_per_job=2)
+    raw["nudging"]["forcing_dir"] = str(tmp_path / "forcing")
+    raw["guided"] = {"start": "2000-01-01", "end": "2000-04-01"}
+    raw["free"]["start"], raw["free"]["end"] = "2000-04-01", "2000-06-01"
+    raw["free"]["runs"]["ml-mlp"]["model"] = str(tmp_path / "model")
+    raw["correction"]["mean_file"] = str(tmp_path / "mean.nc")
+    return raw
+
+
+def render(raw: dict, out: Path) -> dict[str, Path]:
+    paths = lmdz.render_jobs(lmdz.LmdzJobConfig.from_dict(raw), out)
+    return {str(p.relative_to(out)): p for p in paths}
+
+
+def test_example_config_matches_schema_and_parses(raw):
+    schema = yaml.safe_load((KIT / "config.schema.yaml").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(raw)
+    cfg = lmdz.LmdzJobConfig.from_dict(raw)
+    assert cfg.slurm.account == "abc@cpu"
+    assert [r.name for r in cfg.free_runs] == ["control", "mean", "ml-mlp"]
+    assert cfg.nudging.tau_days == 0.25
+
+
+def test_schema_rejects_what_the_parser_rejects(raw):
+    schema = yaml.safe_load((KIT / "config.schema.yaml").read_text())
+    bad = copy.deepcopy(raw)
+    bad["slurm"]["account"] = "abc@v100"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(lmdz.LmdzConfigError, match="slurm.account"):
+        lmdz.LmdzJobConfig.from_dict(bad)
+    bad = copy.deepcopy(raw)
+    del bad["free"]["runs"]["ml-mlp"]["model"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(lmdz.LmdzConfigError, match=r"free.runs.ml-mlp.model' is missing"):
+        lmdz.LmdzJobConfig.from_dict(bad)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("executable",), None, "'lmdz.executable' is missing"),
+        (("guided", "start"), "2000-01-15", "first day of a month"),
+        (("guided", "end"), "1999-01-01", "must be after"),
+        (("nudging", "variables"), ["u", "w"], "nudging.variables"),
+        (("nudging", "tau_hours"), 0, "nudging.tau_hours"),
+        (("nudging", "file_pattern"), "{var}_{day}.nc", "nudging.file_pattern"),
+        (("omp_threads",), 48, "exceeds slurm.cores_per_node"),
+        (("calendar",), "julian", "'lmdz.calendar'"),
+        (("mpi_tasks",), "40", "must be int"),
+        (("slurm", "time_limit"), "20h", "slurm.time_limit"),
+        (("slurm", "modules"), ["intel; rm -rf /"], "odd characters"),
+        (("correction", "backend"), "onnx", "correction.backend"),
+        (("free", "runs"), {"guided": {"correction": "none"}}, "not a usable run name"),
+        (("free", "runs"), {"x": {"correction": "none", "model": "m"}}, "given for a run with correction"),
+    ],
+)
+def test_config_errors_name_the_key(raw, path, value, message):
+    d = raw
+    for k in path[:-1]:
+        d = d[k]
+    if value is None:
+        del d[path[-1]]
+    else:
+        d[path[-1]] = value
+    with pytest.raises(lmdz.LmdzConfigError, match=re.escape(message) if "'" in message else message):
+        lmdz.LmdzJobConfig.from_dict(raw)
+
+
+def test_month_segments_follow_the_calendar():
+    p = lmdz.Period(datetime.date(2000, 1, 1), datetime.date(2001, 3, 1))
+    g = lmdz.month_segments(p, "gregorian")
+    assert len(g) == 14
+    assert (g[1].ndays, g[1].dayref, g[2].dayref) == (29, 32, 61)  # 2000 is a leap year
+    assert (g[13].ndays, g[13].year, g[13].dayref) == (28, 2001, 32)
+    assert [s.first for s in g[:2]] == [True, False]
+    n = lmdz.month_segments(p, "earth_365d")
+    assert n[1].ndays == 28 and n[2].dayref == 60
+    c = lmdz.month_segments(p, "earth_360d")
+    assert {s.ndays for s in c} == {30} and c[2].dayref == 61
+
+
+def test_rendered_files_and_slurm_headers(raw, tmp_path):
+    files = render(small(raw, tmp_path), tmp_path / "kit")
+    assert set(files) == {
+        "guided/guide.def", "guided/nudgeml.def", "guided/job_001.slurm", "guided/job_002.slurm", "guided/submit.sh",
+        "control/nudgeml.def", "control/job_001.slurm", "control/submit.sh",
+        "mean/nudgeml.def", "mean/job_001.slurm", "mean/submit.sh",
+        "ml-mlp/nudgeml.def", "ml-mlp/job_001.slurm", "ml-mlp/submit.sh",
+    }
+    for name, path in files.items():
+        if not name.endswith((".slurm", ".sh")):
+            continue
+        text = path.read_text()
+        assert os.access(path, os.X_OK), name
+        assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, name
+        assert "--mem" not in text, name  # Jean Zay refuses --mem
+        if name.endswith(".slurm"):
+            header = [ln for ln in text.splitlines() if ln.startswith("#SBATCH")]
+            assert "#SBATCH --account=abc@cpu" in header
+            assert "#SBATCH --hint=nomultithread" in header
+            assert "#SBATCH --ntasks=40" in header and "#SBATCH --cpus-per-task=8" in header
+            assert "#SBATCH --partition=cpu_p1" in header and "#SBATCH --qos=qos_cpu-t3" in header
+            assert "#SBATCH --time=20:00:00" in header
+            assert "export OMP_NUM_THREADS=8" in text and "export OMP_STACKSIZE=200M" in text
+            assert "module load netcdf-fortran/4.5.3-mpi" in text
+            assert re.search(r'^\s+srun "\$GCM"', text, re.M)
+    assert "pytorch-gpu/py3" in files["ml-mlp/job_001.slurm"].read_text()
+    assert "pytorch-gpu/py3" not in files["control/job_001.slurm"].read_text()
+    submit = files["guided/submit.sh"].read_text()
+    assert "sbatch --parsable job_001.slurm" in submit
+    assert 'sbatch --parsable --dependency=afterok:"$prev" job_002.slurm' in submit
+
+
+def test_guide_def(raw, tmp_path):
+    raw = small(raw, tmp_path)
+    raw["nudging"]["variables"] = ["u", "v", "T"]
+    raw["nudging"]["tau_hours"] = 3
+    files = render(raw, tmp_path / "kit")
+    lines = files["guided/guide.def"].read_text().splitlines()
+    keys = dict(ln.split("=", 1) for ln in lines if "=" in ln and not ln.startswith("#"))
+    assert keys["ok_guide"] == "y"
+    assert (keys["guide_u"], keys["guide_v"], keys["guide_T"], keys["guide_Q"], keys["guide_P"]) == ("y", "y", "y", "n", "n")
+    for v in ("u", "v", "T"):
+        assert keys[f"tau_min_{v}"] == keys[f"tau_max_{v}"] == "0.125"
+    assert "tau_min_Q" not in keys
+    assert (keys["iguide_read"], keys["guide_plevs"], keys["guide_sav"]) == ("4", "0", "y")
+    job = files["guided/job_001.slurm"].read_text()
+    assert f"T.nc={tmp_path}/forcing/T_200001.nc" in job
+    assert "INCLUDEDEF=guide.def" in job and "guide_ins.nc" in job
+
+
+def test_free_runs_def_files(raw, tmp_path):
+    files = render(small(raw, tmp_path), tmp_path / "kit")
+
+    def keys(name):
+        return dict(ln.split("=", 1) for ln in files[name].read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+
+    assert keys("guided/nudgeml.def") == {"nudgeml_mode": "0"}
+    assert keys("control/nudgeml.def") == {"nudgeml_mode": "0", "ok_guide": "n"}
+    assert keys("mean/nudgeml.def") == {"nudgeml_mode": "1", "nudgeml_mean_file": "nudgeml_mean.nc",
+                                        "nudgeml_interval_hours": "6", "ok_guide": "n"}
+    ml = keys("ml-mlp/nudgeml.def")
+    assert (ml["nudgeml_mode"], ml["nudgeml_model_dir"], ml["nudgeml_backend"], ml["nudgeml_torch_threads"]) == (
+        "2", "model", "torchscript", "1")
+    for run in ("control", "mean", "ml-mlp"):
+        job = files[f"{run}/job_001.slurm"].read_text()
+        assert "guide.def" not in job and "u.nc=" not in job
+    assert "nudgeml_mean.nc" not in files["control/job_001.slurm"].read_text()
+
+
+def _fake_world(tmp_path: Path, months: list[str]) -> dict[str, str]:
+    """Stand-ins for srun, module and LMDZ; reference files; forcing files. Returns the job env."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "srun": '#!/bin/bash\nexec "$@"\n',
+        "module": "#!/bin/bash\necho \"module $*\" >> \"$FAKE_LOG\"\n",
+        # The fake LMDZ checks what the real one needs and writes what the real one writes.
+        "gcm.e": """#!/bin/bash
+set -eu
+for f in start.nc startphy.nc limit.nc run.def gcm.def nudgeml.def; do [ -e "$f" ] || { echo "no $f"; exit 3; }; done
+get() { sed -n "s/^$1=//p" run.def; }
+if grep -q '^INCLUDEDEF=guide.def' run.def; then
+  [ -e u.nc ] && [ -e v.nc ] || { echo "no nudging files"; exit 4; }
+  echo "$(get anneeref) $(readlink u.nc)" >> "$FAKE_LOG"
+  echo guide > guide_ins.nc
+fi
+echo "gcm $(get anneeref) $(get dayref) $(get nday) $(get raz_date) start=$(cat start.nc) threads=$OMP_NUM_THREADS" >> "$FAKE_LOG"
+echo "state after day $(get dayref)+$(get nday)" > restart.nc
+cp restart.nc restartphy.nc
+echo hist > histhf.nc
+echo "Everything is cool"
+""",
+    }
+    for name, text in scripts.items():
+        p = bin_dir / name
+        p.write_text(text)
+        p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for f in ("start.nc", "startphy.nc", "limit.nc", "gcm.def", "physiq.def", "config.def", "output.def"):
+        (ref / f).write_text("initial\n" if f.startswith("start") else f"# {f}\n")
+    forcing = tmp_path / "forcing"
+    forcing.mkdir()
+    for tag in months:
+        for var in ("u", "v"):
+            (forcing / f"{var}_{tag}.nc").write_text(var)
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in ("model.json", "model.pt", "model.pt2"):
+        (model / f).write_text(f)
+    (tmp_path / "mean.nc").write_text("mean")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=str(tmp_path / "log"))
+    return env
+
+
+def test_rendered_jobs_run_month_by_month(raw, tmp_path):
+    env = _fake_world(tmp_path, ["200001", "200002", "200003"])
+    files = render(small(raw, tmp_path), tmp_path / "kit")
+    runs = tmp_path / "runs"
+
+    for job in ("guided/job_001.slurm", "guided/job_002.slurm"):
+        r = subprocess.run(["bash", str(files[job])], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    log = (tmp_path / "log").read_text().splitlines()
+    gcm = [ln for ln in log if ln.startswith("gcm ")]
+    assert gcm == [
+        "gcm 2000 1 31 1 start=initial threads=8",
+        "gcm 2000 32 29 0 start=state after day 1+31 threads=8",
+        "gcm 2000 61 31 0 start=state after day 32+29 threads=8",
+    ]
+    assert f"2000 {tmp_path}/forcing/u_200002.nc" in log
+    assert "module load intel-all/2021.9" in log
+    for tag in ("200001", "200002", "200003"):
+        out = runs / "guided" / "output" / tag
+        assert {p.name for p in out.iterdir()} == {".done", "histhf.nc", "guide_ins.nc", f"gcm_{tag}.out"}
+    assert (runs / "guided" / "start.nc").read_text() == "state after day 61+31\n"
+
+    # A rerun skips the months already done.
+    r = subprocess.run(["bash", str(files["guided/job_002.slurm"])], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "month 200003 already done" in r.stdout
+    assert len([ln for ln in (tmp_path / "log").read_text().splitlines() if ln.startswith("gcm ")]) == 3
+
+    # The ML run brings its model and the mean tendency into its run directory.
+    r = subprocess.run(["bash", str(files["ml-mlp/job_001.slurm"])], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ml = runs / "ml-mlp"
+    assert {p.name for p in (ml / "model").iterdir()} == {"model.json", "model.pt", "model.pt2"}
+    assert (ml / "nudgeml_mean.nc").read_text() == "mean"
+    assert "nudgeml_mode=2" in (ml / "nudgeml.def").read_text()
+    assert not (ml / "guide.def").exists()
+
+
+def test_missing_nudging_file_stops_the_job(raw, tmp_path):
+    env = _fake_world(tmp_path, ["200001"])  # February missing
+    files = render(small(raw, tmp_path), tmp_path / "kit")
+    r = subprocess.run(["bash", str(files["guided/job_001.slurm"])], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert f"nudging file missing for 200002: {tmp_path}/forcing/u_200002.nc" in r.stderr
+    assert (tmp_path / "runs" / "guided" / "output" / "200001" / ".done").exists()
+    assert not (tmp_path / "runs" / "guided" / "output" / "200002").exists()
