@@ -18,9 +18,12 @@ include: "workflow/rules/regrid.smk"
 include: "workflow/rules/nudged.smk"
 include: "workflow/rules/coupled.smk"
 include: "workflow/rules/biascheck.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/shard.smk"
 
 
 rule all:
     input:
         bias_check_json(),
+        rules.shard.output.store,
     default_target: True

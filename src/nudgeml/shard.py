@@ -156,7 +156,8 @@ class _Moments:
 def _compressors(level: int) -> Any:
     from zarr.codecs import BloscCodec, BloscShuffle
 
-    return BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.bitshuffle)
+    # byte shuffle: same ratio as bitshuffle on float32 columns, decodes ~1.5x faster (benchmarks/shard_io.py)
+    return BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.shuffle)
 
 
 def _open_source(source: str | os.PathLike[str] | xr.Dataset) -> tuple[xr.Dataset, str]:

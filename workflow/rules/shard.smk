@@ -1,0 +1,21 @@
+# Shard: column table -> zarr v3 training store (sharded, compressed, pre-shuffled, split in time).
+
+
+rule shard:
+    input:
+        columns=rules.extract.output.columns,
+    output:
+        store=directory(f"{OUT}/dataset.zarr"),
+    params:
+        dataset=config["dataset"],
+    log:
+        f"{OUT}/logs/shard.log",
+    benchmark:
+        f"{OUT}/benchmarks/shard.tsv"
+    resources:
+        **res("shard"),
+    threads: threads_of("shard")
+    conda:
+        "../../envs/ml.yaml"
+    script:
+        "../scripts/shard.py"

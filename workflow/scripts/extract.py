@@ -1,0 +1,7 @@
+from nudgeml.extract import ColumnSpec, column_dataset, write_columns
+from nudgeml.logs import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    spec = ColumnSpec.from_config(snakemake.params.columns)
+    ds = column_dataset(snakemake.input.histhf, snakemake.input.guide, snakemake.input.grid, spec)
+    write_columns(ds, snakemake.output.columns)
