@@ -20,10 +20,14 @@ include: "workflow/rules/coupled.smk"
 include: "workflow/rules/biascheck.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/shard.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         bias_check_json(),
         rules.shard.output.store,
+        expand(rules.offline_eval.output.json, model=config["train"]["models"]),
     default_target: True

@@ -45,7 +45,9 @@ def test_outputs_and_bias_check(workflow_run):
     out = workflow_run
     for rel in ("era5/invariant.nc", "era5/pressure_levels/2000-02.nc", "grid/model_grid.nc", "forcing/2000-02.nc",
                 "nudged/histhf.nc", "nudged/guide_ins.nc", "free/control/histhf.nc", "checks/bias_check.json",
-                "columns/columns.nc", "dataset.zarr/zarr.json", "dataset.zarr/train/inputs/zarr.json"):
+                "columns/columns.nc", "dataset.zarr/zarr.json", "dataset.zarr/train/inputs/zarr.json",
+                "models/mlp/trained.pt", "models/mlp/model.pt", "models/mlp/model.pt2", "models/mlp/model.json",
+                "models/mlp/offline.json", "models/mlp/r2_by_level.png"):
         assert (out / rel).exists(), rel
     result = json.loads((out / "checks/bias_check.json").read_text())
     assert set(result) >= {"nudged", "control", "_period"}
@@ -67,7 +69,7 @@ def test_dry_run_after_completion_has_nothing_to_do(workflow_run):
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):
     res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
     text = res.stdout + res.stderr
-    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "all": 1}
+    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "train": 1, "export": 1, "offline_eval": 1, "all": 1}
     era5 = workflow_run / "era5/pressure_levels/2000-02.nc"
     before = era5.stat().st_mtime
     smk("--forcerun", "nudged", outdir=workflow_run)
@@ -76,12 +78,17 @@ def test_forcerun_nudged_reruns_only_downstream(workflow_run):
 
 def test_forcerun_shard_rebuilds_only_the_store(workflow_run):
     res = smk("-n", "--forcerun", "shard", outdir=workflow_run)
-    assert job_stats(res.stdout + res.stderr) == {"shard": 1, "all": 1}
+    assert job_stats(res.stdout + res.stderr) == {"shard": 1, "train": 1, "export": 1, "offline_eval": 1, "all": 1}
     columns = workflow_run / "columns/columns.nc"
     before = columns.stat().st_mtime
     smk("--forcerun", "shard", outdir=workflow_run)
     assert columns.stat().st_mtime == before
     assert (workflow_run / "dataset.zarr/zarr.json").exists()
+
+
+def test_forcerun_train_retrains_without_upstream(workflow_run):
+    res = smk("-n", "--forcerun", "train", outdir=workflow_run)
+    assert job_stats(res.stdout + res.stderr) == {"train": 1, "export": 1, "offline_eval": 1, "all": 1}
 
 
 def test_mistyped_config_key_fails_before_any_work(tmp_path):

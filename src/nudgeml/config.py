@@ -51,6 +51,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
     if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
         raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
+    for name in config.get("train", {}).get("models", []):
+        if name not in config.get("models", {}):
+            raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
     plev = config["era5"]["pressure_levels_hpa"]
     if len(set(plev)) != len(plev):
         raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")

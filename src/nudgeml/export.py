@@ -508,3 +508,46 @@ def export_model(
         paths["aoti"] = export_aoti(module, example_input, out / manifest.artifacts["aoti"])
     paths["manifest"] = write_manifest(manifest, out / MANIFEST_NAME)
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Stage glue: a trained model + its training store -> the exported artefacts
+# --------------------------------------------------------------------------------------------
+
+
+def manifest_from_store(store: str | os.PathLike[str], *, name: str, kind: str, margin: float) -> Manifest:
+    """The manifest of a model trained on ``store``: its feature order, levels, units, guard, hash."""
+    from nudgeml.shard import load_stats, open_store
+
+    root = open_store(store)
+    attrs = root.attrs
+    stats = load_stats(root)
+    grid_shape = list(attrs.get("grid_shape") or [])
+    return Manifest(
+        name=name,
+        kind=kind,
+        features=tuple(Block(b["name"], b["units"], int(b["levels"])) for b in attrs["feature_blocks"]),
+        targets=tuple(Block(b["name"], b["units"], int(b["levels"])) for b in attrs["target_blocks"]),
+        levels=Levels(tuple(float(v) for v in attrs["levels_pa"])),
+        guard=Guard(
+            margin=float(margin),
+            feature_min=tuple(float(v) for v in stats["input_min"]),
+            feature_max=tuple(float(v) for v in stats["input_max"]),
+            target_min=tuple(float(v) for v in stats["target_min"]),
+            target_max=tuple(float(v) for v in stats["target_max"]),
+        ),
+        grid=Grid("model", nlon=int(grid_shape[1]), nlat=int(grid_shape[0])) if len(grid_shape) == 2 else None,
+        dataset_sha256=str(attrs.get("source_sha256", "")),
+    )
+
+
+def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True) -> dict[str, Path]:
+    """Export a ``trained.pt`` (physical-units module) with the manifest of its store."""
+    from nudgeml.data import Segment, _SplitArrays
+    from nudgeml.models.common import load_trained
+
+    obj = load_trained(trained)
+    manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
+    train = _SplitArrays(store, "train")
+    x, _ = train.read(Segment(0, min(train.n_rows, 16)))  # real columns as the export example
+    return export_model(obj["module"].eval(), manifest, out_dir, torch.from_numpy(x), aoti=aoti)

@@ -13,6 +13,7 @@ ERA5_DIR = f"{OUT}/era5"
 wildcard_constraints:
     month=r"\d{4}-\d{2}",
     run="|".join(RUNS),
+    model="|".join(sorted(config["models"])),
 
 
 def res(rule_name):

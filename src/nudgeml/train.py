@@ -1,0 +1,25 @@
+"""Train stage: one model of the ``models`` section, by kind (``mlp`` or ``xgboost``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from nudgeml.config import ConfigError
+
+KINDS = ("mlp", "xgboost")
+
+
+def train_model(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], name: str, section: Mapping[str, Any]) -> dict[str, Any]:
+    """Train model ``name`` described by ``section`` (its ``kind`` selects the trainer)."""
+    kind = section.get("kind")
+    if kind == "mlp":
+        from nudgeml.models.mlp import MLPConfig, train_mlp
+
+        return train_mlp(store, out_dir, MLPConfig.from_config(section))
+    if kind == "xgboost":
+        from nudgeml.models.xgb import XGBConfig, train_xgb
+
+        return train_xgb(store, out_dir, XGBConfig.from_config(section))
+    raise ConfigError(f"config key 'models.{name}.kind' is {kind!r}; use one of {KINDS}")

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+import xgboost as xgb
+
+from nudgeml.evaluate import evaluate
+from nudgeml.export import export_trained
+from nudgeml.models.common import load_trained
+from nudgeml.models.xgb import XGBConfig, booster_predict, target_modes, train_xgb
+from nudgeml.shard import load_stats, open_store
+from synthetic import linear_store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return linear_store(tmp_path_factory.mktemp("xgb") / "ds.zarr", nlev=3)[0]
+
+
+@pytest.mark.parametrize("n_modes", [0, 3])
+def test_conversion_to_torch_matches_the_booster(tmp_path, store, n_modes):
+    """Tolerance: 1e-5 of each target's standard deviation (float32 sums of up to ~10^3 leaves)."""
+    train_xgb(store, tmp_path / "m", XGBConfig(n_estimators=40, max_depth=4, n_modes=n_modes, checkpoint_every=10))
+    stats = load_stats(open_store(store))
+    modes = target_modes(store, stats, n_modes)
+    booster = xgb.Booster(model_file=str(tmp_path / "m" / "booster.ubj"))
+    x = np.asarray(open_store(store)["test"]["inputs"][:])
+    x[:5, 2] = np.nan  # missing values follow the trees' default directions
+    ref = booster_predict(booster, x, modes, stats)
+    module = load_trained(tmp_path / "m" / "trained.pt")["module"]
+    got = module(torch.from_numpy(x)).detach().numpy()
+    assert np.all(np.abs(got - ref) <= 1e-5 * stats["target_std"]), np.abs(got - ref).max(axis=0) / stats["target_std"]
+    paths = export_trained(tmp_path / "m" / "trained.pt", store, tmp_path / "out", name="xgb", margin=0.1, aoti=False)
+    ts = torch.jit.load(str(paths["torchscript"]))(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ts, got, rtol=0, atol=1e-6 * stats["target_std"].max())
+
+
+def test_skill_and_resume(tmp_path, store):
+    out = tmp_path / "m"
+    first = train_xgb(store, out, XGBConfig(n_estimators=20, max_depth=4, checkpoint_every=10, early_stopping_rounds=0))
+    (out / "checkpoints" / "COMPLETE").unlink()  # cut short after 20 rounds
+    second = train_xgb(store, out, XGBConfig(n_estimators=120, max_depth=4, checkpoint_every=10, early_stopping_rounds=0))
+    assert second["resumed_rounds"] == first["rounds"] == 20 and second["rounds"] == 120
+    export_trained(out / "trained.pt", store, tmp_path / "out", name="xgb", margin=0.1, aoti=False)
+    result = evaluate(tmp_path / "out", store)
+    assert all(res["r2_overall"] > 0.8 for res in result["targets"].values()), {k: v["r2_overall"] for k, v in result["targets"].items()}

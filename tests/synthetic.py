@@ -1,0 +1,34 @@
+"""Synthetic training stores with a known relation between inputs and targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.extract import ColumnSpec, expand_names
+from nudgeml.shard import ShardConfig, shard_columns
+
+
+def linear_store(path: Path, *, nlev: int = 3, ntime: int = 40, ncol: int = 300, seed: int = 0, noise: float = 0.0, chunk_samples: int = 256, shard_samples: int = 2048) -> tuple[Path, np.ndarray]:
+    """A store whose targets are an exact linear function of the inputs; returns (path, W)."""
+    rng = np.random.default_rng(seed)
+    spec = ColumnSpec()
+    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
+    scale = np.concatenate([np.full(2 * nlev, 10.0), np.full(nlev, 30.0), np.full(nlev, 1e-3), [1e3]])
+    offset = np.concatenate([np.zeros(2 * nlev), np.full(nlev, 260.0), np.full(nlev, 5e-3), [1e5]])
+    x = (rng.normal(size=(ntime, ncol, nf)) * scale + offset).astype(np.float32)
+    w = rng.normal(size=(nf, nt)) / np.sqrt(nf)
+    y = (((x - offset) / scale) @ w * 1e-4 + noise * 1e-4 * rng.normal(size=(ntime, ncol, nt))).astype(np.float32)
+    ds = xr.Dataset(
+        {"inputs": (("time", "column", "feature"), x), "targets": (("time", "column", "target"), y)},
+        coords={"time": np.datetime64("2000-01-01T00") + np.arange(ntime) * np.timedelta64(6, "h"),
+                "feature": expand_names(fb), "target": expand_names(tb), "presnivs": ("lev", np.linspace(95000, 5000, nlev))},
+        attrs={"feature_blocks": json.dumps(fb), "target_blocks": json.dumps(tb), "grid_shape": json.dumps([10, 30])},
+    )
+    cfg = ShardConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, gap_hours=0, chunk_samples=chunk_samples, shard_samples=shard_samples, seed=seed)
+    shard_columns(ds, path, cfg, source_digest="synthetic")
+    return path, w

@@ -1,0 +1,36 @@
+import json
+
+import numpy as np
+import pytest
+
+from nudgeml.evaluate import MetricAccumulator, check_manifest_matches_store
+from nudgeml.export import Block, ManifestError, manifest_from_store
+from synthetic import linear_store
+
+
+def test_metrics_against_numpy():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(1000, 3))
+    pred = y + rng.normal(scale=0.5, size=y.shape)
+    acc = MetricAccumulator(3)
+    for s in range(0, 1000, 128):
+        acc.update(y[s:s + 128], pred[s:s + 128])
+    mse, r2 = acc.result()
+    np.testing.assert_allclose(mse, ((pred - y) ** 2).mean(axis=0))
+    np.testing.assert_allclose(r2, 1 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0))
+
+
+def test_manifest_must_match_the_dataset(tmp_path):
+    store, _ = linear_store(tmp_path / "ds.zarr", ntime=10, ncol=50)
+    good = manifest_from_store(store, name="m", kind="mlp", margin=0.1)
+    check_manifest_matches_store(good, store, "model.json")
+    swapped = good.__class__(**{**good.__dict__, "features": (good.features[1], good.features[0], *good.features[2:])})
+    with pytest.raises(ManifestError, match=r"model\.json: feature order differs.*position 0"):
+        check_manifest_matches_store(swapped, store, "model.json")
+    other_levels = good.__class__(**{**good.__dict__, "levels": good.levels.__class__(tuple(v + 1.0 for v in good.levels.values))})
+    with pytest.raises(ManifestError, match="levels"):
+        check_manifest_matches_store(other_levels, store, "model.json")
+    fewer = good.__class__(**{**good.__dict__, "targets": (Block("du", "m s-2", 3),)})
+    with pytest.raises(ManifestError, match="targets differ"):
+        check_manifest_matches_store(fewer, store, "model.json")
+    assert json.loads(json.dumps(good.to_dict()))["guard"]["margin"] == 0.1
