@@ -23,6 +23,7 @@ include: "workflow/rules/shard.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/lmdz.smk"
 
 
 rule all:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nudgeml.conventions import LmdzGrid, guide_record, histhf_record, open_guide_writer, open_histhf_writer
+import xarray as xr
+
+from nudgeml.conventions import LmdzGrid, era5_record, guide_record, histhf_record, open_era5_writer, open_guide_writer, open_histhf_writer
 from nudgeml.ncstream import seconds_since
 
 T0 = np.datetime64("2000-01-01T00:00", "s")
@@ -40,3 +42,59 @@ def write_history(root: Path, *, nlat: int, nlon: int, nlev: int, ntime: int, gu
     hist.close()
     guide.close()
     return root / "histhf.nc", root / "guide_ins.nc", grid
+
+
+EPOCH = np.datetime64("1970-01-01T00:00", "s")
+TIMES = np.array(["2000-02-01T00:00", "2000-02-01T06:00", "2000-02-01T12:00"], dtype="datetime64[s]")
+PLEV = np.array([1000, 925, 850, 700, 500, 300, 200, 100, 50, 20, 10], dtype=float)
+
+
+def fine_source():
+    """A 2-degree ERA5-like grid (latitudes ascending here; the writer flips them)."""
+    return np.linspace(-89.5, 89.5, 90), np.arange(180) * 2.0
+
+
+def smooth(lat, lon):
+    """A smooth analytic horizontal pattern (degrees in)."""
+    la, lo = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None, :]
+    return 10.0 * np.cos(la) ** 2 * np.cos(2 * lo) + 5.0 * np.sin(la)
+
+
+def write_era5(root, lat, lon, *, ps_pa=1.0e5, drop=None):
+    """One month of ERA5-like files: u = smooth pattern + 2 ln(p), t, q, z; flat orography."""
+    root.mkdir(parents=True, exist_ok=True)
+    horiz = smooth(lat, lon)
+    lnp = np.log(PLEV * 100.0)[:, None, None]
+    paths = {}
+    for kind in ("pressure_levels", "single_levels", "precipitation"):
+        paths[kind] = root / f"{kind}.nc"
+    w = open_era5_writer(paths["pressure_levels"], "pressure_levels", lat_deg=lat, lon_deg=lon, plev_hpa=PLEV)
+    for i, t in enumerate(TIMES):
+        fields = {
+            "u": horiz[None] + 2.0 * lnp + i,
+            "v": -horiz[None] + 0 * lnp,
+            "t": 250.0 + 10.0 * (lnp - lnp.mean()) + 0 * horiz[None],
+            "q": 1e-3 * np.exp(lnp - lnp.max()) + 0 * horiz[None],
+            "z": -287.0 * 250.0 * (lnp - np.log(1e5)) + 0 * horiz[None],
+        }
+        w.append(seconds_since([t], EPOCH)[0], **era5_record(fields))
+    w.close()
+    if drop:  # a file from a request that forgot a variable
+        with xr.open_dataset(paths["pressure_levels"]) as full:
+            bad = full.drop_vars(drop).load()
+        bad.to_netcdf(paths["pressure_levels"])
+    w = open_era5_writer(paths["single_levels"], "single_levels", lat_deg=lat, lon_deg=lon)
+    for t in TIMES:
+        w.append(seconds_since([t], EPOCH)[0], **era5_record({"sp": np.full(horiz.shape, ps_pa)}))
+    w.close()
+    w = open_era5_writer(paths["precipitation"], "precipitation", lat_deg=lat, lon_deg=lon)
+    for h in range(1, 13):
+        w.append(seconds_since([TIMES[0] + np.timedelta64(h, "h")], EPOCH)[0], **era5_record({"tp": 1e-4 * (1.0 + np.cos(np.deg2rad(lat))[:, None] * np.ones((1, lon.size)))}))
+    w.close()
+    paths["invariant"] = root / "invariant.nc"
+    w = open_era5_writer(paths["invariant"], "invariant", lat_deg=lat, lon_deg=lon)
+    w.append(0, **era5_record({"z": np.zeros(horiz.shape), "lsm": np.zeros(horiz.shape)}, with_expver=False))
+    w.close()
+    return paths
+
+

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def smk(*args, outdir, check=True):
-    cmd = [*SNAKEMAKE, "--configfile", "config/tiny.yaml", "--config", f"outdir={outdir}", "--cores", "2", *args]
+def smk(*args, outdir, check=True, overlays=()):
+    """Run snakemake on the tiny configuration (plus overlays, merged in order) into ``outdir``."""
+    cmd = [*SNAKEMAKE, "--configfile", "config/tiny.yaml", *map(str, overlays), "--config", f"outdir={outdir}", "--cores", "2", *args]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
@@ -91,11 +92,34 @@ def test_forcerun_train_retrains_without_upstream(workflow_run):
     assert job_stats(res.stdout + res.stderr) == {"train": 1, "export": 1, "offline_eval": 1, "all": 1}
 
 
+def test_lmdz_backend_renders_forcing_and_jobs(workflow_run, tmp_path):
+    overlay = tmp_path / "lmdz.yaml"
+    overlay.write_text(f"""
+lmdz:
+  slurm: {{account: abc@cpu}}
+  grid: {{iim: 48, jjm: 36}}
+  executable: $WORK/LMDZ/gcm.e
+  reference_dir: $WORK/ref
+  run_root: $SCRATCH/nudgeml
+  nudging: {{forcing_dir: {tmp_path / 'forcing'}, variables: [u, v]}}
+  guided: {{start: "2000-02-01", end: "2000-03-01"}}
+  free: {{start: "2000-03-01", end: "2000-04-01", runs: {{control: {{correction: none}}, mean: {{correction: mean}}}}}}
+  correction: {{mean_file: $WORK/mean_tendency.nc}}
+""")
+    smk("lmdz_jobs", overlays=[overlay], outdir=workflow_run)
+    assert (tmp_path / "forcing" / "u_200002.nc").exists() and (tmp_path / "forcing" / "v_200002.nc").exists()
+    jobs = workflow_run / "lmdz" / "jobs"
+    scripts = sorted(p.name for p in jobs.rglob("*.slurm"))
+    assert scripts, list(jobs.rglob("*"))
+    text = next(jobs.rglob("*.slurm")).read_text()
+    assert "#SBATCH --account=abc@cpu" in text and "--mem" not in text
+
+
 def test_mistyped_config_key_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("nudging:\n  tau_hourz: 3.0\n")
     out = tmp_path / "results"
-    res = smk("--configfile", str(bad), outdir=out, check=False)
+    res = smk(overlays=[bad], outdir=out, check=False)
     assert res.returncode != 0
     assert "tau_hourz" in res.stdout + res.stderr
     assert not out.exists()

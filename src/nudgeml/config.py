@@ -27,9 +27,19 @@ class ConfigError(ValueError):
 def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str] = SCHEMA_PATH) -> None:
     """Raise :class:`ConfigError` naming the first offending key."""
     import jsonschema
+    from referencing import Registry, Resource
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    schema_path = Path(schema_path).resolve()
+    schema = yaml.safe_load(schema_path.read_text())
+
+    def retrieve(uri: str) -> Resource:
+        # relative $refs name other YAML schema files (the lmdz block's lives with the job kit)
+        target = Path(uri.removeprefix("file://"))
+        return Resource.from_contents(yaml.safe_load(target.read_text()))
+
+    base = schema_path.as_uri()
+    registry = Registry(retrieve=retrieve)
+    validator = jsonschema.Draft202012Validator({**schema, "$id": base}, registry=registry)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

@@ -1,0 +1,119 @@
+"""ERA5 -> the nudging files LMDZ's ``guide_mod`` reads, with ``cdo`` (the ``lmdz`` backend's CDO stage).
+
+LMDZ reads, per month, ``u.nc`` (``UWND``), ``v.nc`` (``VWND``), ``T.nc`` (``AIR``) and ``ps.nc``
+(``SP``) already on its own horizontal grid, on pressure levels (``LEVEL``, hPa; it interpolates to
+its model levels itself, ``guide_plevs = 0``). Its grid is a staggered C grid: for ``iim x jjm``,
+u lives on ``iim + 1`` longitudes shifted by half a cell east (the periodic point repeated) and the
+``jjm + 1`` scalar latitudes (poles included), v on the scalar longitudes and the ``jjm`` latitudes
+between them, T and ps on the scalar points. Latitudes run north to south. Each monthly file also holds
+the first analysis of the next month, so LMDZ can interpolate the month's last 6 hours.
+
+Written as ``<forcing_dir>/<file_pattern>`` (``{var}_{year:04d}{month:02d}.nc`` by default); the job
+kit (:mod:`nudgeml.lmdz`) links them as ``u.nc`` ... in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.atomic import atomic_path
+from nudgeml.conventions import InputError, check_era5_file
+from nudgeml.regrid import CDO_METHODS, cdo
+
+#: LMDZ nudging variable -> (ERA5 variable, file variable, grid points, kind of ERA5 file)
+LMDZ_VARS = {
+    "u": ("u", "UWND", "u", "pressure_levels"),
+    "v": ("v", "VWND", "v", "pressure_levels"),
+    "T": ("t", "AIR", "scalar", "pressure_levels"),
+    "ps": ("sp", "SP", "scalar", "single_levels"),
+}
+
+
+def lmdz_points(iim: int, jjm: int, point: str) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes (degrees, LMDZ order) of LMDZ's u, v or scalar points."""
+    dlon = 360.0 / iim
+    lon_scalar = -180.0 + dlon * np.arange(iim + 1)  # periodic point repeated
+    lat_scalar = 90.0 - (180.0 / jjm) * np.arange(jjm + 1)  # poles included, north first
+    if point == "u":
+        return lon_scalar + 0.5 * dlon, lat_scalar
+    if point == "v":
+        return lon_scalar, 0.5 * (lat_scalar[:-1] + lat_scalar[1:])
+    if point == "scalar":
+        return lon_scalar, lat_scalar
+    raise ValueError(f"unknown LMDZ grid point kind {point!r}")
+
+
+def cdo_grid_text(lon: np.ndarray, lat: np.ndarray) -> str:
+    return "\n".join([
+        "gridtype = lonlat", f"xsize = {lon.size}", f"ysize = {lat.size}",
+        f"xfirst = {lon[0]:.10f}", f"xinc = {lon[1] - lon[0]:.10f}",
+        f"yfirst = {lat[0]:.10f}", f"yinc = {lat[1] - lat[0]:.10f}", "",
+    ])
+
+
+def write_lmdz_forcing(
+    *,
+    month_file: dict[str, Path],
+    next_month_file: dict[str, Path] | None,
+    out_paths: dict[str, Path],
+    iim: int,
+    jjm: int,
+    method: str = "bilinear",
+) -> None:
+    """Write one month of LMDZ nudging files.
+
+    ``month_file``/``next_month_file`` map ERA5 kinds (``pressure_levels``, ``single_levels``) to the
+    month's files; ``out_paths`` maps LMDZ variables (``u v T ps``) to the files to write.
+    """
+    unknown = set(out_paths) - set(LMDZ_VARS)
+    if unknown:
+        raise InputError(f"LMDZ nudging variable(s) {sorted(unknown)} cannot be made from ERA5 here; use {sorted(LMDZ_VARS)}"
+                         + (" ('hur' needs ERA5 relative humidity, not part of the download)" if "hur" in unknown else ""))
+    for var, path in out_paths.items():
+        kind = LMDZ_VARS[var][3]
+        check_era5_file(month_file[kind], kind)
+        if next_month_file is not None:
+            check_era5_file(next_month_file[kind], kind)
+    with tempfile.TemporaryDirectory(prefix="lmdz-forcing.") as tmpdir:
+        tmp = Path(tmpdir)
+        for var, path in out_paths.items():
+            era5_name, lmdz_name, point, kind = LMDZ_VARS[var]
+            lon, lat = lmdz_points(iim, jjm, point)
+            grid = tmp / f"grid_{point}.txt"
+            grid.write_text(cdo_grid_text(lon, lat))
+            src = [f"-selname,{era5_name}", str(month_file[kind])]
+            if next_month_file is not None:  # the month plus the next month's first analysis
+                merged = tmp / f"{var}_merged.nc"
+                cdo("-f", "nc4", "mergetime", f"-selname,{era5_name}", str(month_file[kind]), "-seltimestep,1", f"-selname,{era5_name}", str(next_month_file[kind]), str(merged))
+                src = [str(merged)]
+            remapped = tmp / f"{var}_remapped.nc"
+            cdo("-f", "nc4", f"{CDO_METHODS[method]},{grid}", *src, str(remapped))
+            with xr.open_dataset(remapped) as ds:
+                tdim = next(d for d in ("valid_time", "time") if d in ds.dims)
+                da = ds[era5_name].load()
+            da = da.sortby("lat", ascending=False) if "lat" in da.dims else da
+            dims = {tdim: "TIME", "lat": "LAT", "lon": "LON"}
+            zdim = next((d for d in da.dims if d not in dims), None)
+            if zdim is not None:
+                dims[zdim] = "LEVEL"
+            da = da.rename(dims)
+            out = xr.Dataset({lmdz_name: da.astype(np.float32)})
+            if zdim is not None:
+                levels = np.asarray(ds[zdim].values if zdim in ds else da["LEVEL"].values, np.float64)
+                units = str(ds[zdim].attrs.get("units", "hPa")).lower() if zdim in ds else "hpa"
+                out = out.assign_coords(LEVEL=("LEVEL", levels / 100.0 if units in ("pa", "pascal") else levels, {"units": "hPa", "long_name": "pressure level"}))
+            out = out.assign_coords(LAT=("LAT", lat, {"units": "degrees_north"}), LON=("LON", lon, {"units": "degrees_east"}))
+            out.attrs.update({"title": f"ERA5 {era5_name} for LMDZ nudging ({lmdz_name}), {point} points of the {iim}x{jjm} grid", "regrid": CDO_METHODS[method]})
+            with atomic_path(path) as t:
+                out.to_netcdf(t, encoding={"TIME": {"units": "hours since 1900-01-01 00:00:00", "calendar": "gregorian", "dtype": "float64"}})
+
+
+def month_file_names(file_pattern: str, variables: Sequence[str], year: int, month: int, forcing_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    root = Path(os.path.expandvars(str(forcing_dir)))
+    return {v: root / file_pattern.format(var=v, year=year, month=month) for v in variables}
