@@ -1,5 +1,8 @@
 # nudgeml: learn an online bias correction for the LMDZ GCM from nudged runs, prove it on free runs.
 # This file only loads and validates the configuration and includes one rule file per stage.
+
+
+report: "workflow/report/workflow.rst"
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,19 +19,19 @@ include: "workflow/rules/era5.smk"
 include: "workflow/rules/grid.smk"
 include: "workflow/rules/regrid.smk"
 include: "workflow/rules/nudged.smk"
-include: "workflow/rules/coupled.smk"
-include: "workflow/rules/biascheck.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/shard.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/coupled.smk"
+include: "workflow/rules/biascheck.smk"
+include: "workflow/rules/report.smk"
 include: "workflow/rules/lmdz.smk"
 
 
 rule all:
     input:
         bias_check_json(),
-        rules.shard.output.store,
-        expand(rules.offline_eval.output.json, model=config["train"]["models"]),
+        rules.report.output.html,
     default_target: True

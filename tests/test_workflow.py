@@ -48,11 +48,12 @@ def test_outputs_and_bias_check(workflow_run):
                 "nudged/histhf.nc", "nudged/guide_ins.nc", "free/control/histhf.nc", "checks/bias_check.json",
                 "columns/columns.nc", "dataset.zarr/zarr.json", "dataset.zarr/train/inputs/zarr.json",
                 "models/mlp/trained.pt", "models/mlp/model.pt", "models/mlp/model.pt2", "models/mlp/model.json",
-                "models/mlp/offline.json", "models/mlp/r2_by_level.png"):
+                "models/mlp/offline.json", "models/mlp/r2_by_level.png", "mean_tendency.nc",
+                "free/control.m1/histhf.nc", "free/ml-mlp/status.json", "report/index.html", "report/metrics.json"):
         assert (out / rel).exists(), rel
     result = json.loads((out / "checks/bias_check.json").read_text())
     assert set(result) >= {"nudged", "control", "_period"}
-    assert result["_period"]["n_times"] == 24
+    assert result["_period"]["n_times"] == 8  # the free runs' 2 days
     for run in ("nudged", "control"):
         assert all(0 < result[run][k] < 20 for k in ("rmse_u", "rmse_v", "rmse_t"))
     # relaxed toward the truth, the nudged winds stay closer to it than the free control's
@@ -60,6 +61,12 @@ def test_outputs_and_bias_check(workflow_run):
     for rule in ("era5_standin", "model_grid", "nudged", "bias_check"):
         assert (out / "logs" / f"{rule}.log").exists() and (out / "benchmarks" / f"{rule}.tsv").exists()
     assert not list(out.rglob("*.tmp.nc")), "no temporary files left behind"
+    metrics = json.loads((out / "report/metrics.json").read_text())
+    runs = {row["run"] for row in metrics["table"]}
+    assert runs == {"nudged", "control", "control.m1", "mean", "mean-monthly", "ml-mlp"}
+    assert set(metrics["noise_floor"]) == {"u", "v", "t", "q", "ps", "precip"}
+    page = (out / "report/index.html").read_text()
+    assert "data:image/png;base64," in page and "noise floor" in page and 'src="http' not in page, "self-contained"
 
 
 def test_dry_run_after_completion_has_nothing_to_do(workflow_run):
@@ -70,7 +77,7 @@ def test_dry_run_after_completion_has_nothing_to_do(workflow_run):
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):
     res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
     text = res.stdout + res.stderr
-    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "train": 1, "export": 1, "offline_eval": 1, "all": 1}
+    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "train": 1, "export": 1, "offline_eval": 1, "mean_tendency": 1, "free_run": 3, "report": 1, "all": 1}
     era5 = workflow_run / "era5/pressure_levels/2000-02.nc"
     before = era5.stat().st_mtime
     smk("--forcerun", "nudged", outdir=workflow_run)
@@ -79,7 +86,7 @@ def test_forcerun_nudged_reruns_only_downstream(workflow_run):
 
 def test_forcerun_shard_rebuilds_only_the_store(workflow_run):
     res = smk("-n", "--forcerun", "shard", outdir=workflow_run)
-    assert job_stats(res.stdout + res.stderr) == {"shard": 1, "train": 1, "export": 1, "offline_eval": 1, "all": 1}
+    assert job_stats(res.stdout + res.stderr) == {"shard": 1, "train": 1, "export": 1, "offline_eval": 1, "mean_tendency": 1, "free_run": 3, "bias_check": 1, "report": 1, "all": 1}
     columns = workflow_run / "columns/columns.nc"
     before = columns.stat().st_mtime
     smk("--forcerun", "shard", outdir=workflow_run)
@@ -89,7 +96,7 @@ def test_forcerun_shard_rebuilds_only_the_store(workflow_run):
 
 def test_forcerun_train_retrains_without_upstream(workflow_run):
     res = smk("-n", "--forcerun", "train", outdir=workflow_run)
-    assert job_stats(res.stdout + res.stderr) == {"train": 1, "export": 1, "offline_eval": 1, "all": 1}
+    assert job_stats(res.stdout + res.stderr) == {"train": 1, "export": 1, "offline_eval": 1, "free_run": 1, "bias_check": 1, "report": 1, "all": 1}
 
 
 def test_lmdz_backend_renders_forcing_and_jobs(workflow_run, tmp_path):

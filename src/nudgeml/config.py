@@ -61,6 +61,13 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
     if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
         raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
+    for name, run in config["free_runs"]["runs"].items():
+        if run["correction"] == "ml" and run["model"] not in config.get("models", {}):
+            raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
+    split = config.get("dataset", {}).get("split", {})
+    for block, (first, last) in (split.get("dates") or {}).items():
+        if not (start <= parse_time(first) <= parse_time(last) < fstart):
+            raise ConfigError(f"config key 'dataset.split.dates.{block}' ({first} - {last}) must lie inside the period and end before free_runs.start ({fstart}): the free runs are evaluated out of sample")
     for name in config.get("train", {}).get("models", []):
         if name not in config.get("models", {}):
             raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")

@@ -427,8 +427,10 @@ def daily_totals_mm(tp_m: xr.DataArray, time_dim: str = "valid_time") -> xr.Data
     shifted = tp_m.assign_coords({time_dim: tp_m[time_dim] - np.timedelta64(1, "h")})
     grouped = shifted.resample({time_dim: "1D"})
     total = grouped.sum() * 1000.0
-    count = grouped.count()
-    return total.where(count == 24, drop=True).rename({time_dim: "time"})
+    complete = (grouped.count() == 24).compute()
+    if "lat" in complete.dims:  # a day is complete everywhere or nowhere
+        complete = complete.all([d for d in complete.dims if d != time_dim])
+    return total.sel({time_dim: complete.values}).rename({time_dim: "time"})
 
 
 def time_values(ds: xr.Dataset, dim: str) -> np.ndarray:

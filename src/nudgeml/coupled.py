@@ -1,47 +1,260 @@
 """Free runs: the model without relaxation, from the regridded ERA5 state at ``free_runs.start``.
 
-``correction: none`` is the control. Every run writes the same LMDZ-convention ``histhf`` as the nudged
-run, so one reader and one report serve all of them.
+Corrections (``free_runs.runs.<name>.correction``):
+
+* ``none``: the control;
+* ``mean``: the mean nudging tendency of the training period, every step (``climatology: annual`` or
+  ``monthly``);
+* ``ml``: every 6 h the exported model (``model.pt`` through ``torch.jit.load``, or ``model.pt2``
+  through AOTInductor — the two ways the Fortran bridge loads it) is called on the current state; its
+  output, through the guard, is applied as a constant tendency for the next 6 h.
+
+The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
+training range (widened by the manifest's margin) or whose output is not finite takes the mean
+tendency; other outputs are clipped to the training range. Counts go to ``status.json``.
+
+Members: ``<name>.m<k>`` (k >= 1) start from the same state with a tiny random temperature
+perturbation (``free_runs.perturbation_k``), the initial-condition ensemble that sets the noise floor.
+
+A run that blows up (non-finite state or ``|u| > max_wind_ms``) stops, keeps what it wrote, and is
+marked ``failed`` in ``status.json`` and in the history's attributes, with the diagnosis.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from nudgeml.atomic import write_text_atomic
 from nudgeml.config import ConfigError, Period
+from nudgeml.conventions import InputError
+from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.grid import read_model_grid
 from nudgeml.regrid import open_forcing
-from nudgeml.simulate import HistoryWriter, RunFailed, check_finite, check_same_grid, model_gcm, select_times, state_at
+from nudgeml.simulate import HistoryWriter, check_same_grid, model_gcm, select_times, state_at
 
 log = logging.getLogger(__name__)
 
+MEMBER = re.compile(r"^(?P<name>.+?)\.m(?P<member>[0-9]+)$")
 
-def run_free(config: Mapping[str, Any], run: str, grid_path: str | Path, forcing_paths: Sequence[str | Path], out_histhf: str | Path) -> None:
+
+def split_member(run: str) -> tuple[str, int]:
+    """``control.m2`` -> (``control``, 2); ``control`` -> (``control``, 0)."""
+    m = MEMBER.match(run)
+    return (m["name"], int(m["member"])) if m else (run, 0)
+
+
+def run_names(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every run and member of ``free_runs.runs`` (member 0 keeps the plain name)."""
+    out = []
+    for name, spec in runs.items():
+        out.append(name)
+        out += [f"{name}.m{k}" for k in range(1, int(spec.get("members", 1)))]
+    return out
+
+
+@dataclass
+class GuardCounts:
+    columns: int = 0
+    fallback: int = 0
+    clipped: int = 0
+
+
+class Corrector:
+    """The external tendency of a run for the window starting at ``t``, from the state then."""
+
+    kind = "none"
+
+    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return None, None
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class MeanCorrector(Corrector):
+    kind = "mean"
+
+    def __init__(self, mean: Any, climatology: str) -> None:
+        if climatology not in ("annual", "monthly"):
+            raise ConfigError(f"climatology must be 'annual' or 'monthly', got {climatology!r}")
+        self.climatology = climatology
+        self.annual = (mean["du_mean"].values, mean["dv_mean"].values)
+        self.monthly = (mean["du_monthly"].values, mean["dv_monthly"].values)
+
+    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.climatology == "annual":
+            return self.annual
+        m = int(str(np.datetime64(t, "M"))[5:7]) - 1
+        return self.monthly[0][m], self.monthly[1][m]
+
+
+class MLCorrector(Corrector):
+    """Calls an exported model every window and guards its output."""
+
+    kind = "ml"
+
+    def __init__(self, model_dir: Path, backend: str, spec: ColumnSpec, grid: Any, fallback: tuple[np.ndarray, np.ndarray]) -> None:
+        import torch
+
+        from nudgeml.export import read_manifest
+        from nudgeml.guard import guard_bounds
+
+        self.manifest = read_manifest(model_dir, klev=grid.sigma.size)
+        expected = expand_names(spec.feature_blocks(grid.sigma.size))
+        if list(self.manifest.feature_names) != expected:
+            raise InputError(f"{model_dir / 'model.json'}: features {self.manifest.feature_names[:3]}... do not match the run's {expected[:3]}... (columns config)")
+        nlev = grid.sigma.size
+        if list(self.manifest.target_names) != expand_names([{"name": "du", "levels": nlev}, {"name": "dv", "levels": nlev}]):
+            raise InputError(f"{model_dir / 'model.json'}: targets {self.manifest.target_names[:2]}... are not du, dv on {nlev} levels")
+        if not np.allclose(self.manifest.levels.values, grid.presnivs_pa, rtol=1e-5):
+            raise InputError(f"{model_dir / 'model.json'}: key 'levels.values' does not match the run's model levels")
+        if self.manifest.grid is not None and (self.manifest.grid.nlat, self.manifest.grid.nlon) != (grid.lat_deg.size, grid.lon_deg.size):
+            raise InputError(f"{model_dir / 'model.json'}: key 'grid' is {self.manifest.grid.nlat}x{self.manifest.grid.nlon}, the run's grid is {grid.lat_deg.size}x{grid.lon_deg.size}")
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        if backend == "torchscript":
+            self.model = torch.jit.load(str(model_dir / self.manifest.artifacts["torchscript"]), map_location="cpu").eval()
+        elif backend == "aoti":
+            self.model = torch._inductor.aoti_load_package(str(model_dir / self.manifest.artifacts["aoti"]))
+        else:
+            raise ConfigError(f"unknown model backend {backend!r}; use torchscript or aoti")
+        self.backend = backend
+        self.spec, self.grid = spec, grid
+        self.bounds = guard_bounds(self.manifest.guard)
+        nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
+        self.shape = (nlev, nlat, nlon)
+        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1)  # (ncol, 2 nlev)
+        self.counts = GuardCounts()
+        self.per_window: list[tuple[str, int, int]] = []
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from nudgeml.guard import apply_guard
+
+        t0 = time.perf_counter()
+        fields = {"u": state.u[None], "v": state.v[None], "t": state.t[None], "q": state.q[None], "ps": state.ps[None]}
+        x = column_features(fields, self.spec, lat_deg=self.grid.lat_deg, lon_deg=self.grid.lon_deg, times=np.array([t]), land_fraction=self.grid.land_fraction)[0]
+        with torch.no_grad():
+            y = self.model(torch.from_numpy(np.ascontiguousarray(x)))
+        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+        g = apply_guard(x, y, self.fallback, self.bounds)
+        nlev = self.shape[0]
+        du = g.tendency[:, :nlev].T.reshape(self.shape).astype(np.float32)
+        dv = g.tendency[:, nlev:].T.reshape(self.shape).astype(np.float32)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.counts.columns += x.shape[0]
+        self.counts.fallback += g.n_fallback
+        self.counts.clipped += g.n_clipped
+        self.per_window.append((str(t), g.n_fallback, g.n_clipped))
+        return du, dv
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "calls": self.calls,
+            "inference_s": self.seconds,
+            "guard": {"columns": self.counts.columns, "fallback_columns": self.counts.fallback, "clipped_values": self.counts.clipped, "margin": self.manifest.guard.margin},
+            "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
+        }
+
+
+def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, mean_file: str | Path | None, model_dir: str | Path | None) -> Corrector:
+    from nudgeml.mean_tendency import read_mean_tendency
+
+    kind = spec["correction"]
+    if kind == "none":
+        return Corrector()
+    if mean_file is None:
+        raise ConfigError(f"correction {kind!r} needs the mean tendency file")
+    mean = read_mean_tendency(mean_file)
+    if mean["du_mean"].shape != grid.shape:
+        raise InputError(f"{mean_file}: mean tendency is {mean['du_mean'].shape}, the model grid is {grid.shape}")
+    if kind == "mean":
+        return MeanCorrector(mean, spec.get("climatology", "annual"))
+    if kind == "ml":
+        if model_dir is None:
+            raise ConfigError("correction 'ml' needs a model")
+        return MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values))
+    raise ConfigError(f"unknown correction {kind!r}")
+
+
+def run_free(
+    config: Mapping[str, Any],
+    run: str,
+    grid_path: str | Path,
+    forcing_paths: Sequence[str | Path],
+    out_histhf: str | Path,
+    out_status: str | Path,
+    *,
+    mean_file: str | Path | None = None,
+    model_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run one free run (or member) and write its history and status; return the status."""
+    name, member = split_member(run)
     runs = config["free_runs"]["runs"]
-    if run not in runs:
-        raise ConfigError(f"config key 'free_runs.runs' has no run {run!r} (has {sorted(runs)})")
-    spec = runs[run]
+    if name not in runs:
+        raise ConfigError(f"config key 'free_runs.runs' has no run {name!r} (has {sorted(runs)})")
+    spec = runs[name]
+    if member >= int(spec.get("members", 1)):
+        raise ConfigError(f"run {run!r}: free_runs.runs.{name}.members is {spec.get('members', 1)}")
     period = Period.from_config(config["free_runs"])
     forcing = select_times(open_forcing(forcing_paths), period.times[:1], forcing_paths[0])
+    grid = read_model_grid(grid_path)
+    columns = ColumnSpec.from_config(config["columns"]) if "columns" in config else ColumnSpec()
+    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir)  # before the long part
     gcm = model_gcm(config, period.start)
-    check_same_grid(gcm.grid, read_model_grid(grid_path), grid_path)
-    gcm.start(state_at(forcing, period.start))
-    hist = HistoryWriter(out_histhf, gcm.grid, period.start, {"run": run, "correction": spec["correction"], "model_truncation": gcm.grid.truncation})
+    check_same_grid(gcm.grid, grid, grid_path)
+    state = state_at(forcing, period.start)
+    if member > 0:  # initial-condition ensemble: a tiny temperature perturbation
+        rng = np.random.default_rng(member)
+        state.t = (state.t + rng.normal(scale=float(config["free_runs"]["perturbation_k"]), size=state.t.shape)).astype(np.float32)
+    gcm.start(state)
+    attrs = {"run": run, "correction": spec["correction"], "member": member, "model_truncation": gcm.grid.truncation}
+    hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
+    max_wind = float(config["free_runs"]["max_wind_ms"])
     n_windows = len(period.times) - 1
+    status: dict[str, Any] = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok", "n_windows": n_windows, "windows_done": 0}
+    max_abs_u = 0.0
+    t0 = time.perf_counter()
     try:
+        state = gcm.current_state()
         for i in range(n_windows):
-            w = gcm.run_window()
-            check_finite(w, run)
+            du, dv = corrector(gcm.time, state)
+            w = gcm.run_window(du, dv)
             hist.append(w)
+            state = gcm.current_state()
+            status["windows_done"] = i + 1
+            umax = float(np.nanmax(np.abs(state.u))) if np.isfinite(state.u).any() else float("inf")
+            max_abs_u = max(max_abs_u, umax)
+            if not state.is_finite() or umax > max_wind:
+                reason = "non-finite state" if not state.is_finite() else f"|u| reached {umax:.0f} m/s (> max_wind_ms = {max_wind:.0f})"
+                status.update(status="failed", failed_at=str(gcm.time), reason=reason)
+                log.error("run %s blew up at %s: %s; stopping and keeping %d windows", run, gcm.time, reason, i + 1)
+                break
             if i % 40 == 0:
-                log.info("%s %s", run, w.start)
-    except RunFailed:
-        hist.abort(keep=True)
-        raise
+                log.info("%s %s max|u| %.1f", run, w.start, umax)
     except BaseException:
         hist.abort(keep=False)
         raise
+    wall = time.perf_counter() - t0
+    hist.set_attrs(status=status["status"], **({"failure": f"{status.get('failed_at')}: {status.get('reason')}"} if status["status"] == "failed" else {}))
     hist.close()
+    status.update(wall_s=wall, max_abs_u=max_abs_u, **corrector.status())
+    if "inference_s" in status:
+        status["inference_share"] = status["inference_s"] / wall if wall > 0 else 0.0
+        log.info("ML inference: %.2f s of %.1f s (%.2f %% of the run's wall time, %d calls)", status["inference_s"], wall, 100 * status["inference_share"], status["calls"])
+        log.info("guard: %d of %d columns fell back, %d values clipped", status["guard"]["fallback_columns"], status["guard"]["columns"], status["guard"]["clipped_values"])
+    write_text_atomic(out_status, json.dumps(status, indent=1) + "\n")
+    return status

@@ -130,11 +130,57 @@ def _aligned_times(hist: xr.Dataset, guide: xr.Dataset, histhf: Path, guide_path
     return guide
 
 
+def column_features(fields: Mapping[str, np.ndarray], spec: ColumnSpec, *, lat_deg: np.ndarray, lon_deg: np.ndarray, times: np.ndarray, land_fraction: np.ndarray | None = None) -> np.ndarray:
+    """Inputs ``(time, column, feature)`` from canonical fields, in the manifest's feature order.
+
+    ``fields`` holds the per-level inputs ``(time, lev, lat, lon)`` (level 0 at the surface) and the
+    surface inputs ``(time, lat, lon)``; columns are (lat, lon) row-major. This one function builds the
+    features both for training (extract) and online (the ML free run), so the two cannot drift apart.
+    """
+    nt = np.asarray(times).size
+    lat2d, lon2d = np.meshgrid(lat_deg, lon_deg, indexing="ij")
+    col_lat, col_lon = lat2d.ravel(), lon2d.ravel()
+    ncol = col_lat.size
+    parts: list[np.ndarray] = []
+    for name in spec.level_inputs:
+        a = np.asarray(fields[name], np.float32)
+        parts.append(a.reshape(nt, a.shape[1], ncol).transpose(0, 2, 1))
+    for name in spec.surface_inputs:
+        parts.append(np.asarray(fields[name], np.float32).reshape(nt, ncol, 1))
+    for name in spec.geo:
+        if name == "sin_lat":
+            val = np.broadcast_to(np.sin(np.deg2rad(col_lat)), (nt, ncol))
+        elif name == "cos_lat":
+            val = np.broadcast_to(np.cos(np.deg2rad(col_lat)), (nt, ncol))
+        elif name == "land_fraction":
+            if land_fraction is None:
+                raise InputError("feature 'land_fraction' needs the model grid file")
+            if np.shape(land_fraction) != lat2d.shape:
+                raise InputError(f"land fraction is {np.shape(land_fraction)}, the grid is {lat2d.shape}")
+            val = np.broadcast_to(np.asarray(land_fraction).ravel(), (nt, ncol))
+        else:  # cos_zenith
+            val = cos_solar_zenith(np.asarray(times), col_lat, col_lon)
+        parts.append(np.asarray(val, np.float32)[..., None])
+    return np.concatenate(parts, axis=2)
+
+
+def column_targets(fields: Mapping[str, np.ndarray], spec: ColumnSpec) -> np.ndarray:
+    """Targets ``(time, column, target)`` from canonical ``(time, lev, lat, lon)`` tendencies."""
+    parts = []
+    for name in spec.targets:
+        a = np.asarray(fields[name], np.float32)
+        parts.append(a.reshape(a.shape[0], a.shape[1], -1).transpose(0, 2, 1))
+    return np.concatenate(parts, axis=2)
+
+
 def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str], grid_nc: str | os.PathLike[str] | None, spec: ColumnSpec, *, time_chunk: int = 8) -> xr.Dataset:
-    """Lazy ``inputs (time, column, feature)`` and ``targets (time, column, target)``.
+    """Lazy ``inputs (time, column, feature)`` and ``targets (time, column, target)`` (dask, by time chunk).
 
     ``grid_nc`` provides the land fraction (the model grid file); needed only with ``land_fraction``.
     """
+    import dask
+    import dask.array as da
+
     histhf, guide = Path(histhf), Path(guide)
     names = {k: spec.history_names[k] for k in (*spec.level_inputs, *spec.surface_inputs)}
     hist = read_histhf(histhf, names, chunks={"time_counter": time_chunk})
@@ -150,45 +196,35 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
     if hist.sizes["lev"] != g.sizes["lev"]:
         raise InputError(f"levels differ: {histhf} has {hist.sizes['lev']}, {guide} has {g.sizes['lev']}")
     nlev = hist.sizes["lev"]
-    lat2d, lon2d = np.meshgrid(hist["lat"].values, hist["lon"].values, indexing="ij")
-    col_lat, col_lon = lat2d.ravel(), lon2d.ravel()
-
-    def columns(da: xr.DataArray) -> xr.DataArray:
-        return da.stack(column=("lat", "lon")).reset_index("column", drop=True)
-
-    parts = []
-    for name in spec.level_inputs:
-        parts.append(columns(hist[name]).transpose("time", "column", "lev").rename({"lev": "feature"}).drop_vars("feature", errors="ignore"))
-    for name in spec.surface_inputs:
-        parts.append(columns(hist[name]).expand_dims(feature=1, axis=-1).transpose("time", "column", "feature"))
+    lat, lon = hist["lat"].values.astype(np.float64), hist["lon"].values.astype(np.float64)
+    land = None
+    if "land_fraction" in spec.geo:
+        if grid_nc is None:
+            raise InputError("feature 'land_fraction' needs the model grid file")
+        land = read_model_grid(grid_nc).land_fraction
     times = hist["time"].values
-    for name in spec.geo:
-        if name == "sin_lat":
-            val = np.broadcast_to(np.sin(np.deg2rad(col_lat)), (times.size, col_lat.size))
-        elif name == "cos_lat":
-            val = np.broadcast_to(np.cos(np.deg2rad(col_lat)), (times.size, col_lat.size))
-        elif name == "land_fraction":
-            if grid_nc is None:
-                raise InputError("feature 'land_fraction' needs the model grid file")
-            grid = read_model_grid(grid_nc)
-            if grid.land_fraction.shape != lat2d.shape:
-                raise InputError(f"{grid_nc}: land fraction is {grid.land_fraction.shape}, history grid is {lat2d.shape}")
-            val = np.broadcast_to(grid.land_fraction.ravel(), (times.size, col_lat.size))
-        else:  # cos_zenith
-            val = cos_solar_zenith(times, col_lat, col_lon)
-        parts.append(xr.DataArray(np.asarray(val, np.float32)[..., None], dims=("time", "column", "feature")))
-    inputs = xr.concat([p.astype(np.float32) for p in parts], dim="feature", coords="minimal", compat="override", join="override")
-    targets = xr.concat(
-        [columns(g[name]).transpose("time", "column", "lev").rename({"lev": "target"}).drop_vars("target", errors="ignore").astype(np.float32) for name in spec.targets],
-        dim="target", coords="minimal", compat="override", join="override",
-    )
+    ncol = lat.size * lon.size
     fblocks, tblocks = spec.feature_blocks(nlev), spec.target_blocks(nlev)
-    ds = xr.Dataset(
-        {"inputs": inputs.drop_vars([c for c in inputs.coords if c != "time"]), "targets": targets.drop_vars([c for c in targets.coords if c != "time"])},
+    nfeat, ntarg = sum(b["levels"] for b in fblocks), sum(b["levels"] for b in tblocks)
+
+    def inputs_block(i0: int, i1: int) -> np.ndarray:
+        block = hist.isel(time=slice(i0, i1)).load()
+        return column_features({k: block[k].values for k in names}, spec, lat_deg=lat, lon_deg=lon, times=times[i0:i1], land_fraction=land)
+
+    def targets_block(i0: int, i1: int) -> np.ndarray:
+        block = g.isel(time=slice(i0, i1))[list(spec.targets)].load()
+        return column_targets({k: block[k].values for k in spec.targets}, spec)
+
+    starts = range(0, times.size, time_chunk)
+    inputs = da.concatenate([da.from_delayed(dask.delayed(inputs_block)(i, min(i + time_chunk, times.size)), (min(i + time_chunk, times.size) - i, ncol, nfeat), np.float32) for i in starts])
+    targets = da.concatenate([da.from_delayed(dask.delayed(targets_block)(i, min(i + time_chunk, times.size)), (min(i + time_chunk, times.size) - i, ncol, ntarg), np.float32) for i in starts])
+    lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
+    return xr.Dataset(
+        {"inputs": (("time", "column", "feature"), inputs), "targets": (("time", "column", "target"), targets)},
         coords={
             "time": ("time", times),
-            "column_lat": ("column", col_lat),
-            "column_lon": ("column", col_lon),
+            "column_lat": ("column", lat2d.ravel()),
+            "column_lon": ("column", lon2d.ravel()),
             "feature": ("feature", np.array(expand_names(fblocks), dtype=object)),
             "target": ("target", np.array(expand_names(tblocks), dtype=object)),
             "presnivs": ("lev", hist["lev"].values.astype(np.float64)),
@@ -197,11 +233,10 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
             "feature_blocks": json.dumps(fblocks),
             "target_blocks": json.dumps(tblocks),
             "level_order": "surface_first",
-            "grid_shape": json.dumps([int(hist.sizes["lat"]), int(hist.sizes["lon"])]),
+            "grid_shape": json.dumps([int(lat.size), int(lon.size)]),
             "sources": json.dumps([str(histhf), str(guide)]),
         },
     )
-    return ds
 
 
 def file_digest(paths: Sequence[str | os.PathLike[str]], block: int = 1 << 20) -> str:

@@ -79,6 +79,9 @@ class HistoryWriter:
         precip = w.precip.mean(axis=0)
         self._nc.append(seconds_since([w.start], self._epoch)[0], **histhf_record(self._grid, u=s.u, v=s.v, t=s.t, q=s.q, ps=s.ps, precip=precip))
 
+    def set_attrs(self, **attrs: Any) -> None:
+        self._nc.set_attrs(**attrs)
+
     def close(self) -> Path:
         return self._nc.close()
 

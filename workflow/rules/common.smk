@@ -1,18 +1,21 @@
 # Helpers only: paths, resources and cross-key checks shared by the rule files.
+import re
+
 from nudgeml.config import check_consistency, months_between
+from nudgeml.coupled import run_names
 
 check_consistency(config)
 
 OUT = config["outdir"]
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
 FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
-RUNS = sorted(config["free_runs"]["runs"])
+RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
 ERA5_DIR = f"{OUT}/era5"
 
 
 wildcard_constraints:
     month=r"\d{4}-\d{2}",
-    run="|".join(RUNS),
+    run="|".join(re.escape(r) for r in RUNS),
     model="|".join(sorted(config["models"])),
 
 

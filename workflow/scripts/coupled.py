@@ -1,5 +1,17 @@
+from pathlib import Path
+
 from nudgeml.coupled import run_free
 from nudgeml.logs import rule_logging
 
 with rule_logging(snakemake.log[0]):
-    run_free(snakemake.params.cfg, snakemake.wildcards.run, snakemake.input.grid, list(snakemake.input.forcing), snakemake.output.histhf)
+    i = snakemake.input
+    run_free(
+        snakemake.params.cfg,
+        snakemake.wildcards.run,
+        i.grid,
+        list(i.forcing),
+        snakemake.output.histhf,
+        snakemake.output.status,
+        mean_file=i.get("mean"),
+        model_dir=Path(i.manifest).parent if "manifest" in i.keys() else None,
+    )

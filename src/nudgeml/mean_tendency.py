@@ -1,0 +1,74 @@
+"""Mean nudging tendency: the baseline correction the ML one must beat.
+
+The time mean of the nudging tendency (per grid point and level) over the **training** period only
+(the training split's time range in the store), as one mean and as a monthly climatology. A calendar
+month without training data takes the overall mean (a single-season mean hurts in another season, so
+the report shows which months were actually covered).
+
+Output (canonical layout, m s-2): ``du_mean``/``dv_mean`` ``(lev, lat, lon)``; ``du_monthly``/``dv_monthly``
+``(month, lev, lat, lon)``; ``samples_per_month``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.atomic import atomic_path
+from nudgeml.conventions import InputError, read_guide
+from nudgeml.shard import open_store
+
+
+def training_period(store: str | os.PathLike[str]) -> tuple[np.datetime64, np.datetime64]:
+    split = open_store(store).attrs["splits"]["train"]
+    if not split.get("start"):
+        raise InputError(f"{store}: the training split is empty")
+    return np.datetime64(split["start"], "s"), np.datetime64(split["end"], "s")
+
+
+def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.datetime64) -> xr.Dataset:
+    g = read_guide(guide, chunks={"TIME": 64})
+    if not np.issubdtype(g["time"].dtype, np.datetime64):
+        raise InputError(f"{guide}: has no TIME values; the training period cannot be selected")
+    sel = g[["du", "dv"]].sel(time=slice(np.datetime64(start, "ns"), np.datetime64(end, "ns")))
+    if sel.sizes["time"] == 0:
+        raise InputError(f"{guide}: no nudging tendency between {start} and {end}")
+    annual = sel.mean("time").load()
+    month = sel["time"].dt.month
+    monthly = sel.groupby(month).mean("time").load()
+    counts = sel["du"].isel(lev=0, lat=0, lon=0).groupby(month).count().load()
+    months = np.arange(1, 13)
+    monthly = monthly.reindex(month=months)
+    counts = counts.reindex(month=months, fill_value=0)
+    filled = {k: monthly[k].where(counts > 0, annual[k]) for k in ("du", "dv")}
+    ds = xr.Dataset(
+        {
+            "du_mean": annual["du"].astype(np.float32).assign_attrs(units="m s-2", long_name="mean zonal nudging tendency over the training period"),
+            "dv_mean": annual["dv"].astype(np.float32).assign_attrs(units="m s-2", long_name="mean meridional nudging tendency over the training period"),
+            "du_monthly": filled["du"].astype(np.float32).assign_attrs(units="m s-2", long_name="monthly climatology (months without data: the overall mean)"),
+            "dv_monthly": filled["dv"].astype(np.float32).assign_attrs(units="m s-2"),
+            "samples_per_month": counts.astype(np.int32).drop_vars([c for c in counts.coords if c != "month"]),
+        },
+        attrs={"training_start": str(start), "training_end": str(end), "n_samples": int(sel.sizes["time"]), "source": str(guide)},
+    )
+    return ds
+
+
+def write_mean_tendency(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
+    with atomic_path(out) as tmp:
+        ds.to_netcdf(tmp)
+    return Path(out)
+
+
+def read_mean_tendency(path: str | os.PathLike[str]) -> xr.Dataset:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: mean tendency file not found")
+    ds = xr.open_dataset(path).load()
+    for name in ("du_mean", "dv_mean", "du_monthly", "dv_monthly"):
+        if name not in ds:
+            raise InputError(f"{path}: mean tendency file has no {name!r}")
+    return ds

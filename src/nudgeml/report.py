@@ -1,0 +1,517 @@
+"""The evaluation report: every free run against the ERA5(-like) truth on the model grid.
+
+Over the evaluation window (the free runs' period after ``report.skip_days``):
+
+* a table of the area-weighted time-mean bias and RMSE of u, v, T, q, ps and precipitation for each run
+  and member, the nudged run as the lower bound, and the change against the control and against the
+  mean-tendency baseline; a change smaller than the **noise floor** (the RMSE between the time means of
+  the control's initial-condition members) is marked not significant;
+* maps of the time-mean bias (u at an upper level, T at the lowest level, precipitation) and zonal-mean
+  cross-sections of the u and T bias;
+* the distribution of daily precipitation: PDFs on log bins, percentiles (p50, p90, p99, p99.9), the
+  Perkins skill score and the Wasserstein distance to the truth;
+* offline skill (R^2 per level), guard counts, stability, configuration, software versions, git commit.
+
+Everything is written into one self-contained HTML page (figures embedded as data URIs).
+RMSE of a 3-D field is taken over all levels and grid points (levels weigh equally, cells by area).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import itertools
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from nudgeml.conventions import InputError, daily_totals_mm, read_histhf
+from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse
+from nudgeml.regrid import open_forcing
+
+STATE_VARS = ("u", "v", "t", "q", "ps")
+ALL_VARS = (*STATE_VARS, "precip")
+UNITS = {"u": "m/s", "v": "m/s", "t": "K", "q": "g/kg", "ps": "hPa", "precip": "mm/day"}
+SCALE = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e3, "ps": 1e-2, "precip": 1.0}  # to the units above
+PRECIP_BINS = np.logspace(-1, np.log10(500.0), 101)  # mm/day, as fv3net's online reports
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics (tested against independent computations in tests/test_report.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def field_metrics(run_mean: Mapping[str, np.ndarray], truth_mean: Mapping[str, np.ndarray], lat: np.ndarray) -> dict[str, dict[str, float]]:
+    """Bias and RMSE of time means (area-weighted, in report units) per variable."""
+    return {
+        v: {"bias": SCALE[v] * weighted_bias(run_mean[v], truth_mean[v], lat), "rmse": SCALE[v] * weighted_rmse(run_mean[v], truth_mean[v], lat)}
+        for v in run_mean
+        if v in truth_mean
+    }
+
+
+def noise_floor(member_means: Sequence[Mapping[str, np.ndarray]], lat: np.ndarray) -> dict[str, float]:
+    """Mean pairwise RMSE between the members' time means, per variable (report units)."""
+    if len(member_means) < 2:
+        return {}
+    out = {}
+    for v in member_means[0]:
+        pairs = [weighted_rmse(a[v], b[v], lat) for a, b in itertools.combinations(member_means, 2)]
+        out[v] = SCALE[v] * float(np.mean(pairs))
+    return out
+
+
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """Quantiles (percent) of ``values`` with ``weights`` (inverse of the weighted empirical CDF, midpoints)."""
+    v = np.asarray(values, np.float64).ravel()
+    w = np.asarray(weights, np.float64).ravel()
+    order = np.argsort(v)
+    v, w = v[order], w[order]
+    cdf = (np.cumsum(w) - 0.5 * w) / w.sum()
+    return np.interp(np.asarray(q, np.float64) / 100.0, cdf, v)
+
+
+def precip_pdf(daily_mm: np.ndarray, weights: np.ndarray, bins: np.ndarray = PRECIP_BINS) -> tuple[np.ndarray, float]:
+    """Area-weighted fraction of (day, cell) samples per bin, and the fraction below the first bin (dry)."""
+    d = np.asarray(daily_mm, np.float64).ravel()
+    w = np.asarray(weights, np.float64).ravel()
+    hist, _ = np.histogram(d, bins=bins, weights=w)
+    dry = w[d < bins[0]].sum()
+    total = w.sum()
+    return hist / total, float(dry / total)
+
+
+def perkins_skill_score(pdf_a: np.ndarray, pdf_b: np.ndarray) -> float:
+    """Perkins et al. (2007): the overlap of two binned distributions, 1 for identical ones."""
+    return float(np.minimum(pdf_a, pdf_b).sum())
+
+
+def wasserstein(a: np.ndarray, wa: np.ndarray, b: np.ndarray, wb: np.ndarray) -> float:
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(np.ravel(a), np.ravel(b), np.ravel(wa), np.ravel(wb)))
+
+
+def daily_precip_from_history(precip_rate: xr.DataArray, window_hours: float = 6.0) -> xr.DataArray:
+    """Daily totals (mm/day) from window-mean rates (kg m-2 s-1) labelled at each window's start."""
+    per_window = precip_rate * window_hours * 3600.0  # kg m-2 = mm over the window
+    grouped = per_window.resample(time="1D")
+    total = grouped.sum()
+    complete = (grouped.count() == round(24.0 / window_hours)).compute()
+    complete = complete.all([d for d in complete.dims if d != "time"])
+    return total.sel(time=complete.values)
+
+
+def precip_summary(daily: np.ndarray, weights: np.ndarray, truth: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+    pdf, dry = precip_pdf(daily, weights)
+    out: dict[str, Any] = {
+        "mean": float(np.sum(daily * weights) / np.sum(weights)),
+        "percentiles": {f"p{p:g}": float(v) for p, v in zip(PERCENTILES, weighted_quantiles(daily, weights, PERCENTILES))},
+        "dry_fraction": dry,
+        "pdf": pdf.tolist(),
+    }
+    if truth is not None:
+        t_daily, t_w, t_pdf = truth
+        out["perkins"] = perkins_skill_score(np.append(pdf, dry), np.append(t_pdf, 1.0 - t_pdf.sum()))
+        out["wasserstein"] = wasserstein(daily, weights, t_daily, t_w)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    name: str  # the run (member 0) or member name
+    base: str  # the run it belongs to
+    correction: str
+    status: dict[str, Any]
+    means: dict[str, np.ndarray] = field(default_factory=dict)
+    zonal: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    precip: dict[str, Any] = field(default_factory=dict)
+    n_times: int = 0
+
+
+def _time_means(ds: xr.Dataset, times: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    sel = ds.sel(time=times)
+    return {v: sel[v].mean("time").values.astype(np.float64) for v in names}
+
+
+def evaluate_runs(
+    forcing_paths: Sequence[str | Path],
+    precip_paths: Sequence[str | Path],
+    nudged: str | Path,
+    runs: Mapping[str, tuple[str | Path, str | Path]],
+    *,
+    start: np.datetime64,
+    end: np.datetime64,
+    skip_days: float,
+    corrections: Mapping[str, str],
+) -> dict[str, Any]:
+    """Every statistic of the report (JSON-ready) plus the fields the figures need."""
+    truth = open_forcing(forcing_paths)
+    lat = truth["lat"].values
+    w_start = np.datetime64(start, "s") + np.timedelta64(int(skip_days * 86400), "s")
+    tt = np.asarray(truth["time"].values, dtype="datetime64[s]")
+    window = tt[(tt >= w_start) & (tt < np.datetime64(end, "s"))]
+    if window.size == 0:
+        raise InputError(f"no truth analysis in the evaluation window {w_start} - {end}")
+    times = window.astype("datetime64[ns]")
+    truth_means = _time_means(truth, times, STATE_VARS)
+    tp = xr.open_mfdataset([str(p) for p in precip_paths], combine="by_coords")["tp"]
+    truth_daily = daily_totals_mm(tp).sel(time=slice(np.datetime64(w_start, "ns"), np.datetime64(end, "ns") - np.timedelta64(1, "s")))
+    days = truth_daily["time"].values
+    nlon = truth["lon"].size
+    wcell = area_weights(lat, nlon)
+    t_daily = truth_daily.values
+    t_w = np.broadcast_to(wcell, t_daily.shape)
+    t_pdf, _ = precip_pdf(t_daily, t_w)
+    truth_means["precip"] = t_daily.mean(axis=0) if t_daily.size else np.zeros_like(wcell)
+    truth_precip = precip_summary(t_daily, t_w, None) if t_daily.size else {}
+
+    results: list[RunResult] = []
+    for name, (hist_path, status_path) in {"nudged": (nudged, None), **runs}.items():
+        h = read_histhf(hist_path)
+        status = json.loads(Path(status_path).read_text()) if status_path else {"status": "ok"}
+        have = np.asarray(h["time"].values, dtype="datetime64[s]")
+        common = np.intersect1d(window, have)
+        r = RunResult(name=name, base=name.split(".m")[0] if name != "nudged" else "nudged", correction=corrections.get(name, "nudging"), status=status, n_times=int(common.size))
+        if common.size == 0:
+            r.status = {**status, "status": status.get("status", "failed"), "reason": status.get("reason", "no time in the evaluation window")}
+            results.append(r)
+            continue
+        r.means = _time_means(h, common.astype("datetime64[ns]"), STATE_VARS)
+        run_daily = daily_precip_from_history(h["precip"].load())
+        daily = run_daily.sel(time=days) if days.size and np.isin(days, run_daily["time"].values).all() else None
+        if daily is not None and daily.size:
+            d = daily.values
+            r.means["precip"] = d.mean(axis=0)
+            r.precip = precip_summary(d, np.broadcast_to(wcell, d.shape), (t_daily, t_w, t_pdf))
+        tm = truth_means if common.size == window.size else _time_means(truth, common.astype("datetime64[ns]"), STATE_VARS) | {"precip": truth_means["precip"]}
+        r.metrics = field_metrics(r.means, tm, lat)
+        r.zonal = {v: (r.means[v] - tm[v]).mean(axis=-1) for v in ("u", "t")}
+        results.append(r)
+
+    members = [r for r in results if r.base == "control" and r.means and r.status.get("status") == "ok" and r.n_times == window.size]
+    floor = noise_floor([r.means for r in members], lat)
+    by_name = {r.name: r for r in results}
+    ref_control = by_name.get("control")
+    ref_mean = by_name.get("mean")
+    table = []
+    for r in results:
+        row: dict[str, Any] = {"run": r.name, "correction": r.correction, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics}
+        for ref_name, ref in (("control", ref_control), ("mean", ref_mean)):
+            if ref is None or ref is r or not ref.metrics or not r.metrics:
+                continue
+            row[f"vs_{ref_name}"] = {
+                v: {"delta_rmse": r.metrics[v]["rmse"] - ref.metrics[v]["rmse"], "significant": (abs(r.metrics[v]["rmse"] - ref.metrics[v]["rmse"]) > floor[v]) if v in floor else None}
+                for v in r.metrics
+                if v in ref.metrics
+            }
+        table.append(row)
+    member_rmse = {v: [m.metrics[v]["rmse"] for m in members if v in m.metrics] for v in ALL_VARS}
+    return {
+        "window": {"start": str(w_start), "end": str(end), "n_analyses": int(window.size), "n_days": int(len(days))},
+        "noise_floor": floor,
+        "control_members": [m.name for m in members],
+        "control_rmse_spread": {v: (float(max(x) - min(x)) if len(x) > 1 else None) for v, x in member_rmse.items()},
+        "table": table,
+        "precipitation": {"truth": truth_precip, **{r.name: r.precip for r in results if r.precip}},
+        "_fields": {"results": results, "truth_means": truth_means, "lat": lat, "lon": truth["lon"].values, "lev": truth["lev"].values},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _main_runs(results: Sequence[RunResult]) -> list[RunResult]:
+    """Member 0 of every run with data, the nudged run first."""
+    return [r for r in results if r.means and ".m" not in r.name]
+
+
+def figure_maps(ev: Mapping[str, Any], upper_level_hpa: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = ev["_fields"]
+    runs = _main_runs(f["results"])
+    lev_hpa = f["lev"] / 100.0
+    k_up = int(np.argmin(np.abs(lev_hpa - upper_level_hpa)))
+    panels = [
+        (f"u bias at {lev_hpa[k_up]:.0f} hPa (m/s)", lambda r: r.means["u"][k_up] - f["truth_means"]["u"][k_up], "RdBu_r"),
+        (f"T bias at {lev_hpa[0]:.0f} hPa (K)", lambda r: r.means["t"][0] - f["truth_means"]["t"][0], "RdBu_r"),
+        ("precipitation bias (mm/day)", lambda r: r.means["precip"] - f["truth_means"]["precip"] if "precip" in r.means else None, "BrBG"),
+    ]
+    fig, axes = plt.subplots(len(runs), 3, figsize=(13, 2.3 * len(runs) + 0.6), squeeze=False, constrained_layout=True)
+    for j, (title, get, cmap) in enumerate(panels):
+        vals = [get(r) for r in runs]
+        vmax = max([np.nanpercentile(np.abs(v), 99) for v in vals if v is not None] + [1e-9])
+        for i, (r, v) in enumerate(zip(runs, vals)):
+            ax = axes[i, j]
+            if v is None:
+                ax.set_axis_off()
+                continue
+            im = ax.pcolormesh(f["lon"], f["lat"], v, cmap=cmap, vmin=-vmax, vmax=vmax, shading="nearest")
+            ax.set_title(f"{r.name}: {title}", fontsize=8)
+            ax.set_xticks([0, 90, 180, 270])
+            ax.set_yticks([-60, 0, 60])
+            ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=axes[:, j], shrink=0.6, location="bottom", ticks=np.linspace(-vmax, vmax, 5), format="%.2g")
+    return _png(fig)
+
+
+def figure_zonal(ev: Mapping[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = ev["_fields"]
+    runs = _main_runs(f["results"])
+    lev_hpa = f["lev"] / 100.0
+    fig, axes = plt.subplots(len(runs), 2, figsize=(9, 2.2 * len(runs) + 0.6), squeeze=False, constrained_layout=True)
+    for j, (var, label) in enumerate((("u", "zonal-mean u bias (m/s)"), ("t", "zonal-mean T bias (K)"))):
+        vmax = max(np.nanmax(np.abs(r.zonal[var])) for r in runs) or 1.0
+        for i, r in enumerate(runs):
+            ax = axes[i, j]
+            cs = ax.contourf(f["lat"], lev_hpa, r.zonal[var], levels=np.linspace(-vmax, vmax, 17), cmap="RdBu_r", extend="both")
+            ax.set_ylim(lev_hpa.max() + 20, 0)
+            ax.set_title(f"{r.name}: {label}", fontsize=8)
+            ax.tick_params(labelsize=7)
+        fig.colorbar(cs, ax=axes[:, j], shrink=0.6, location="bottom", ticks=np.linspace(-vmax, vmax, 5), format="%.2g")
+    return _png(fig)
+
+
+def figure_precip(ev: Mapping[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centers = np.sqrt(PRECIP_BINS[:-1] * PRECIP_BINS[1:])
+    widths = np.diff(PRECIP_BINS)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for name, res in ev["precipitation"].items():
+        if not res:
+            continue
+        density = np.asarray(res["pdf"]) / widths
+        ax.plot(centers, np.where(density > 0, density, np.nan), lw=2.2 if name == "truth" else 1.2, color="k" if name == "truth" else None, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("daily precipitation (mm/day)")
+    ax.set_ylabel("area-weighted density (per mm/day)")
+    ax.set_title("distribution of daily precipitation")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def figure_offline(offline: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    if not offline:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(offline), figsize=(4 * len(offline), 3.6), squeeze=False, constrained_layout=True)
+    for ax, (model, res) in zip(axes[0], offline.items()):
+        for var, r in res["targets"].items():
+            ax.plot(r["r2"], np.asarray(r["levels_pa"]) / 100.0, marker="o", label=f"{var} ({r['r2_overall']:.2f})")
+        ax.axvline(0.0, color="0.6", lw=0.8)
+        ax.set_ylim(1050, 0)
+        ax.set_xlabel("R$^2$ (test split)")
+        ax.set_ylabel("hPa")
+        ax.set_title(model, fontsize=9)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def figure_guard(statuses: Mapping[str, Mapping[str, Any]], n_columns: int) -> bytes | None:
+    ml = {k: s for k, s in statuses.items() if s.get("guard_per_window")}
+    if not ml:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3), constrained_layout=True)
+    for name, s in ml.items():
+        fb = [g["fallback"] / n_columns for g in s["guard_per_window"]]
+        ax.plot(np.arange(len(fb)) * 0.25, fb, label=name)
+    ax.set_xlabel("days into the free run")
+    ax.set_ylabel("fraction of columns falling back")
+    ax.set_title("guard: out-of-range inputs or non-finite outputs")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------------
+
+
+def software_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+    import shutil
+
+    out = {"python": platform.python_version()}
+    for pkg in ("nudgeml", "numpy", "xarray", "zarr", "torch", "lightning", "xgboost-cpu", "xgboost", "jcm", "jax", "snakemake", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    if shutil.which("cdo"):
+        res = subprocess.run(["cdo", "--version"], capture_output=True, text=True)
+        out["cdo"] = (res.stdout or res.stderr).splitlines()[0] if (res.stdout or res.stderr) else "?"
+    return out
+
+
+def git_commit(repo: str | os.PathLike[str]) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        return sha + (" (with uncommitted changes)" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown (not a git checkout)"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
+.better{color:#0a6e2e;font-weight:600}.worse{color:#a8161b;font-weight:600}.ns{color:#777}
+.failed{background:#fde2e2}.note{color:#555;font-size:.9em}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
+"""
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return "<p class=note>(nothing to show)</p>"
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return f"{x:.{nd}f}"
+
+
+def _table_html(ev: Mapping[str, Any]) -> str:
+    floor = ev["noise_floor"]
+    head = "".join(f"<th>{v} RMSE<br>({UNITS[v]})</th><th>{v} bias</th>" for v in ALL_VARS)
+    rows = []
+    for row in ev["table"]:
+        m = row["metrics"]
+        cls = ' class="failed"' if row["status"] != "ok" else ""
+        cells = []
+        refs = ["control"] + (["mean"] if row["correction"] == "ml" else [])
+        for v in ALL_VARS:
+            mv = m.get(v)
+            rm = _fmt(mv["rmse"]) if mv else "–"
+            for ref in refs:
+                d = row.get(f"vs_{ref}", {}).get(v)
+                if d is None:
+                    continue
+                tag = "ns" if d["significant"] is False else ("better" if d["delta_rmse"] < 0 else "worse")
+                rm += f'<br><span class="{tag}">{d["delta_rmse"]:+.3f} vs {ref}</span>'
+            cells.append(f"<td>{rm}</td><td>{_fmt(mv['bias']) if mv else '–'}</td>")
+        rows.append(f"<tr{cls}><td>{html.escape(row['run'])}<br><span class=note>{row['correction']}, {row['status']}</span></td>{''.join(cells)}</tr>")
+    floor_row = "".join(f"<td>{_fmt(floor.get(v))}</td><td></td>" for v in ALL_VARS)
+    rows.append(f"<tr><td><i>noise floor</i><br><span class=note>control members</span></td>{floor_row}</tr>")
+    return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _precip_table(ev: Mapping[str, Any]) -> str:
+    head = "".join(f"<th>{k}</th>" for k in ("mean", *[f"p{p:g}" for p in PERCENTILES], "dry fraction", "Perkins", "Wasserstein"))
+    rows = []
+    for name, res in ev["precipitation"].items():
+        if not res:
+            continue
+        pc = res["percentiles"]
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_fmt(res['mean'], 2)}</td>"
+            + "".join(f"<td>{_fmt(pc[f'p{p:g}'], 2)}</td>" for p in PERCENTILES)
+            + f"<td>{_fmt(res['dry_fraction'], 3)}</td><td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td></tr>"
+        )
+    return f"<table><tr><th>daily precip (mm/day)</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _stability_table(statuses: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = []
+    for name, s in statuses.items():
+        g = s.get("guard", {})
+        share = s.get("inference_share")
+        cls = ' class="failed"' if s.get("status") != "ok" else ""
+        rows.append(
+            f"<tr{cls}><td>{html.escape(name)}</td><td>{s.get('status')}</td><td>{s.get('windows_done')}/{s.get('n_windows')}</td><td>{_fmt(s.get('max_abs_u'), 1)}</td>"
+            f"<td>{html.escape(str(s.get('reason', '')))}</td><td>{g.get('fallback_columns', '–')}</td><td>{g.get('clipped_values', '–')}</td>"
+            f"<td>{_fmt(100 * share, 2) + ' %' if share is not None else '–'}</td><td>{_fmt(s.get('wall_s'), 1)}</td></tr>"
+        )
+    return ("<table><tr><th>run</th><th>status</th><th>6-h windows</th><th>max |u| (m/s)</th><th>diagnosis</th>"
+            "<th>fallback columns</th><th>clipped values</th><th>inference share</th><th>wall (s)</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str) -> str:
+    w = ev["window"]
+    cfg_text = json.dumps({k: v for k, v in config.items() if k != "resources"}, indent=1, default=str)
+    floor = ", ".join(f"{v} {_fmt(x)} {UNITS[v]}" for v, x in ev["noise_floor"].items()) or "not available (needs >= 2 control members)"
+    offline_rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(r['r2_overall'])}</td>" for r in res["targets"].values()) + "</tr>" for m, res in offline.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>nudgeml report</title><style>{CSS}</style></head><body>
+<h1>nudgeml: free runs against the truth</h1>
+<p class=note>Evaluation window {html.escape(w['start'])} – {html.escape(w['end'])} ({w['n_analyses']} six-hourly analyses, {w['n_days']} complete days),
+out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
+<h2>Time-mean error</h2>
+<p class=note>Area-weighted RMSE and bias of the time mean (levels weigh equally). Changes against the control (and, for ML runs, the mean-tendency baseline)
+smaller than the noise floor are <span class=ns>grey</span> (not significant); <span class=better>green</span> is better, <span class=worse>red</span> worse.
+Noise floor (mean pairwise RMSE between the control's initial-condition members): {html.escape(floor)}.
+The nudged run is the lower bound.</p>
+{_table_html(ev)}
+<h2>Bias maps</h2>{_img(figures.get('maps'), 'bias maps')}
+<h2>Zonal-mean bias</h2>{_img(figures.get('zonal'), 'zonal-mean bias')}
+<h2>Precipitation distribution</h2>
+<p class=note>Daily totals over every cell and day of the window, weighted by cell area; PDF on logarithmic bins from 0.1 to 500 mm/day; Perkins skill score
+(overlap of the binned distributions, dry days as one bin; 1 is identical) and Wasserstein distance (mm/day) to the truth.</p>
+{_precip_table(ev)}{_img(figures.get('precip'), 'precipitation distribution')}
+<h2>Offline skill</h2>
+<table><tr><th>model</th><th>R² du</th><th>R² dv</th></tr>{offline_rows}</table>{_img(figures.get('offline'), 'offline skill')}
+<h2>Stability and the guard</h2>{_stability_table(statuses)}{_img(figures.get('guard'), 'guard counts')}
+<h2>Configuration</h2><pre>{html.escape(cfg_text)}</pre>
+<h2>Software</h2><pre>{html.escape(json.dumps(dict(versions), indent=1))}</pre>
+</body></html>
+"""
+
+
+def json_ready(ev: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ev.items() if not k.startswith("_")}

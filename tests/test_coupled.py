@@ -1,0 +1,118 @@
+"""Free runs with corrections: the guard, blow-up handling, and model/grid mismatches."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from nudgeml.config import load_config
+from nudgeml.coupled import run_free, run_names, split_member
+from nudgeml.export import Block, Grid, Guard, Levels, Manifest, NormalizedModel, export_model
+from nudgeml.extract import ColumnSpec, expand_names
+from nudgeml.gcm.standin import GCMConfig, StandinGCM
+from nudgeml.grid import write_model_grid
+
+T0 = np.datetime64("2000-03-01T00:00", "s")
+
+
+def test_member_names():
+    assert run_names({"control": {"correction": "none", "members": 3}, "mean": {"correction": "mean"}}) == ["control", "control.m1", "control.m2", "mean"]
+    assert split_member("control.m2") == ("control", 2) and split_member("ml-mlp") == ("ml-mlp", 0)
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, n_targets: int, value: float) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.full((n_targets,), value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], -1) + 0.0 * x[:, :1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A spun-up T21 state as 'regridded ERA5', the grid file, a mean tendency, a config."""
+    root = tmp_path_factory.mktemp("coupled")
+    g = StandinGCM(GCMConfig(21), T0 - np.timedelta64(5, "D"))
+    g.start(None)
+    for _ in range(20):
+        g.run_window()
+    s = g.current_state()
+    grid = g.grid
+    write_model_grid(grid, root / "grid.nc", root / "grid.txt")
+    times = np.array([T0, T0 + np.timedelta64(6, "h")], dtype="datetime64[ns]")
+    ds = xr.Dataset(
+        {k: (("time", "lev", "lat", "lon"), np.stack([getattr(s, k)] * 2)) for k in ("u", "v", "t", "q")} | {"ps": (("time", "lat", "lon"), np.stack([s.ps] * 2))},
+        coords={"time": times, "lev": grid.presnivs_pa, "lat": grid.lat_deg, "lon": grid.lon_deg},
+    )
+    ds.to_netcdf(root / "forcing.nc")
+    mean = xr.Dataset({
+        "du_mean": (("lev", "lat", "lon"), np.full(grid.shape, 1e-6, np.float32)),
+        "dv_mean": (("lev", "lat", "lon"), np.zeros(grid.shape, np.float32)),
+        "du_monthly": (("month", "lev", "lat", "lon"), np.full((12, *grid.shape), 1e-6, np.float32)),
+        "dv_monthly": (("month", "lev", "lat", "lon"), np.zeros((12, *grid.shape), np.float32)),
+    })
+    mean.to_netcdf(root / "mean.nc")
+    cfg = load_config("config/config.yaml", {
+        "jax_cache_dir": str(root / "jax"),
+        "period": {"start": "2000-03-01T00:00", "end": "2000-03-03T00:00"},
+        "dataset": {"split": {"dates": {"train": ["2000-03-01T00:00", "2000-03-01T00:00"], "val": ["2000-03-01T06:00", "2000-03-01T06:00"], "test": ["2000-03-01T12:00", "2000-03-01T12:00"]}, "gap_hours": 0}},
+        "free_runs": {"start": "2000-03-02T00:00", "end": "2000-03-03T00:00", "runs": {"ml-mlp": {"correction": "ml", "model": "mlp", "backend": "torchscript"}}},
+    })
+    cfg["free_runs"]["start"] = "2000-03-01T00:00"  # the run starts at the fixture's state
+    cfg["free_runs"]["end"] = "2000-03-01T18:00"  # 3 windows
+    return root, grid, cfg
+
+
+def export_constant(root, grid, name, value, *, levels=None):
+    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    nlev = grid.sigma.size
+    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
+    manifest = Manifest(
+        name=name, kind="mlp",
+        features=tuple(Block(b["name"], b["units"], b["levels"]) for b in fb),
+        targets=tuple(Block(b["name"], b["units"], b["levels"]) for b in tb),
+        levels=Levels(tuple(levels if levels is not None else grid.presnivs_pa)),
+        guard=Guard(0.1, (-1e9,) * nf, (1e9,) * nf, (-1.0,) * nt, (1.0,) * nt),
+        grid=Grid("t21", nlon=grid.lon_deg.size, nlat=grid.lat_deg.size),
+    )
+    out = root / name
+    export_model(Constant(nt, value), manifest, out, torch.zeros(4, nf), aoti=False)
+    assert expand_names(fb) == manifest.feature_names
+    return out
+
+
+def run(setup, model_dir, tag):
+    root, grid, cfg = setup
+    return run_free(cfg, "ml-mlp", root / "grid.nc", [root / "forcing.nc"], root / f"{tag}.nc", root / f"{tag}.json", mean_file=root / "mean.nc", model_dir=model_dir)
+
+
+@pytest.mark.slow
+def test_nan_model_falls_back_to_the_mean_everywhere(setup):
+    root, grid, _ = setup
+    status = run(setup, export_constant(root, grid, "nan", float("nan")), "nan")
+    assert status["status"] == "ok" and status["calls"] == 3
+    assert status["guard"]["fallback_columns"] == status["guard"]["columns"] == 3 * grid.lat_deg.size * grid.lon_deg.size
+    assert 0.0 < status["inference_share"] < 1.0
+
+
+@pytest.mark.slow
+def test_blow_up_stops_cleanly_and_keeps_the_history(setup):
+    root, grid, _ = setup
+    status = run(setup, export_constant(root, grid, "huge", 0.02), "huge")  # 430 m/s per window, inside the +-1.0 guard range
+    assert status["status"] == "failed" and ("max_wind_ms" in status["reason"] or "non-finite" in status["reason"])
+    assert 1 <= status["windows_done"] < 3
+    h = xr.open_dataset(root / "huge.nc")
+    assert h.attrs["status"] == "failed" and h.sizes["time_counter"] == status["windows_done"]
+    assert json.loads((root / "huge.json").read_text())["status"] == "failed"
+
+
+def test_model_for_other_levels_is_refused_before_the_run(setup, tmp_path):
+    root, grid, _ = setup
+    bad = export_constant(tmp_path, grid, "bad", 0.0, levels=list(grid.presnivs_pa + 1000.0))
+    with pytest.raises(Exception, match=r"model\.json.*levels"):
+        run(setup, bad, "bad")
+    assert not (root / "bad.nc").exists()

@@ -1,0 +1,82 @@
+"""The report's numbers against independent computations on small synthetic fields."""
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+
+from nudgeml.metrics import area_weights
+from nudgeml.report import (
+    PRECIP_BINS,
+    daily_precip_from_history,
+    field_metrics,
+    noise_floor,
+    perkins_skill_score,
+    precip_pdf,
+    precip_summary,
+    wasserstein,
+    weighted_quantiles,
+)
+
+LAT = np.array([-60.0, -20.0, 20.0, 60.0])
+NLON = 6
+
+
+def test_known_bias_gives_known_rmse_and_bias():
+    truth = {"u": np.zeros((3, 4, NLON)), "ps": np.full((4, NLON), 1e5)}
+    run = {"u": np.full((3, 4, NLON), 2.0), "ps": np.full((4, NLON), 1e5 + 300.0)}
+    run["u"][:, 0, :] = -2.0  # a bias of -2 at 60S: the RMSE stays 2, the mean bias drops
+    m = field_metrics(run, truth, LAT)
+    assert m["u"]["rmse"] == pytest.approx(2.0)
+    w = np.cos(np.deg2rad(LAT))
+    assert m["u"]["bias"] == pytest.approx(2.0 * (w.sum() - 2 * w[0]) / w.sum())
+    assert m["ps"]["rmse"] == pytest.approx(3.0) and m["ps"]["bias"] == pytest.approx(3.0)  # reported in hPa
+
+
+def test_noise_floor_is_the_mean_pairwise_rmse():
+    members = [{"t": np.full((2, 4, NLON), c)} for c in (0.0, 1.0, 3.0)]
+    # pairs: |0-1| = 1, |0-3| = 3, |1-3| = 2 -> mean 2
+    assert noise_floor(members, LAT)["t"] == pytest.approx(2.0)
+    assert noise_floor(members[:1], LAT) == {}
+
+
+def test_weighted_quantiles_match_repeated_samples():
+    rng = np.random.default_rng(0)
+    v = rng.gamma(0.5, 8.0, size=4000)
+    w = rng.integers(1, 4, size=4000).astype(float)
+    expanded = np.repeat(v, w.astype(int))
+    got = weighted_quantiles(v, w, [50, 90, 99])
+    np.testing.assert_allclose(got, np.percentile(expanded, [50, 90, 99]), rtol=0.02)
+
+
+def test_identical_distributions_score_one_and_distance_zero():
+    rng = np.random.default_rng(1)
+    d = rng.gamma(0.6, 6.0, size=(30, 4, NLON))
+    w = np.broadcast_to(area_weights(LAT, NLON), d.shape)
+    s = precip_summary(d, w, (d, w, precip_pdf(d, w)[0]))
+    assert s["perkins"] == pytest.approx(1.0)
+    assert s["wasserstein"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_shifted_distribution_distance_and_percentiles():
+    rng = np.random.default_rng(2)
+    a = rng.gamma(0.6, 6.0, size=20000)
+    b = a + 2.0  # every day 2 mm wetter
+    ones = np.ones_like(a)
+    assert wasserstein(b, ones, a, ones) == pytest.approx(2.0, rel=1e-9)
+    assert wasserstein(b, ones, a, ones) == pytest.approx(stats.wasserstein_distance(a, b))
+    pa, dry_a = precip_pdf(a, ones)
+    pb, dry_b = precip_pdf(b, ones)
+    pss = perkins_skill_score(np.append(pa, dry_a), np.append(pb, dry_b))
+    assert 0.0 < pss < 1.0
+    np.testing.assert_allclose(weighted_quantiles(b, ones, [50, 99]) - weighted_quantiles(a, ones, [50, 99]), 2.0, rtol=1e-6)
+    assert pa.sum() + dry_a == pytest.approx(1.0)
+    assert np.all(PRECIP_BINS[1:] > PRECIP_BINS[:-1])
+
+
+def test_daily_totals_from_six_hourly_window_means():
+    times = np.arange(np.datetime64("2000-01-01T00"), np.datetime64("2000-01-03T06"), np.timedelta64(6, "h"))
+    rate = xr.DataArray(np.full((times.size, 2, 3), 1.0 / 86400.0), dims=("time", "lat", "lon"), coords={"time": times})  # 1 mm/day
+    daily = daily_precip_from_history(rate)
+    assert daily.sizes["time"] == 2, "the partial third day is left out"
+    np.testing.assert_allclose(daily.values, 1.0)

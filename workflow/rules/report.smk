@@ -1,0 +1,34 @@
+# The evaluation report: every free run against the truth, as one self-contained HTML page.
+
+
+rule report:
+    input:
+        forcing=forcing_files(FREE_MONTHS),
+        precip=[f"{OUT}/forcing/precip_{m}.nc" for m in FREE_MONTHS],
+        nudged=rules.nudged.output.histhf,
+        histhf=expand(f"{OUT}/free/{{run}}/histhf.nc", run=RUNS),
+        status=expand(f"{OUT}/free/{{run}}/status.json", run=RUNS),
+        offline=expand(rules.offline_eval.output.json, model=config["train"]["models"]),
+    output:
+        html=report(f"{OUT}/report/index.html", caption="../report/index.rst", category="Report"),
+        json=f"{OUT}/report/metrics.json",
+        maps=report(f"{OUT}/report/bias_maps.png", caption="../report/bias_maps.rst", category="Free runs"),
+        zonal=report(f"{OUT}/report/zonal_bias.png", caption="../report/zonal_bias.rst", category="Free runs"),
+        precip=report(f"{OUT}/report/precip_distribution.png", caption="../report/precip_distribution.rst", category="Precipitation"),
+    params:
+        runs=RUNS,
+        models=config["train"]["models"],
+        free_runs=config["free_runs"],
+        report=config["report"],
+        config=config,
+    log:
+        f"{OUT}/logs/report.log",
+    benchmark:
+        f"{OUT}/benchmarks/report.tsv"
+    resources:
+        **res("report"),
+    threads: threads_of("report")
+    conda:
+        "../../envs/gcm.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,48 @@
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nudgeml.atomic import atomic_path, write_text_atomic
+from nudgeml.coupled import split_member
+from nudgeml.logs import rule_logging
+from nudgeml.report import (
+    evaluate_runs,
+    figure_guard,
+    figure_maps,
+    figure_offline,
+    figure_precip,
+    figure_zonal,
+    git_commit,
+    json_ready,
+    render_html,
+    software_versions,
+)
+
+with rule_logging(snakemake.log[0]) as log:
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    runs = {run: (h, s) for run, h, s in zip(p.runs, i.histhf, i.status)}
+    corrections = {run: p.free_runs["runs"][split_member(run)[0]]["correction"] for run in p.runs}
+    ev = evaluate_runs(
+        list(i.forcing), list(i.precip), i.nudged, runs,
+        start=np.datetime64(p.free_runs["start"], "s"), end=np.datetime64(p.free_runs["end"], "s"),
+        skip_days=float(p.report["skip_days"]), corrections=corrections,
+    )
+    statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
+    offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}
+    figures = {
+        "maps": figure_maps(ev, float(p.report["upper_level_hpa"])),
+        "zonal": figure_zonal(ev),
+        "precip": figure_precip(ev),
+        "offline": figure_offline(offline),
+        "guard": figure_guard(statuses, int(len(ev["_fields"]["lat"]) * len(ev["_fields"]["lon"]))),
+    }
+    for key in ("maps", "zonal", "precip"):
+        with atomic_path(o[key]) as t:
+            t.write_bytes(figures[key])
+    page = render_html(ev, figures=figures, statuses=statuses, offline=offline, config=p.config, versions=software_versions(), commit=git_commit(Path.cwd()))
+    write_text_atomic(o.json, json.dumps(json_ready(ev), indent=1, default=float) + "\n")
+    write_text_atomic(o.html, page)
+    for row in ev["table"]:
+        log.info("%-14s %s", row["run"], "  ".join(f"{v} {m['rmse']:.3f}" for v, m in row["metrics"].items()))
+    log.info("noise floor %s", ev["noise_floor"])
