@@ -46,7 +46,7 @@ def test_outputs_and_bias_check(workflow_run):
     out = workflow_run
     for rel in ("era5/invariant.nc", "era5/pressure_levels/2000-02.nc", "grid/model_grid.nc", "forcing/2000-02.nc",
                 "nudged/histhf.nc", "nudged/guide_ins.nc", "free/control/histhf.nc", "checks/bias_check.json",
-                "columns/columns.nc", "dataset.zarr/zarr.json", "dataset.zarr/train/inputs/zarr.json",
+                "columns/nudging/columns.nc", "datasets/nudging/dataset.zarr/zarr.json", "datasets/nudging/dataset.zarr/train/inputs/zarr.json",
                 "models/mlp/trained.pt", "models/mlp/model.pt", "models/mlp/model.pt2", "models/mlp/model.json",
                 "models/mlp/offline.json", "models/mlp/r2_by_level.png", "mean_tendency.nc",
                 "free/control.m1/histhf.nc", "free/ml-mlp/status.json", "report/index.html", "report/metrics.json"):
@@ -58,7 +58,7 @@ def test_outputs_and_bias_check(workflow_run):
         assert all(0 < result[run][k] < 20 for k in ("rmse_u", "rmse_v", "rmse_t"))
     # relaxed toward the truth, the nudged winds stay closer to it than the free control's
     assert result["nudged"]["rmse_u"] < result["control"]["rmse_u"]
-    for rule in ("era5_standin", "model_grid", "nudged", "bias_check"):
+    for rule in ("era5_standin", "model_grid", "nudged", "bias_check", "extract_nudging", "shard_nudging", "train_mlp", "report"):
         assert (out / "logs" / f"{rule}.log").exists() and (out / "benchmarks" / f"{rule}.tsv").exists()
     assert not list(out.rglob("*.tmp.nc")), "no temporary files left behind"
     metrics = json.loads((out / "report/metrics.json").read_text())
@@ -87,11 +87,11 @@ def test_forcerun_nudged_reruns_only_downstream(workflow_run):
 def test_forcerun_shard_rebuilds_only_the_store(workflow_run):
     res = smk("-n", "--forcerun", "shard", outdir=workflow_run)
     assert job_stats(res.stdout + res.stderr) == {"shard": 1, "train": 1, "export": 1, "offline_eval": 1, "mean_tendency": 1, "free_run": 3, "bias_check": 1, "report": 1, "all": 1}
-    columns = workflow_run / "columns/columns.nc"
+    columns = workflow_run / "columns/nudging/columns.nc"
     before = columns.stat().st_mtime
     smk("--forcerun", "shard", outdir=workflow_run)
     assert columns.stat().st_mtime == before
-    assert (workflow_run / "dataset.zarr/zarr.json").exists()
+    assert (workflow_run / "datasets/nudging/dataset.zarr/zarr.json").exists()
 
 
 def test_forcerun_train_retrains_without_upstream(workflow_run):

@@ -7,7 +7,9 @@ Corrections (``free_runs.runs.<name>.correction``):
   ``monthly``);
 * ``ml``: every 6 h the exported model (``model.pt`` through ``torch.jit.load``, or ``model.pt2``
   through AOTInductor — the two ways the Fortran bridge loads it) is called on the current state; its
-  output, through the guard, is applied as a constant tendency for the next 6 h.
+  output, through the guard, times ``scale``, is applied as a constant tendency for the next 6 h.
+  With ``mean_residual``, the mean nudging tendency minus the model's own mean over the training
+  states is added, so the correction's mean is the nudging's and its state dependence the model's.
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -102,7 +104,7 @@ class MLCorrector(Corrector):
 
     kind = "ml"
 
-    def __init__(self, model_dir: Path, backend: str, spec: ColumnSpec, grid: Any, fallback: tuple[np.ndarray, np.ndarray]) -> None:
+    def __init__(self, model_dir: Path, backend: str, spec: ColumnSpec, grid: Any, fallback: tuple[np.ndarray, np.ndarray], *, scale: float = 1.0) -> None:
         import torch
 
         from nudgeml.export import read_manifest
@@ -136,13 +138,15 @@ class MLCorrector(Corrector):
         self.per_window: list[tuple[str, int, int]] = []
         self.seconds = 0.0
         self.calls = 0
+        self.scale = float(scale)
+        self.residual: tuple[np.ndarray, np.ndarray] | None = None
 
-    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """The guarded model output for the columns of ``state`` at ``t``, canonical (lev, lat, lon)."""
         import torch
 
         from nudgeml.guard import apply_guard
 
-        t0 = time.perf_counter()
         fields = {"u": state.u[None], "v": state.v[None], "t": state.t[None], "q": state.q[None], "ps": state.ps[None]}
         x = column_features(fields, self.spec, lat_deg=self.grid.lat_deg, lon_deg=self.grid.lon_deg, times=np.array([t]), land_fraction=self.grid.land_fraction)[0]
         with torch.no_grad():
@@ -152,6 +156,36 @@ class MLCorrector(Corrector):
         nlev = self.shape[0]
         du = g.tendency[:, :nlev].T.reshape(self.shape).astype(np.float32)
         dv = g.tendency[:, nlev:].T.reshape(self.shape).astype(np.float32)
+        return du, dv, g
+
+    def add_mean_residual(self, mean: tuple[np.ndarray, np.ndarray], states: Any) -> None:
+        """Make the correction's time mean over the training states equal the mean nudging tendency.
+
+        ``states`` yields ``(time, state)`` of the nudged run's training period; the residual
+        ``mean_nudging - scale * mean(model)`` is added to every call: the model supplies the state
+        dependence, the nudging supplies the mean (which also holds the error a physics-only target
+        cannot see, e.g. resolution error).
+        """
+        su = np.zeros(self.shape)
+        sv = np.zeros(self.shape)
+        n = 0
+        for t, state in states:
+            du, dv, _ = self.predict(t, state)
+            su += du
+            sv += dv
+            n += 1
+        if n == 0:
+            raise InputError("no training state to compute the mean residual from")
+        self.residual = ((mean[0] - self.scale * su / n).astype(np.float32), (mean[1] - self.scale * sv / n).astype(np.float32))
+        log.info("mean residual over %d training states: rms du %.2e m s-2", n, float(np.sqrt(np.mean(self.residual[0] ** 2))))
+
+    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        du, dv, g = self.predict(t, state)
+        if self.scale != 1.0:
+            du, dv = self.scale * du, self.scale * dv
+        if self.residual is not None:
+            du, dv = du + self.residual[0], dv + self.residual[1]
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.counts.columns += x.shape[0]
@@ -170,7 +204,19 @@ class MLCorrector(Corrector):
         }
 
 
-def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, mean_file: str | Path | None, model_dir: str | Path | None) -> Corrector:
+def training_states(nudged_histhf: str | Path, start: np.datetime64, end: np.datetime64) -> Any:
+    """``(time, state)`` of the nudged run between ``start`` and ``end`` (the training period)."""
+    from nudgeml.conventions import read_histhf
+    from nudgeml.gcm.standin import GridState
+
+    h = read_histhf(nudged_histhf)
+    sel = h.sel(time=slice(np.datetime64(start, "ns"), np.datetime64(end, "ns")))
+    for t in sel["time"].values:
+        snap = sel.sel(time=t).load()
+        yield np.datetime64(t, "s"), GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
+
+
+def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, mean_file: str | Path | None, model_dir: str | Path | None, nudged_histhf: str | Path | None = None, training: tuple[np.datetime64, np.datetime64] | None = None) -> Corrector:
     from nudgeml.mean_tendency import read_mean_tendency
 
     kind = spec["correction"]
@@ -186,7 +232,12 @@ def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, m
     if kind == "ml":
         if model_dir is None:
             raise ConfigError("correction 'ml' needs a model")
-        return MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values))
+        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values), scale=float(spec.get("scale", 1.0)))
+        if spec.get("mean_residual", False):
+            if nudged_histhf is None or training is None:
+                raise ConfigError("mean_residual needs the nudged run and the training period")
+            ml.add_mean_residual((mean["du_mean"].values, mean["dv_mean"].values), training_states(nudged_histhf, *training))
+        return ml
     raise ConfigError(f"unknown correction {kind!r}")
 
 
@@ -200,6 +251,8 @@ def run_free(
     *,
     mean_file: str | Path | None = None,
     model_dir: str | Path | None = None,
+    nudged_histhf: str | Path | None = None,
+    training: tuple[np.datetime64, np.datetime64] | None = None,
 ) -> dict[str, Any]:
     """Run one free run (or member) and write its history and status; return the status."""
     name, member = split_member(run)
@@ -213,7 +266,7 @@ def run_free(
     forcing = select_times(open_forcing(forcing_paths), period.times[:1], forcing_paths[0])
     grid = read_model_grid(grid_path)
     columns = ColumnSpec.from_config(config["columns"]) if "columns" in config else ColumnSpec()
-    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir)  # before the long part
+    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training)  # before the long part
     gcm = model_gcm(config, period.start)
     check_same_grid(gcm.grid, grid, grid_path)
     state = state_at(forcing, period.start)

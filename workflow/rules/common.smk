@@ -17,6 +17,7 @@ wildcard_constraints:
     month=r"\d{4}-\d{2}",
     run="|".join(re.escape(r) for r in RUNS),
     model="|".join(sorted(config["models"])),
+    target="nudging|replay",
 
 
 def res(rule_name):
@@ -44,3 +45,12 @@ def forcing_files(months=MONTHS):
 
 def bias_check_json():
     return f"{OUT}/checks/bias_check.json"
+
+
+def store_of(target):
+    return f"{OUT}/datasets/{target}/dataset.zarr"
+
+
+def model_store(wildcards):
+    """The training store of a model: that of its target kind (nudging by default)."""
+    return store_of(config["models"][wildcards.model].get("target", "nudging"))

@@ -5,7 +5,7 @@ from nudgeml.coupled import run_names, split_member
 rule mean_tendency:
     input:
         guide=rules.nudged.output.guide,
-        store=rules.shard.output.store,
+        store=store_of("nudging"),
     output:
         nc=f"{OUT}/mean_tendency.nc",
     log:
@@ -30,6 +30,9 @@ def free_run_inputs(wildcards):
     files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
     if spec["correction"] in ("mean", "ml"):
         files["mean"] = rules.mean_tendency.output.nc
+    if spec.get("mean_residual"):
+        files["nudged"] = rules.nudged.output.histhf
+        files["store"] = store_of("nudging")
     if spec["correction"] == "ml":
         model = spec["model"]
         files["manifest"] = f"{OUT}/models/{model}/model.json"

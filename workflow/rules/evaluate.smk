@@ -5,7 +5,7 @@ rule offline_eval:
     input:
         manifest=rules.export.output.manifest,
         torchscript=rules.export.output.torchscript,
-        store=rules.shard.output.store,
+        store=model_store,
     output:
         json=f"{OUT}/models/{{model}}/offline.json",
         png=report(f"{OUT}/models/{{model}}/r2_by_level.png", caption="../report/r2_by_level.rst", category="Offline skill"),

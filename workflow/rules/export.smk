@@ -4,7 +4,7 @@
 rule export:
     input:
         trained=rules.train.output.trained,
-        store=rules.shard.output.store,
+        store=model_store,
     output:
         torchscript=f"{OUT}/models/{{model}}/model.pt",
         manifest=f"{OUT}/models/{{model}}/model.json",

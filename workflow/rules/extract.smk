@@ -1,19 +1,25 @@
-# Extract: nudged-run history (LMDZ conventions) -> column table (sample = column x time).
+# Extract: run history (LMDZ conventions) -> column table (sample = column x time), per target kind:
+# nudging (the nudged run's relaxation tendency) or replay (initial-tendency targets, see replay.smk).
+
+
+def target_history(wildcards):
+    if wildcards.target == "nudging":
+        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
+    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
 
 
 rule extract:
     input:
-        histhf=rules.nudged.output.histhf,
-        guide=rules.nudged.output.guide,
+        unpack(target_history),
         grid=rules.model_grid.output.nc,
     output:
-        columns=f"{OUT}/columns/columns.nc",
+        columns=f"{OUT}/columns/{{target}}/columns.nc",
     params:
         columns=config["columns"],
     log:
-        f"{OUT}/logs/extract.log",
+        f"{OUT}/logs/extract_{{target}}.log",
     benchmark:
-        f"{OUT}/benchmarks/extract.tsv"
+        f"{OUT}/benchmarks/extract_{{target}}.tsv"
     resources:
         **res("extract"),
     threads: threads_of("extract")

@@ -5,13 +5,13 @@ rule shard:
     input:
         columns=rules.extract.output.columns,
     output:
-        store=directory(f"{OUT}/dataset.zarr"),
+        store=directory(f"{OUT}/datasets/{{target}}/dataset.zarr"),
     params:
         dataset=config["dataset"],
     log:
-        f"{OUT}/logs/shard.log",
+        f"{OUT}/logs/shard_{{target}}.log",
     benchmark:
-        f"{OUT}/benchmarks/shard.tsv"
+        f"{OUT}/benchmarks/shard_{{target}}.tsv"
     resources:
         **res("shard"),
     threads: threads_of("shard")

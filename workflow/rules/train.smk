@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        store=rules.shard.output.store,
+        store=model_store,
     output:
         trained=f"{OUT}/models/{{model}}/trained.pt",
         summary=f"{OUT}/models/{{model}}/train_summary.json",

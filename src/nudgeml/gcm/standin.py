@@ -88,7 +88,8 @@ class WindowOutput:
     ``state`` is the instantaneous state at the window start (the ML input); the tendencies are means
     over the window in m s-2, canonical layout, of what the model *applied*: the per-step terms
     recorded by :class:`WindTendencyTerm`, averaged, then projected as the dycore projects them
-    (``du_nudge_raw``/``dv_nudge_raw`` keep the gridpoint mean before that projection); ``precip`` holds the mean precipitation flux
+    (``du_nudge_raw``/``dv_nudge_raw`` keep the gridpoint mean before that projection);
+    ``du_physics``/``dv_physics`` are the SPEEDY physics' own wind tendency (applied part); ``precip`` holds the mean precipitation flux
     (kg m-2 s-1) over each of the window's sub-intervals, ``(n_sub, lat, lon)``.
     """
 
@@ -101,6 +102,8 @@ class WindowOutput:
     precip: np.ndarray
     du_nudge_raw: np.ndarray
     dv_nudge_raw: np.ndarray
+    du_physics: np.ndarray
+    dv_physics: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -230,9 +233,13 @@ def _wind_term_classes() -> tuple[type, type]:
                 dv_n = inv_tau * (jnp.reshape(wind.v_target, shape) - state.v_wind)
                 du_e = jnp.reshape(wind.du_extra, shape)
                 dv_e = jnp.reshape(wind.dv_extra, shape)
+            # this term runs last: the running sum is every SPEEDY term's wind tendency this step
+            run = diagnostics.get("_tendency_run", {})
+            du_p = jnp.reshape(run.get("u_wind", zero), state.u_wind.shape)
+            dv_p = jnp.reshape(run.get("v_wind", zero), state.u_wind.shape)
             diagnostics = {
                 **diagnostics,
-                "nudgeml": {"du_nudge": du_n, "dv_nudge": dv_n, "du_extra": du_e, "dv_extra": dv_e},
+                "nudgeml": {"du_nudge": du_n, "dv_nudge": dv_n, "du_extra": du_e, "dv_extra": dv_e, "du_physics": du_p, "dv_physics": dv_p},
             }
             tendency = PhysicsTendency(
                 u_wind=du_n + du_e,
@@ -413,6 +420,24 @@ class StandinGCM:
         self.time = self.start_time
         self._started = True
 
+    def start_at(self, state: GridState, time: np.datetime64) -> None:
+        """Start from ``state`` at ``time`` (a whole number of steps after the construction date).
+
+        ``bootstrap_state`` always restarts the clock at ``start_time``; the date matters (solar
+        geometry, SST climatology), so the fresh state is re-labelled with the wanted time and step.
+        """
+        import jax.numpy as jnp
+        from jax_datetime import to_datetime as jdt_to_datetime
+
+        offset = (np.datetime64(time, "s") - self.start_time).astype(np.int64)
+        step, rest = divmod(int(offset), int(self.dt_seconds))
+        if rest or step < 0:
+            raise ValueError(f"{time} is not a whole number of {self.dt_seconds:.0f}-s steps after {self.start_time}")
+        self.start(state)
+        rs = self.model.run_state
+        self.model.restore_state(rs.dynamics, rs.physics, time=jdt_to_datetime(str(np.datetime64(time, "s"))), step=jnp.int32(step))
+        self.time = np.datetime64(time, "s")
+
     def checkpoint(self) -> tuple[Any, np.datetime64]:
         """An opaque, in-memory copy of the resumable state (dynamics, physics carry, clock)."""
         if not self._started:
@@ -530,6 +555,7 @@ class StandinGCM:
         du_raw, dv_raw = mean_over_frames(diag["du_nudge"]), mean_over_frames(diag["dv_nudge"])
         du_nudge, dv_nudge = self.applied_tendency(du_raw, dv_raw)
         du_extra, dv_extra = self.applied_tendency(mean_over_frames(diag["du_extra"]), mean_over_frames(diag["dv_extra"]))
+        du_phys, dv_phys = self.applied_tendency(mean_over_frames(diag["du_physics"]), mean_over_frames(diag["dv_physics"]))
         return WindowOutput(
             start=start,
             state=state,
@@ -540,4 +566,6 @@ class StandinGCM:
             precip=np.ascontiguousarray(precip.transpose(0, 2, 1)),
             du_nudge_raw=du_raw,
             dv_nudge_raw=dv_raw,
+            du_physics=du_phys,
+            dv_physics=dv_phys,
         )

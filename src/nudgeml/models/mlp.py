@@ -62,7 +62,7 @@ class MLPConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "MLPConfig":
         known = {f for f in cls.__dataclass_fields__}
-        extra = set(section) - known - {"kind"}
+        extra = set(section) - known - {"kind", "target"}
         if extra:
             raise KeyError(f"unknown MLP setting(s) {sorted(extra)}")
         kw = {k: v for k, v in section.items() if k in known}

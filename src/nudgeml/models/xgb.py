@@ -60,7 +60,7 @@ class XGBConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "XGBConfig":
         known = set(cls.__dataclass_fields__)
-        extra = set(section) - known - {"kind"}
+        extra = set(section) - known - {"kind", "target"}
         if extra:
             raise KeyError(f"unknown XGBoost setting(s) {sorted(extra)}")
         return cls(**{k: v for k, v in section.items() if k in known})
