@@ -51,6 +51,10 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
     if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
         raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
+    if config["era5"]["source"] == "cds":
+        from nudgeml.cds import check_cds_config
+
+        check_cds_config(config)
     plev = config["era5"]["pressure_levels_hpa"]
     if len(set(plev)) != len(plev):
         raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")
