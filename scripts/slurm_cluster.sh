@@ -97,9 +97,12 @@ do_start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if pid_alive "$dir/run/slurmctld.pid"; then die "a cluster is already running in $dir (stop it first)"; fi
+  if [ -e "$ETC_CONF" ] && [ ! -L "$ETC_CONF" ]; then
+    die "$ETC_CONF exists (a real SLURM here?): job steps would read it instead of this cluster's configuration"
+  fi
   chmod 700 "$dir"
   mkdir -p "$dir/run" "$dir/log" "$dir/state" "$dir/spool" "$dir/db" "$dir/tmp"
-  trap 'log "start failed: stopping what was started"; do_stop; exit 1' ERR
+  trap 'rc=$?; if [ "$rc" -ne 0 ]; then log "start failed: stopping what was started"; do_stop; fi' EXIT
 
   local user; user=$(id -un)
   local p_db p_dbd p_ctld p_d
@@ -206,7 +209,7 @@ EOF
   slurmd -N localhost </dev/null >>"$dir/log/slurmd.out" 2>&1
   wait_for 60 "node localhost idle" bash -c "sinfo -h -N -n localhost -o %T | grep -qx idle" \
     || { tail -20 "$dir/log/slurmctld.log" "$dir/log/slurmd.log" >&2; false; }
-  trap - ERR
+  trap - EXIT
   log "up: partitions $(sinfo -h -o %P | tr '\n' ' '), accounts ${accounts[*]}"
   echo "export SLURM_CONF=$dir/slurm.conf"
 }
