@@ -11,8 +11,9 @@ setup:
 run: setup
 	$(SNAKEMAKE) --cores all
 
-## test: set up, then run the whole test suite
-test: setup
+## test: set up (with the SLURM test cluster's packages), then run the whole test suite
+test:
+	./scripts/setup.sh --test
 	$(PYTEST) -q
 
 ## bench: wall time of the embedded default on this machine (see benchmarks/)

@@ -2,14 +2,49 @@
 # Set up everything nudgeml needs on a fresh Debian machine (Python 3.11, root or sudo):
 # system packages (cdo for regridding, gfortran/cmake/g++ for the Fortran bridge) and a virtual
 # environment with the pinned Python dependencies. Idempotent: reruns only what is missing.
+#   --test           also the Debian packages of the one-node SLURM cluster the tests start
+#                    (scripts/slurm_cluster.sh): slurm-wlm slurmdbd munge mariadb-server
+#   --profiles-only  only link the cluster profiles (./jeanzay -> profiles/jeanzay)
+# Without apt-get (Jean Zay), system packages are skipped: load modules instead (README "Jean Zay").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(cdo gfortran g++ cmake make)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+with_test=0
+profiles_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_test=1 ;;
+    --profiles-only) profiles_only=1 ;;
+    *) echo "usage: $0 [--test] [--profiles-only]" >&2; exit 2 ;;
+  esac
 done
+
+# `snakemake --profile NAME` looks for NAME in the working directory (then ~/.config/snakemake):
+# link every cluster profile into the repository root so the bare name works from here.
+for profile in profiles/*/; do
+  name=$(basename "$profile")
+  [ "$name" = default ] && continue  # the workflow profile, applied automatically
+  if [ -e "$name" ] && [ ! -L "$name" ]; then
+    echo "setup: ./$name exists and is not a link: not linking profiles/$name" >&2
+  else
+    ln -sfn "profiles/$name" "$name"
+  fi
+done
+[ "$profiles_only" -eq 1 ] && exit 0
+
+APT_PACKAGES=(cdo gfortran g++ cmake make)
+if [ "$with_test" -eq 1 ]; then
+  # SLURM 22.05, its accounting daemon and database, munge (tests/test_slurm.py)
+  APT_PACKAGES+=(slurm-wlm slurmdbd slurm-wlm-mysql-plugin munge mariadb-server)
+fi
+missing=()
+if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+else
+  echo "setup: no apt-get here: skipping system packages (${APT_PACKAGES[*]}); cdo must be on PATH"
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -68,3 +68,23 @@ def test_times_and_months():
     t = analysis_times("2000-01-31T00:00", "2000-02-01T00:00")
     assert len(t) == 5 and str(t[-1]) == "2000-02-01T00:00:00"
     assert months_between("2000-01-31T00:00", "2000-03-01T00:00") == ["2000-01", "2000-02", "2000-03"]
+
+
+def test_paths_expand_environment_variables(monkeypatch):
+    from nudgeml.config import expand_path
+
+    monkeypatch.setenv("SCRATCH", "/scratch/abc")
+    monkeypatch.delenv("NUDGEML_UNSET_VAR", raising=False)
+    assert expand_path("$SCRATCH/nudgeml/results", "outdir") == "/scratch/abc/nudgeml/results"
+    assert expand_path("results", "outdir") == "results"
+    with pytest.raises(ConfigError, match=r"config key 'era5.dir' .*NUDGEML_UNSET_VAR not set"):
+        expand_path("${NUDGEML_UNSET_VAR}/era5", "era5.dir")
+
+
+def test_jeanzay_overlay_is_valid(repo_root):
+    from nudgeml.config import deep_merge
+
+    overlay = yaml.safe_load((repo_root / "config" / "jeanzay.yaml").read_text())
+    cfg = deep_merge(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), overlay)
+    validate_config(cfg)
+    assert cfg["era5"]["source"] == "cds" and cfg["outdir"].startswith("$SCRATCH") and cfg["era5"]["dir"].startswith("$WORK")

@@ -8,6 +8,7 @@ the same mistakes with the same message (the offending key's path).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,10 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for name in config.get("train", {}).get("models", []):
         if name not in config.get("models", {}):
             raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
+    if config["era5"]["source"] == "cds":
+        from nudgeml.cds import check_cds_config
+
+        check_cds_config(config)
     plev = config["era5"]["pressure_levels_hpa"]
     if len(set(plev)) != len(plev):
         raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")
@@ -93,6 +98,18 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
         else:
             out[key] = value
     return out
+
+
+def expand_path(value: str, key: str) -> str:
+    """``value`` with ``~`` and ``$VAR``/``${VAR}`` expanded (Jean Zay: ``$WORK``, ``$SCRATCH``).
+
+    Raise :class:`ConfigError` naming ``key`` and the variable when one is not set.
+    """
+    expanded = os.path.expanduser(os.path.expandvars(str(value)))
+    unset = re.findall(r"\$\{?(\w+)", expanded)
+    if unset:
+        raise ConfigError(f"config key {key!r} ({value!r}): environment variable(s) {', '.join(unset)} not set")
+    return expanded
 
 
 def parse_time(value: str) -> np.datetime64:

@@ -1,16 +1,16 @@
 # Helpers only: paths, resources and cross-key checks shared by the rule files.
 import re
 
-from nudgeml.config import check_consistency, months_between
+from nudgeml.config import check_consistency, expand_path, months_between
 from nudgeml.coupled import run_names
 
 check_consistency(config)
 
-OUT = config["outdir"]
+OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
 FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
-ERA5_DIR = f"{OUT}/era5"
+ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 
 
 wildcard_constraints:

@@ -1,22 +1,65 @@
-# ERA5 stage. source: standin = a fine jcm run written as the CDS would serve ERA5.
+# ERA5 stage. source: standin = a fine jcm run written as the CDS would serve ERA5;
+# source: cds = the real ERA5 from the Copernicus Climate Data Store, one request (one job) per file.
 
+if config["era5"]["source"] == "standin":
 
-rule era5_standin:
-    output:
-        pressure_levels=era5_files("pressure_levels"),
-        single_levels=era5_files("single_levels"),
-        precipitation=era5_files("precipitation"),
-        invariant=f"{ERA5_DIR}/invariant.nc",
-    params:
-        cfg=sections("period", "era5", "jax_cache_dir"),
-    log:
-        f"{OUT}/logs/era5_standin.log",
-    benchmark:
-        f"{OUT}/benchmarks/era5_standin.tsv"
-    resources:
-        **res("era5"),
-    threads: threads_of("era5")
-    conda:
-        "../../envs/gcm.yaml"
-    script:
-        "../scripts/era5.py"
+    rule era5_standin:
+        output:
+            pressure_levels=era5_files("pressure_levels"),
+            single_levels=era5_files("single_levels"),
+            precipitation=era5_files("precipitation"),
+            invariant=f"{ERA5_DIR}/invariant.nc",
+        params:
+            cfg=sections("period", "era5", "jax_cache_dir"),
+        log:
+            f"{OUT}/logs/era5_standin.log",
+        benchmark:
+            f"{OUT}/benchmarks/era5_standin.tsv"
+        resources:
+            **res("era5"),
+        threads: threads_of("era5")
+        conda:
+            "../../envs/gcm.yaml"
+        script:
+            "../scripts/era5.py"
+
+else:
+
+    # Compute nodes have no internet: SLURM profiles send these jobs to a pre/post-processing
+    # partition. cds_requests=1 lets a profile cap the requests queued at the CDS at once.
+    rule era5_cds:
+        output:
+            f"{ERA5_DIR}/{{kind}}/{{month}}.nc",
+        wildcard_constraints:
+            kind="pressure_levels|single_levels|precipitation",
+        params:
+            cds=config["era5"]["cds"],
+            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
+        log:
+            f"{OUT}/logs/era5_cds_{{kind}}_{{month}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/era5_cds_{{kind}}_{{month}}.tsv"
+        resources:
+            **res("era5_cds"),
+            cds_requests=1,
+        threads: threads_of("era5_cds")
+        script:
+            "../scripts/cds.py"
+
+    rule era5_cds_invariant:
+        output:
+            f"{ERA5_DIR}/invariant.nc",
+        params:
+            cds=config["era5"]["cds"],
+            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
+            month=MONTHS[0],
+        log:
+            f"{OUT}/logs/era5_cds_invariant.log",
+        benchmark:
+            f"{OUT}/benchmarks/era5_cds_invariant.tsv"
+        resources:
+            **res("era5_cds"),
+            cds_requests=1,
+        threads: threads_of("era5_cds")
+        script:
+            "../scripts/cds.py"
