@@ -188,7 +188,7 @@ class MLCorrector(Corrector):
             du, dv = du + self.residual[0], dv + self.residual[1]
         self.seconds += time.perf_counter() - t0
         self.calls += 1
-        self.counts.columns += x.shape[0]
+        self.counts.columns += g.fallback.size
         self.counts.fallback += g.n_fallback
         self.counts.clipped += g.n_clipped
         self.per_window.append((str(t), g.n_fallback, g.n_clipped))
