@@ -169,6 +169,16 @@ def canonical(ds: xr.Dataset, *, lat: str = "lat", lon: str = "lon", lev: str | 
     return ds
 
 
+def open_netcdf(path: Path, what: str, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """Open a NetCDF file lazily; a missing or unreadable file is an :class:`InputError` naming it."""
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return xr.open_dataset(path, chunks=dict(chunks) if chunks is not None else None)
+    except Exception as exc:  # a truncated/corrupt file: say which
+        raise InputError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+
+
 def require_vars(ds: xr.Dataset, names: Iterable[str], path: str | os.PathLike[str], what: str) -> None:
     missing = [n for n in names if n not in ds.variables]
     if missing:
@@ -334,12 +344,7 @@ def read_histhf(path: str | os.PathLike[str], names: Mapping[str, str] | None = 
     """
     names = dict(names or {canon: lmdz for lmdz, (canon, _, _) in HISTHF_VARS.items()})
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: history file not found")
-    try:
-        ds = xr.open_dataset(path, chunks=dict(chunks) if chunks is not None else None)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+    ds = open_netcdf(path, "history file", chunks)
     require_vars(ds, names.values(), path, "history file")
     for dim in ("time_counter", "presnivs", "lat", "lon"):
         if dim not in ds.dims:
@@ -358,12 +363,7 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
     file (the stand-in's) passes through.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: guide_ins file not found")
-    try:
-        ds = xr.open_dataset(path, chunks=dict(chunks) if chunks is not None else None)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+    ds = open_netcdf(path, "guide_ins file", chunks)
     require_vars(ds, ("ucov", "vcov", "cu", "cv"), path, "guide_ins file")
     for dim in ("TIME", "LEVEL", "LATU", "LONU", "LATV", "LONV"):
         if dim not in ds.dims:

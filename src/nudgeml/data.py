@@ -206,8 +206,12 @@ class ColumnBatches(_IterableBase):  # type: ignore[misc,valid-type]
             yield from drain(final=True)
 
 
-def make_xgb_iter(store: str | os.PathLike[str], split: str, rows_per_batch: int = 262144) -> Any:
-    """An ``xgboost.DataIter`` over a split, for ``QuantileDMatrix`` / ``ExtMemQuantileDMatrix``."""
+def make_xgb_iter(store: str | os.PathLike[str], split: str, rows_per_batch: int = 262144, label: Any = None) -> Any:
+    """An ``xgboost.DataIter`` over a split, for ``QuantileDMatrix`` / ``ExtMemQuantileDMatrix``.
+
+    Batches are whole-chunk row ranges; ``label`` (targets -> labels) transforms the targets, e.g. to
+    standardised principal modes.
+    """
     import xgboost as xgb
 
     arrays = _SplitArrays(store, split)
@@ -223,7 +227,7 @@ def make_xgb_iter(store: str | os.PathLike[str], split: str, rows_per_batch: int
             if self._i >= len(segments):
                 return False
             x, y = arrays.read(segments[self._i])
-            input_data(data=x, label=y)
+            input_data(data=x, label=y if label is None else label(y))
             self._i += 1
             return True
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nudgeml.data import Segment, _SplitArrays
+from nudgeml.data import Segment, _SplitArrays, make_xgb_iter
 from nudgeml.models.common import mark_complete, resume_point, save_trained
 from nudgeml.shard import load_stats, open_store
 
@@ -94,30 +94,9 @@ def target_modes(store: str | os.PathLike[str], stats: Mapping[str, np.ndarray],
 
 
 def _iterator(store: str | os.PathLike[str], split: str, stats: Mapping[str, np.ndarray], modes: np.ndarray, rows_per_batch: int) -> Any:
-    import xgboost as xgb
-
-    arrays = _SplitArrays(store, split)
-    step = max(arrays.chunk_rows, (rows_per_batch // arrays.chunk_rows) * arrays.chunk_rows)
-    segments = [Segment(s, min(arrays.n_rows, s + step)) for s in range(0, arrays.n_rows, step)]
+    """The split's batches with the targets as standardised modes (XGBoost's labels)."""
     mean, std = stats["target_mean"], stats["target_std"]
-
-    class ModesIter(xgb.DataIter):
-        def __init__(self) -> None:
-            self._i = 0
-            super().__init__(cache_prefix=None)
-
-        def next(self, input_data: Any) -> bool:
-            if self._i >= len(segments):
-                return False
-            x, y = arrays.read(segments[self._i])
-            input_data(data=x, label=(((y - mean) / std) @ modes.T).astype(np.float32))
-            self._i += 1
-            return True
-
-        def reset(self) -> None:
-            self._i = 0
-
-    return ModesIter()
+    return make_xgb_iter(store, split, rows_per_batch, label=lambda y: (((y - mean) / std) @ modes.T).astype(np.float32))
 
 
 def train_xgb(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: XGBConfig) -> dict[str, Any]:
