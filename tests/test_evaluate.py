@@ -20,6 +20,15 @@ def test_metrics_against_numpy():
     np.testing.assert_allclose(r2, 1 - ((pred - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0))
 
 
+def test_targets_without_variance_have_no_r2():
+    y = np.zeros((100, 2))
+    y[:, 0] = np.linspace(-1, 1, 100)
+    acc = MetricAccumulator(2)
+    acc.update(y, y + 0.1)
+    _, r2 = acc.result()
+    assert np.isfinite(r2[0]) and np.isnan(r2[1])
+
+
 def test_manifest_must_match_the_dataset(tmp_path):
     store, _ = linear_store(tmp_path / "ds.zarr", ntime=10, ncol=50)
     good = manifest_from_store(store, name="m", kind="mlp", margin=0.1)

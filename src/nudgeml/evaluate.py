@@ -1,7 +1,8 @@
 """Offline evaluation of a model on the test split: MSE and R^2 per level and variable.
 
 R^2 of target ``j`` is ``1 - SSE_j / SST_j`` with ``SST_j`` about the test split's own mean, so 0 is the
-skill of a perfect constant and anything below 0 is worse than that. The exported artefact is what is
+skill of a perfect constant and anything below 0 is worse than that; a target without variance in the
+test split has no R^2 (NaN), and a variable's overall R^2 pools its targets that vary. The exported artefact is what is
 evaluated (loaded from ``model.pt`` like the free run loads it), so offline and online skill refer to the
 same function. Results: ``offline.json`` and ``r2_by_level.png``.
 """
@@ -53,11 +54,29 @@ class MetricAccumulator:
         self.sum += y.sum(axis=0)
         self.sumsq += (y**2).sum(axis=0)
 
+    @property
+    def sst(self) -> np.ndarray:
+        return self.sumsq - self.sum**2 / max(self.count, 1)
+
+    def has_variance(self) -> np.ndarray:
+        """Targets whose test values vary (a target that is ~0 everywhere, e.g. a physics tendency
+        aloft where the physics does nothing to the wind, has no meaningful R^2)."""
+        sst = self.sst
+        return sst > 1e-6 * max(float(sst.max()), 1e-300)
+
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         mse = self.sse / max(self.count, 1)
-        sst = self.sumsq - self.sum**2 / max(self.count, 1)
-        r2 = np.where(sst > 0, 1.0 - self.sse / np.where(sst > 0, sst, 1.0), np.nan)
+        ok = self.has_variance()
+        r2 = np.where(ok, 1.0 - self.sse / np.where(ok, self.sst, 1.0), np.nan)
         return mse, r2
+
+
+def overall_r2(acc: MetricAccumulator, sl: slice) -> float:
+    """R^2 of a whole block (variable), over its targets that vary."""
+    ok = acc.has_variance()[sl]
+    if not ok.any():
+        return float("nan")
+    return float(1.0 - acc.sse[sl][ok].sum() / acc.sst[sl][ok].sum())
 
 
 def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], split: str = "test", rows_per_batch: int = 65536) -> dict[str, Any]:
@@ -82,7 +101,7 @@ def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], s
             "levels_pa": list(manifest.levels.values) if block.levels > 1 else None,
             "mse": [float(v) for v in mse[sl]],
             "r2": [float(v) for v in r2[sl]],
-            "r2_overall": float(1.0 - acc.sse[sl].sum() / max((acc.sumsq[sl] - acc.sum[sl] ** 2 / acc.count).sum(), 1e-300)),
+            "r2_overall": overall_r2(acc, sl),
         }
         col += block.levels
     return {"model": manifest.name, "kind": manifest.kind, "split": split, "n_samples": int(acc.count), "targets": per_var}

@@ -213,6 +213,10 @@ def evaluate_runs(
     table = []
     for r in results:
         row: dict[str, Any] = {"run": r.name, "correction": r.correction, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics}
+        if r.zonal:  # the zonal-mean u bias (lat x level): jet shifts show here
+            zu = r.zonal["u"]
+            wl = np.cos(np.deg2rad(lat))[None, :] * np.ones_like(zu)
+            row["zonal_u_bias"] = {"rmse": float(np.sqrt((zu**2 * wl).sum() / wl.sum())), "max_abs": float(np.abs(zu).max())}
         for ref_name, ref in (("control", ref_control), ("mean", ref_mean)):
             if ref is None or ref is r or not ref.metrics or not r.metrics:
                 continue
@@ -515,3 +519,38 @@ The nudged run is the lower bound.</p>
 
 def json_ready(ev: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if not k.startswith("_")}
+
+
+def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | None = None) -> str:
+    """The comparison table of a report's ``metrics.json`` as Markdown (for the README)."""
+    floor = metrics["noise_floor"]
+    rows = {r["run"]: r for r in metrics["table"]}
+    precip = metrics.get("precipitation", {})
+    head = "| run | correction | status | u RMSE | v RMSE | T RMSE | q RMSE | precip RMSE | zonal-mean u bias RMSE / max | Perkins | Wasserstein | Δu vs mean | Δv vs mean |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in rows.items():
+        m = r["metrics"]
+        if not m:
+            lines.append(f"| {name} | {r['correction']} | {r['status']} |" + " – |" * 10)
+            continue
+        vm = r.get("vs_mean", {})
+
+        def delta(v: str) -> str:
+            d = vm.get(v)
+            if d is None:
+                return "–"
+            return f"{d['delta_rmse']:+.2f}" + ("" if d["significant"] else " (ns)")
+
+        z = r.get("zonal_u_bias", {})
+        p = precip.get(name, {})
+        lines.append(
+            f"| {name} | {r['correction']} | {r['status']} | {m['u']['rmse']:.2f} | {m['v']['rmse']:.2f} | {m['t']['rmse']:.2f} | {m['q']['rmse']:.3f} | "
+            f"{m['precip']['rmse']:.2f} | {z.get('rmse', float('nan')):.2f} / {z.get('max_abs', float('nan')):.1f} | {_fmt(p.get('perkins'), 3)} | {_fmt(p.get('wasserstein'), 2)} | {delta('u')} | {delta('v')} |"
+        )
+    lines.append(f"| noise floor | control members | | {floor.get('u', float('nan')):.2f} | {floor.get('v', float('nan')):.2f} | {floor.get('t', float('nan')):.2f} | {floor.get('q', float('nan')):.3f} | {floor.get('precip', float('nan')):.2f} | | | | | |")
+    w = metrics["window"]
+    lines.append("")
+    lines.append(f"Evaluation window {w['start']} – {w['end']} ({w['n_analyses']} analyses). RMSE of the time mean, area-weighted; u, v in m/s, T in K, q in g/kg, precipitation in mm/day; (ns): smaller than the noise floor.")
+    if offline:
+        lines.append("Offline R² (test split): " + ", ".join(f"{k} {v:.2f}" for k, v in offline.items()) + ".")
+    return "\n".join(lines)
