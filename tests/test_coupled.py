@@ -9,7 +9,7 @@ import xarray as xr
 
 from nudgeml.config import load_config
 from nudgeml.coupled import run_free, run_names, split_member
-from nudgeml.export import Block, Grid, Guard, Levels, Manifest, NormalizedModel, export_model
+from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.gcm.standin import GCMConfig, StandinGCM
 from nudgeml.grid import write_model_grid

@@ -7,7 +7,6 @@ unchanged, with NUDGEML_JZ_PROJECT=nud as the only difference from a Jean Zay se
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -141,7 +140,7 @@ def test_dry_run_without_slurm_prints_the_jobs(tmp_path):
                                                    "model_grid", "nudged", "offline_eval", "regrid", "report", "shard", "train"]
     for rule, resources in jobs:
         if rule in ("all", "train"):
-            assert rule == "all" or (f"slurm_partition=gpu_p13" in resources and f"slurm_account={PROJECT}@v100" in resources and "gres=gpu:1" in resources), resources
+            assert rule == "all" or ("slurm_partition=gpu_p13" in resources and f"slurm_account={PROJECT}@v100" in resources and "gres=gpu:1" in resources), resources
             continue
         assert f"slurm_partition={PARTITION_POLICY[rule]}" in resources and f"slurm_account={PROJECT}@cpu" in resources, (rule, resources)
         assert "mem_mb=0," in resources and "slurm_extra=--hint=nomultithread" in resources, (rule, resources)

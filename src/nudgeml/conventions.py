@@ -18,7 +18,7 @@ downstream depends on a file's orientation.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,11 +431,3 @@ def daily_totals_mm(tp_m: xr.DataArray, time_dim: str = "valid_time") -> xr.Data
     if "lat" in complete.dims:  # a day is complete everywhere or nowhere
         complete = complete.all([d for d in complete.dims if d != time_dim])
     return total.sel({time_dim: complete.values}).rename({time_dim: "time"})
-
-
-def time_values(ds: xr.Dataset, dim: str) -> np.ndarray:
-    return np.asarray(ds[dim].values, dtype="datetime64[s]")
-
-
-def as_datetimes(values: Sequence[str] | np.ndarray) -> np.ndarray:
-    return np.asarray(values, dtype="datetime64[s]")

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,3 @@ class HistoryWriter:
 def check_finite(w: WindowOutput, run: str) -> None:
     if not w.state.is_finite() or not np.isfinite(w.precip).all():
         raise RunFailed(f"run {run!r}: non-finite model state at {w.start}")
-
-
-def forcing_paths_for(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    return [Path(p) for p in paths]
