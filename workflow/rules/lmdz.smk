@@ -64,8 +64,8 @@ if "lmdz" in config:
         benchmark:
             f"{OUT}/benchmarks/lmdz_jobs.tsv"
         resources:
-            **res("bias_check"),
-        threads: 1
+            **res("lmdz_jobs"),
+        threads: threads_of("lmdz_jobs")
         conda:
             "../../envs/gcm.yaml"
         script:
