@@ -7,7 +7,8 @@ import torch
 from nudgeml.evaluate import evaluate
 from nudgeml.export import export_trained, read_manifest
 from nudgeml.models.common import load_trained
-from nudgeml.models.mlp import MLPConfig, read_metrics, train_mlp
+from nudgeml.models.mlp import MLPConfig, penalised_inputs, read_metrics, train_mlp
+from nudgeml.shard import load_stats, open_store
 from synthetic import linear_store
 
 pytestmark = pytest.mark.slow
@@ -75,3 +76,35 @@ def test_exported_artifacts_reproduce_the_trained_module(tmp_path, linear):
     assert manifest.kind == "mlp" and manifest.n_features == x.shape[1]
     assert manifest.dataset_sha256 == "synthetic"
     assert json.loads(paths["manifest"].read_text())["levels"]["order"] == "surface_first"
+
+
+def test_jacobian_penalty_removes_the_sensitivity_to_the_winds(tmp_path, linear):
+    """The targets depend linearly on every input; with a strong penalty on u and v the model's
+    response to the winds collapses while its response to the other inputs stays."""
+    _, store = linear
+    root = open_store(store)
+    st = load_stats(root)
+    wind = torch.tensor(penalised_inputs(list(root.attrs["feature_names"]), ("u", "v")))
+    mean, std = (torch.as_tensor(st[k], dtype=torch.float32) for k in ("input_mean", "input_std"))
+    x = mean + std * torch.as_tensor(np.random.default_rng(0).normal(size=(512, mean.numel())), dtype=torch.float32)
+
+    def sensitivity(penalty: float) -> tuple[float, float]:
+        out = tmp_path / f"jac{penalty}"
+        train_mlp(store, out, MLPConfig(max_epochs=15, jacobian_penalty=penalty, **FAST))
+        model = load_trained(out / "trained.pt")["module"]
+        with torch.no_grad():
+            base = model(x)
+            return tuple((model(x + 0.1 * std * m) - base).abs().mean().item() for m in (wind, ~wind))
+
+    free_wind, free_rest = sensitivity(0.0)
+    pen_wind, pen_rest = sensitivity(30.0)
+    assert pen_wind < 0.2 * free_wind, (pen_wind, free_wind)
+    assert pen_rest > 0.5 * free_rest, (pen_rest, free_rest)
+
+
+def test_penalised_inputs_mask_and_unknown_block():
+    names = ["u_000", "u_001", "v_000", "v_001", "t_000", "ps", "sin_lat"]
+    assert penalised_inputs(names, ("u", "v")).tolist() == [True] * 4 + [False] * 3
+    assert penalised_inputs(names, ("ps",)).tolist() == [False] * 5 + [True, False]
+    with pytest.raises(KeyError, match="jacobian_inputs"):
+        penalised_inputs(names, ("w",))

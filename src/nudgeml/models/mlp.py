@@ -8,6 +8,13 @@ One configuration trains on a laptop CPU and on Jean Zay GPUs: ``accelerator``/`
 go straight to ``lightning.Trainer``; ``precision: auto`` picks ``bf16-mixed`` on GPUs that support it and
 ``32-true`` elsewhere. Runs are seeded; a run interrupted or asked for more epochs resumes from
 ``checkpoints/last.ckpt`` instead of starting again.
+
+``jacobian_penalty`` constrains the network's sensitivity to chosen inputs (``jacobian_inputs``, the
+winds by default): the loss adds ``lambda * ||d output / d inputs||_F^2 / n_out`` in standardised units,
+estimated each batch with one random probe (Hutchinson: E_v ||J^T v||^2 = ||J||_F^2). The probes found
+that the clean nudging target *amplifies* local wind anomalies and that a network learning this feeds on
+the model's own weather online; the penalty lets the correction depend on the state through T, q, ps
+and geography while its response to the local wind stays small.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class MLPConfig:
     num_workers: int = 0
     buffer_chunks: int = 4
     limit_train_batches: float | int = 1.0
+    jacobian_penalty: float = 0.0
+    jacobian_inputs: Sequence[str] = ("u", "v")  # feature blocks whose sensitivity is penalised
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -66,8 +75,9 @@ class MLPConfig:
         if extra:
             raise KeyError(f"unknown MLP setting(s) {sorted(extra)}")
         kw = {k: v for k, v in section.items() if k in known}
-        if "hidden" in kw:
-            kw["hidden"] = tuple(kw["hidden"])
+        for key in ("hidden", "jacobian_inputs"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
         return cls(**kw)
 
 
@@ -89,7 +99,16 @@ def _lightning() -> Any:
     return L
 
 
-def make_module(n_in: int, n_out: int, stats: Mapping[str, np.ndarray], cfg: MLPConfig) -> Any:
+def penalised_inputs(feature_names: Sequence[str], blocks: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the features that belong to ``blocks`` (``u`` -> ``u_000``, ``u_001``, ...)."""
+    mask = np.array([name.rsplit("_", 1)[0] in blocks if name[-3:].isdigit() else name in blocks for name in feature_names])
+    missing = [b for b in blocks if not any(n == b or n.startswith(f"{b}_") for n in feature_names)]
+    if missing:
+        raise KeyError(f"jacobian_inputs {missing} are not among the store's features ({sorted({n.rsplit('_', 1)[0] for n in feature_names})})")
+    return mask
+
+
+def make_module(n_in: int, n_out: int, stats: Mapping[str, np.ndarray], cfg: MLPConfig, penalised: np.ndarray | None = None) -> Any:
     """The LightningModule: a net in standardised space, the statistics as buffers."""
     L = _lightning()
 
@@ -109,6 +128,8 @@ def make_module(n_in: int, n_out: int, stats: Mapping[str, np.ndarray], cfg: MLP
             if w.shape != (n_out,):
                 raise ValueError(f"target_weights has {w.numel()} values, the store has {n_out} targets")
             self.register_buffer("w", w / w.mean())
+            mask = torch.zeros(n_in) if penalised is None else torch.as_tensor(penalised, dtype=f32)
+            self.register_buffer("penalised", mask)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # standardised in, standardised out
             return self.net(x)
@@ -119,9 +140,21 @@ def make_module(n_in: int, n_out: int, stats: Mapping[str, np.ndarray], cfg: MLP
             t = (y - self.y_mean) / self.y_std
             return ((self(z) - t) ** 2 * self.w).mean()
 
+        def _jacobian(self, x: torch.Tensor) -> torch.Tensor:
+            """One-probe estimate of ||J_penalised||_F^2 / n_out (standardised units)."""
+            z = ((x - self.x_mean) / self.x_std).requires_grad_(True)
+            out = self(z)
+            probe = torch.randn_like(out)
+            (g,) = torch.autograd.grad(out, z, grad_outputs=probe, create_graph=True)
+            return ((g * self.penalised) ** 2).sum(dim=1).mean() / out.shape[1]
+
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             loss = self._loss(batch)
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0], sync_dist=True)
+            if cfg.jacobian_penalty > 0:
+                jac = self._jacobian(batch[0])
+                self.log("train_jacobian", jac, on_step=False, on_epoch=True, batch_size=batch[0].shape[0], sync_dist=True)
+                loss = loss + cfg.jacobian_penalty * jac
             return loss
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -159,7 +192,8 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     stats = load_stats(root)
     n_in, n_out = int(root["train"]["inputs"].shape[1]), int(root["train"]["targets"].shape[1])
     L.seed_everything(cfg.seed, workers=True)
-    module = make_module(n_in, n_out, stats, cfg)
+    penalised = penalised_inputs(list(root.attrs["feature_names"]), cfg.jacobian_inputs) if cfg.jacobian_penalty > 0 else None
+    module = make_module(n_in, n_out, stats, cfg, penalised)
     train_ds = ColumnBatches(store, "train", cfg.batch_size, shuffle=True, seed=cfg.seed, buffer_chunks=cfg.buffer_chunks)
     has_val = "val" in root and root["val"]["inputs"].shape[0] > 0
     val_ds = ColumnBatches(store, "val", cfg.batch_size, shuffle=False) if has_val else None
