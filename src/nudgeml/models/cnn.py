@@ -175,6 +175,8 @@ class FieldTable:
         for name in ("inputs", "targets", "time", "feature", "target"):
             if name not in self.nc.variables:
                 raise InputError(f"{self.path}: column table has no {name!r}")
+        if "grid_shape" not in self.nc.ncattrs():
+            raise InputError(f"{self.path}: no attribute 'grid_shape' (nlat, nlon); re-run the extract")
         self.grid_shape = tuple(int(v) for v in json.loads(self.nc.getncattr("grid_shape")))
         if len(self.grid_shape) != 2:
             raise InputError(f"{self.path}: attribute 'grid_shape' is {self.grid_shape}, expected [nlat, nlon]")
@@ -262,7 +264,8 @@ def train_cnn(store: str | os.PathLike[str], columns: str | os.PathLike[str], ou
     stats = load_stats(open_store(store))
     table = FieldTable(columns, store)
     try:
-        train_idx, val_idx = table.fields("train"), table.fields("val") if "val" in table.splits else np.zeros(0, np.int64)
+        train_idx = table.fields("train")
+        val_idx = table.fields("val") if "val" in table.splits else np.zeros(0, np.int64)
         if train_idx.size == 0:
             raise InputError(f"{store}: the training split is empty")
         nf, nt = table.n_features, table.n_targets
@@ -307,6 +310,8 @@ def train_cnn(store: str | os.PathLike[str], columns: str | os.PathLike[str], ou
         grid_shape = table.grid_shape
     finally:
         table.close()
+    if best_state is None:
+        raise RuntimeError(f"cnn training on {columns}: the {monitor} was never finite ({history[-1] if history else 'no epoch'})")
     net.load_state_dict(best_state)
     physical = FieldModel(net.eval(), grid_shape, stats["input_mean"], stats["input_std"], stats["target_mean"], stats["target_std"])
     summary = {
