@@ -8,10 +8,11 @@ import torch
 import xarray as xr
 
 from nudgeml.config import load_config
-from nudgeml.coupled import run_free, run_names, split_member
+from nudgeml.config import ConfigError
+from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, run_names, split_member
 from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
 from nudgeml.extract import ColumnSpec, expand_names
-from nudgeml.gcm.standin import GCMConfig, StandinGCM
+from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
 from nudgeml.grid import write_model_grid
 
 T0 = np.datetime64("2000-03-01T00:00", "s")
@@ -20,6 +21,13 @@ T0 = np.datetime64("2000-03-01T00:00", "s")
 def test_member_names():
     assert run_names({"control": {"correction": "none", "members": 3}, "mean": {"correction": "mean"}}) == ["control", "control.m1", "control.m2", "mean"]
     assert split_member("control.m2") == ("control", 2) and split_member("ml-mlp") == ("ml-mlp", 0)
+
+
+def test_correction_descriptions():
+    assert describe_correction({"correction": "none"}) == "none"
+    assert describe_correction({"correction": "mean", "climatology": "monthly"}) == "mean (monthly)"
+    spec = {"correction": "ml", "model": "mlp-replay", "mean_residual": True, "filter_truncation": 6, "scale": 0.5}
+    assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
 
 
 class Constant(torch.nn.Module):
@@ -118,6 +126,28 @@ def test_model_for_other_levels_is_refused_before_the_run(setup, tmp_path):
     assert not (root / "bad.nc").exists()
 
 
+@pytest.mark.slow
+def test_large_scale_filter_of_the_model_part(setup):
+    """T0 keeps nothing of a model's output (no vorticity or divergence at l = 0); the mean residual
+    then restores exactly the mean tendency; a truncation above the model's is refused."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "const", 1e-5)
+    g = StandinGCM(GCMConfig(21), T0)
+    spec = {"correction": "ml", "model": "const", "filter_truncation": 0}
+    kw = dict(columns=ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction")), grid=grid, mean_file=root / "mean.nc", model_dir=model, gcm=g)
+    ml = make_corrector(spec, **kw)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    s = GridState(**{k: forcing[k].values[0] for k in ("u", "v", "t", "q", "ps")})
+    du, dv = ml(T0, s)
+    assert np.abs(du).max() < 1e-9 and np.abs(dv).max() < 1e-9
+    full, _ = make_corrector(spec | {"filter_truncation": 21}, **kw)(T0, s)
+    assert np.abs(full).max() > 5e-6  # the unfiltered constant field (projected) is there
+    ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, s)]))
+    np.testing.assert_allclose(ml(T0, s)[0], 1e-6, rtol=1e-5)
+    with pytest.raises(ConfigError, match="filter_truncation 22"):
+        make_corrector(spec | {"filter_truncation": 22}, **kw)
+
+
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
     from nudgeml.models.cnn import CNNConfig, FieldModel, build_net
@@ -143,9 +173,6 @@ def export_cnn(root, grid, name, grid_shape, *, aoti=False):
 
 @pytest.mark.slow
 def test_cnn_runs_on_the_whole_grid_with_both_backends(setup):
-    from nudgeml.coupled import MLCorrector
-    from nudgeml.gcm.standin import GridState
-
     root, grid, _ = setup
     nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
     model_dir = export_cnn(root, grid, "cnn", (nlat, nlon), aoti=True)

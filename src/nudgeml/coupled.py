@@ -10,6 +10,9 @@ Corrections (``free_runs.runs.<name>.correction``):
   output, through the guard, times ``scale``, is applied as a constant tendency for the next 6 h.
   With ``mean_residual``, the mean nudging tendency minus the model's own mean over the training
   states is added, so the correction's mean is the nudging's and its state dependence the model's.
+  With ``filter_truncation: N``, the model's part is kept at total wavenumbers <= N only (vorticity
+  and divergence truncated): the planetary-scale, state-dependent correction stays, the synoptic-scale
+  feedback on the model's own weather (which the probes saw run away) goes.
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -28,7 +31,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,23 @@ def run_names(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         out.append(name)
         out += [f"{name}.m{k}" for k in range(1, int(spec.get("members", 1)))]
     return out
+
+
+def describe_correction(spec: Mapping[str, Any]) -> str:
+    """A run's correction in a few words, for tables: ``ml: mlp-replay + mean residual, T6``."""
+    kind = spec["correction"]
+    if kind == "mean":
+        return f"mean ({spec.get('climatology', 'annual')})"
+    if kind != "ml":
+        return kind
+    parts = [f"ml: {spec['model']}"]
+    if spec.get("mean_residual"):
+        parts[0] += " + mean residual"
+    if "filter_truncation" in spec:
+        parts.append(f"T{int(spec['filter_truncation'])} filter")
+    if float(spec.get("scale", 1.0)) != 1.0:
+        parts.append(f"x{float(spec['scale']):g}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -104,7 +124,17 @@ class MLCorrector(Corrector):
 
     kind = "ml"
 
-    def __init__(self, model_dir: Path, backend: str, spec: ColumnSpec, grid: Any, fallback: tuple[np.ndarray, np.ndarray], *, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        backend: str,
+        spec: ColumnSpec,
+        grid: Any,
+        fallback: tuple[np.ndarray, np.ndarray],
+        *,
+        scale: float = 1.0,
+        large_scale: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         import torch
 
         from nudgeml.export import read_manifest
@@ -139,6 +169,7 @@ class MLCorrector(Corrector):
         self.seconds = 0.0
         self.calls = 0
         self.scale = float(scale)
+        self.large_scale = large_scale
         self.residual: tuple[np.ndarray, np.ndarray] | None = None
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -158,32 +189,39 @@ class MLCorrector(Corrector):
         dv = g.tendency[:, nlev:].T.reshape(self.shape).astype(np.float32)
         return du, dv, g
 
+    def model_part(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """The guarded output times ``scale``, large-scale filtered if asked: what the model adds."""
+        du, dv, g = self.predict(t, state)
+        if self.scale != 1.0:
+            du, dv = self.scale * du, self.scale * dv
+        if self.large_scale is not None:
+            du, dv = self.large_scale(du, dv)
+        return du, dv, g
+
     def add_mean_residual(self, mean: tuple[np.ndarray, np.ndarray], states: Any) -> None:
         """Make the correction's time mean over the training states equal the mean nudging tendency.
 
         ``states`` yields ``(time, state)`` of the nudged run's training period; the residual
-        ``mean_nudging - scale * mean(model)`` is added to every call: the model supplies the state
+        ``mean_nudging - mean(model part)`` is added to every call: the model supplies the state
         dependence, the nudging supplies the mean (which also holds the error a physics-only target
-        cannot see, e.g. resolution error).
+        cannot see, e.g. resolution error, and the scales a filtered model part leaves out).
         """
         su = np.zeros(self.shape)
         sv = np.zeros(self.shape)
         n = 0
         for t, state in states:
-            du, dv, _ = self.predict(t, state)
+            du, dv, _ = self.model_part(t, state)
             su += du
             sv += dv
             n += 1
         if n == 0:
             raise InputError("no training state to compute the mean residual from")
-        self.residual = ((mean[0] - self.scale * su / n).astype(np.float32), (mean[1] - self.scale * sv / n).astype(np.float32))
+        self.residual = ((mean[0] - su / n).astype(np.float32), (mean[1] - sv / n).astype(np.float32))
         log.info("mean residual over %d training states: rms du %.2e m s-2", n, float(np.sqrt(np.mean(self.residual[0] ** 2))))
 
     def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
-        du, dv, g = self.predict(t, state)
-        if self.scale != 1.0:
-            du, dv = self.scale * du, self.scale * dv
+        du, dv, g = self.model_part(t, state)
         if self.residual is not None:
             du, dv = du + self.residual[0], dv + self.residual[1]
         self.seconds += time.perf_counter() - t0
@@ -216,7 +254,18 @@ def training_states(nudged_histhf: str | Path, start: np.datetime64, end: np.dat
         yield np.datetime64(t, "s"), GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
 
 
-def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, mean_file: str | Path | None, model_dir: str | Path | None, nudged_histhf: str | Path | None = None, training: tuple[np.datetime64, np.datetime64] | None = None) -> Corrector:
+def make_corrector(
+    spec: Mapping[str, Any],
+    *,
+    columns: ColumnSpec,
+    grid: Any,
+    mean_file: str | Path | None,
+    model_dir: str | Path | None,
+    nudged_histhf: str | Path | None = None,
+    training: tuple[np.datetime64, np.datetime64] | None = None,
+    gcm: Any = None,
+) -> Corrector:
+    """The corrector of a run spec; ``gcm`` (a started or fresh model) provides the spectral filter."""
     from nudgeml.mean_tendency import read_mean_tendency
 
     kind = spec["correction"]
@@ -232,7 +281,15 @@ def make_corrector(spec: Mapping[str, Any], *, columns: ColumnSpec, grid: Any, m
     if kind == "ml":
         if model_dir is None:
             raise ConfigError("correction 'ml' needs a model")
-        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values), scale=float(spec.get("scale", 1.0)))
+        large_scale = None
+        if "filter_truncation" in spec:
+            if gcm is None:
+                raise ConfigError("filter_truncation needs the model (its spectral transform)")
+            n = int(spec["filter_truncation"])
+            if not 0 <= n <= gcm.grid.truncation:
+                raise ConfigError(f"filter_truncation {n} is outside 0..{gcm.grid.truncation} (the model truncation)")
+            large_scale = lambda du, dv: gcm.large_scale_winds(du, dv, n)  # noqa: E731
+        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values), scale=float(spec.get("scale", 1.0)), large_scale=large_scale)
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
@@ -266,9 +323,9 @@ def run_free(
     forcing = select_times(open_forcing(forcing_paths), period.times[:1], forcing_paths[0])
     grid = read_model_grid(grid_path)
     columns = ColumnSpec.from_config(config["columns"]) if "columns" in config else ColumnSpec()
-    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training)  # before the long part
     gcm = model_gcm(config, period.start)
     check_same_grid(gcm.grid, grid, grid_path)
+    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)  # before the long part
     state = state_at(forcing, period.start)
     if member > 0:  # initial-condition ensemble: a tiny temperature perturbation
         rng = np.random.default_rng(member)

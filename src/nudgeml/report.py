@@ -437,7 +437,7 @@ def _table_html(ev: Mapping[str, Any]) -> str:
         m = row["metrics"]
         cls = ' class="failed"' if row["status"] != "ok" else ""
         cells = []
-        refs = ["control"] + (["mean"] if row["correction"] == "ml" else [])
+        refs = ["control"] + (["mean"] if row["correction"].startswith("ml") else [])
         for v in ALL_VARS:
             mv = m.get(v)
             rm = _fmt(mv["rmse"]) if mv else "–"

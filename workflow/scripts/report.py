@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.coupled import split_member
+from nudgeml.coupled import describe_correction, split_member
 from nudgeml.logs import rule_logging
 from nudgeml.report import (
     evaluate_runs,
@@ -22,7 +22,7 @@ from nudgeml.report import (
 with rule_logging(snakemake.log[0]) as log:
     i, o, p = snakemake.input, snakemake.output, snakemake.params
     runs = {run: (h, s) for run, h, s in zip(p.runs, i.histhf, i.status)}
-    corrections = {run: p.free_runs["runs"][split_member(run)[0]]["correction"] for run in p.runs}
+    corrections = {run: describe_correction(p.free_runs["runs"][split_member(run)[0]]) for run in p.runs}
     ev = evaluate_runs(
         list(i.forcing), list(i.precip), i.nudged, runs,
         start=np.datetime64(p.free_runs["start"], "s"), end=np.datetime64(p.free_runs["end"], "s"),

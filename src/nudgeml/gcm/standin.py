@@ -472,6 +472,23 @@ class StandinGCM:
         ps = self.model.dycore.to_physics_state(self.model.dycore.initial_state(self._physics_state(dummy)))
         return from_jcm(ps.u_wind).astype(np.float32), from_jcm(ps.v_wind).astype(np.float32)
 
+    def large_scale_winds(self, u: np.ndarray, v: np.ndarray, truncation: int) -> tuple[np.ndarray, np.ndarray]:
+        """``u``, ``v`` (canonical, one time) kept at total wavenumbers ``<= truncation`` only.
+
+        Filtered through vorticity and divergence (``u`` and ``v`` are not scalars on the sphere, a
+        scalar filter of each would smear the poles). At the model truncation this is exactly
+        :meth:`project_winds`; lower, it removes the synoptic scales.
+        """
+        from dinosaur import spherical_harmonic as sh
+
+        if not 0 <= truncation <= self.grid.truncation:
+            raise ValueError(f"filter truncation {truncation} is outside 0..{self.grid.truncation} (the model truncation)")
+        h = self.model.coords.horizontal
+        vor, div = sh.uv_nodal_to_vor_div_modal(h, to_jcm(u), to_jcm(v))
+        keep = (h.modal_axes[1] <= truncation).astype(np.float32)  # total wavenumber l, last modal axis
+        uu, vv = sh.vor_div_to_uv_nodal(h, vor * keep, div * keep)
+        return from_jcm(np.asarray(uu)).astype(np.float32), from_jcm(np.asarray(vv)).astype(np.float32)
+
     # ------------------------------------------------------------------ forcing of the wind equation
     def set_relaxation(
         self,
