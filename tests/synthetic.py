@@ -32,3 +32,41 @@ def linear_store(path: Path, *, nlev: int = 3, ntime: int = 40, ncol: int = 300,
     cfg = ShardConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, gap_hours=0, chunk_samples=chunk_samples, shard_samples=shard_samples, seed=seed)
     shard_columns(ds, path, cfg, source_digest="synthetic")
     return path, w
+
+
+def neighbour_fields(root: Path, *, nlat: int = 8, nlon: int = 16, nlev: int = 2, ntime: int = 72, seed: int = 0) -> tuple[Path, Path]:
+    """A column table (``columns.nc``) and its store where each target needs a neighbouring column.
+
+    Inputs are independent random fields; ``du`` at a cell is its eastern neighbour's ``u`` (across the
+    date line at the last longitude), ``dv`` its northern neighbour's ``v`` (the pole row repeats
+    itself, as replicate padding does), both x 1e-4. A column model cannot predict either.
+    Returns (columns path, store path); splits 70/15/15 % of the times.
+    """
+    from nudgeml.extract import write_columns
+
+    rng = np.random.default_rng(seed)
+    spec = ColumnSpec()
+    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    nf = sum(b["levels"] for b in fb)
+    scale = np.concatenate([np.full(2 * nlev, 10.0), np.full(nlev, 30.0), np.full(nlev, 1e-3), [1e3]])
+    offset = np.concatenate([np.zeros(2 * nlev), np.full(nlev, 260.0), np.full(nlev, 5e-3), [1e5]])
+    x = (rng.normal(size=(ntime, nlat, nlon, nf)) * scale + offset).astype(np.float32)
+    u, v = x[..., :nlev], x[..., nlev:2 * nlev]
+    north = np.concatenate([v[:, 1:], v[:, -1:]], axis=1)  # latitudes ascending: row i+1 is north
+    y = (np.concatenate([np.roll(u, -1, axis=2), north], axis=-1) * 1e-4).astype(np.float32)
+    lat = np.linspace(-90 + 90 / nlat, 90 - 90 / nlat, nlat)
+    lon = np.arange(nlon) * 360.0 / nlon
+    lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
+    ds = xr.Dataset(
+        {"inputs": (("time", "column", "feature"), x.reshape(ntime, nlat * nlon, nf)),
+         "targets": (("time", "column", "target"), y.reshape(ntime, nlat * nlon, 2 * nlev))},
+        coords={"time": np.datetime64("2000-01-01T00", "ns") + np.arange(ntime) * np.timedelta64(6, "h"),
+                "column_lat": ("column", lat2d.ravel()), "column_lon": ("column", lon2d.ravel()),
+                "feature": expand_names(fb), "target": expand_names(tb), "presnivs": ("lev", np.linspace(95000, 5000, nlev))},
+        attrs={"feature_blocks": json.dumps(fb), "target_blocks": json.dumps(tb), "grid_shape": json.dumps([nlat, nlon]), "level_order": "surface_first"},
+    )
+    columns = write_columns(ds, root / "columns.nc")
+    store = root / "dataset.zarr"
+    cfg = ShardConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, gap_hours=12, chunk_samples=256, shard_samples=2048, seed=seed)
+    shard_columns(columns, store, cfg, source_digest="synthetic")
+    return Path(columns), store

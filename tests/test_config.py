@@ -88,3 +88,16 @@ def test_jeanzay_overlay_is_valid(repo_root):
     cfg = deep_merge(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), overlay)
     validate_config(cfg)
     assert cfg["era5"]["source"] == "cds" and cfg["outdir"].startswith("$SCRATCH") and cfg["era5"]["dir"].startswith("$WORK")
+
+
+def test_cnn_model_settings_are_validated(cfg):
+    good = copy.deepcopy(cfg)
+    good["models"]["cnn"] = {"kind": "cnn", "target": "replay", "channels": 16, "depth": 2, "kernel_size": 3, "max_fields_per_epoch": 800}
+    validate_config(good)
+    for section, named in (({"kind": "cnn", "chanels": 8}, r"config key 'models\.cnn'.*'chanels' was unexpected"),
+                           ({"kind": "cnn", "kernel_size": 4}, r"config key 'models\.cnn\.kernel_size'"),
+                           ({"kind": "cnn", "hidden": [64]}, r"'hidden' was unexpected")):
+        bad = copy.deepcopy(cfg)
+        bad["models"]["cnn"] = section
+        with pytest.raises(ConfigError, match=named):
+            validate_config(bad)

@@ -9,7 +9,7 @@ import xarray as xr
 
 from nudgeml.config import load_config
 from nudgeml.config import ConfigError
-from nudgeml.coupled import describe_correction, make_corrector, run_free, run_names, split_member
+from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, run_names, split_member
 from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
@@ -146,3 +146,53 @@ def test_large_scale_filter_of_the_model_part(setup):
     np.testing.assert_allclose(ml(T0, s)[0], 1e-6, rtol=1e-5)
     with pytest.raises(ConfigError, match="filter_truncation 22"):
         make_corrector(spec | {"filter_truncation": 22}, **kw)
+
+
+def export_cnn(root, grid, name, grid_shape, *, aoti=False):
+    """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
+    from nudgeml.models.cnn import CNNConfig, FieldModel, build_net
+
+    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    nlev = grid.sigma.size
+    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
+    torch.manual_seed(0)
+    scale = torch.tensor([10.0] * 2 * nlev + [30.0] * nlev + [1e-2] * nlev + [1e4, 1.0, 1.0, 1.0])
+    module = FieldModel(build_net(nf, nt, CNNConfig(channels=4, depth=2, activation="tanh")), grid_shape, torch.zeros(nf), scale, torch.zeros(nt), torch.full((nt,), 1e-6))
+    manifest = Manifest(
+        name=name, kind="cnn",
+        features=tuple(Block(b["name"], b["units"], b["levels"]) for b in fb),
+        targets=tuple(Block(b["name"], b["units"], b["levels"]) for b in tb),
+        levels=Levels(tuple(grid.presnivs_pa)),
+        guard=Guard(0.1, (-1e9,) * nf, (1e9,) * nf, (-1.0,) * nt, (1.0,) * nt),
+        grid=Grid("t21", nlon=grid_shape[1], nlat=grid_shape[0]),
+    )
+    export_model(module, manifest, root / name, aoti=aoti)
+    return root / name
+
+
+@pytest.mark.slow
+def test_cnn_runs_on_the_whole_grid_with_both_backends(setup):
+    root, grid, _ = setup
+    nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
+    model_dir = export_cnn(root, grid, "cnn", (nlat, nlon), aoti=True)
+    status = run(setup, model_dir, "cnn")
+    assert status["status"] == "ok" and status["calls"] == 3
+    assert status["guard"]["columns"] == 3 * nlat * nlon and status["guard"]["fallback_columns"] == 0
+    snap = xr.open_dataset(root / "forcing.nc").isel(time=0).load()
+    state = GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
+    fallback = (np.zeros(grid.shape), np.zeros(grid.shape))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    ts = MLCorrector(model_dir, "torchscript", columns, grid, fallback).predict(T0, state)
+    pt2 = MLCorrector(model_dir, "aoti", columns, grid, fallback).predict(T0, state)
+    assert 0 < np.abs(ts[0]).max() < 1e-4
+    np.testing.assert_allclose(pt2[0], ts[0], rtol=0, atol=1e-5 * np.abs(ts[0]).max())
+    np.testing.assert_allclose(pt2[1], ts[1], rtol=0, atol=1e-5 * np.abs(ts[1]).max())
+
+
+def test_cnn_for_another_grid_is_refused_before_the_run(setup, tmp_path):
+    root, grid, _ = setup
+    bad = export_cnn(tmp_path, grid, "cnn-t10", (grid.lat_deg.size // 2, grid.lon_deg.size // 2))
+    with pytest.raises(Exception, match=r"model\.json.*key 'grid'"):
+        run(setup, bad, "cnn-t10")
+    assert not (root / "cnn-t10.nc").exists()

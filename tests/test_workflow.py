@@ -130,3 +130,28 @@ def test_mistyped_config_key_fails_before_any_work(tmp_path):
     assert res.returncode != 0
     assert "tau_hourz" in res.stdout + res.stderr
     assert not out.exists()
+
+
+def test_cnn_model_trains_on_the_column_table(tmp_path):
+    """A cnn in the config: its train and offline_eval jobs read the column table beside the store."""
+    overlay = tmp_path / "cnn.yaml"
+    overlay.write_text("models:\n  cnn: {kind: cnn, target: nudging, channels: 8, depth: 2}\ntrain:\n  models: [mlp, cnn]\n"
+                       "free_runs:\n  runs:\n    ml-cnn: {correction: ml, model: cnn}\n")
+    out = tmp_path / "results"
+    res = smk("-n", overlays=[overlay], outdir=out)
+    text = res.stdout + res.stderr
+    stats = job_stats(text)
+    assert stats["train"] == stats["export"] == stats["offline_eval"] == 2
+    jobs = {}
+    for block in text.split("\n\n"):
+        lines = [ln.strip() for ln in block.splitlines()]
+        rule = next((ln.split()[-1].rstrip(":") for ln in lines if ln.startswith(("rule ", "localrule "))), None)
+        wildcards = next((ln for ln in lines if ln.startswith("wildcards:")), "")
+        inputs = next((ln for ln in lines if ln.startswith("input:")), "")
+        if rule in ("train", "offline_eval"):
+            jobs[(rule, wildcards.split("model=")[-1])] = inputs
+    for rule in ("train", "offline_eval"):
+        assert f"{out}/columns/nudging/columns.nc" in jobs[(rule, "cnn")], jobs
+        assert f"{out}/datasets/nudging/dataset.zarr" in jobs[(rule, "cnn")]
+        assert "columns.nc" not in jobs[(rule, "mlp")], "column models read only the store"
+    assert not out.exists()

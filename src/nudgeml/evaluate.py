@@ -5,6 +5,10 @@ skill of a perfect constant and anything below 0 is worse than that; a target wi
 test split has no R^2 (NaN), and a variable's overall R^2 pools its targets that vary. The exported artefact is what is
 evaluated (loaded from ``model.pt`` like the free run loads it), so offline and online skill refer to the
 same function. Results: ``offline.json`` and ``r2_by_level.png``.
+
+A field model (kind ``cnn``) needs its neighbours, so it is fed whole test fields from the column table
+(``columns``), with the store's split; its non-finite samples are left out, as the store leaves them
+out, so the scores compare with the column models'.
 """
 
 from __future__ import annotations
@@ -79,19 +83,26 @@ def overall_r2(acc: MetricAccumulator, sl: slice) -> float:
     return float(1.0 - acc.sse[sl][ok].sum() / acc.sst[sl][ok].sum())
 
 
-def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], split: str = "test", rows_per_batch: int = 65536) -> dict[str, Any]:
+def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], split: str = "test", rows_per_batch: int = 65536, *, columns: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Scores of the exported model in ``model_dir`` on ``split``; ``columns`` (the column table) is
+    needed, and used, by field models only."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     check_manifest_matches_store(manifest, store, str(model_dir / "model.json"))
     module = torch.jit.load(str(model_dir / manifest.artifacts["torchscript"]), map_location="cpu").eval()
-    arrays = _SplitArrays(store, split)
-    if arrays.n_rows == 0:
-        raise InputError(f"{store}: split {split!r} is empty")
     acc = MetricAccumulator(manifest.n_targets)
-    with torch.no_grad():
-        for s in range(0, arrays.n_rows, rows_per_batch):
-            x, y = arrays.read(Segment(s, min(arrays.n_rows, s + rows_per_batch)))
-            acc.update(y, module(torch.from_numpy(x)).numpy())
+    if manifest.kind == "cnn":
+        if columns is None:
+            raise InputError(f"{model_dir / 'model.json'}: a 'cnn' model is evaluated on whole fields; give the column table")
+        _accumulate_fields(module, store, columns, split, acc)
+    else:
+        arrays = _SplitArrays(store, split)
+        if arrays.n_rows == 0:
+            raise InputError(f"{store}: split {split!r} is empty")
+        with torch.no_grad():
+            for s in range(0, arrays.n_rows, rows_per_batch):
+                x, y = arrays.read(Segment(s, min(arrays.n_rows, s + rows_per_batch)))
+                acc.update(y, module(torch.from_numpy(x)).numpy())
     mse, r2 = acc.result()
     per_var: dict[str, Any] = {}
     col = 0
@@ -105,6 +116,25 @@ def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], s
         }
         col += block.levels
     return {"model": manifest.name, "kind": manifest.kind, "split": split, "n_samples": int(acc.count), "targets": per_var}
+
+
+def _accumulate_fields(module: Any, store: str | os.PathLike[str], columns: str | os.PathLike[str], split: str, acc: MetricAccumulator) -> None:
+    """Feed the split's fields one at a time; score the finite samples (those the store holds)."""
+    from nudgeml.models.cnn import FieldTable, finite_columns
+
+    table = FieldTable(columns, store)
+    try:
+        idx = table.fields(split)
+        if idx.size == 0:
+            raise InputError(f"{store}: split {split!r} is empty")
+        with torch.no_grad():
+            for i in idx:
+                x, y = table.read([i])
+                ok = finite_columns(x, y)[0]
+                pred = module(torch.from_numpy(x[0])).numpy()
+                acc.update(y[0][ok], pred[ok])
+    finally:
+        table.close()
 
 
 def write_evaluation(result: Mapping[str, Any], out_json: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> None:

@@ -10,6 +10,11 @@ Conventions (from the format):
 * output: ``(n, n_targets)`` float32, wind tendency in m s-2, columns in ``target_names`` order;
 * per-level blocks are surface first; normalisation lives inside the exported module.
 
+A *field* model (a module with a ``grid_shape`` attribute ``(nlat, nlon)``, e.g. the CNN of
+``nudgeml.models.cnn``) maps the whole grid at once: ``n`` must be ``nlat * nlon``, the manifest's
+``grid`` must say so, and the ``.pt2`` is compiled for that static ``n`` (AOTInductor rejects another
+``n`` only when ``AOTI_RUNTIME_CHECK_INPUTS=1``; the TorchScript module always does).
+
 Every file is written atomically (temporary file in the same directory, then ``os.replace``), so a
 reader never sees half a model and an interrupted export leaves the previous one intact.
 """
@@ -458,11 +463,14 @@ def export_aoti(
     path: str | os.PathLike[str],
     *,
     max_batch: int = 1 << 24,
+    dynamic_batch: bool = True,
 ) -> Path:
-    """``torch.export`` with a dynamic batch dimension, compile with AOTInductor, package to ``path``.
+    """``torch.export`` (batch dimension dynamic unless ``dynamic_batch=False``), compile with
+    AOTInductor, package to ``path``.
 
     ``example_input`` is ``(n, n_features)`` float32 with ``n >= 2`` (export specialises sizes 0
-    and 1). The package runs on the device of ``example_input``/``module`` (CPU here).
+    and 1). A field model (``dynamic_batch=False``) is compiled for its example's ``n`` only.
+    The package runs on the device of ``example_input``/``module`` (CPU here).
     """
     path = Path(path)
     if example_input.ndim != 2 or example_input.shape[0] < 2:
@@ -472,7 +480,7 @@ def export_aoti(
     module = module.eval()
     batch = torch.export.Dim("n_columns", min=1, max=max_batch)
     with torch.no_grad():
-        program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(module, (example_input,), dynamic_shapes=({0: batch},) if dynamic_batch else None)
     # AOTInductor insists on a '.pt2' suffix for the package path.
     with _atomic_path(path, suffix=".pt2") as tmp:
         torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
@@ -490,14 +498,21 @@ def export_model(
     """Write ``model.pt``, ``model.pt2`` (unless ``aoti=False``) and ``model.json`` to ``out_dir``.
 
     The manifest is written last, so a directory holding a manifest holds its artifacts.
-    ``example_input`` defaults to 8 columns at the guard's feature mid-range.
+    ``example_input`` defaults to 8 columns (a field model: the whole grid) at the guard's feature
+    mid-range.
     """
     out = Path(out_dir)
     validate_manifest(manifest, str(out / MANIFEST_NAME))
+    grid_shape = getattr(module, "grid_shape", None)  # a field model: the batch is the whole grid
+    if grid_shape is not None:
+        nlat, nlon = (int(v) for v in grid_shape)
+        if manifest.grid is None or (manifest.grid.nlat, manifest.grid.nlon) != (nlat, nlon):
+            have = "missing" if manifest.grid is None else f"{manifest.grid.nlat}x{manifest.grid.nlon}"
+            raise ManifestError(f"{out / MANIFEST_NAME}: key 'grid' is {have}, the field model's grid is {nlat}x{nlon}")
     if example_input is None:
         lo = torch.tensor(manifest.guard.feature_min, dtype=torch.float32)
         hi = torch.tensor(manifest.guard.feature_max, dtype=torch.float32)
-        example_input = ((lo + hi) / 2).expand(8, -1).contiguous()
+        example_input = ((lo + hi) / 2).expand(8 if grid_shape is None else nlat * nlon, -1).contiguous()
     with torch.no_grad():
         y = module.eval()(example_input)
     if tuple(y.shape) != (example_input.shape[0], manifest.n_targets):
@@ -505,7 +520,7 @@ def export_model(
                          f"manifest expects (n, {manifest.n_targets})")
     paths = {"torchscript": export_torchscript(module, out / manifest.artifacts["torchscript"])}
     if aoti:
-        paths["aoti"] = export_aoti(module, example_input, out / manifest.artifacts["aoti"])
+        paths["aoti"] = export_aoti(module, example_input, out / manifest.artifacts["aoti"], dynamic_batch=grid_shape is None)
     paths["manifest"] = write_manifest(manifest, out / MANIFEST_NAME)
     return paths
 
@@ -548,6 +563,8 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
 
     obj = load_trained(trained)
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
+    if hasattr(obj["module"], "grid_shape"):  # a field model: the example is a whole grid (mid-range)
+        return export_model(obj["module"].eval(), manifest, out_dir, aoti=aoti)
     train = _SplitArrays(store, "train")
     x, _ = train.read(Segment(0, min(train.n_rows, 16)))  # real columns as the export example
     return export_model(obj["module"].eval(), manifest, out_dir, torch.from_numpy(x), aoti=aoti)

@@ -54,3 +54,14 @@ def store_of(target):
 def model_store(wildcards):
     """The training store of a model: that of its target kind (nudging by default)."""
     return store_of(config["models"][wildcards.model].get("target", "nudging"))
+
+
+def model_data(wildcards):
+    """A model's data: its store (split, statistics, shuffled columns); a cnn also reads whole
+    fields from the column table of its target."""
+    section = config["models"][wildcards.model]
+    target = section.get("target", "nudging")
+    files = {"store": store_of(target)}
+    if section["kind"] == "cnn":
+        files["columns"] = f"{OUT}/columns/{target}/columns.nc"
+    return files

@@ -3,9 +3,9 @@
 
 rule offline_eval:
     input:
+        unpack(model_data),
         manifest=rules.export.output.manifest,
         torchscript=rules.export.output.torchscript,
-        store=model_store,
     output:
         json=f"{OUT}/models/{{model}}/offline.json",
         png=report(f"{OUT}/models/{{model}}/r2_by_level.png", caption="../report/r2_by_level.rst", category="Offline skill"),

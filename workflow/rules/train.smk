@@ -1,9 +1,10 @@
-# Train a column model (wildcard {model}, kind mlp or xgboost) on the training store.
+# Train a model (wildcard {model}, kind mlp, xgboost or cnn) on the training store; a cnn reads
+# whole fields from the column table, with the store's split and statistics.
 
 
 rule train:
     input:
-        store=model_store,
+        unpack(model_data),
     output:
         trained=f"{OUT}/models/{{model}}/trained.pt",
         summary=f"{OUT}/models/{{model}}/train_summary.json",
