@@ -6,7 +6,7 @@ import xarray as xr
 
 from factories import value_field, write_history
 from nudgeml.conventions import InputError
-from nudgeml.extract import ColumnSpec, column_dataset, cos_solar_zenith, expand_names, write_columns
+from nudgeml.extract import ColumnSpec, column_dataset, column_features, cos_solar_zenith, expand_names, write_columns
 
 
 def test_round_trip_of_chosen_columns(tmp_path):
@@ -64,3 +64,15 @@ def test_cos_zenith_noon_and_midnight():
     cz = cos_solar_zenith(t, np.array([0.0]), np.array([0.0]))
     assert cz[0, 0] == pytest.approx(1.0, abs=0.02)  # equinox noon on the equator at Greenwich
     assert cz[1, 0] == pytest.approx(-1.0, abs=0.02)
+
+
+def test_negative_humidity_is_read_as_dry():
+    """Upper-level transport undershoots (q < 0) are zero humidity in the features, online and offline."""
+    spec = ColumnSpec(geo=())
+    shape = (1, 2, 1, 3)  # time, lev, lat, lon
+    fields = {"u": np.ones(shape), "v": np.ones(shape), "t": np.full(shape, 250.0), "q": np.array([[[[1e-3, -2e-5, 0.0]], [[-1e-6, 5e-6, 2e-6]]]]), "ps": np.full((1, 1, 3), 1e5)}
+    x = column_features(fields, spec, lat_deg=np.array([10.0]), lon_deg=np.array([0.0, 120.0, 240.0]), times=np.array(["2000-01-01"], dtype="datetime64[s]"))
+    names = expand_names(spec.feature_blocks(2))
+    q = x[0][:, [names.index("q_000"), names.index("q_001")]]
+    np.testing.assert_array_equal(q, np.array([[1e-3, 0.0], [0.0, 5e-6], [0.0, 2e-6]], np.float32))
+    assert x[0][:, names.index("u_000")].tolist() == [1.0, 1.0, 1.0]

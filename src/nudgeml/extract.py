@@ -144,6 +144,11 @@ def column_features(fields: Mapping[str, np.ndarray], spec: ColumnSpec, *, lat_d
     parts: list[np.ndarray] = []
     for name in spec.level_inputs:
         a = np.asarray(fields[name], np.float32)
+        if name == "q":
+            # negative specific humidity is a transport undershoot (spectral models such as jcm make
+            # it at the upper levels, more in free runs than in nudged ones): read it as dry. Left
+            # negative, it sent most free-run columns out of the training range (the guard's fallback)
+            a = np.maximum(a, 0.0)
         parts.append(a.reshape(nt, a.shape[1], ncol).transpose(0, 2, 1))
     for name in spec.surface_inputs:
         parts.append(np.asarray(fields[name], np.float32).reshape(nt, ncol, 1))
