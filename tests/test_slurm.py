@@ -29,11 +29,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 #: The issue's placement policy: downloads, CDO and light work on prepost; GCM runs on the CPU partition.
 PARTITION_POLICY = {
     "era5_cds": "prepost", "era5_cds_invariant": "prepost", "model_grid": "prepost", "regrid": "prepost",
-    "bias_check": "prepost", "report": "prepost", "mean_tendency": "prepost", "offline_eval": "prepost",
+    "bias_check": "prepost", "report": "prepost", "mean_tendency": "prepost", "mean_tendency_iter": "prepost", "offline_eval": "prepost",
     "lmdz_forcing": "prepost", "lmdz_jobs": "prepost",
-    "era5_standin": "cpu_p1", "nudged": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1",
-    "extract": "cpu_p1", "shard": "cpu_p1", "export": "cpu_p1",
-    "train": "gpu_p13",  # the GPU partition (V100 by default; see GPU_POLICY)
+    "era5_standin": "cpu_p1", "nudged": "cpu_p1", "nudged_iter": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1",
+    "extract": "cpu_p1", "shard": "cpu_p1", "export": "cpu_p1", "export_iter": "cpu_p1",
+    "train": "gpu_p13", "train_iter": "gpu_p13",  # the GPU partition (V100 by default; see GPU_POLICY)
 }
 #: What the real-SLURM test builds: every CPU stage of the tiny workflow (training needs a GPU node).
 CPU_TARGETS = ("nudged/histhf.nc", "free/control/histhf.nc", "datasets/nudging/dataset.zarr", "mean_tendency.nc")

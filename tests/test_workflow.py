@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,22 @@ def test_cnn_model_trains_on_the_column_table(tmp_path):
         assert f"{out}/datasets/nudging/dataset.zarr" in jobs[(rule, "cnn")]
         assert "columns.nc" not in jobs[(rule, "mlp")], "column models read only the store"
     assert not out.exists()
+
+
+def test_iterations_chain_nudged_runs_trainings_and_means(tmp_path):
+    """iterations: 2 for the MLP and for a mean run: two corrected nudged runs per chain, each
+    iteration's model trained on the previous one's run, the last one in models/mlp."""
+    overlay = tmp_path / "iter.yaml"
+    overlay.write_text("models:\n  mlp:\n    iterations: 2\nfree_runs:\n  runs:\n    mean-it2: {correction: mean, climatology: annual, iterations: 2}\n")
+    res = smk("-n", overlays=[overlay], outdir=tmp_path / "results")
+    text = res.stdout + res.stderr
+    stats = job_stats(text)
+    assert stats["nudged"] == 1 and stats["nudged_iter"] == 4 and stats["mean_tendency_iter"] == 2
+    assert stats["train_iter"] == stats["export_iter"] == 2 and stats["train"] == stats["export"] == 1
+    assert stats["extract"] == stats["shard"] == 3  # the plain nudged run, k1, k2
+    out = tmp_path / "results"
+    # the final model learns from the run corrected by k1, which learned from the run corrected by k0
+    assert re.search(rf"input: {out}/datasets/iter/mlp/k2/dataset.zarr\n\s+output: {out}/models/mlp/trained.pt", text)
+    assert re.search(rf"{out}/models/mlp/k1/model.pt\n\s+output: {out}/iter/mlp/k2/nudged/histhf.nc, {out}/iter/mlp/k2/nudged/guide_ins.nc, {out}/iter/mlp/k2/nudged/correction_ins.nc", text)
+    assert re.search(rf"input: {out}/datasets/nudging/dataset.zarr\n\s+output: {out}/models/mlp/k0/trained.pt", text)
+    assert re.search(rf"{out}/iter/mean-annual/k2/mean_tendency.nc\n\s+output: {out}/free/mean-it2/histhf.nc", text)

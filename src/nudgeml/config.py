@@ -72,6 +72,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for name in config.get("train", {}).get("models", []):
         if name not in config.get("models", {}):
             raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
+    from nudgeml.iterate import check_iterations
+
+    check_iterations(config)
     if config["era5"]["source"] == "cds":
         from nudgeml.cds import check_cds_config
 

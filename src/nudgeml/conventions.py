@@ -391,6 +391,27 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
     return canonical(out, lev="lev")
 
 
+def read_target(guide: str | os.PathLike[str], correction: str | os.PathLike[str] | None = None, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
+    """The training target of a run: its nudging tendency, plus the correction it applied.
+
+    A plain nudged run has no ``correction`` and its target is :func:`read_guide`'s ``du``, ``dv``. A
+    nudged run of a corrected model (iterative training, :mod:`nudgeml.iterate`) records the residual
+    nudging in ``guide`` and the applied correction in ``correction`` (same ``guide_ins`` layout); the
+    target is their sum, the total correction the model still needed. Dims as :func:`read_guide`.
+    """
+    g = read_guide(guide, chunks=chunks)
+    if correction is None:
+        return g
+    c = read_guide(correction, chunks=chunks)
+    if g.sizes != c.sizes:
+        raise InputError(f"{correction}: correction file is {dict(c.sizes)}, the nudging tendency {guide} is {dict(g.sizes)}")
+    gt, ct = g["time"].values, c["time"].values
+    if not np.array_equal(gt, ct):
+        raise InputError(f"{correction}: correction times differ from those of {guide} (first {ct[:1]} vs {gt[:1]})")
+    # same writer, same grid: add the arrays (.data keeps them lazy) rather than align coordinates
+    return g.assign(du=g["du"] + c["du"].data, dv=g["dv"] + c["dv"].data)
+
+
 def _destagger(u_ds: xr.Dataset, v_ds: xr.Dataset, ds: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
     """LMDZ staggered C-grid -> scalar points (LMDZ physics grid: lon without the repeated point).
 

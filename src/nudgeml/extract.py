@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import InputError, read_guide, read_histhf
+from nudgeml.conventions import InputError, read_histhf, read_target
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import StreamingNetCDF, VarSpec, seconds_since
 
@@ -178,10 +178,12 @@ def column_targets(fields: Mapping[str, np.ndarray], spec: ColumnSpec) -> np.nda
     return np.concatenate(parts, axis=2)
 
 
-def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str], grid_nc: str | os.PathLike[str] | None, spec: ColumnSpec, *, time_chunk: int = 8) -> xr.Dataset:
+def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str], grid_nc: str | os.PathLike[str] | None, spec: ColumnSpec, *, time_chunk: int = 8, correction: str | os.PathLike[str] | None = None) -> xr.Dataset:
     """Lazy ``inputs (time, column, feature)`` and ``targets (time, column, target)`` (dask, by time chunk).
 
     ``grid_nc`` provides the land fraction (the model grid file); needed only with ``land_fraction``.
+    ``correction``: the correction a corrected nudged run applied (iterative training); the target is
+    then the nudging tendency plus it (:func:`nudgeml.conventions.read_target`).
     """
     import dask
     import dask.array as da
@@ -189,7 +191,7 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
     histhf, guide = Path(histhf), Path(guide)
     names = {k: spec.history_names[k] for k in (*spec.level_inputs, *spec.surface_inputs)}
     hist = read_histhf(histhf, names, chunks={"time_counter": time_chunk})
-    g = read_guide(guide, chunks={"TIME": time_chunk})
+    g = read_target(guide, correction, chunks={"TIME": time_chunk})
     for name in spec.targets:
         if name not in g:
             raise InputError(f"{guide}: no nudging tendency {name!r} (from {'ucov' if name == 'du' else 'vcov'})")
@@ -239,7 +241,7 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
             "target_blocks": json.dumps(tblocks),
             "level_order": "surface_first",
             "grid_shape": json.dumps([int(lat.size), int(lon.size)]),
-            "sources": json.dumps([str(histhf), str(guide)]),
+            "sources": json.dumps([str(histhf), str(guide)] + ([str(correction)] if correction is not None else [])),
         },
     )
 

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.conventions import InputError, read_guide
+from nudgeml.conventions import InputError, read_target
 from nudgeml.shard import open_store
 
 
@@ -29,8 +29,14 @@ def training_period(store: str | os.PathLike[str]) -> tuple[np.datetime64, np.da
     return np.datetime64(split["start"], "s"), np.datetime64(split["end"], "s")
 
 
-def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.datetime64) -> xr.Dataset:
-    g = read_guide(guide, chunks={"TIME": 64})
+def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.datetime64, correction: str | os.PathLike[str] | None = None) -> xr.Dataset:
+    """The time mean of the nudging tendency in ``guide`` between ``start`` and ``end``.
+
+    With ``correction`` (a nudged run of the mean-corrected model, :mod:`nudgeml.iterate`) it is the
+    mean of correction + residual nudging, i.e. the previous mean plus the mean residual: the next
+    mean of an iterated mean-tendency correction.
+    """
+    g = read_target(guide, correction, chunks={"TIME": 64})
     if not np.issubdtype(g["time"].dtype, np.datetime64):
         raise InputError(f"{guide}: has no TIME values; the training period cannot be selected")
     sel = g[["du", "dv"]].sel(time=slice(np.datetime64(start, "ns"), np.datetime64(end, "ns")))
@@ -52,7 +58,7 @@ def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.d
             "dv_monthly": filled["dv"].astype(np.float32).assign_attrs(units="m s-2"),
             "samples_per_month": counts.astype(np.int32).drop_vars([c for c in counts.coords if c != "month"]),
         },
-        attrs={"training_start": str(start), "training_end": str(end), "n_samples": int(sel.sizes["time"]), "source": str(guide)},
+        attrs={"training_start": str(start), "training_end": str(end), "n_samples": int(sel.sizes["time"]), "source": str(guide), **({"correction": str(correction)} if correction is not None else {})},
     )
     return ds
 

@@ -7,6 +7,11 @@ into the model's own spectral space, so no unrepresentable detail of the finer a
 Outputs, in LMDZ conventions: ``histhf.nc`` (state at each window start, precipitation over the
 window) and ``guide_ins.nc`` (window-mean nudging increments ``ucov``/``vcov``, analysis and model
 winds).
+
+A *corrected* nudged run (iterative training, :mod:`nudgeml.iterate`) also applies a correction every
+6 h, the same :class:`~nudgeml.coupled.Corrector` a free run uses, while it relaxes toward the
+analysis; ``guide_ins.nc`` then holds the residual nudging and ``correction_ins.nc`` (same layout) the
+correction as the model applied it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 
 from nudgeml.config import Period
 from nudgeml.conventions import guide_record, open_guide_writer
+from nudgeml.coupled import Corrector
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import seconds_since
 from nudgeml.regrid import open_forcing
@@ -39,7 +45,19 @@ def nudging_targets(gcm: Any, u: np.ndarray, v: np.ndarray, project: bool) -> tu
     return up, vp
 
 
-def run_nudged(config: Mapping[str, Any], grid_path: str | Path, forcing_paths: Sequence[str | Path], out_histhf: str | Path, out_guide: str | Path) -> None:
+def run_nudged(
+    config: Mapping[str, Any],
+    grid_path: str | Path,
+    forcing_paths: Sequence[str | Path],
+    out_histhf: str | Path,
+    out_guide: str | Path,
+    *,
+    corrector: Corrector | None = None,
+    out_correction: str | Path | None = None,
+) -> None:
+    """The nudged run over ``period``; with ``corrector``, corrected too (needs ``out_correction``)."""
+    if (corrector is None) != (out_correction is None):
+        raise ValueError("a corrected nudged run needs both a corrector and a correction file")
     period = Period.from_config(config["period"])
     times = period.times
     forcing = select_times(open_forcing(forcing_paths), times, forcing_paths[0])
@@ -52,29 +70,44 @@ def run_nudged(config: Mapping[str, Any], grid_path: str | Path, forcing_paths: 
     gcm.set_relaxation(times, ua, va, tau_h)
     gcm.start(state_at(forcing, period.start))
     attrs = {"run": "nudged", "tau_hours": tau_h, "model_truncation": gcm.grid.truncation, "physics": str(dict(config["model"]["physics"]))}
+    if corrector is not None:
+        attrs.update(run="nudged_corrected", correction=corrector.kind)
     hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
     alpha = gcm.dt_seconds / (tau_h * 3600.0)
-    guide = open_guide_writer(out_guide, lmdz_grid(gcm.grid), epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=attrs)
+    grid = lmdz_grid(gcm.grid)
+    guide = open_guide_writer(out_guide, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=attrs)
+    writers = [guide]
+    if out_correction is not None:
+        corr_attrs = {**attrs, "content": "applied correction (ucov/vcov), not nudging; target = this + guide_ins"}
+        writers.append(open_guide_writer(out_correction, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=corr_attrs))
     sigma = gcm.grid.sigma
     try:
         for i in range(len(times) - 1):
-            w = gcm.run_window()
-            check_finite(w, "nudged")
+            du, dv = corrector(gcm.time, gcm.current_state()) if corrector is not None else (None, None)
+            w = gcm.run_window(du, dv)
+            check_finite(w, attrs["run"])
             hist.append(w)
             s = w.state
-            guide.append(
-                seconds_since([w.start], period.start)[0],
-                **guide_record(lmdz_grid(gcm.grid), u=s.u, v=s.v, ua=ua[i], va=va[i], du_ms2=w.du_nudge, dv_ms2=w.dv_nudge, pressure=sigma[:, None, None] * s.ps[None]),
-            )
+            when = seconds_since([w.start], period.start)[0]
+            common = dict(u=s.u, v=s.v, ua=ua[i], va=va[i], pressure=sigma[:, None, None] * s.ps[None])
+            guide.append(when, **guide_record(grid, du_ms2=w.du_nudge, dv_ms2=w.dv_nudge, **common))
+            if out_correction is not None:
+                # the applied (projected) window mean, as for the nudging: the two add up to the target
+                writers[1].append(when, **guide_record(grid, du_ms2=w.du_extra, dv_ms2=w.dv_extra, **common))
             if i % 40 == 0:
-                log.info("nudged %s", w.start)
+                log.info("%s %s", attrs["run"], w.start)
     except RunFailed:
         hist.abort(keep=True)
-        guide.abort(Path(out_guide).with_suffix(".failed.nc"))
+        for writer, path in zip(writers, (out_guide, out_correction)):
+            writer.abort(Path(path).with_suffix(".failed.nc"))
         raise
     except BaseException:
         hist.abort(keep=False)
-        guide.abort()
+        for writer in writers:
+            writer.abort()
         raise
     hist.close()
-    guide.close()
+    for writer in writers:
+        writer.close()
+    if corrector is not None:
+        log.info("corrector status: %s", {k: v for k, v in corrector.status().items() if k != "guard_per_window"})

@@ -3,6 +3,7 @@ import re
 
 from nudgeml.config import check_consistency, expand_path, months_between
 from nudgeml.coupled import run_names
+from nudgeml.iterate import MEAN_CHAINS, chain_correction, chains, mean_chain
 
 check_consistency(config)
 
@@ -11,13 +12,16 @@ MONTHS = months_between(config["period"]["start"], config["period"]["end"])
 FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
+CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 
 
 wildcard_constraints:
     month=r"\d{4}-\d{2}",
     run="|".join(re.escape(r) for r in RUNS),
     model="|".join(sorted(config["models"])),
-    target="nudging|replay",
+    target=r"nudging|replay|iter/[A-Za-z0-9][A-Za-z0-9_-]*/k[0-9]+",
+    chain="|".join(re.escape(c) for c in CHAINS) or "(?!)",  # (?!) matches nothing
+    k=r"[0-9]+",
 
 
 def res(rule_name):
@@ -52,16 +56,38 @@ def store_of(target):
 
 
 def model_store(wildcards):
-    """The training store of a model: that of its target kind (nudging by default)."""
-    return store_of(config["models"][wildcards.model].get("target", "nudging"))
+    """The training store of a model: that of its target kind (nudging by default), or that of its
+    last iteration when it is trained iteratively."""
+    return model_data(wildcards)["store"]
 
 
 def model_data(wildcards):
-    """A model's data: its store (split, statistics, shuffled columns); a cnn also reads whole
-    fields from the column table of its target."""
-    section = config["models"][wildcards.model]
-    target = section.get("target", "nudging")
+    """A model's data: its store (split, statistics, shuffled columns) and, for a cnn, the column
+    table the store was made from (whole fields); the last iteration's when trained iteratively."""
+    return iter_data(wildcards.model, int(config["models"][wildcards.model].get("iterations", 0)))
+
+
+def iter_data(model, k):
+    """The data iteration ``k`` of a model trains on (``k`` = 0: the plain target of its section)."""
+    section = config["models"][model]
+    target = f"iter/{model}/k{k}" if k > 0 else section.get("target", "nudging")
     files = {"store": store_of(target)}
     if section["kind"] == "cnn":
         files["columns"] = f"{OUT}/columns/{target}/columns.nc"
     return files
+
+
+def iter_run(chain, k):
+    """Outputs of the corrected nudged run of iteration ``k >= 1`` of ``chain``."""
+    d = f"{OUT}/iter/{chain}/k{k}/nudged"
+    return {"histhf": f"{d}/histhf.nc", "guide": f"{d}/guide_ins.nc", "correction": f"{d}/correction_ins.nc"}
+
+
+def iter_mean(chain, k):
+    """The mean correction after ``k`` iterations of a mean chain (0: the plain mean tendency)."""
+    return f"{OUT}/mean_tendency.nc" if k == 0 else f"{OUT}/iter/{chain}/k{k}/mean_tendency.nc"
+
+
+def iter_model_dir(model, k):
+    """Exported model of iteration ``k`` of a chain, before its last (the last is models/{model})."""
+    return f"{OUT}/models/{model}/k{k}"

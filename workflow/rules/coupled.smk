@@ -30,6 +30,8 @@ def free_run_inputs(wildcards):
     files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
     if spec["correction"] in ("mean", "ml"):
         files["mean"] = rules.mean_tendency.output.nc
+    if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
+        files["mean"] = iter_mean(mean_chain(spec.get("climatology", "annual")), spec["iterations"])
     if spec.get("mean_residual"):
         files["nudged"] = rules.nudged.output.histhf
         files["store"] = store_of("nudging")

@@ -1,8 +1,12 @@
 # Extract: run history (LMDZ conventions) -> column table (sample = column x time), per target kind:
-# nudging (the nudged run's relaxation tendency) or replay (initial-tendency targets, see replay.smk).
+# nudging (the nudged run's relaxation tendency), replay (initial-tendency targets, see replay.smk) or
+# iter/{model}/k{k} (a corrected nudged run of iterative training: correction + residual, iterate.smk).
 
 
 def target_history(wildcards):
+    if wildcards.target.startswith("iter/"):
+        _, chain, k = wildcards.target.split("/")
+        return iter_run(chain, int(k[1:]))
     if wildcards.target == "nudging":
         return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
     return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}

@@ -3,5 +3,5 @@ from nudgeml.logs import rule_logging
 
 with rule_logging(snakemake.log[0]):
     spec = ColumnSpec.from_config(snakemake.params.columns)
-    ds = column_dataset(snakemake.input.histhf, snakemake.input.guide, snakemake.input.grid, spec)
+    ds = column_dataset(snakemake.input.histhf, snakemake.input.guide, snakemake.input.grid, spec, correction=snakemake.input.get("correction"))
     write_columns(ds, snakemake.output.columns)

@@ -1,0 +1,109 @@
+# Iterative training (nudgeml.iterate): nudged runs of the corrected model, one chain per iterated
+# correction ({chain}: a model with models.<name>.iterations, or mean-annual / mean-monthly for free
+# runs {correction: mean, iterations: N}) and iteration {k} >= 1:
+#   ML:   nudged_iter k -> extract, shard (target iter/{model}/k{k}) -> train_iter, export_iter k
+#         -> nudged_iter k+1 ...; the last iteration's model is trained by train/export into
+#         models/{model}, which ml free runs use.
+#   mean: nudged_iter k -> mean_tendency_iter k -> nudged_iter k+1 ...
+# Nothing here runs unless iterations are asked for.
+
+
+def nudged_iter_inputs(wildcards):
+    k = int(wildcards.k)
+    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
+    if wildcards.chain in MEAN_CHAINS:
+        files["mean"] = iter_mean(wildcards.chain, k - 1)
+    else:  # the previous iteration's model; the plain mean is its guard's fallback
+        d = iter_model_dir(wildcards.chain, k - 1)
+        files.update(mean=rules.mean_tendency.output.nc, manifest=f"{d}/model.json", model=f"{d}/model.pt")
+    return files
+
+
+rule nudged_iter:
+    input:
+        unpack(nudged_iter_inputs),
+    output:
+        **iter_run("{chain}", "{k}"),
+    wildcard_constraints:
+        k=r"[1-9][0-9]*",
+    params:
+        cfg=sections("period", "model", "nudging", "columns", "jax_cache_dir"),
+        correction=lambda w: chain_correction(w.chain, config["models"]),
+    log:
+        f"{OUT}/logs/nudged_iter_{{chain}}_k{{k}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/nudged_iter_{{chain}}_k{{k}}.tsv"
+    resources:
+        **res("nudged"),  # the same run as `nudged` (same period), corrected: same needs
+    threads: threads_of("nudged")
+    conda:
+        "../../envs/gcm.yaml"
+    script:
+        "../scripts/iterate.py"
+
+
+rule mean_tendency_iter:
+    input:
+        guide=iter_run("{chain}", "{k}")["guide"],
+        correction=iter_run("{chain}", "{k}")["correction"],
+        store=store_of("nudging"),  # the training period
+    output:
+        nc=f"{OUT}/iter/{{chain}}/k{{k}}/mean_tendency.nc",
+    wildcard_constraints:
+        chain="|".join(MEAN_CHAINS),
+        k=r"[1-9][0-9]*",
+    log:
+        f"{OUT}/logs/mean_tendency_iter_{{chain}}_k{{k}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/mean_tendency_iter_{{chain}}_k{{k}}.tsv"
+    resources:
+        **res("mean_tendency"),
+    threads: threads_of("mean_tendency")
+    conda:
+        "../../envs/gcm.yaml"
+    script:
+        "../scripts/mean_tendency.py"
+
+
+rule train_iter:
+    input:
+        unpack(lambda w: iter_data(w.model, int(w.k))),
+    output:
+        trained=f"{OUT}/models/{{model}}/k{{k}}/trained.pt",
+        summary=f"{OUT}/models/{{model}}/k{{k}}/train_summary.json",
+    params:
+        section=lambda w: config["models"][w.model],
+    log:
+        f"{OUT}/logs/train_{{model}}_k{{k}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_{{model}}_k{{k}}.tsv"
+    resources:
+        **res("train"),
+    threads: threads_of("train")
+    conda:
+        "../../envs/ml.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule export_iter:
+    input:
+        trained=rules.train_iter.output.trained,
+        store=lambda w: iter_data(w.model, int(w.k))["store"],
+    output:
+        torchscript=f"{OUT}/models/{{model}}/k{{k}}/model.pt",
+        manifest=f"{OUT}/models/{{model}}/k{{k}}/model.json",
+    params:
+        margin=config["export"]["margin"],
+        aoti=False,  # the corrected nudged run loads TorchScript; skip the slow AOTInductor compile
+    log:
+        f"{OUT}/logs/export_{{model}}_k{{k}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/export_{{model}}_k{{k}}.tsv"
+    resources:
+        **res("export"),
+    threads: threads_of("export")
+    conda:
+        "../../envs/ml.yaml"
+    script:
+        "../scripts/export.py"
