@@ -14,6 +14,7 @@ from nudgeml.report import (
     perkins_skill_score,
     precip_pdf,
     precip_summary,
+    summary_markdown,
     wasserstein,
     weighted_quantiles,
 )
@@ -80,3 +81,29 @@ def test_daily_totals_from_six_hourly_window_means():
     daily = daily_precip_from_history(rate)
     assert daily.sizes["time"] == 2, "the partial third day is left out"
     np.testing.assert_allclose(daily.values, 1.0)
+
+
+def test_summary_markdown_marks_changes_below_the_noise_floor():
+    var = lambda r: {"rmse": r, "bias": 0.0}  # noqa: E731
+    metrics = {
+        "noise_floor": {"u": 0.5, "v": 0.3, "t": 0.2, "q": 0.01, "precip": 0.1},
+        "window": {"start": "2001-01-16", "end": "2002-01-01", "n_analyses": 1400},
+        "precipitation": {"ml-x": {"perkins": 0.9, "wasserstein": 0.25}},
+        "table": [
+            {"run": "mean", "correction": "mean (annual)", "status": "ok", "max_abs_u": 120.4, "metrics": {v: var(2.0) for v in ("u", "v", "t", "q", "precip")}},
+            {"run": "ml-x", "correction": "ml: x", "status": "ok", "max_abs_u": 131.0, "fallback_share": 0.012,
+             "metrics": {v: var(1.0) for v in ("u", "v", "t", "q", "precip")}, "zonal_u_bias": {"rmse": 1.5, "max_abs": 7.0},
+             "vs_mean": {"u": {"delta_rmse": -1.0, "significant": True}, "v": {"delta_rmse": -0.2, "significant": False}}},
+            {"run": "ml-y", "correction": "ml: y", "status": "failed", "metrics": {}},
+        ],
+    }
+    lines = summary_markdown(metrics, {"x": 0.25}).splitlines()
+    row = next(ln for ln in lines if ln.startswith("| ml-x "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "ok, 131 m/s, 1.2 %"
+    assert cells[3:5] == ["1.00", "1.00"] and cells[-2:] == ["-1.00", "-0.20 (ns)"]
+    assert cells[8] == "1.50 / 7.0"
+    failed = next(ln for ln in lines if ln.startswith("| ml-y "))
+    assert failed.count("–") == 10
+    assert any(ln.startswith("| noise floor |") and "| 0.50 | 0.30 |" in ln for ln in lines)
+    assert lines[-1] == "Offline R² (test split): x 0.25."

@@ -212,7 +212,10 @@ def evaluate_runs(
     ref_mean = by_name.get("mean")
     table = []
     for r in results:
-        row: dict[str, Any] = {"run": r.name, "correction": r.correction, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics}
+        row: dict[str, Any] = {"run": r.name, "correction": r.correction, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics, "max_abs_u": r.status.get("max_abs_u")}
+        guard = r.status.get("guard")
+        if guard and guard.get("columns"):  # share of column-calls that fell back to the mean tendency
+            row["fallback_share"] = guard["fallback_columns"] / guard["columns"]
         if r.zonal:  # the zonal-mean u bias (lat x level): jet shifts show here
             zu = r.zonal["u"]
             wl = np.cos(np.deg2rad(lat))[None, :] * np.ones_like(zu)
@@ -526,12 +529,17 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
     floor = metrics["noise_floor"]
     rows = {r["run"]: r for r in metrics["table"]}
     precip = metrics.get("precipitation", {})
-    head = "| run | correction | status | u RMSE | v RMSE | T RMSE | q RMSE | precip RMSE | zonal-mean u bias RMSE / max | Perkins | Wasserstein | Δu vs mean | Δv vs mean |"
+    head = "| run | correction | status, max abs u, fallback | u RMSE | v RMSE | T RMSE | q RMSE | precip RMSE | zonal-mean u bias RMSE / max | Perkins | Wasserstein | Δu vs mean | Δv vs mean |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in rows.items():
         m = r["metrics"]
+        state = r["status"]
+        if r.get("max_abs_u") is not None:
+            state += f", {r['max_abs_u']:.0f} m/s"
+        if "fallback_share" in r:
+            state += f", {100 * r['fallback_share']:.1f} %"
         if not m:
-            lines.append(f"| {name} | {r['correction']} | {r['status']} |" + " – |" * 10)
+            lines.append(f"| {name} | {r['correction']} | {state} |" + " – |" * 10)
             continue
         vm = r.get("vs_mean", {})
 
@@ -544,7 +552,7 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
         z = r.get("zonal_u_bias", {})
         p = precip.get(name, {})
         lines.append(
-            f"| {name} | {r['correction']} | {r['status']} | {m['u']['rmse']:.2f} | {m['v']['rmse']:.2f} | {m['t']['rmse']:.2f} | {m['q']['rmse']:.3f} | "
+            f"| {name} | {r['correction']} | {state} | {m['u']['rmse']:.2f} | {m['v']['rmse']:.2f} | {m['t']['rmse']:.2f} | {m['q']['rmse']:.3f} | "
             f"{m['precip']['rmse']:.2f} | {z.get('rmse', float('nan')):.2f} / {z.get('max_abs', float('nan')):.1f} | {_fmt(p.get('perkins'), 3)} | {_fmt(p.get('wasserstein'), 2)} | {delta('u')} | {delta('v')} |"
         )
     lines.append(f"| noise floor | control members | | {floor.get('u', float('nan')):.2f} | {floor.get('v', float('nan')):.2f} | {floor.get('t', float('nan')):.2f} | {floor.get('q', float('nan')):.3f} | {floor.get('precip', float('nan')):.2f} | | | | | |")
