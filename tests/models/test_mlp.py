@@ -108,3 +108,15 @@ def test_penalised_inputs_mask_and_unknown_block():
     assert penalised_inputs(names, ("ps",)).tolist() == [False] * 5 + [True, False]
     with pytest.raises(KeyError, match="jacobian_inputs"):
         penalised_inputs(names, ("w",))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "xgboost", "cnn"])
+def test_model_settings_ignore_the_workflow_keys_and_name_unknown_ones(kind):
+    """kind, target and iterations are read by the workflow; every model kind must accept them."""
+    from nudgeml.models.cnn import CNNConfig
+    from nudgeml.models.xgb import XGBConfig
+
+    cls = {"mlp": MLPConfig, "xgboost": XGBConfig, "cnn": CNNConfig}[kind]
+    cls.from_config({"kind": kind, "target": "nudging", "iterations": 2, "seed": 3})
+    with pytest.raises(KeyError, match="bogus"):
+        cls.from_config({"kind": kind, "bogus": 1})

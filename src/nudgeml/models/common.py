@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 
 
+#: Keys of a ``models.<name>`` section that the workflow reads (model kind, training target, number of
+#: training iterations), not the model: every model's ``from_config`` ignores them.
+WORKFLOW_KEYS = frozenset({"kind", "target", "iterations"})
+
+
 def resume_point(ckpt_dir: Path, last: Path) -> str | None:
     """``last`` if a previous run was interrupted; a completed run's checkpoints are cleared instead.
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from nudgeml.data import ColumnBatches
 from nudgeml.export import NormalizedModel
-from nudgeml.models.common import mark_complete, resume_point, save_trained
+from nudgeml.models.common import WORKFLOW_KEYS, mark_complete, resume_point, save_trained
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class MLPConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "MLPConfig":
         known = {f for f in cls.__dataclass_fields__}
-        extra = set(section) - known - {"kind", "target"}
+        extra = set(section) - known - WORKFLOW_KEYS
         if extra:
             raise KeyError(f"unknown MLP setting(s) {sorted(extra)}")
         kw = {k: v for k, v in section.items() if k in known}
