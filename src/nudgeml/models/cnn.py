@@ -41,7 +41,7 @@ from torch import nn
 
 from nudgeml.atomic import write_text_atomic
 from nudgeml.conventions import InputError
-from nudgeml.models.common import WORKFLOW_KEYS, save_trained
+from nudgeml.models.common import save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,7 @@ class CNNConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "CNNConfig":
-        known = set(cls.__dataclass_fields__)
-        extra = set(section) - known - WORKFLOW_KEYS
-        if extra:
-            raise KeyError(f"unknown CNN setting(s) {sorted(extra)}")
-        return cls(**{k: (tuple(v) if k == "target_weights" and v is not None else v) for k, v in section.items() if k in known})
+        return cls(**settings_of(cls, section, "CNN", sequences=("target_weights",)))
 
 
 class SphereConv(nn.Module):

@@ -22,6 +22,18 @@ COMPLETE = "COMPLETE"
 WORKFLOW_KEYS = frozenset({"kind", "target", "iterations"})
 
 
+def settings_of(cls: type, section: Mapping[str, Any], label: str, *, sequences: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword arguments of the settings dataclass ``cls`` from a ``models.<name>`` section.
+
+    Unknown keys fail with their names; list-valued settings named in ``sequences`` become tuples (the
+    dataclasses are frozen and hashable)."""
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    extra = set(section) - known - WORKFLOW_KEYS
+    if extra:
+        raise KeyError(f"unknown {label} setting(s) {sorted(extra)}")
+    return {k: (tuple(v) if k in sequences and v is not None else v) for k, v in section.items() if k in known}
+
+
 def resume_point(ckpt_dir: Path, last: Path) -> str | None:
     """``last`` if a previous run was interrupted; a completed run's checkpoints are cleared instead.
 

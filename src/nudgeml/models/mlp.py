@@ -34,7 +34,7 @@ from torch import nn
 
 from nudgeml.data import ColumnBatches
 from nudgeml.export import NormalizedModel
-from nudgeml.models.common import WORKFLOW_KEYS, mark_complete, resume_point, save_trained
+from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,7 @@ class MLPConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "MLPConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        extra = set(section) - known - WORKFLOW_KEYS
-        if extra:
-            raise KeyError(f"unknown MLP setting(s) {sorted(extra)}")
-        kw = {k: v for k, v in section.items() if k in known}
-        for key in ("hidden", "jacobian_inputs"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        return cls(**settings_of(cls, section, "MLP", sequences=("hidden", "jacobian_inputs", "target_weights")))
 
 
 def build_net(n_in: int, n_out: int, cfg: MLPConfig) -> nn.Sequential:

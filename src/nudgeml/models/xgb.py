@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from nudgeml.data import Segment, _SplitArrays, make_xgb_iter
-from nudgeml.models.common import WORKFLOW_KEYS, mark_complete, resume_point, save_trained
+from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ class XGBConfig:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "XGBConfig":
-        known = set(cls.__dataclass_fields__)
-        extra = set(section) - known - WORKFLOW_KEYS
-        if extra:
-            raise KeyError(f"unknown XGBoost setting(s) {sorted(extra)}")
-        return cls(**{k: v for k, v in section.items() if k in known})
+        return cls(**settings_of(cls, section, "XGBoost"))
 
 
 def resolve_device(device: str) -> str:
