@@ -26,6 +26,7 @@ def test_member_names():
 def test_correction_descriptions():
     assert describe_correction({"correction": "none"}) == "none"
     assert describe_correction({"correction": "mean", "climatology": "monthly"}) == "mean (monthly)"
+    assert describe_correction({"correction": "mean", "climatology": "annual", "iterations": 2}) == "mean (annual, 2 iterations)"
     spec = {"correction": "ml", "model": "mlp-replay", "mean_residual": True, "filter_truncation": 6, "scale": 0.5}
     assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
 

@@ -70,7 +70,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     """A run's correction in a few words, for tables: ``ml: mlp-replay + mean residual, T6``."""
     kind = spec["correction"]
     if kind == "mean":
-        return f"mean ({spec.get('climatology', 'annual')})"
+        n = int(spec.get("iterations", 0))
+        return f"mean ({spec.get('climatology', 'annual')}" + (f", {n} iteration{'s' if n > 1 else ''})" if n else ")")
     if kind != "ml":
         return kind
     parts = [f"ml: {spec['model']}"]
