@@ -7,6 +7,7 @@ import pytest
 import torch
 import xarray as xr
 
+from factories import spun_up_t21
 from nudgeml.config import load_config
 from nudgeml.config import ConfigError
 from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, run_names, split_member
@@ -44,10 +45,7 @@ class Constant(torch.nn.Module):
 def setup(tmp_path_factory):
     """A spun-up T21 state as 'regridded ERA5', the grid file, a mean tendency, a config."""
     root = tmp_path_factory.mktemp("coupled")
-    g = StandinGCM(GCMConfig(21), T0 - np.timedelta64(5, "D"))
-    g.start(None)
-    for _ in range(20):
-        g.run_window()
+    g = spun_up_t21(T0)
     s = g.current_state()
     grid = g.grid
     write_model_grid(grid, root / "grid.nc", root / "grid.txt")

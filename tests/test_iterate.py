@@ -14,6 +14,7 @@ import pytest
 import torch
 import xarray as xr
 
+from factories import spun_up_t21
 from nudgeml.config import ConfigError, check_consistency, load_config
 from nudgeml.conventions import read_guide
 from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
@@ -45,10 +46,7 @@ def base_config(jax_dir):
 def setup(tmp_path_factory):
     """Truth = spun-up T21 run forced by ``a``, written as regridded ERA5; the grid file; a config."""
     root = tmp_path_factory.mktemp("iterate")
-    spin = StandinGCM(GCMConfig(21), T0 - np.timedelta64(5, "D"))
-    spin.start(None)
-    for _ in range(20):  # past the adjustment from rest, whose fast waves 6-hourly targets cannot follow
-        spin.run_window()
+    spin = spun_up_t21(T0)
     truth = StandinGCM(GCMConfig(21), T0)
     truth.start(spin.current_state())  # a fresh start, as the nudged run's from the same state
     grid = truth.grid

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from factories import spun_up_t21
 from nudgeml.config import load_config
 from nudgeml.conventions import read_guide, read_histhf
-from nudgeml.gcm.standin import GCMConfig, StandinGCM
 from nudgeml.grid import write_model_grid
 from nudgeml.replay import run_replay
 from nudgeml.simulate import HistoryWriter
@@ -18,10 +18,7 @@ T0 = np.datetime64("2000-03-01T00:00", "s")
 def nudged_like(tmp_path_factory):
     """A spun-up T21 trajectory written as a nudged-run history (the replay's input states)."""
     root = tmp_path_factory.mktemp("replay")
-    g = StandinGCM(GCMConfig(21), T0 - np.timedelta64(5, "D"))
-    g.start(None)
-    for _ in range(20):
-        g.run_window()
+    g = spun_up_t21(T0)
     hist = HistoryWriter(root / "histhf.nc", g.grid, T0, {"run": "test"})
     for _ in range(4):
         hist.append(g.run_window())

@@ -7,6 +7,7 @@ toward the truth's winds. Compiling two models costs ~1 min, hence the ``slow`` 
 import numpy as np
 import pytest
 
+from factories import spun_up_t21
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM, from_jcm, to_jcm
 
 pytestmark = pytest.mark.slow
@@ -20,10 +21,7 @@ N_TRUTH = 16  # 4 days of 6-hourly truth after spin-up
 @pytest.fixture(scope="module")
 def truth():
     """Spun-up T21 truth: 6-hourly states (time, lev, lat, lon)."""
-    g = StandinGCM(GCMConfig(21), T0 - np.timedelta64(10, "D"))
-    g.start(None)
-    for _ in range(40):  # 10 days from rest
-        g.run_window()
+    g = spun_up_t21(T0, days=10)
     states = []
     for _ in range(N_TRUTH):
         states.append(g.current_state())
