@@ -31,6 +31,7 @@ def test_store_holds_every_sample_once_shuffled_and_split_in_time(columns, tmp_p
     src = xr.open_dataset(columns)
     times = src["time"].values
     x_all = src["inputs"].values  # (time, column, feature)
+    y_all = src["targets"].values
     seen_times = {}
     for split in ("train", "val", "test"):
         x, y = read_split(root, split)
@@ -40,8 +41,11 @@ def test_store_holds_every_sample_once_shuffled_and_split_in_time(columns, tmp_p
         seen_times[split] = set(t_of.tolist())
         assert np.any(np.diff(t_of) < 0), "shuffled, not in time order"
         # every (time, column) sample of the split appears exactly once
-        expected = np.sort(x_all[sorted(seen_times[split])].reshape(-1, x.shape[1]), axis=0)
-        np.testing.assert_array_equal(np.sort(x, axis=0), expected)
+        src_x = x_all[sorted(seen_times[split])].reshape(-1, x.shape[1])
+        np.testing.assert_array_equal(np.sort(x, axis=0), np.sort(src_x, axis=0))
+        # and each sample keeps its own target (inputs and targets are shuffled and written apart)
+        src_y = y_all[sorted(seen_times[split])].reshape(-1, y.shape[1])
+        np.testing.assert_array_equal(y[np.lexsort(x.T[::-1])], src_y[np.lexsort(src_x.T[::-1])])
     assert not (seen_times["train"] & seen_times["val"]) and not (seen_times["val"] & seen_times["test"])
     gap = np.timedelta64(12, "h")
     assert times[min(seen_times["val"])] - times[max(seen_times["train"])] >= gap
@@ -80,7 +84,8 @@ def test_nonfinite_columns_dropped_and_counted_or_fatal(tmp_path):
     summary = shard_columns(cols, tmp_path / "ds.zarr", CFG)
     assert summary["dropped_nonfinite"]["train"] == 1
     root = open_store(tmp_path / "ds.zarr")
-    assert np.isfinite(root["train"]["inputs"][:]).all()
+    x, y = read_split(root, "train")
+    assert np.isfinite(x).all() and np.isfinite(y).all() and x.shape[0] == y.shape[0] == summary["splits"]["train"]["n_samples"]
     assert root.attrs["dropped_nonfinite"]["train"] == 1
     fail = ShardConfig(**{**CFG.__dict__, "nan_policy": "fail"})
     with pytest.raises(InputError, match=r"columns\.nc.*non-finite.*column 16"):

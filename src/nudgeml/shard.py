@@ -11,8 +11,10 @@ Layout of ``dataset.zarr``::
   neighbouring 6-hourly states (strongly correlated) do not leak across splits.
 * **Shuffled once at write time**, in bounded memory: a random permutation of each split's samples is
   cut into shard-sized buckets; pass 1 streams the table in time order and scatters each sample into its
-  bucket (a temporary memory-mapped file, one per bucket), pass 2 writes the buckets one after the other,
-  each exactly one zarr shard. Peak memory is one time block plus one bucket, whatever the data size.
+  bucket (a temporary file, one per bucket), pass 2 writes the buckets one after the other, each
+  exactly one zarr shard, inputs then targets. Peak memory is one time block, or one shard of one array
+  while zarr encodes it (~3.5x its raw size: a copy per chunk, the encoded chunks, the joined shard),
+  whatever the data size.
 * **Non-finite samples** are dropped and counted (``nan_policy: drop``) or stop the stage
   (``nan_policy: fail``), never kept.
 * Written under a temporary name and renamed when complete.
@@ -20,6 +22,7 @@ Layout of ``dataset.zarr``::
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -177,21 +180,36 @@ def _open_source(source: str | os.PathLike[str] | xr.Dataset) -> tuple[xr.Datase
     return ds, name
 
 
+def _release_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc only; elsewhere a no-op).
+
+    zarr encodes a shard as ~5 MB chunk buffers on several threads; glibc keeps such freed buffers in
+    per-thread arenas, so without this the next shard's peak lands on top of the last one's leftovers
+    (what made the same job peak at 2.7 GB on one machine and 4.4 GB on another).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group: Any, cfg: ShardConfig, rng: np.random.Generator, scratch: Path, moments: tuple[_Moments, _Moments] | None) -> tuple[int, int]:
     """Shuffle one split into ``group``; return (samples written, non-finite samples dropped).
 
     Pass 1 appends each time block's rows, with their place in the split's random permutation, to the
     file of the bucket (future shard) that place falls in; pass 2 reads one bucket at a time, puts its
-    rows in place, drops non-finite rows and writes it. Memory: one time block + one bucket.
+    rows in place, drops non-finite rows and writes it, inputs then targets. Memory: one time block,
+    or one array's shard while zarr encodes it.
     """
     times = ds["time"].values
     ncol, nfeat, ntarg = ds.sizes["column"], ds.sizes["feature"], ds.sizes["target"]
-    width = nfeat + ntarg
     n_all = t_idx.size * ncol
     n_buckets = max(1, math.ceil(n_all / cfg.shard_samples))
     perm = rng.permutation(n_all)
-    block = max(1, cfg.time_block_bytes // (ncol * width * 4))
+    block = max(1, cfg.time_block_bytes // (ncol * (nfeat + ntarg) * 4))
     files = [open(scratch / f"{split}_{b:05d}.bin", "wb") for b in range(n_buckets)]
+    # places of the non-finite rows in each bucket: pass 2 drops them from both arrays
+    bad_places: list[list[np.ndarray]] = [[] for _ in range(n_buckets)]
     dropped = 0
     try:
         for start in range(0, t_idx.size, block):
@@ -200,29 +218,33 @@ def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group
             y = np.asarray(ds["targets"].isel(time=sl).values, np.float32).reshape(-1, ntarg)
             finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
             bad = int((~finite).sum())
-            if bad:
-                if cfg.nan_policy == "fail":
-                    first = int(np.flatnonzero(~finite)[0])
-                    raise InputError(
-                        f"{name}: {bad} non-finite sample(s) in 'inputs'/'targets' (first at time {times[sl[first // ncol]]}, "
-                        f"column {first % ncol}); nan_policy is 'fail'"
-                    )
-                dropped += bad  # the row keeps its non-finite value: pass 2 drops it
+            if bad and cfg.nan_policy == "fail":
+                first = int(np.flatnonzero(~finite)[0])
+                raise InputError(
+                    f"{name}: {bad} non-finite sample(s) in 'inputs'/'targets' (first at time {times[sl[first // ncol]]}, "
+                    f"column {first % ncol}); nan_policy is 'fail'"
+                )
+            dropped += bad
             if moments is not None:
-                moments[0].update(x[finite])
-                moments[1].update(y[finite])
+                # in slices: the float64 copies of a whole block would double pass 1's peak
+                for lo in range(0, x.shape[0], 65536):
+                    keep = finite[lo:lo + 65536]
+                    moments[0].update(x[lo:lo + 65536][keep])
+                    moments[1].update(y[lo:lo + 65536][keep])
             pos = perm[start * ncol:start * ncol + x.shape[0]]
             bucket, offset = np.divmod(pos, cfg.shard_samples)
-            rows = np.concatenate([x, y], axis=1)
             order = np.argsort(bucket, kind="stable")
-            bucket, offset, rows = bucket[order], offset[order], rows[order]
-            bounds = np.searchsorted(bucket, np.arange(n_buckets + 1))
+            bounds = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
             for b in range(n_buckets):
-                lo, hi = bounds[b], bounds[b + 1]
-                if hi > lo:  # one record: count, then the rows' places in the shard, then the rows
-                    files[b].write(np.int64(hi - lo).tobytes())
-                    files[b].write(offset[lo:hi].astype(np.int64).tobytes())
-                    files[b].write(rows[lo:hi].tobytes())
+                rows = order[bounds[b]:bounds[b + 1]]
+                if rows.size:  # one record: count, the rows' places in the shard, their inputs, their targets
+                    files[b].write(np.int64(rows.size).tobytes())
+                    files[b].write(offset[rows].astype(np.int64).tobytes())
+                    files[b].write(x[rows].tobytes())
+                    files[b].write(y[rows].tobytes())
+                    if bad:
+                        bad_places[b].append(offset[rows][~finite[rows]])
+            del x, y
     finally:
         for f in files:
             f.close()
@@ -234,26 +256,24 @@ def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group
     for b in range(n_buckets):
         path = scratch / f"{split}_{b:05d}.bin"
         size = min(cfg.shard_samples, n_all - b * cfg.shard_samples)
-        # inputs and targets in their own contiguous arrays: zarr then encodes them without first
-        # copying a strided view of one (size x width) array (0.7 GB per LMDZ-width shard)
-        bx = np.empty((size, nfeat), np.float32)
-        by = np.empty((size, ntarg), np.float32)
-        with open(path, "rb") as fh:  # record by record: memory holds the bucket and one record
-            while head := fh.read(8):
-                k = int(np.frombuffer(head, np.int64)[0])
-                offs = np.fromfile(fh, np.int64, k)
-                rec = np.fromfile(fh, np.float32, k * width).reshape(k, width)
-                bx[offs] = rec[:, :nfeat]
-                by[offs] = rec[:, nfeat:]
-                del rec
+        keep = np.ones(size, bool)
+        for places in bad_places[b]:
+            keep[places] = False
+        n = int(keep.sum())
+        # one array at a time, each its own contiguous buffer: zarr holds ~2.5x the shard while it encodes
+        for key, width, skip_before, skip_after in (("inputs", nfeat, 0, ntarg), ("targets", ntarg, nfeat, 0)):
+            buf = np.empty((size, width), np.float32)
+            with open(path, "rb") as fh:  # record by record: memory holds the shard and one record
+                while head := fh.read(8):
+                    k = int(np.frombuffer(head, np.int64)[0])
+                    offs = np.fromfile(fh, np.int64, k)
+                    fh.seek(4 * k * skip_before, os.SEEK_CUR)
+                    buf[offs] = np.fromfile(fh, np.float32, k * width).reshape(k, width)
+                    fh.seek(4 * k * skip_after, os.SEEK_CUR)
+            arrays[key][written:written + n] = buf[keep] if n < size else buf
+            del buf
+            _release_free_memory()
         path.unlink()
-        if dropped:
-            keep = np.isfinite(bx).all(axis=1) & np.isfinite(by).all(axis=1)
-            bx, by = bx[keep], by[keep]
-        n = bx.shape[0]
-        arrays["inputs"][written:written + n] = bx
-        arrays["targets"][written:written + n] = by
-        del bx, by
         written += n
     if written != n_all - dropped:
         raise RuntimeError(f"shard {split}: wrote {written} samples, expected {n_all - dropped}")
