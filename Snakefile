@@ -5,12 +5,15 @@
 report: "workflow/report/workflow.rst"
 from snakemake.utils import min_version, validate
 
+from nudgeml.config import drop_switched_off
+
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
 
 
+drop_switched_off(config)  # an overlay removes a free run or a model with `name: null`
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -101,3 +101,25 @@ def test_cnn_model_settings_are_validated(cfg):
         bad["models"]["cnn"] = section
         with pytest.raises(ConfigError, match=named):
             validate_config(bad)
+
+
+@pytest.mark.parametrize("overlay", ["gap-physics.yaml", "gap-resolution.yaml"])
+def test_gap_overlays_switch_runs_off_after_the_science_config(repo_root, overlay):
+    from nudgeml.config import deep_merge, drop_switched_off
+    from nudgeml.coupled import run_names
+
+    def read(name):
+        return yaml.safe_load((repo_root / "config" / name).read_text())
+
+    cfg = deep_merge(deep_merge(read("config.yaml"), read("science.yaml")), read(overlay))
+    switched_off = {name for name, spec in read(overlay)["free_runs"]["runs"].items() if spec is None}
+    assert switched_off and switched_off <= set(read("science.yaml")["free_runs"]["runs"])
+    drop_switched_off(cfg)
+    validate_config(cfg)
+    assert not switched_off & set(cfg["free_runs"]["runs"])
+    assert {"control", "control.m1", "control.m2", "mean", "ml-mlp", "ml-replay"} <= set(run_names(cfg["free_runs"]["runs"]))
+    # a run switched on whose model is switched off is named, not silently dropped
+    cfg["models"]["mlp-replay"] = None
+    drop_switched_off(cfg)
+    with pytest.raises(ConfigError, match=r"free_runs\.runs\.ml-replay\.model"):
+        validate_config(cfg)

@@ -84,11 +84,25 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")
 
 
+def drop_switched_off(config: dict[str, Any]) -> None:
+    """Remove the free runs and models an overlay switched off with ``name: null``, in place.
+
+    Overlays merge into the configuration key by key, so without this an overlay could only add runs
+    (``config/gap-*.yaml`` keep a few of science.yaml's 21). A model still named by ``train.models``
+    or by a run stays an error (:func:`check_consistency` names the key).
+    """
+    for section in (config.get("free_runs", {}).get("runs"), config.get("models")):
+        if isinstance(section, dict):
+            for name in [k for k, v in section.items() if v is None]:
+                del section[name]
+
+
 def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read, deep-merge ``overrides`` into, and validate a configuration file."""
     config = yaml.safe_load(Path(path).read_text())
     if overrides:
         config = deep_merge(config, overrides)
+    drop_switched_off(config)
     validate_config(config)
     return config
 
