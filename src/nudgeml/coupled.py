@@ -152,7 +152,9 @@ class MLCorrector(Corrector):
             raise InputError(f"{model_dir / 'model.json'}: key 'levels.values' does not match the run's model levels")
         if self.manifest.grid is not None and (self.manifest.grid.nlat, self.manifest.grid.nlon) != (grid.lat_deg.size, grid.lon_deg.size):
             raise InputError(f"{model_dir / 'model.json'}: key 'grid' is {self.manifest.grid.nlat}x{self.manifest.grid.nlon}, the run's grid is {grid.lat_deg.size}x{grid.lon_deg.size}")
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+        # one intra-op thread: the GCM's XLA threads own the cores, and a few thousand columns gain
+        # nothing from more (on a busy 2-core machine: 8 ms a call with 1 thread, 28 ms with 2)
+        torch.set_num_threads(1)
         if backend == "torchscript":
             self.model = torch.jit.load(str(model_dir / self.manifest.artifacts["torchscript"]), map_location="cpu").eval()
         elif backend == "aoti":
