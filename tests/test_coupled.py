@@ -147,6 +147,21 @@ def test_large_scale_filter_of_the_model_part(setup):
         make_corrector(spec | {"filter_truncation": 22}, **kw)
 
 
+def test_fallback_columns_get_the_mean_tendency_with_a_mean_residual(setup):
+    """The residual shifts the model part only: a column on the guard's fallback gets the mean itself."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "const-fb", 1e-5)
+    ml = make_corrector({"correction": "ml", "model": "const-fb"}, columns=ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction")), grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, GridState(**fields))]))
+    fields["u"][0, 3, 5] = np.nan  # one column outside the training range
+    du, dv = ml(T0, GridState(**fields))
+    assert ml.status()["guard"]["fallback_columns"] == 1
+    np.testing.assert_allclose(du, 1e-6, rtol=1e-5)  # before: -8e-6 in that column (mean + 1e-6 - 1e-5)
+    np.testing.assert_allclose(dv, 0.0, atol=1e-12)
+
+
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
     from nudgeml.models.cnn import CNNConfig, FieldModel, build_net

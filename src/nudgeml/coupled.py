@@ -167,6 +167,7 @@ class MLCorrector(Corrector):
         nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
         self.shape = (nlev, nlat, nlon)
         self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1)  # (ncol, 2 nlev)
+        self.fallback_fields = tuple(np.asarray(f, np.float32).reshape(self.shape) for f in fallback)
         self.counts = GuardCounts()
         self.per_window: list[tuple[str, int, int]] = []
         self.seconds = 0.0
@@ -227,6 +228,13 @@ class MLCorrector(Corrector):
         du, dv, g = self.model_part(t, state)
         if self.residual is not None:
             du, dv = du + self.residual[0], dv + self.residual[1]
+        if g.n_fallback:
+            # a column that falls back gets the mean tendency itself, not the mean passed on to the
+            # model part and then scaled, filtered or shifted by the mean residual (which made it
+            # 2 x mean - the model's mean)
+            cols = g.fallback.reshape(self.shape[1:])
+            du, dv = du.copy(), dv.copy()
+            du[:, cols], dv[:, cols] = self.fallback_fields[0][:, cols], self.fallback_fields[1][:, cols]
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.counts.columns += g.fallback.size
