@@ -185,7 +185,7 @@ def _release_free_memory() -> None:
 
     zarr encodes a shard as ~5 MB chunk buffers on several threads; glibc keeps such freed buffers in
     per-thread arenas, so without this the next shard's peak lands on top of the last one's leftovers
-    (~0.9 GB on the LMDZ-sized test's 1.3 GB shards).
+    (~0.9 GB on the LMDZ-sized test, whose buckets hold 1 GB).
     """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
