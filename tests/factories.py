@@ -98,8 +98,6 @@ def write_era5(root, lat, lon, *, ps_pa=1.0e5, drop=None):
     return paths
 
 
-
-
 def spun_up_t21(at: np.datetime64, days: int = 5):
     """A default-physics T21 stand-in started from rest ``days`` before ``at`` and run up to ``at``
     (past the adjustment from rest, whose fast waves 6-hourly samples cannot follow)."""
