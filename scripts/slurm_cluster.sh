@@ -54,11 +54,11 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-stop_pid() {  # stop_pid PIDFILE NAME: TERM, wait up to 30 s, then KILL
-  local pidfile=$1 name=$2 pid
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+read_pid() { cat "$1" 2>/dev/null || true; }  # a daemon removes its own pidfile when it exits
+
+stop_pid() {  # stop_pid PID PIDFILE NAME: TERM, wait up to 30 s, then KILL
+  local pid=$1 pidfile=$2 name=$3
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$pid" 2>/dev/null; then
@@ -77,14 +77,15 @@ do_stop() {
   if [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$dir/slurm.conf" ]; then
     rm -f "$ETC_CONF"
   fi
+  # Read every pid before `scontrol shutdown`: slurmd and slurmctld delete their pidfiles as they exit,
+  # and reading one after that (a race CI lost once) must not leave the other daemons running.
+  local name
+  declare -A pids
+  for name in slurmd slurmctld slurmdbd mariadb munged; do pids[$name]=$(read_pid "$dir/run/$name.pid"); done
   if [ -f "$dir/slurm.conf" ]; then
     SLURM_CONF="$dir/slurm.conf" timeout 10 scontrol shutdown >/dev/null 2>&1 || true
   fi
-  stop_pid "$dir/run/slurmd.pid" slurmd
-  stop_pid "$dir/run/slurmctld.pid" slurmctld
-  stop_pid "$dir/run/slurmdbd.pid" slurmdbd
-  stop_pid "$dir/run/mariadb.pid" mariadbd
-  stop_pid "$dir/run/munged.pid" munged
+  for name in slurmd slurmctld slurmdbd mariadb munged; do stop_pid "${pids[$name]}" "$dir/run/$name.pid" "$name"; done
   log "stopped (files kept in $dir)"
 }
 
