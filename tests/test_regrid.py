@@ -95,3 +95,37 @@ def test_cdo_errors_carry_cdos_message(tmp_path):
 
     with pytest.raises(CdoError, match="nosuchfile"):
         cdo("sinfo", str(tmp_path / "nosuchfile.nc"))
+
+
+def _forcing_month(path, ntime=2):
+    grid = model_grid(nlat=4, nlon=8)
+    shape4 = (ntime, SIGMA.size, grid.lat_deg.size, grid.lon_deg.size)
+    times = np.arange(ntime).astype("timedelta64[h]") * 6 + np.datetime64("2000-01-01T00", "ns")
+    ds = xr.Dataset(
+        {name: (("time", "lev", "lat", "lon"), np.ones(shape4, np.float32)) for name in ("u", "v", "t", "q")},
+        coords={"time": times, "lev": SIGMA * 101325.0, "lat": grid.lat_deg, "lon": grid.lon_deg},
+    )
+    ds["ps"] = (("time", "lat", "lon"), np.full(shape4[:1] + shape4[2:], 1e5, np.float32))
+    ds.to_netcdf(path)
+    return path
+
+
+def test_forcing_with_zero_time_steps_is_named(tmp_path):
+    from nudgeml.regrid import open_forcing
+
+    good = _forcing_month(tmp_path / "2000-01.nc")
+    empty = _forcing_month(tmp_path / "2000-02.nc", ntime=0)
+    with pytest.raises(InputError, match=r"2000-02\.nc: regridded ERA5 file has zero time steps"):
+        open_forcing([good, empty])
+
+
+def test_truncated_forcing_is_named(tmp_path):
+    from nudgeml.regrid import open_forcing
+
+    path = _forcing_month(tmp_path / "2000-01.nc")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"2000-01\.nc: cannot be read as NetCDF") as err:
+        open_forcing([path])
+    assert err.value.__cause__ is None and err.value.__suppress_context__, "one traceback, not the chained HDF one"
+    assert len(open_forcing([_forcing_month(tmp_path / "ok.nc")]).time) == 2

@@ -230,13 +230,39 @@ def _check_grid(ds: xr.Dataset, grid: ModelGrid, path: Path) -> None:
         raise InputError(f"{path}: regridded coordinates differ from the model grid")
 
 
+FORCING_VARIABLES = ("u", "v", "t", "q", "ps")
+
+
+def check_forcing_file(path: str | Path) -> None:
+    """Raise :class:`InputError` naming ``path`` and the problem if it is not a readable regridded
+    ERA5 month: missing, unreadable (truncated, not NetCDF), no ``time`` or zero time steps, or a
+    variable of :data:`FORCING_VARIABLES` missing.
+
+    Checked file by file before the months are combined: the combined open reports an empty or
+    corrupt member as a bare xarray/HDF error that names no file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: regridded ERA5 file not found")
+    try:
+        ds = xr.open_dataset(path)
+    except Exception as exc:  # truncated or not NetCDF: say which file, once
+        raise InputError(f"{path}: cannot be read as NetCDF ({type(exc).__name__}: {exc}); rerun the regrid stage for it") from None
+    with ds:
+        if "time" not in ds.dims:
+            raise InputError(f"{path}: regridded ERA5 file has no 'time' dimension (has {sorted(ds.dims)})")
+        if ds.sizes["time"] == 0:
+            raise InputError(f"{path}: regridded ERA5 file has zero time steps")
+        for name in FORCING_VARIABLES:
+            if name not in ds:
+                raise InputError(f"{path}: regridded ERA5 file has no variable {name!r} (has {sorted(ds.data_vars)})")
+
+
 def open_forcing(paths: Sequence[str | Path]) -> xr.Dataset:
-    """The regridded ERA5 state over several months, one dataset (lazy)."""
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise InputError(f"regridded ERA5 file(s) not found: {missing}")
-    ds = xr.open_mfdataset([str(p) for p in paths], combine="by_coords", data_vars="minimal", coords="minimal", compat="override")
-    for name in ("u", "v", "t", "q", "ps"):
-        if name not in ds:
-            raise InputError(f"{paths[0]}: regridded ERA5 has no variable {name!r}")
-    return ds
+    """The regridded ERA5 state over several months, one dataset (lazy); every file checked first
+    (:func:`check_forcing_file`)."""
+    if not paths:
+        raise InputError("no regridded ERA5 file given")
+    for path in paths:
+        check_forcing_file(path)
+    return xr.open_mfdataset([str(p) for p in paths], combine="by_coords", data_vars="minimal", coords="minimal", compat="override")
