@@ -30,7 +30,8 @@ import zarr
 
 from nudgeml.data import ColumnBatches
 from nudgeml.extract import ColumnSpec, expand_names
-from nudgeml.shard import SPLITS, ShardConfig, _compressors, count_files, files_per_split, shard_columns
+from nudgeml.shard import ShardConfig, _compressors, count_files, files_per_split, shard_columns
+from nudgeml.split import SPLITS
 
 
 def synthetic(n: int, f: int, seed: int = 0) -> np.ndarray:

@@ -162,6 +162,26 @@ def test_fallback_columns_get_the_mean_tendency_with_a_mean_residual(setup):
     np.testing.assert_allclose(dv, 0.0, atol=1e-12)
 
 
+def test_mean_residual_leaves_fallback_columns_out_so_the_training_mean_is_the_nudging_mean(setup):
+    """Per column, the correction's mean over the training states is the nudging mean exactly, also
+    where the guard fell back in some of them (before: that column's model part entered the mean as the
+    fallback value, and the column's training mean was 3.25e-6 instead of 1e-6)."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "const-res", 1e-5)
+    ml = make_corrector({"correction": "ml", "model": "const-res"}, columns=ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction")), grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    clean = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    fields["u"][0, 3, 5] = np.nan  # this column falls back in the second training state
+    broken = GridState(**fields)
+    states = [(T0, clean), (T0 + np.timedelta64(6, "h"), broken)]
+    ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter(states))
+    assert ml.residual_counts == {"training_states": 2, "fallback_column_states": 1, "column_states": 2 * grid.lat_deg.size * grid.lon_deg.size}
+    mean_du = np.mean([ml(t, s)[0] for t, s in states], axis=0)
+    np.testing.assert_allclose(mean_du, 1e-6, rtol=1e-5)
+    assert ml.status()["mean_residual"]["fallback_column_states"] == 1
+
+
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
     from nudgeml.models.cnn import CNNConfig, FieldModel, build_net

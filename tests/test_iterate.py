@@ -122,7 +122,7 @@ def perfect(setup, plain, tmp_path_factory):
     root, grid, _, cfg = setup
     d = tmp_path_factory.mktemp("perfect")
     model = export_perfect(d, grid, ColumnSpec.from_config(cfg["columns"]))
-    write_mean_tendency(mean_tendency(plain, T0, T0 + np.timedelta64(2, "D")), d / "mean.nc")  # the guard's fallback
+    write_mean_tendency(mean_tendency(plain, [(T0, T0 + np.timedelta64(2, "D"))]), d / "mean.nc")  # the guard's fallback
     out = {k: d / f"{k}.nc" for k in ("histhf", "guide", "correction")}
     spec = {"correction": "ml", "model": "perfect", "backend": "torchscript"}
     run_corrected_nudged(cfg, spec, root / "grid.nc", [root / "forcing.nc"], out["histhf"], out["guide"], out["correction"], mean_file=d / "mean.nc", model_dir=model)
@@ -169,12 +169,12 @@ def test_a_mean_iteration_moves_the_mean_to_the_fixed_point(setup, plain, perfec
     drops to the floor (measured 0.83 -> 0.20 of |a|, the floor being 0.13)."""
     root, _, a, cfg = setup
     end = T0 + np.timedelta64(2, "D")
-    mean0 = mean_tendency(plain, T0, end)
+    mean0 = mean_tendency(plain, [(T0, end)])
     write_mean_tendency(mean0, tmp_path / "mean0.nc")
     out = {k: tmp_path / f"{k}.nc" for k in ("histhf", "guide", "correction")}
     run_corrected_nudged(cfg, chain_correction("mean-annual", cfg["models"]), root / "grid.nc", [root / "forcing.nc"], out["histhf"], out["guide"], out["correction"], mean_file=tmp_path / "mean0.nc")
-    mean1 = mean_tendency(out["guide"], T0, end, correction=out["correction"])
-    fixed = mean_tendency(perfect["guide"], T0, end, correction=perfect["correction"])["du_mean"].values
+    mean1 = mean_tendency(out["guide"], [(T0, end)], correction=out["correction"])
+    fixed = mean_tendency(perfect["guide"], [(T0, end)], correction=perfect["correction"])["du_mean"].values
 
     err0, err1 = rms(mean0["du_mean"].values - fixed), rms(mean1["du_mean"].values - fixed)
     residual0, residual1 = rms(window_mean(plain)[0]), rms(window_mean(out["guide"])[0])

@@ -65,10 +65,13 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for name, run in config["free_runs"]["runs"].items():
         if run["correction"] == "ml" and run["model"] not in config.get("models", {}):
             raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
-    split = config.get("dataset", {}).get("split", {})
-    for block, (first, last) in (split.get("dates") or {}).items():
-        if not (start <= parse_time(first) <= parse_time(last) < fstart):
-            raise ConfigError(f"config key 'dataset.split.dates.{block}' ({first} - {last}) must lie inside the period and end before free_runs.start ({fstart}): the free runs are evaluated out of sample")
+    split = config.get("dataset", {}).get("split")
+    if split:
+        from nudgeml.split import check_out_of_sample
+
+        problems = check_out_of_sample(split, start, fstart)
+        if problems:
+            raise ConfigError(problems[0])
     for name in config.get("train", {}).get("models", []):
         if name not in config.get("models", {}):
             raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
@@ -85,13 +88,15 @@ def check_consistency(config: Mapping[str, Any]) -> None:
 
 
 def drop_switched_off(config: dict[str, Any]) -> None:
-    """Remove the free runs and models an overlay switched off with ``name: null``, in place.
+    """Remove the free runs, models and split kind an overlay switched off with ``name: null``, in place.
 
     Overlays merge into the configuration key by key, so without this an overlay could only add runs
     (``config/gap-*.yaml`` keep a few of science.yaml's 21). A model still named by ``train.models``
     or by a run stays an error (:func:`check_consistency` names the key).
     """
-    for section in (config.get("free_runs", {}).get("runs"), config.get("models")):
+    split = config.get("dataset", {}).get("split")
+    # the split kind too: an overlay that uses another kind than its base says `dates: null`
+    for section in (config.get("free_runs", {}).get("runs"), config.get("models"), split):
         if isinstance(section, dict):
             for name in [k for k, v in section.items() if v is None]:
                 del section[name]

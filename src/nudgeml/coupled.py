@@ -175,6 +175,7 @@ class MLCorrector(Corrector):
         self.scale = float(scale)
         self.large_scale = large_scale
         self.residual: tuple[np.ndarray, np.ndarray] | None = None
+        self.residual_counts: dict[str, int] = {}
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
         """The guarded model output for the columns of ``state`` at ``t``, canonical (lev, lat, lon)."""
@@ -205,23 +206,35 @@ class MLCorrector(Corrector):
     def add_mean_residual(self, mean: tuple[np.ndarray, np.ndarray], states: Any) -> None:
         """Make the correction's time mean over the training states equal the mean nudging tendency.
 
-        ``states`` yields ``(time, state)`` of the nudged run's training period; the residual
+        ``states`` yields ``(time, state)`` of the nudged run's training blocks; the residual
         ``mean_nudging - mean(model part)`` is added to every call: the model supplies the state
         dependence, the nudging supplies the mean (which also holds the error a physics-only target
         cannot see, e.g. resolution error, and the scales a filtered model part leaves out).
+
+        A column on the guard's fallback gets the mean itself (``__call__``), so its model part is left
+        out of that column's mean (and counted): per column, the correction's mean over the training
+        states is then the nudging mean exactly, fallbacks or not.
         """
         su = np.zeros(self.shape)
         sv = np.zeros(self.shape)
-        n = 0
+        n_used = np.zeros(self.shape[1:])  # per column: training states not on the fallback
+        n = n_fallback = 0
         for t, state in states:
-            du, dv, _ = self.model_part(t, state)
-            su += du
-            sv += dv
+            du, dv, g = self.model_part(t, state)
+            used = ~g.fallback.reshape(self.shape[1:])
+            su += np.where(used, du, 0.0)
+            sv += np.where(used, dv, 0.0)
+            n_used += used
             n += 1
+            n_fallback += g.n_fallback
         if n == 0:
             raise InputError("no training state to compute the mean residual from")
-        self.residual = ((mean[0] - su / n).astype(np.float32), (mean[1] - sv / n).astype(np.float32))
-        log.info("mean residual over %d training states: rms du %.2e m s-2", n, float(np.sqrt(np.mean(self.residual[0] ** 2))))
+        denom = np.maximum(n_used, 1)
+        # a column on the fallback in every training state never uses the residual: 0 there
+        self.residual = tuple(np.where(n_used > 0, m - s_ / denom, 0.0).astype(np.float32) for m, s_ in ((mean[0], su), (mean[1], sv)))
+        self.residual_counts = {"training_states": n, "fallback_column_states": int(n_fallback), "column_states": int(n * n_used.size)}
+        log.info("mean residual over %d training states (%d of %d column-states on the guard's fallback, left out): rms du %.2e m s-2",
+                 n, n_fallback, n * n_used.size, float(np.sqrt(np.mean(self.residual[0] ** 2))))
 
     def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
@@ -250,16 +263,18 @@ class MLCorrector(Corrector):
             "inference_s": self.seconds,
             "guard": {"columns": self.counts.columns, "fallback_columns": self.counts.fallback, "clipped_values": self.counts.clipped, "margin": self.manifest.guard.margin},
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
+            **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
         }
 
 
-def training_states(nudged_histhf: str | Path, start: np.datetime64, end: np.datetime64) -> Any:
-    """``(time, state)`` of the nudged run between ``start`` and ``end`` (the training period)."""
+def training_states(nudged_histhf: str | Path, blocks: Sequence[tuple[np.datetime64, np.datetime64]]) -> Any:
+    """``(time, state)`` of the nudged run inside the training ``blocks`` (``[(first, last)]``, inclusive)."""
     from nudgeml.conventions import read_histhf
     from nudgeml.gcm.standin import GridState
+    from nudgeml.split import in_blocks
 
     h = read_histhf(nudged_histhf)
-    sel = h.sel(time=slice(np.datetime64(start, "ns"), np.datetime64(end, "ns")))
+    sel = h.isel(time=np.flatnonzero(in_blocks(h["time"].values, [(str(np.datetime64(a, "s")), str(np.datetime64(b, "s"))) for a, b in blocks])))
     for t in sel["time"].values:
         snap = sel.sel(time=t).load()
         yield np.datetime64(t, "s"), GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
@@ -273,7 +288,7 @@ def make_corrector(
     mean_file: str | Path | None,
     model_dir: str | Path | None,
     nudged_histhf: str | Path | None = None,
-    training: tuple[np.datetime64, np.datetime64] | None = None,
+    training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
     gcm: Any = None,
 ) -> Corrector:
     """The corrector of a run spec; ``gcm`` (a started or fresh model) provides the spectral filter."""
@@ -304,7 +319,7 @@ def make_corrector(
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
-            ml.add_mean_residual((mean["du_mean"].values, mean["dv_mean"].values), training_states(nudged_histhf, *training))
+            ml.add_mean_residual((mean["du_mean"].values, mean["dv_mean"].values), training_states(nudged_histhf, training))
         return ml
     raise ConfigError(f"unknown correction {kind!r}")
 
@@ -320,7 +335,7 @@ def run_free(
     mean_file: str | Path | None = None,
     model_dir: str | Path | None = None,
     nudged_histhf: str | Path | None = None,
-    training: tuple[np.datetime64, np.datetime64] | None = None,
+    training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
 ) -> dict[str, Any]:
     """Run one free run (or member) and write its history and status; return the status."""
     name, member = split_member(run)

@@ -1,7 +1,7 @@
 """Mean nudging tendency: the baseline correction the ML one must beat.
 
 The time mean of the nudging tendency (per grid point and level) over the **training** period only
-(the training split's time range in the store), as one mean and as a monthly climatology. A calendar
+(the training split's time blocks in the store), as one mean and as a monthly climatology. A calendar
 month without training data takes the overall mean (a single-season mean hurts in another season, so
 the report shows which months were actually covered).
 
@@ -11,7 +11,9 @@ Output (canonical layout, m s-2): ``du_mean``/``dv_mean`` ``(lev, lat, lon)``; `
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,28 @@ import xarray as xr
 from nudgeml.atomic import atomic_path
 from nudgeml.conventions import InputError, read_target
 from nudgeml.shard import open_store
+from nudgeml.split import in_blocks
 
 
-def training_period(store: str | os.PathLike[str]) -> tuple[np.datetime64, np.datetime64]:
+TimeBlocks = Sequence[tuple[np.datetime64, np.datetime64]]
+
+
+def training_blocks(store: str | os.PathLike[str]) -> list[tuple[np.datetime64, np.datetime64]]:
+    """The training split's time blocks ``[(first, last), ...]`` (inclusive) as the store records them.
+
+    An interleaved split (``dataset.split.cycle``) has one block per cycle: its first and last times
+    alone would span the validation and test blocks in between. Stores written before blocks were
+    recorded have ``start``/``end`` only: one block.
+    """
     split = open_store(store).attrs["splits"]["train"]
     if not split.get("start"):
         raise InputError(f"{store}: the training split is empty")
-    return np.datetime64(split["start"], "s"), np.datetime64(split["end"], "s")
+    spans = split.get("blocks") or [[split["start"], split["end"]]]
+    return [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in spans]
 
 
-def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.datetime64, correction: str | os.PathLike[str] | None = None) -> xr.Dataset:
-    """The time mean of the nudging tendency in ``guide`` between ``start`` and ``end``.
+def mean_tendency(guide: str | os.PathLike[str], blocks: TimeBlocks, correction: str | os.PathLike[str] | None = None) -> xr.Dataset:
+    """The time mean of the nudging tendency in ``guide`` over the time ``blocks`` (inclusive).
 
     With ``correction`` (a nudged run of the mean-corrected model, :mod:`nudgeml.iterate`) it is the
     mean of correction + residual nudging, i.e. the previous mean plus the mean residual: the next
@@ -39,9 +52,10 @@ def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.d
     g = read_target(guide, correction, chunks={"TIME": 64})
     if not np.issubdtype(g["time"].dtype, np.datetime64):
         raise InputError(f"{guide}: has no TIME values; the training period cannot be selected")
-    sel = g[["du", "dv"]].sel(time=slice(np.datetime64(start, "ns"), np.datetime64(end, "ns")))
+    spans = [(str(np.datetime64(a, "s")), str(np.datetime64(b, "s"))) for a, b in blocks]
+    sel = g[["du", "dv"]].isel(time=np.flatnonzero(in_blocks(g["time"].values, spans)))
     if sel.sizes["time"] == 0:
-        raise InputError(f"{guide}: no nudging tendency between {start} and {end}")
+        raise InputError(f"{guide}: no nudging tendency in the training blocks {spans}")
     annual = sel.mean("time").load()
     month = sel["time"].dt.month
     monthly = sel.groupby(month).mean("time").load()
@@ -58,7 +72,7 @@ def mean_tendency(guide: str | os.PathLike[str], start: np.datetime64, end: np.d
             "dv_monthly": filled["dv"].astype(np.float32).assign_attrs(units="m s-2"),
             "samples_per_month": counts.astype(np.int32).drop_vars([c for c in counts.coords if c != "month"]),
         },
-        attrs={"training_start": str(start), "training_end": str(end), "n_samples": int(sel.sizes["time"]), "source": str(guide), **({"correction": str(correction)} if correction is not None else {})},
+        attrs={"training_start": spans[0][0], "training_end": spans[-1][1], "training_blocks": json.dumps(spans), "n_samples": int(sel.sizes["time"]), "source": str(guide), **({"correction": str(correction)} if correction is not None else {})},
     )
     return ds
 

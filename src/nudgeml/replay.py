@@ -37,18 +37,18 @@ from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM, enable_jax_com
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import seconds_since
 from nudgeml.simulate import HistoryWriter, check_same_grid, lmdz_grid
+from nudgeml.split import SplitSpec, split_times
 
 log = logging.getLogger(__name__)
 
 
 def sample_times(config: Mapping[str, Any], available: np.ndarray) -> np.ndarray:
-    """The nudged-run times covered by the dataset's split blocks, every ``replay.every_hours``."""
-    split = config["dataset"]["split"]
+    """The nudged-run times inside the dataset's split blocks (any split: the store splits them later),
+    every ``replay.every_hours``; never a time of the free-run period (:mod:`nudgeml.split`)."""
     have = np.asarray(available, dtype="datetime64[s]")
-    if split.get("dates"):
-        firsts = [np.datetime64(a, "s") for a, _ in split["dates"].values()]
-        lasts = [np.datetime64(b, "s") for _, b in split["dates"].values()]
-        have = have[(have >= min(firsts)) & (have <= max(lasts))]
+    spec = SplitSpec.from_config(config["dataset"]["split"], before=config["free_runs"]["start"])
+    idx = np.unique(np.concatenate([np.asarray(v, dtype=int) for v in split_times(have, spec).values()]))
+    have = have[idx]
     step = int(round(float(config["replay"]["every_hours"]) / 6.0))
     return have[:: max(step, 1)]
 

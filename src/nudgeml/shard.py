@@ -7,8 +7,9 @@ Layout of ``dataset.zarr``::
     {train,val,test}/targets    (sample, target)  float32
     stats/{input,target}_{mean,std,min,max}   computed on the training split only
 
-* **Split by contiguous time blocks** (fractions or dates from config), with a gap between blocks so
-  neighbouring 6-hourly states (strongly correlated) do not leak across splits.
+* **Split in time** (dates, fractions or a repeating cycle, :mod:`nudgeml.split`), with a gap between
+  blocks so neighbouring 6-hourly states (strongly correlated) do not leak across splits, and only
+  times before the free runs (out of sample).
 * **Shuffled once at write time**, in bounded memory: a random permutation of each split's samples is
   cut into shard-sized buckets; pass 1 streams the table in time order and scatters each sample into its
   bucket (a temporary file, one per bucket), pass 2 writes the buckets one after the other, each
@@ -38,21 +39,24 @@ import xarray as xr
 
 from nudgeml.atomic import atomic_path
 from nudgeml.conventions import InputError
+from nudgeml.split import SplitSpec, blocks
+from nudgeml.split import split_times as _split_times
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 FORMAT = "nudgeml-columns"
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class ShardConfig:
-    """How the store is laid out (see the module docstring)."""
+    """How the store is laid out (see the module docstring); the time split is :mod:`nudgeml.split`'s."""
 
-    fractions: Mapping[str, float] | None = None  # train/val/test fractions of the time axis
+    fractions: Mapping[str, float] | None = None  # train/val/test fractions of the usable times
     dates: Mapping[str, Sequence[str]] | None = None  # or explicit [start, end] per split (inclusive)
+    cycle: Mapping[str, float] | None = None  # or a repeating train/val/test pattern (days)
     gap_hours: float = 24.0
+    before: str | None = None  # free_runs.start: fractions and cycle use only the times before it
     chunk_samples: int = 4096
     shard_samples: int = 524288
     seed: int = 0
@@ -61,20 +65,26 @@ class ShardConfig:
     time_block_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
-        if (self.fractions is None) == (self.dates is None):
-            raise InputError("the split needs either fractions or dates (not both)")
+        self.split  # noqa: B018 -- builds the split spec, which checks the split kind
         if self.shard_samples % self.chunk_samples:
             raise InputError(f"shard_samples ({self.shard_samples}) must be a multiple of chunk_samples ({self.chunk_samples})")
         if self.nan_policy not in ("drop", "fail"):
             raise InputError(f"nan_policy must be 'drop' or 'fail', got {self.nan_policy!r}")
 
+    @property
+    def split(self) -> SplitSpec:
+        return SplitSpec(dates=self.dates, fractions=self.fractions, cycle=self.cycle, gap_hours=self.gap_hours, before=self.before)
+
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> "ShardConfig":
+    def from_config(cls, section: Mapping[str, Any], before: str | None = None) -> "ShardConfig":
+        """``section``: the config's ``dataset``; ``before``: ``free_runs.start`` (out of sample)."""
         split = section["split"]
         return cls(
             fractions=split.get("fractions"),
             dates=split.get("dates"),
+            cycle=split.get("cycle"),
             gap_hours=float(split.get("gap_hours", 24.0)),
+            before=before,
             chunk_samples=int(section["chunk_samples"]),
             shard_samples=int(section["shard_samples"]),
             seed=int(section["seed"]),
@@ -84,43 +94,8 @@ class ShardConfig:
 
 
 def split_times(times: np.ndarray, cfg: ShardConfig) -> dict[str, np.ndarray]:
-    """Indices of the time steps of each split: contiguous blocks in time order, separated by the gap."""
-    t = np.asarray(times, dtype="datetime64[s]")
-    gap = np.timedelta64(int(cfg.gap_hours * 3600), "s")
-    out: dict[str, np.ndarray] = {}
-    if cfg.dates is not None:
-        for name, (start, end) in cfg.dates.items():
-            if name not in SPLITS:
-                raise InputError(f"unknown split {name!r}; use {SPLITS}")
-            sel = (t >= np.datetime64(start, "s")) & (t <= np.datetime64(end, "s"))
-            out[name] = np.flatnonzero(sel)
-    else:
-        fr = dict(cfg.fractions or {})
-        if set(fr) - set(SPLITS) or abs(sum(fr.values()) - 1.0) > 1e-6:
-            raise InputError(f"split fractions must be among {SPLITS} and sum to 1, got {fr}")
-        edge, last = 0, None
-        for name in SPLITS:
-            if name not in fr:
-                continue
-            end = min(t.size, edge + int(round(fr[name] * t.size)))
-            idx = np.arange(edge, end)
-            if last is not None:  # the gap is taken from the start of the later block
-                idx = idx[t[idx] >= last + gap]
-            out[name] = idx
-            if idx.size:
-                last = t[idx[-1]]
-            edge = end
-    names = [s for s in SPLITS if s in out]
-    for a, b in zip(names, names[1:]):
-        if not (out[a].size and out[b].size):
-            continue
-        if np.intersect1d(out[a], out[b]).size or t[out[b][0]] <= t[out[a][-1]]:
-            raise InputError(f"splits {a!r} and {b!r} overlap in time")
-        if t[out[b][0]] - t[out[a][-1]] < gap:
-            raise InputError(f"splits {a!r} and {b!r} are closer than gap_hours={cfg.gap_hours}")
-    if "train" not in out or out["train"].size == 0:
-        raise InputError("the training split is empty")
-    return out
+    """Indices of the time steps of each split (:func:`nudgeml.split.split_times`)."""
+    return _split_times(times, cfg.split)
 
 
 class _Moments:
@@ -306,6 +281,9 @@ def shard_columns(source: str | os.PathLike[str] | xr.Dataset, out_store: str | 
                     "n_times": int(t_idx.size),
                     "start": str(np.datetime64(t_sel[0], "s")) if t_idx.size else None,
                     "end": str(np.datetime64(t_sel[-1], "s")) if t_idx.size else None,
+                    # the contiguous time blocks (several with an interleaved split: start/end alone
+                    # would cover the other splits' blocks in between)
+                    "blocks": [list(b) for b in blocks(times, t_idx)],
                 }
                 summary["dropped_nonfinite"][split] = int(dropped)
                 log.info("split %s: %d samples (%d non-finite dropped)", split, n_valid, dropped)
@@ -329,6 +307,7 @@ def shard_columns(source: str | os.PathLike[str] | xr.Dataset, out_store: str | 
                 "chunk_samples": cfg.chunk_samples,
                 "shard_samples": cfg.shard_samples,
                 "gap_hours": cfg.gap_hours,
+                "split_kind": cfg.split.kind,
                 "seed": cfg.seed,
                 "stats_from": "train",
                 "source": name,

@@ -9,7 +9,8 @@ rule replay:
         histhf=f"{OUT}/replay/histhf.nc",
         guide=f"{OUT}/replay/guide_ins.nc",
     params:
-        cfg=sections("period", "model", "dataset", "replay", "jax_cache_dir"),
+        # free_runs.start only: no replay state comes from the evaluation period
+        cfg={**sections("period", "model", "dataset", "replay", "jax_cache_dir"), "free_runs": {"start": config["free_runs"]["start"]}},
     log:
         f"{OUT}/logs/replay.log",
     benchmark:

@@ -8,6 +8,7 @@ rule shard:
         store=directory(f"{OUT}/datasets/{{target}}/dataset.zarr"),
     params:
         dataset=config["dataset"],
+        free_runs_start=config["free_runs"]["start"],  # no sample of any split from the evaluation period
     log:
         f"{OUT}/logs/shard_{{target}}.log",
     benchmark:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from nudgeml.coupled import run_free
 from nudgeml.logs import rule_logging
-from nudgeml.mean_tendency import training_period
+from nudgeml.mean_tendency import training_blocks
 
 with rule_logging(snakemake.log[0]):
     i = snakemake.input
@@ -16,5 +16,5 @@ with rule_logging(snakemake.log[0]):
         mean_file=i.get("mean"),
         model_dir=Path(i.manifest).parent if "manifest" in i.keys() else None,
         nudged_histhf=i.get("nudged"),
-        training=training_period(i.store) if "store" in i.keys() else None,
+        training=training_blocks(i.store) if "store" in i.keys() else None,
     )
