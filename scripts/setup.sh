@@ -5,7 +5,7 @@
 #   --test           also the Debian packages of the one-node SLURM cluster the tests start
 #                    (scripts/slurm_cluster.sh): slurm-wlm slurmdbd munge mariadb-server
 #   --profiles-only  only link the cluster profiles (./jeanzay -> profiles/jeanzay)
-# Without apt-get (Jean Zay), system packages are skipped: load modules instead (README "Jean Zay").
+# Without apt-get (Jean Zay), system packages are skipped: load modules instead (docs/production.md, "Jean Zay").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

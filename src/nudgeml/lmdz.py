@@ -8,7 +8,7 @@ errors). Configuration comes in as the plain ``lmdz:`` mapping of the workflow c
 checked here, each error naming its key; nothing is read from globals and Snakemake is not
 imported.
 
-LMDZ conventions used (``shared/design/lmdz-notes.md``; check against your LMDZ revision):
+LMDZ conventions used (``docs/lmdz-conventions.md``; check against your LMDZ revision):
 nudging switched on by ``ok_guide=y`` in ``guide.def`` (included from ``run.def``), relaxation
 times in days (``tau_min_u = tau_max_u``), nudging files ``u.nc`` (``UWND``), ``v.nc`` (``VWND``),
 ``T.nc`` (``AIR``), ``hur.nc`` (``RH``), ``ps.nc`` (``SP``) on the model's horizontal grid, read

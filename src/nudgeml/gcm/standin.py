@@ -13,7 +13,7 @@ longitudes ascending in [0, 360). The two conversions below are the only places 
 
 The relaxation tendency is computed by :class:`WindTendencyTerm`, a physics term that puts what it
 returns into the model's diagnostics; its window mean (``output_averages=True``) is therefore exactly
-the tendency the model applied, as ``facts.md`` asks (no offline reconstruction).
+the tendency the model applied, as ``docs/science.md`` asks (no offline reconstruction).
 """
 
 from __future__ import annotations

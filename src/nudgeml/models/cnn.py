@@ -3,7 +3,7 @@
 Why this design:
 
 * **Spatial context.** Column models learn mostly regression to the mean and failed online
-  (``science.md``); the closest published success (Chapman & Berner 2025) used a CNN on the grid, which
+  (``docs/science.md``); the closest published success (Chapman & Berner 2025) used a CNN on the grid, which
   sees the synoptic pattern around a column. Channels are the column model's features, in the same
   order; output channels are du, dv on every level.
 * **Same contract as a column model.** The exported module takes ``(ncol, n_features)`` in physical
