@@ -10,6 +10,7 @@ import xarray as xr
 from factories import spun_up_t21
 from nudgeml.config import load_config
 from nudgeml.config import ConfigError
+from nudgeml.conventions import InputError
 from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, run_names, split_member
 from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
 from nudgeml.extract import ColumnSpec, expand_names
@@ -123,6 +124,29 @@ def test_model_for_other_levels_is_refused_before_the_run(setup, tmp_path):
     with pytest.raises(Exception, match=r"model\.json.*levels"):
         run(setup, bad, "bad")
     assert not (root / "bad.nc").exists()
+
+
+def test_model_that_does_not_match_its_manifest_is_named_before_the_run(setup, tmp_path):
+    """A module taking one feature less than its manifest: named at load, not a bare matmul error later."""
+    root, grid, _ = setup
+    model = export_constant(tmp_path, grid, "shape", 0.0)
+    manifest = json.loads((model / "model.json").read_text())
+    nf = sum(b["levels"] for b in manifest["features"])
+    nt = sum(b["levels"] for b in manifest["targets"])
+    torch.jit.script(torch.nn.Linear(nf - 1, nt)).save(str(model / "model.pt"))
+    with pytest.raises(InputError, match=rf"model\.pt: does not take the manifest's {nf} features for {grid.lat_deg.size * grid.lon_deg.size} columns") as err:
+        run(setup, model, "shape")
+    assert err.value.__cause__ is None
+    assert not (root / "shape.nc").exists()
+
+
+def test_feature_order_mismatch_names_the_first_differing_position():
+    from nudgeml.coupled import first_difference
+
+    got = ["u_000", "u_001", "v_000", "v_001"]
+    msg = first_difference("features", got, ["u_000", "u_001", "v_001", "v_000"])
+    assert msg == "features differ at position 2: 'v_000' in the model, 'v_001' expected (4 vs 4 features)"
+    assert "position 4: (end) in the model, 'ps' expected" in first_difference("features", got, [*got, "ps"])
 
 
 @pytest.mark.slow

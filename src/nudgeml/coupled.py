@@ -144,7 +144,7 @@ class MLCorrector(Corrector):
         self.manifest = read_manifest(model_dir, klev=grid.sigma.size)
         expected = expand_names(spec.feature_blocks(grid.sigma.size))
         if list(self.manifest.feature_names) != expected:
-            raise InputError(f"{model_dir / 'model.json'}: features {self.manifest.feature_names[:3]}... do not match the run's {expected[:3]}... (columns config)")
+            raise InputError(f"{model_dir / 'model.json'}: {first_difference('features', list(self.manifest.feature_names), expected)} (the run's columns config)")
         nlev = grid.sigma.size
         if list(self.manifest.target_names) != expand_names([{"name": "du", "levels": nlev}, {"name": "dv", "levels": nlev}]):
             raise InputError(f"{model_dir / 'model.json'}: targets {self.manifest.target_names[:2]}... are not du, dv on {nlev} levels")
@@ -161,6 +161,8 @@ class MLCorrector(Corrector):
             self.model = torch._inductor.aoti_load_package(str(model_dir / self.manifest.artifacts["aoti"]))
         else:
             raise ConfigError(f"unknown model backend {backend!r}; use torchscript or aoti")
+        artifact = model_dir / self.manifest.artifacts["torchscript" if backend == "torchscript" else "aoti"]
+        check_module_shapes(self.model, artifact, len(self.manifest.feature_names), len(self.manifest.target_names), grid.lat_deg.size * grid.lon_deg.size)
         self.backend = backend
         self.spec, self.grid = spec, grid
         self.bounds = guard_bounds(self.manifest.guard)
@@ -265,6 +267,32 @@ class MLCorrector(Corrector):
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
         }
+
+
+def first_difference(what: str, got: Sequence[str], expected: Sequence[str]) -> str:
+    """Where two name lists part: the first differing position and both names there (truncated
+    lists of identical first names told the user nothing)."""
+    n = min(len(got), len(expected))
+    i = next((k for k in range(n) if got[k] != expected[k]), n)
+    a = repr(got[i]) if i < len(got) else "(end)"
+    b = repr(expected[i]) if i < len(expected) else "(end)"
+    return f"{what} differ at position {i}: {a} in the model, {b} expected ({len(got)} vs {len(expected)} {what})"
+
+
+def check_module_shapes(model: Any, artifact: Path, n_features: int, n_targets: int, n_columns: int) -> None:
+    """One call on zeros of the run's shape ``(n_columns, n_features)`` before the run: a module that
+    does not match its manifest is named here, not 20 s into the run as a bare matmul error."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            y = model(torch.zeros(n_columns, n_features))
+    except Exception as exc:  # noqa: BLE001 -- any failure of the call is the artefact's, say which
+        message = str(exc).strip().splitlines()
+        raise InputError(f"{artifact}: does not take the manifest's {n_features} features for {n_columns} columns ({type(exc).__name__}: {message[-1] if message else ''})") from None
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    if tuple(y.shape) != (n_columns, n_targets):
+        raise InputError(f"{artifact}: returns shape {tuple(y.shape)} for {n_columns} columns, the manifest says ({n_columns}, {n_targets})")
 
 
 def training_states(nudged_histhf: str | Path, blocks: Sequence[tuple[np.datetime64, np.datetime64]]) -> Any:
