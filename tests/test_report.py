@@ -8,6 +8,7 @@ from scipy import stats
 from nudgeml.metrics import area_weights
 from nudgeml.report import (
     PRECIP_BINS,
+    _conclusion_html,
     daily_precip_from_history,
     field_metrics,
     noise_floor,
@@ -83,7 +84,7 @@ def test_daily_totals_from_six_hourly_window_means():
     np.testing.assert_allclose(daily.values, 1.0)
 
 
-def test_summary_markdown_marks_changes_below_the_noise_floor():
+def test_summary_markdown_of_a_metrics_json_from_before_the_rule():
     var = lambda r: {"rmse": r, "bias": 0.0}  # noqa: E731
     metrics = {
         "noise_floor": {"u": 0.5, "v": 0.3, "t": 0.2, "q": 0.01, "precip": 0.1},
@@ -105,5 +106,70 @@ def test_summary_markdown_marks_changes_below_the_noise_floor():
     assert cells[8] == "1.50 / 7.0"
     failed = next(ln for ln in lines if ln.startswith("| ml-y "))
     assert failed.count("–") == 10
-    assert any(ln.startswith("| noise floor |") and "| 0.50 | 0.30 |" in ln for ln in lines)
+    assert any(ln.startswith("| field-to-field floor |") and "| 0.50 | 0.30 |" in ln for ln in lines)
     assert lines[-1] == "Offline R² (test split): x 0.25."
+
+
+def _verdict(verdict, delta=0.1, p=0.2, n=(3, 3), reason=""):
+    sig = {"better": True, "worse": True, "not significant": False}.get(verdict)
+    text = f"{verdict} ({reason})" if reason else f"{verdict} ({delta:+.3g}, ranges apart, p = {p:.3f})"
+    return {"verdict": verdict, "significant": sig, "n": list(n), "delta": delta, "p": p, "ranges_overlap": False, "reason": reason, "text": text}
+
+
+def _metrics(saturated: bool):
+    """A metrics.json as evaluate_runs writes it: control and ml-x, two members each."""
+    var = lambda r: {"rmse": r, "bias": 0.0}  # noqa: E731
+    vs = ("u", "v", "t", "q", "precip")
+    ratio = 0.83 if saturated else 0.02
+    reason = f"members' spread {ratio:.2f} x the truth's" + ("" if saturated else " (< 0.5)")
+    sat = {v: {"member_spread": 0.6 * ratio, "truth_spread": 0.6, "ratio": ratio, "saturated": saturated, "reason": reason} for v in (*vs, "ps")}
+    if saturated:
+        ml_u = _verdict("better", delta=-0.4, p=0.001)
+        ml_v = _verdict("not significant", delta=-0.1, p=0.3)
+    else:
+        ml_u = ml_v = _verdict("not concluded", reason="spread not saturated")
+    ens = {
+        "control": {"runs": ["control", "control.m1"], "used": ["control", "control.m1"], "correction": "none",
+                    "scores": {v: [2.0, 2.1] for v in vs}, "mean": {v: 2.05 for v in vs}, "range": {v: [2.0, 2.1] for v in vs}},
+        "ml-x": {"runs": ["ml-x", "ml-x.m1"], "used": ["ml-x", "ml-x.m1"], "correction": "ml: x",
+                 "scores": {v: [1.6, 1.7] for v in vs}, "mean": {v: 1.65 for v in vs}, "range": {v: [1.6, 1.7] for v in vs}},
+    }
+    change = {v: {"delta_rmse": -0.45, "significant": c["significant"], "verdict": c["verdict"]} for v, c in (("u", ml_u), ("v", ml_v))}
+    return {
+        "window": {"start": "2000-03-06T00:00:00", "end": "2000-03-21T00:00:00", "n_analyses": 60, "n_days": 15, "skip_days": 2.0},
+        "rule": "RULE", "noise_floor": {v: 0.5 for v in vs}, "saturation": sat, "spread_saturated": saturated, "ensembles": ens,
+        "verdicts": {"ml-x": {"vs_control": {"u": ml_u, "v": ml_v}}},
+        "lower_bound": {"u": {"holds": True, "nudged": 0.5, "best_free_run": "ml-x", "best_free_rmse": 1.6},
+                        "t": {"holds": False, "nudged": 3.46, "best_free_run": "control", "best_free_rmse": 0.77}},
+        "precipitation": {},
+        "table": [{"run": "ml-x", "correction": "ml: x", "status": "ok", "metrics": {v: var(1.6) for v in vs}, "vs_control": change, "vs_mean": change}],
+    }
+
+
+def test_conclusion_block_names_significant_runs_and_where_the_nudged_run_bounds():
+    page = _conclusion_html(_metrics(saturated=True))
+    assert "class=banner" not in page
+    assert "Differ significantly from the control: <b>ml-x</b> (u better)." in page
+    assert "2000-03-06T00:00:00 – 2000-03-21T00:00:00" in page
+    assert "lower bound (its RMSE is at most every free run's) for: u." in page
+    assert "It is not for: t (nudged 3.460 &gt; control 0.770 K)" in page
+
+
+def test_conclusion_block_has_the_banner_and_no_claim_when_unsaturated():
+    page = _conclusion_html(_metrics(saturated=False))
+    assert "<div class=banner><b>The control members&#x27; spread has not saturated for u, v, t, q, precip, ps.</b>" in page
+    assert "Differ significantly from the control: none. Not concluded: ml-x." in page
+    assert "not concluded (spread not saturated)" in page
+
+
+def test_summary_markdown_carries_the_verdicts():
+    text = summary_markdown(_metrics(saturated=True))
+    row = next(ln for ln in text.splitlines() if ln.startswith("| ml-x "))
+    assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45", "-0.45 (ns)"]
+    assert "- ml-x vs control: u better (-0.4, ranges apart, p = 0.001); v not significant (-0.1, ranges apart, p = 0.300)" in text
+    assert "Spread saturated for every variable." in text
+    assert "Nudged run a lower bound for: u." in text
+    unsat = summary_markdown(_metrics(saturated=False))
+    row = next(ln for ln in unsat.splitlines() if ln.startswith("| ml-x "))
+    assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45 (nc)", "-0.45 (nc)"]
+    assert "**Spread not saturated (or not assessable) for u (members' spread 0.02 x the truth's (< 0.5))" in unsat
