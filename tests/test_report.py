@@ -173,3 +173,77 @@ def test_summary_markdown_carries_the_verdicts():
     row = next(ln for ln in unsat.splitlines() if ln.startswith("| ml-x "))
     assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45 (nc)", "-0.45 (nc)"]
     assert "**Spread not saturated (or not assessable) for u (members' spread 0.02 x the truth's (< 0.5))" in unsat
+
+
+def _write_case(root, *, diverged: bool):
+    """Truth: 40 days of white-noise 'weather' (u, v, T, q, ps; hourly precipitation). Free runs over days
+    20-30: the control (u, v off by 1 m/s) and a better method (off by 0.3 m/s), 3 members each, their
+    weather from independent stretches (diverged) or one shared stretch (members that never diverged)."""
+    rng = np.random.default_rng(7)
+    lat, lon, lev = LAT, np.arange(NLON) * 60.0, np.array([85000.0, 50000.0])
+    t6 = np.datetime64("2000-01-01T00", "ns") + np.arange(160) * np.timedelta64(6, "h")
+    shape = (t6.size, lev.size, lat.size, lon.size)
+    base = {"u": 0.0, "v": 0.0, "t": 280.0, "q": 5e-3, "ps": 1e5}
+    amp = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e-4, "ps": 100.0}
+    truth = {v: base[v] + amp[v] * rng.normal(size=shape[:1] + shape[2:] if v == "ps" else shape) for v in base}
+    dims = {v: ("time", "lat", "lon") if v == "ps" else ("time", "lev", "lat", "lon") for v in base}
+    xr.Dataset({v: (dims[v], truth[v]) for v in base}, coords={"time": t6, "lev": lev, "lat": lat, "lon": lon}).to_netcdf(root / "forcing.nc")
+    th = np.datetime64("2000-01-01T01", "ns") + np.arange(40 * 24) * np.timedelta64(1, "h")
+    tp = rng.uniform(0.0, 2e-4, size=(th.size, lat.size, lon.size))
+    xr.Dataset({"tp": (("valid_time", "lat", "lon"), tp)}, coords={"valid_time": th, "lat": lat, "lon": lon}).to_netcdf(root / "precip.nc")
+
+    free = slice(80, 120)  # days 20-30
+    names = {"vitu": "u", "vitv": "v", "temp": "t", "ovap": "q", "psol": "ps"}
+    shared = {v: amp[v] * rng.normal(size=truth[v][free].shape) for v in base}
+    shared_p = rng.uniform(0.0, 1.2, size=(40, lat.size, lon.size))
+
+    def history(path, bias, weather, precip_mm):
+        data = {k: (("time_counter", "lat", "lon") if v == "ps" else ("time_counter", "presnivs", "lat", "lon"), base[v] + bias.get(v, 0.0) + weather[v]) for k, v in names.items()}
+        data["precip"] = (("time_counter", "lat", "lon"), precip_mm / 21600.0)  # window-mean rate, kg m-2 s-1
+        xr.Dataset(data, coords={"time_counter": t6[free], "presnivs": lev, "lat": lat, "lon": lon}).to_netcdf(path)
+
+    runs = {}
+    for run, bias in (("control", 1.0), ("better", 0.3)):
+        for k in range(3):
+            name = run if k == 0 else f"{run}.m{k}"
+            if diverged:
+                weather = {v: amp[v] * rng.normal(size=shared[v].shape) for v in base}
+                precip = rng.uniform(0.0, 1.2, size=shared_p.shape)
+            else:
+                weather = {v: shared[v] + 1e-4 * amp[v] * rng.normal(size=shared[v].shape) for v in base}
+                precip = shared_p
+            history(root / f"{name}.nc", {"u": bias, "v": bias}, weather, precip)
+            (root / f"{name}.json").write_text('{"status": "ok"}')
+            runs[name] = (root / f"{name}.nc", root / f"{name}.json")
+    history(root / "nudged.nc", {}, {v: 0.1 * (truth[v][free] - base[v]) for v in base}, shared_p)
+    return runs
+
+
+@pytest.mark.parametrize("diverged", [True, False])
+def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(tmp_path, diverged):
+    from nudgeml.report import evaluate_runs
+
+    runs = _write_case(tmp_path, diverged=diverged)
+    ev = evaluate_runs(
+        [tmp_path / "forcing.nc"], [tmp_path / "precip.nc"], tmp_path / "nudged.nc", runs,
+        start=np.datetime64("2000-01-21T00:00"), end=np.datetime64("2000-01-31T00:00"), skip_days=0.0,
+        corrections={n: ("none" if n.startswith("control") else "mean (annual)") for n in runs},
+        truth_paths=[tmp_path / "forcing.nc"], truth_precip_paths=[tmp_path / "precip.nc"],
+    )
+    assert ev["window"]["n_analyses"] == 40 and ev["window"]["n_days"] == 10
+    assert ev["ensembles"]["better"]["used"] == ["better", "better.m1", "better.m2"]
+    u = ev["verdicts"]["better"]["vs_control"]["u"]
+    assert u["n"] == [3, 3] and u["delta"] < -0.5
+    if diverged:
+        assert ev["spread_saturated"] is True, ev["saturation"]
+        assert 0.5 < ev["saturation"]["u"]["ratio"] < 2.0
+        assert u["verdict"] == "better" and u["p"] < 0.05 and not u["ranges_overlap"]
+        assert ev["verdicts"]["better"]["vs_control"]["t"]["verdict"] == "not significant"  # no T bias either way
+    else:
+        assert ev["spread_saturated"] is False and ev["saturation"]["u"]["ratio"] < 0.01
+        assert u["verdict"] == "not concluded" and u["text"] == "not concluded (spread not saturated)"
+    row = next(r for r in ev["table"] if r["run"] == "better.m1")
+    assert row["vs_control"]["u"]["verdict"] == u["verdict"] and "vs_control" not in next(r for r in ev["table"] if r["run"] == "control.m1")
+    assert ev["lower_bound"]["u"]["holds"] is True  # the nudged run sits on the truth
+    page = _conclusion_html(ev)
+    assert ("class=banner" in page) is not diverged
