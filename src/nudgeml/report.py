@@ -574,6 +574,16 @@ def _names(items: Sequence[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def _short(c: Mapping[str, Any]) -> str:
+    """A verdict in a table cell (the reasons are stated once above it; the full text is the cell's tooltip)."""
+    if c["verdict"] == "not testable":
+        return f"not testable ({c['n'][0]} vs {c['n'][1]} members)"
+    if c["verdict"] == NOT_CONCLUDED:
+        return "not concluded"
+    p = "p < 0.001" if c["p"] < 1e-3 else f"p = {c['p']:.3f}"
+    return f"{c['verdict']} ({c['delta']:+.3g}, {p})"
+
+
 def _conclusion_html(ev: Mapping[str, Any]) -> str:
     """The block the page opens with: what can and cannot be concluded."""
     w = ev["window"]
@@ -597,7 +607,7 @@ def _conclusion_html(ev: Mapping[str, Any]) -> str:
             "(or larger initial perturbations) lets the members diverge.</div>"
         )
     parts.append(
-        f"<p><b>Evaluation window</b> {html.escape(w['start'])} – {html.escape(w['end'])}: {w['n_analyses']} six-hourly analyses, {w['n_days']} complete days "
+        f"<p><b>Evaluation window</b> {html.escape(w['start'])} – {html.escape(w['end'])}: {w['n_analyses']} six-hourly analyses, {w['n_days']} complete day{'s' if w['n_days'] != 1 else ''} "
         f"of precipitation, after the free runs' first {w.get('skip_days', 0):g} days (spin-in, <code>report.skip_days</code>).</p>"
     )
     parts.append(f"<p><b>Rule.</b> {html.escape(ev['rule'])} See docs/evaluation.md.</p>")
@@ -644,7 +654,7 @@ def _conclusion_html(ev: Mapping[str, Any]) -> str:
                 if c is None:
                     continue
                 tag = {"better": "better", "worse": "worse"}.get(c["verdict"], "ns")
-                cell += f'<br><span class="{tag}">{ref[3:]}: {html.escape(c["text"])}</span>'
+                cell += f'<br><span class="{tag}" title="{html.escape(c["text"])}">{ref[3:]}: {html.escape(_short(c))}</span>'
             cells.append(f"<td>{cell}</td>")
         n = len(info["used"])
         rows.append(f"<tr><td>{html.escape(e)}<br><span class=note>{html.escape(info['correction'])}, {n} complete member{'s' if n != 1 else ''}</span></td>{''.join(cells)}</tr>")
@@ -814,17 +824,23 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
         )
         lines.append("")
         lines.append(f"Rule: {metrics['rule']}")
+        lines.append("")
         sat = metrics.get("saturation", {})
         unsat = [v for v, x in sat.items() if x["saturated"] is not True]
         lines.append(
             "Spread saturated for every variable." if not unsat
             else "**Spread not saturated (or not assessable) for " + ", ".join(f"{v} ({x['reason']})" for v, x in sat.items() if x["saturated"] is not True) + ": not concluded.**"
         )
+        lines.append("")
         for e, refs in metrics["verdicts"].items():
             for ref, d in refs.items():
-                lines.append(f"- {e} {ref.replace('_', ' ')}: " + "; ".join(f"{v} {c['text']}" for v, c in d.items()))
+                by_text: dict[str, list[str]] = {}  # variables with the same verdict and reason on one line
+                for v, c in d.items():
+                    by_text.setdefault(c["text"], []).append(v)
+                lines.append(f"- {e} {ref.replace('_', ' ')}: " + "; ".join(f"{', '.join(vs)} {text}" for text, vs in by_text.items()))
         lb = metrics.get("lower_bound", {})
         if lb:
+            lines.append("")
             lines.append("Nudged run a lower bound for: " + (", ".join(v for v, x in lb.items() if x["holds"]) or "none") + ".")
     if offline:
         lines.append("Offline R² (test split): " + ", ".join(f"{k} {v:.2f}" for k, v in offline.items()) + ".")
