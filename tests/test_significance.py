@@ -128,6 +128,7 @@ def test_members_that_have_not_diverged_fail_the_check():
 def test_saturation_not_assessable_without_a_floor():
     s = saturation(None, 1.0, why_missing="the control has 1 complete member, needs 2")
     assert s.saturated is None and "1 complete member" in s.reason
+    assert saturation(0.3, float("nan")).saturated is None  # missing values in the truth: no verdict either way
 
 
 def test_runs_group_into_ensembles_by_members_and_by_key():

@@ -173,6 +173,8 @@ def saturation(member_spread: float | None, truth_spread: float | None, *, thres
     """Whether the members' spread of time means has reached ``threshold`` x that of independent truth means."""
     if member_spread is None or truth_spread is None:
         return Saturation(member_spread, truth_spread, None, why_missing or "not assessable")
+    if not (math.isfinite(truth_spread) and math.isfinite(member_spread)):
+        return Saturation(member_spread, truth_spread, None, "a spread is not finite (missing values)")
     if truth_spread <= 0.0:
         return Saturation(member_spread, truth_spread, None, "the truth does not vary")
     ok = member_spread >= threshold * truth_spread
