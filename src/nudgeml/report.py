@@ -740,7 +740,6 @@ def _stability_table(statuses: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str) -> str:
-    w = ev["window"]
     cfg_text = json.dumps({k: v for k, v in config.items() if k != "resources"}, indent=1, default=str)
     floor = ", ".join(f"{v} {_fmt(x)} {UNITS[v]}" for v, x in ev["noise_floor"].items()) or "not available (needs >= 2 control members)"
     offline_rows = "".join(
@@ -750,8 +749,7 @@ def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], s
 <html lang="en"><head><meta charset="utf-8"><title>nudgeml report</title><style>{CSS}</style></head><body>
 <h1>nudgeml: free runs against the truth</h1>
 {_conclusion_html(ev)}
-<p class=note>Evaluation window {html.escape(w['start'])} – {html.escape(w['end'])} ({w['n_analyses']} six-hourly analyses, {w['n_days']} complete days),
-out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
+<p class=note>The evaluation window lies out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
 <h2>Time-mean error</h2>
 <p class=note>Area-weighted RMSE and bias of the time mean (levels weigh equally). Under each RMSE, its change against the control's mean score (and, for ML
 runs, the mean-tendency baseline's), coloured by its ensemble's verdict under the rule above: <span class=better>green</span> significantly better,
