@@ -8,6 +8,7 @@ from scipy import stats
 from nudgeml.metrics import area_weights
 from nudgeml.report import (
     PRECIP_BINS,
+    _conclusion_html,
     daily_precip_from_history,
     field_metrics,
     noise_floor,
@@ -83,7 +84,7 @@ def test_daily_totals_from_six_hourly_window_means():
     np.testing.assert_allclose(daily.values, 1.0)
 
 
-def test_summary_markdown_marks_changes_below_the_noise_floor():
+def test_summary_markdown_of_a_metrics_json_from_before_the_rule():
     var = lambda r: {"rmse": r, "bias": 0.0}  # noqa: E731
     metrics = {
         "noise_floor": {"u": 0.5, "v": 0.3, "t": 0.2, "q": 0.01, "precip": 0.1},
@@ -105,5 +106,144 @@ def test_summary_markdown_marks_changes_below_the_noise_floor():
     assert cells[8] == "1.50 / 7.0"
     failed = next(ln for ln in lines if ln.startswith("| ml-y "))
     assert failed.count("–") == 10
-    assert any(ln.startswith("| noise floor |") and "| 0.50 | 0.30 |" in ln for ln in lines)
+    assert any(ln.startswith("| field-to-field floor |") and "| 0.50 | 0.30 |" in ln for ln in lines)
     assert lines[-1] == "Offline R² (test split): x 0.25."
+
+
+def _verdict(verdict, delta=0.1, p=0.2, n=(3, 3), reason=""):
+    sig = {"better": True, "worse": True, "not significant": False}.get(verdict)
+    text = f"{verdict} ({reason})" if reason else f"{verdict} ({delta:+.3g}, ranges apart, p = {p:.3f})"
+    return {"verdict": verdict, "significant": sig, "n": list(n), "delta": delta, "p": p, "ranges_overlap": False, "reason": reason, "text": text}
+
+
+def _metrics(saturated: bool):
+    """A metrics.json as evaluate_runs writes it: control and ml-x, two members each."""
+    var = lambda r: {"rmse": r, "bias": 0.0}  # noqa: E731
+    vs = ("u", "v", "t", "q", "precip")
+    ratio = 0.83 if saturated else 0.02
+    reason = f"members' spread {ratio:.2f} x the truth's" + ("" if saturated else " (< 0.5)")
+    sat = {v: {"member_spread": 0.6 * ratio, "truth_spread": 0.6, "ratio": ratio, "saturated": saturated, "reason": reason} for v in (*vs, "ps")}
+    if saturated:
+        ml_u = _verdict("better", delta=-0.4, p=0.001)
+        ml_v = _verdict("not significant", delta=-0.1, p=0.3)
+    else:
+        ml_u = ml_v = _verdict("not concluded", reason="spread not saturated")
+    ens = {
+        "control": {"runs": ["control", "control.m1"], "used": ["control", "control.m1"], "correction": "none",
+                    "scores": {v: [2.0, 2.1] for v in vs}, "mean": {v: 2.05 for v in vs}, "range": {v: [2.0, 2.1] for v in vs}},
+        "ml-x": {"runs": ["ml-x", "ml-x.m1"], "used": ["ml-x", "ml-x.m1"], "correction": "ml: x",
+                 "scores": {v: [1.6, 1.7] for v in vs}, "mean": {v: 1.65 for v in vs}, "range": {v: [1.6, 1.7] for v in vs}},
+    }
+    change = {v: {"delta_rmse": -0.45, "significant": c["significant"], "verdict": c["verdict"]} for v, c in (("u", ml_u), ("v", ml_v))}
+    return {
+        "window": {"start": "2000-03-06T00:00:00", "end": "2000-03-21T00:00:00", "n_analyses": 60, "n_days": 15, "skip_days": 2.0},
+        "rule": "RULE", "noise_floor": {v: 0.5 for v in vs}, "saturation": sat, "spread_saturated": saturated, "ensembles": ens,
+        "verdicts": {"ml-x": {"vs_control": {"u": ml_u, "v": ml_v}}},
+        "lower_bound": {"u": {"holds": True, "nudged": 0.5, "best_free_run": "ml-x", "best_free_rmse": 1.6},
+                        "t": {"holds": False, "nudged": 3.46, "best_free_run": "control", "best_free_rmse": 0.77}},
+        "precipitation": {},
+        "table": [{"run": "ml-x", "correction": "ml: x", "status": "ok", "metrics": {v: var(1.6) for v in vs}, "vs_control": change, "vs_mean": change}],
+    }
+
+
+def test_conclusion_block_names_significant_runs_and_where_the_nudged_run_bounds():
+    page = _conclusion_html(_metrics(saturated=True))
+    assert "class=banner" not in page
+    assert "Differ significantly from the control: <b>ml-x</b> (u better)." in page
+    assert "2000-03-06T00:00:00 – 2000-03-21T00:00:00" in page
+    assert "lower bound (its RMSE is at most every free run's) for: u." in page
+    assert "It is not for: t (nudged 3.460 &gt; control 0.770 K)" in page
+
+
+def test_conclusion_block_has_the_banner_and_no_claim_when_unsaturated():
+    page = _conclusion_html(_metrics(saturated=False))
+    assert "<div class=banner><b>The control members&#x27; spread has not saturated for u, v, t, q, precip, ps.</b>" in page
+    assert "Differ significantly from the control: none. Not concluded: ml-x." in page
+    assert "not concluded (spread not saturated)" in page
+
+
+def test_summary_markdown_carries_the_verdicts():
+    text = summary_markdown(_metrics(saturated=True))
+    row = next(ln for ln in text.splitlines() if ln.startswith("| ml-x "))
+    assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45", "-0.45 (ns)"]
+    assert "- ml-x vs control: u better (-0.4, ranges apart, p = 0.001); v not significant (-0.1, ranges apart, p = 0.300)" in text
+    assert "Spread saturated for every variable." in text
+    assert "Nudged run a lower bound for: u." in text
+    unsat = summary_markdown(_metrics(saturated=False))
+    row = next(ln for ln in unsat.splitlines() if ln.startswith("| ml-x "))
+    assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45 (nc)", "-0.45 (nc)"]
+    assert "**Spread not saturated (or not assessable) for u (members' spread 0.02 x the truth's (< 0.5))" in unsat
+
+
+def _write_case(root, *, diverged: bool):
+    """Truth: 40 days of white-noise 'weather' (u, v, T, q, ps; hourly precipitation). Free runs over days
+    20-30: the control (u, v off by 1 m/s) and a better method (off by 0.3 m/s), 3 members each, their
+    weather from independent stretches (diverged) or one shared stretch (members that never diverged)."""
+    rng = np.random.default_rng(7)
+    lat, lon, lev = LAT, np.arange(NLON) * 60.0, np.array([85000.0, 50000.0])
+    t6 = np.datetime64("2000-01-01T00", "ns") + np.arange(160) * np.timedelta64(6, "h")
+    shape = (t6.size, lev.size, lat.size, lon.size)
+    base = {"u": 0.0, "v": 0.0, "t": 280.0, "q": 5e-3, "ps": 1e5}
+    amp = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e-4, "ps": 100.0}
+    truth = {v: base[v] + amp[v] * rng.normal(size=shape[:1] + shape[2:] if v == "ps" else shape) for v in base}
+    dims = {v: ("time", "lat", "lon") if v == "ps" else ("time", "lev", "lat", "lon") for v in base}
+    xr.Dataset({v: (dims[v], truth[v]) for v in base}, coords={"time": t6, "lev": lev, "lat": lat, "lon": lon}).to_netcdf(root / "forcing.nc")
+    th = np.datetime64("2000-01-01T01", "ns") + np.arange(40 * 24) * np.timedelta64(1, "h")
+    tp = rng.uniform(0.0, 2e-4, size=(th.size, lat.size, lon.size))
+    xr.Dataset({"tp": (("valid_time", "lat", "lon"), tp)}, coords={"valid_time": th, "lat": lat, "lon": lon}).to_netcdf(root / "precip.nc")
+
+    free = slice(80, 120)  # days 20-30
+    names = {"vitu": "u", "vitv": "v", "temp": "t", "ovap": "q", "psol": "ps"}
+    shared = {v: amp[v] * rng.normal(size=truth[v][free].shape) for v in base}
+    shared_p = rng.uniform(0.0, 1.2, size=(40, lat.size, lon.size))
+
+    def history(path, bias, weather, precip_mm):
+        data = {k: (("time_counter", "lat", "lon") if v == "ps" else ("time_counter", "presnivs", "lat", "lon"), base[v] + bias.get(v, 0.0) + weather[v]) for k, v in names.items()}
+        data["precip"] = (("time_counter", "lat", "lon"), precip_mm / 21600.0)  # window-mean rate, kg m-2 s-1
+        xr.Dataset(data, coords={"time_counter": t6[free], "presnivs": lev, "lat": lat, "lon": lon}).to_netcdf(path)
+
+    runs = {}
+    for run, bias in (("control", 1.0), ("better", 0.3)):
+        for k in range(3):
+            name = run if k == 0 else f"{run}.m{k}"
+            if diverged:
+                weather = {v: amp[v] * rng.normal(size=shared[v].shape) for v in base}
+                precip = rng.uniform(0.0, 1.2, size=shared_p.shape)
+            else:
+                weather = {v: shared[v] + 1e-4 * amp[v] * rng.normal(size=shared[v].shape) for v in base}
+                precip = shared_p
+            history(root / f"{name}.nc", {"u": bias, "v": bias}, weather, precip)
+            (root / f"{name}.json").write_text('{"status": "ok"}')
+            runs[name] = (root / f"{name}.nc", root / f"{name}.json")
+    history(root / "nudged.nc", {}, {v: 0.1 * (truth[v][free] - base[v]) for v in base}, shared_p)
+    return runs
+
+
+@pytest.mark.parametrize("diverged", [True, False])
+def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(tmp_path, diverged):
+    from nudgeml.report import evaluate_runs
+
+    runs = _write_case(tmp_path, diverged=diverged)
+    ev = evaluate_runs(
+        [tmp_path / "forcing.nc"], [tmp_path / "precip.nc"], tmp_path / "nudged.nc", runs,
+        start=np.datetime64("2000-01-21T00:00"), end=np.datetime64("2000-01-31T00:00"), skip_days=0.0,
+        corrections={n: ("none" if n.startswith("control") else "mean (annual)") for n in runs},
+        truth_paths=[tmp_path / "forcing.nc"], truth_precip_paths=[tmp_path / "precip.nc"],
+    )
+    assert ev["window"]["n_analyses"] == 40 and ev["window"]["n_days"] == 10
+    assert ev["ensembles"]["better"]["used"] == ["better", "better.m1", "better.m2"]
+    u = ev["verdicts"]["better"]["vs_control"]["u"]
+    assert u["n"] == [3, 3] and u["delta"] < -0.5
+    if diverged:
+        assert ev["spread_saturated"] is True, ev["saturation"]
+        assert 0.5 < ev["saturation"]["u"]["ratio"] < 2.0
+        assert u["verdict"] == "better" and u["p"] < 0.05 and not u["ranges_overlap"]
+        assert ev["verdicts"]["better"]["vs_control"]["t"]["verdict"] == "not significant"  # no T bias either way
+    else:
+        assert ev["spread_saturated"] is False and ev["saturation"]["u"]["ratio"] < 0.01
+        assert u["verdict"] == "not concluded" and u["text"] == "not concluded (spread not saturated)"
+    row = next(r for r in ev["table"] if r["run"] == "better.m1")
+    assert row["vs_control"]["u"]["verdict"] == u["verdict"] and "vs_control" not in next(r for r in ev["table"] if r["run"] == "control.m1")
+    assert ev["lower_bound"]["u"]["holds"] is True  # the nudged run sits on the truth
+    page = _conclusion_html(ev)
+    assert ("class=banner" in page) is not diverged

@@ -67,7 +67,9 @@ def test_outputs_and_bias_check(workflow_run):
     assert runs == {"nudged", "control", "control.m1", "mean", "mean-monthly", "ml-mlp"}
     assert set(metrics["noise_floor"]) == {"u", "v", "t", "q", "ps", "precip"}
     page = (out / "report/index.html").read_text()
-    assert "data:image/png;base64," in page and "noise floor" in page and 'src="http' not in page, "self-contained"
+    assert "data:image/png;base64," in page and "field-to-field floor" in page and 'src="http' not in page, "self-contained"
+    assert page.index("What this report concludes") < page.index("Time-mean error"), "the page opens with its conclusion"
+    assert metrics["spread_saturated"] is False and "class=banner" in page, "2-day members have not diverged: the page says so"
 
 
 def test_dry_run_after_completion_has_nothing_to_do(workflow_run):

@@ -2,10 +2,14 @@
 
 Over the evaluation window (the free runs' period after ``report.skip_days``):
 
+* a conclusion block first: which ensembles of runs differ from the control and from the mean-tendency
+  baseline under the rule of ``nudgeml.significance`` (score ranges apart and Welch p < 0.05, >= 2
+  members each), whether the control members' spread has saturated (if not, nothing is concluded and a
+  banner says so), the evaluation window, and for which variables the nudged run is a lower bound;
 * a table of the area-weighted time-mean bias and RMSE of u, v, T, q, ps and precipitation for each run
-  and member, the nudged run as the lower bound, and the change against the control and against the
-  mean-tendency baseline; a change smaller than the **noise floor** (the RMSE between the time means of
-  the control's initial-condition members) is marked not significant;
+  and member, and the change against the control and against the mean-tendency baseline with its
+  verdict; the **field-to-field floor** (mean pairwise RMSE between the time means of the control's
+  members) as a second, labelled figure (it bounds the members' score differences, see docs/evaluation.md);
 * maps of the time-mean bias (u at an upper level, T at the lowest level, precipitation) and zonal-mean
   cross-sections of the u and T bias;
 * the distribution of daily precipitation: PDFs on log bins, percentiles (p50, p90, p99, p99.9), the
@@ -37,6 +41,17 @@ import xarray as xr
 from nudgeml.conventions import InputError, daily_totals_mm, read_histhf
 from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse
 from nudgeml.regrid import open_forcing
+from nudgeml.significance import (
+    NOT_CONCLUDED,
+    RULE_TEXT,
+    SATURATION_RATIO,
+    Comparison,
+    Saturation,
+    compare_scores,
+    independent_mean_spread,
+    not_concluded,
+    saturation,
+)
 
 STATE_VARS = ("u", "v", "t", "q", "ps")
 ALL_VARS = (*STATE_VARS, "precip")
@@ -137,6 +152,7 @@ class RunResult:
     name: str  # the run (member 0) or member name
     base: str  # the run it belongs to
     correction: str
+    ensemble: str
     status: dict[str, Any]
     means: dict[str, np.ndarray] = field(default_factory=dict)
     zonal: dict[str, np.ndarray] = field(default_factory=dict)
@@ -150,6 +166,36 @@ def _time_means(ds: xr.Dataset, times: np.ndarray, names: Sequence[str]) -> dict
     return {v: sel[v].mean("time").values.astype(np.float64) for v in names}
 
 
+def truth_mean_spread(
+    truth: xr.Dataset, truth_daily: xr.DataArray | None, lat: np.ndarray, n_steps: int, n_days: int
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Per variable (report units): the RMSE expected between two independent time means as long as the
+    evaluation window, within the truth's whole series (``n_steps`` analyses, ``n_days`` days of
+    precipitation); and, for the variables where it cannot be estimated, why."""
+    spread: dict[str, float] = {}
+    why: dict[str, str] = {}
+    tt = np.asarray(truth["time"].values, dtype="datetime64[s]")
+    steps = np.unique(np.diff(tt))
+    for v in STATE_VARS:
+        if steps.size != 1:
+            why[v] = "the truth's analyses are not evenly spaced"
+        elif tt.size < 2 * n_steps:
+            why[v] = f"the truth holds {tt.size} analyses, fewer than two windows of {n_steps}"
+        else:
+            spread[v] = SCALE[v] * independent_mean_spread(truth[v].values, n_steps, lat)
+    if truth_daily is None or n_days == 0:
+        why["precip"] = "no complete day of precipitation in the window"
+    else:
+        days = np.asarray(truth_daily["time"].values, dtype="datetime64[D]")
+        if days.size > 1 and np.any(np.diff(days) != np.timedelta64(1, "D")):
+            why["precip"] = "the truth's daily precipitation has gaps"
+        elif days.size < 2 * n_days:
+            why["precip"] = f"the truth holds {days.size} days of precipitation, fewer than two windows of {n_days}"
+        else:
+            spread["precip"] = independent_mean_spread(truth_daily.values, n_days, lat)
+    return spread, why
+
+
 def evaluate_runs(
     forcing_paths: Sequence[str | Path],
     precip_paths: Sequence[str | Path],
@@ -160,8 +206,15 @@ def evaluate_runs(
     end: np.datetime64,
     skip_days: float,
     corrections: Mapping[str, str],
+    ensembles: Mapping[str, Sequence[str]] | None = None,
+    truth_paths: Sequence[str | Path] | None = None,
+    truth_precip_paths: Sequence[str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Every statistic of the report (JSON-ready) plus the fields the figures need."""
+    """Every statistic of the report (JSON-ready) plus the fields the figures need.
+
+    ``ensembles``: ensemble name -> its runs and members (``nudgeml.significance.ensembles``; default:
+    each run with its own members). ``truth_paths``/``truth_precip_paths``: the truth's whole series
+    (the period), for the saturation check (default: the free-run months)."""
     truth = open_forcing(forcing_paths)
     lat = truth["lat"].values
     w_start = np.datetime64(start, "s") + np.timedelta64(int(skip_days * 86400), "s")
@@ -182,13 +235,25 @@ def evaluate_runs(
     truth_means["precip"] = t_daily.mean(axis=0) if t_daily.size else np.zeros_like(wcell)
     truth_precip = precip_summary(t_daily, t_w, None) if t_daily.size else {}
 
+    if ensembles is None:
+        ensembles = {}
+        for name in runs:
+            ensembles.setdefault(name.split(".m")[0], []).append(name)
+    ensemble_of = {m: e for e, ms in ensembles.items() for m in ms}
+    missing = sorted(set(runs) - set(ensemble_of))
+    if missing:
+        raise InputError(f"runs {missing} belong to no ensemble")
+
     results: list[RunResult] = []
     for name, (hist_path, status_path) in {"nudged": (nudged, None), **runs}.items():
         h = read_histhf(hist_path)
         status = json.loads(Path(status_path).read_text()) if status_path else {"status": "ok"}
         have = np.asarray(h["time"].values, dtype="datetime64[s]")
         common = np.intersect1d(window, have)
-        r = RunResult(name=name, base=name.split(".m")[0] if name != "nudged" else "nudged", correction=corrections.get(name, "nudging"), status=status, n_times=int(common.size))
+        r = RunResult(
+            name=name, base=name.split(".m")[0] if name != "nudged" else "nudged", correction=corrections.get(name, "nudging"),
+            ensemble=ensemble_of.get(name, name), status=status, n_times=int(common.size),
+        )
         if common.size == 0:
             r.status = {**status, "status": status.get("status", "failed"), "reason": status.get("reason", "no time in the evaluation window")}
             results.append(r)
@@ -205,14 +270,65 @@ def evaluate_runs(
         r.zonal = {v: (r.means[v] - tm[v]).mean(axis=-1) for v in ("u", "t")}
         results.append(r)
 
-    members = [r for r in results if r.base == "control" and r.means and r.status.get("status") == "ok" and r.n_times == window.size]
-    floor = noise_floor([r.means for r in members], lat)
+    def complete(r: RunResult) -> bool:  # a member whose score counts: ran to the end of the window
+        return bool(r.means) and r.status.get("status") == "ok" and r.n_times == window.size
+
     by_name = {r.name: r for r in results}
-    ref_control = by_name.get("control")
-    ref_mean = by_name.get("mean")
+    # the ensembles' scores: each complete member's RMSE of the time mean, per variable
+    ens: dict[str, dict[str, Any]] = {}
+    for e, names in ensembles.items():
+        used = [by_name[n] for n in names if n in by_name and complete(by_name[n])]
+        scores = {v: [r.metrics[v]["rmse"] for r in used if v in r.metrics] for v in ALL_VARS}
+        ens[e] = {
+            "runs": list(names), "used": [r.name for r in used], "correction": by_name[names[0]].correction if names[0] in by_name else "?",
+            "scores": {v: x for v, x in scores.items() if x},
+            "mean": {v: float(np.mean(x)) for v, x in scores.items() if x},
+            "range": {v: [float(min(x)), float(max(x))] for v, x in scores.items() if x},
+        }
+
+    ref_ens = {"control": ensemble_of.get("control"), "mean": ensemble_of.get("mean")}
+    control_members = [by_name[n] for n in ensembles.get(ref_ens["control"] or "", []) if n in by_name and complete(by_name[n])]
+    floor = noise_floor([r.means for r in control_members], lat)
+
+    # saturation: the control members' floor against independent same-length means within the truth
+    t_series = open_forcing(truth_paths) if truth_paths else truth
+    if truth_precip_paths:
+        t_tp = xr.open_mfdataset([str(p) for p in truth_precip_paths], combine="by_coords")["tp"]
+        t_series_daily: xr.DataArray | None = daily_totals_mm(t_tp)
+    else:
+        t_series_daily = daily_totals_mm(tp)
+    t_spread, t_why = truth_mean_spread(t_series, t_series_daily, lat, int(window.size), int(len(days)))
+    n_ctl = len(control_members)
+    sat: dict[str, Saturation] = {}
+    for v in ALL_VARS:
+        why = t_why.get(v, "") if v not in t_spread else ""
+        if v not in floor:
+            why = f"the control has {n_ctl} complete member{'s' if n_ctl != 1 else ''}, needs 2" if ref_ens["control"] else "no control run"
+        sat[v] = saturation(floor.get(v), t_spread.get(v), why_missing=why)
+    states = [s.saturated for s in sat.values()]
+    spread_saturated = False if False in states else (True if all(states) else None)
+
+    # the verdicts: every ensemble against the control's and the mean baseline's
+    verdicts: dict[str, dict[str, dict[str, Comparison]]] = {}
+    for e, info in ens.items():
+        for ref_name, ref in ref_ens.items():
+            if ref is None or ref == e or (ref_name == "mean" and e == ref_ens["control"]):
+                continue
+            out = {}
+            for v in ALL_VARS:
+                if v not in info["scores"] and v not in ens[ref]["scores"]:
+                    continue
+                c = compare_scores(info["scores"].get(v, []), ens[ref]["scores"].get(v, []))
+                if sat[v].saturated is False:
+                    c = not_concluded(c, "spread not saturated")
+                elif sat[v].saturated is None:
+                    c = not_concluded(c, f"spread saturation not assessable: {sat[v].reason}")
+                out[v] = c
+            verdicts.setdefault(e, {})[f"vs_{ref_name}"] = out
+
     table = []
     for r in results:
-        row: dict[str, Any] = {"run": r.name, "correction": r.correction, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics, "max_abs_u": r.status.get("max_abs_u")}
+        row: dict[str, Any] = {"run": r.name, "correction": r.correction, "ensemble": r.ensemble, "status": r.status.get("status", "ok"), "n_times": r.n_times, "metrics": r.metrics, "max_abs_u": r.status.get("max_abs_u")}
         guard = r.status.get("guard")
         if guard and guard.get("columns"):  # share of column-calls that fell back to the mean tendency
             row["fallback_share"] = guard["fallback_columns"] / guard["columns"]
@@ -220,21 +336,40 @@ def evaluate_runs(
             zu = r.zonal["u"]
             wl = np.cos(np.deg2rad(lat))[None, :] * np.ones_like(zu)
             row["zonal_u_bias"] = {"rmse": float(np.sqrt((zu**2 * wl).sum() / wl.sum())), "max_abs": float(np.abs(zu).max())}
-        for ref_name, ref in (("control", ref_control), ("mean", ref_mean)):
-            if ref is None or ref is r or not ref.metrics or not r.metrics:
+        for ref_name, ref in ref_ens.items():
+            got = verdicts.get(r.ensemble, {}).get(f"vs_{ref_name}")
+            if got is None or not r.metrics or ref is None:
                 continue
+            # the change: this run's score minus the reference ensemble's mean score; the verdict is its ensemble's
             row[f"vs_{ref_name}"] = {
-                v: {"delta_rmse": r.metrics[v]["rmse"] - ref.metrics[v]["rmse"], "significant": (abs(r.metrics[v]["rmse"] - ref.metrics[v]["rmse"]) > floor[v]) if v in floor else None}
-                for v in r.metrics
-                if v in ref.metrics
+                v: {"delta_rmse": r.metrics[v]["rmse"] - ens[ref]["mean"][v], "significant": c.significant, "verdict": c.verdict}
+                for v, c in got.items()
+                if v in r.metrics and v in ens[ref]["mean"]
             }
         table.append(row)
-    member_rmse = {v: [m.metrics[v]["rmse"] for m in members if v in m.metrics] for v in ALL_VARS}
+
+    # the nudged run is a lower bound for a variable only where its RMSE is <= every free run's
+    lower_bound = {}
+    nudged_r = by_name.get("nudged")
+    for v in ALL_VARS:
+        free = [(r.name, r.metrics[v]["rmse"]) for r in results if r.name != "nudged" and v in r.metrics]
+        if nudged_r is None or v not in nudged_r.metrics or not free:
+            continue
+        best = min(free, key=lambda x: x[1])
+        lower_bound[v] = {"holds": nudged_r.metrics[v]["rmse"] <= best[1], "nudged": nudged_r.metrics[v]["rmse"], "best_free_run": best[0], "best_free_rmse": best[1]}
+
+    member_rmse = {v: [m.metrics[v]["rmse"] for m in control_members if v in m.metrics] for v in ALL_VARS}
     return {
-        "window": {"start": str(w_start), "end": str(end), "n_analyses": int(window.size), "n_days": int(len(days))},
-        "noise_floor": floor,
-        "control_members": [m.name for m in members],
+        "window": {"start": str(w_start), "end": str(end), "n_analyses": int(window.size), "n_days": int(len(days)), "skip_days": float(skip_days)},
+        "rule": RULE_TEXT,
+        "noise_floor": floor,  # the field-to-field floor (kept under its old key)
+        "control_members": [m.name for m in control_members],
         "control_rmse_spread": {v: (float(max(x) - min(x)) if len(x) > 1 else None) for v, x in member_rmse.items()},
+        "saturation": {v: s.to_json() for v, s in sat.items()},
+        "spread_saturated": spread_saturated,
+        "ensembles": ens,
+        "verdicts": {e: {k: {v: c.to_json() for v, c in d.items()} for k, d in refs.items()} for e, refs in verdicts.items()},
+        "lower_bound": lower_bound,
         "table": table,
         "precipitation": {"truth": truth_precip, **{r.name: r.precip for r in results if r.precip}},
         "_fields": {"results": results, "truth_means": truth_means, "lat": lat, "lon": truth["lon"].values, "lev": truth["lev"].values},
@@ -416,7 +551,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
 .better{color:#0a6e2e;font-weight:600}.worse{color:#a8161b;font-weight:600}.ns{color:#777}
-.failed{background:#fde2e2}.note{color:#555;font-size:.9em}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
+.failed{background:#fde2e2}.banner{background:#fff3cd;border:2px solid #c99a06;padding:.7em 1em;margin:1em 0}.note{color:#555;font-size:.9em}img{max-width:100%}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 """
 
 
@@ -430,6 +565,121 @@ def _fmt(x: Any, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "–"
     return f"{x:.{nd}f}"
+
+
+_ABBREV = {"not significant": "ns", "not testable": "nt", "not concluded": "nc"}
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(items) if items else "none"
+
+
+def _short(c: Mapping[str, Any]) -> str:
+    """A verdict in a table cell (the reasons are stated once above it; the full text is the cell's tooltip)."""
+    if c["verdict"] == "not testable":
+        return f"not testable ({c['n'][0]} vs {c['n'][1]} members)"
+    if c["verdict"] == NOT_CONCLUDED:
+        return "not concluded"
+    p = "p < 0.001" if c["p"] < 1e-3 else f"p = {c['p']:.3f}"
+    return f"{c['verdict']} ({c['delta']:+.3g}, {p})"
+
+
+def _conclusion_html(ev: Mapping[str, Any]) -> str:
+    """The block the page opens with: what can and cannot be concluded."""
+    w = ev["window"]
+    sat = ev["saturation"]
+    parts = []
+    unsat = [v for v, s in sat.items() if s["saturated"] is False]
+    unknown = [v for v, s in sat.items() if s["saturated"] is None]
+    if unsat or unknown:
+        detail = "; ".join(
+            f"{v}: floor {_fmt(s['member_spread'])} vs {_fmt(s['truth_spread'])} {UNITS[v]} in the truth" if s["saturated"] is False else f"{v}: {s['reason']}"
+            for v, s in sat.items()
+            if s["saturated"] is not True
+        )
+        head = ("The control members' spread has not saturated" + (f" for {', '.join(unsat)}" if unsat else "")) if unsat else "Whether the control members' spread has saturated cannot be checked"
+        if unsat and unknown:
+            head += f", and cannot be checked for {', '.join(unknown)}"
+        parts.append(
+            f'<div class=banner><b>{html.escape(head)}.</b> Their time means differ far less than two independent stretches of the truth as long '
+            f"as the window do ({html.escape(detail)}), so the members' scores are too close to judge by: no difference is concluded for "
+            "these variables (marked <i>not concluded</i>). This run shows the machinery, not a result; a longer free run "
+            "(or larger initial perturbations) lets the members diverge.</div>"
+        )
+    parts.append(
+        f"<p><b>Evaluation window</b> {html.escape(w['start'])} – {html.escape(w['end'])}: {w['n_analyses']} six-hourly analyses, {w['n_days']} complete day{'s' if w['n_days'] != 1 else ''} "
+        f"of precipitation, after the free runs' first {w.get('skip_days', 0):g} days (spin-in, <code>report.skip_days</code>).</p>"
+    )
+    parts.append(f"<p><b>Rule.</b> {html.escape(ev['rule'])} See docs/evaluation.md.</p>")
+
+    verdicts = ev["verdicts"]
+    lines = []
+    for ref, label in (("vs_control", "the control"), ("vs_mean", "the mean-tendency baseline")):
+        found = []
+        for e, refs in verdicts.items():
+            sig = [f"{v} {c['verdict']}" for v, c in refs.get(ref, {}).items() if c["significant"]]
+            if sig:
+                found.append(f"<b>{html.escape(e)}</b> ({', '.join(sig)})")
+        withheld = sorted({e for e, refs in verdicts.items() for c in refs.get(ref, {}).values() if c["verdict"] == NOT_CONCLUDED})
+        untestable = sorted({e for e, refs in verdicts.items() for c in refs.get(ref, {}).values() if c["verdict"] == "not testable"})
+        if not any(ref in refs for refs in verdicts.values()):
+            lines.append(f"<li>Against {label}: no such run in this configuration.</li>")
+            continue
+        text = f"<li>Differ significantly from {label}: {', '.join(found) if found else 'none'}."
+        if withheld:
+            text += f" Not concluded: {html.escape(_names(withheld))}."
+        if untestable:
+            text += f" Not testable (fewer than 2 complete members on a side): {html.escape(_names(untestable))}."
+        lines.append(text + "</li>")
+    lb = ev.get("lower_bound", {})
+    holds = [v for v, x in lb.items() if x["holds"]]
+    fails = [f"{v} (nudged {_fmt(x['nudged'])} &gt; {html.escape(x['best_free_run'])} {_fmt(x['best_free_rmse'])} {UNITS[v]})" for v, x in lb.items() if not x["holds"]]
+    if lb:
+        text = f"<li>The nudged run is a lower bound (its RMSE is at most every free run's) for: {_names(holds)}."
+        if fails:
+            text += f" It is not for: {', '.join(fails)}."
+        lines.append(text + "</li>")
+    parts.append(f"<ul>{''.join(lines)}</ul>")
+
+    head = "".join(f"<th>{v}<br>({UNITS[v]})</th>" for v in ALL_VARS)
+    rows = []
+    for e, refs in verdicts.items():
+        info = ev["ensembles"][e]
+        cells = []
+        for v in ALL_VARS:
+            rng = info["range"].get(v)
+            cell = f"{_fmt(info['mean'][v])} [{_fmt(rng[0])}, {_fmt(rng[1])}]" if rng else "–"
+            for ref in ("vs_control", "vs_mean"):
+                c = refs.get(ref, {}).get(v)
+                if c is None:
+                    continue
+                tag = {"better": "better", "worse": "worse"}.get(c["verdict"], "ns")
+                cell += f'<br><span class="{tag}" title="{html.escape(c["text"])}">{ref[3:]}: {html.escape(_short(c))}</span>'
+            cells.append(f"<td>{cell}</td>")
+        n = len(info["used"])
+        rows.append(f"<tr><td>{html.escape(e)}<br><span class=note>{html.escape(info['correction'])}, {n} complete member{'s' if n != 1 else ''}</span></td>{''.join(cells)}</tr>")
+    for e in (x for x in ev["ensembles"] if x not in verdicts):  # the control: the reference, no verdict of its own
+        info = ev["ensembles"][e]
+        cells = "".join(
+            f"<td>{_fmt(info['mean'][v])} [{_fmt(info['range'][v][0])}, {_fmt(info['range'][v][1])}]</td>" if v in info["range"] else "<td>–</td>" for v in ALL_VARS
+        )
+        rows.insert(0, f"<tr><td>{html.escape(e)}<br><span class=note>reference, {len(info['used'])} complete members</span></td>{cells}</tr>")
+    parts.append(
+        "<p class=note>Per ensemble: mean score and [min, max] over its complete members (RMSE of the time mean), then the verdict against the control and "
+        "the mean baseline (difference of mean scores, whether the ranges overlap, Welch p).</p>"
+        f"<table><tr><th>ensemble</th>{head}</tr>{''.join(rows)}</table>"
+    )
+    srows = "".join(
+        f"<tr><td>{v}</td><td>{_fmt(s['member_spread'])}</td><td>{_fmt(s['truth_spread'])}</td><td>{_fmt(s['ratio'], 2)}</td>"
+        f"<td>{'yes' if s['saturated'] else ('no' if s['saturated'] is False else html.escape('not assessable: ' + s['reason']))}</td></tr>"
+        for v, s in sat.items()
+    )
+    parts.append(
+        "<p class=note>Saturation: the field-to-field floor (mean pairwise RMSE between the control members' time means) against the RMSE between two "
+        "independent time means of the window's length within the truth's whole series (overlapping batch means); saturated from a ratio of "
+        f"{SATURATION_RATIO:g}.</p><table><tr><th>variable</th><th>field-to-field floor</th><th>independent truth means</th><th>ratio</th><th>saturated</th></tr>{srows}</table>"
+    )
+    return "<h2>What this report concludes</h2>" + "".join(parts)
 
 
 def _table_html(ev: Mapping[str, Any]) -> str:
@@ -448,12 +698,14 @@ def _table_html(ev: Mapping[str, Any]) -> str:
                 d = row.get(f"vs_{ref}", {}).get(v)
                 if d is None:
                     continue
-                tag = "ns" if d["significant"] is False else ("better" if d["delta_rmse"] < 0 else "worse")
-                rm += f'<br><span class="{tag}">{d["delta_rmse"]:+.3f} vs {ref}</span>'
+                verdict = d.get("verdict", "")
+                tag = {"better": "better", "worse": "worse"}.get(verdict, "ns")
+                mark = "" if tag != "ns" else f" ({_ABBREV.get(verdict, 'ns')})"
+                rm += f'<br><span class="{tag}" title="{html.escape(verdict)}">{d["delta_rmse"]:+.3f} vs {ref}{mark}</span>'
             cells.append(f"<td>{rm}</td><td>{_fmt(mv['bias']) if mv else '–'}</td>")
         rows.append(f"<tr{cls}><td>{html.escape(row['run'])}<br><span class=note>{row['correction']}, {row['status']}</span></td>{''.join(cells)}</tr>")
     floor_row = "".join(f"<td>{_fmt(floor.get(v))}</td><td></td>" for v in ALL_VARS)
-    rows.append(f"<tr><td><i>noise floor</i><br><span class=note>control members</span></td>{floor_row}</tr>")
+    rows.append(f"<tr><td><i>field-to-field floor</i><br><span class=note>control members</span></td>{floor_row}</tr>")
     return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -488,7 +740,6 @@ def _stability_table(statuses: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str) -> str:
-    w = ev["window"]
     cfg_text = json.dumps({k: v for k, v in config.items() if k != "resources"}, indent=1, default=str)
     floor = ", ".join(f"{v} {_fmt(x)} {UNITS[v]}" for v, x in ev["noise_floor"].items()) or "not available (needs >= 2 control members)"
     offline_rows = "".join(
@@ -497,13 +748,14 @@ def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], s
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>nudgeml report</title><style>{CSS}</style></head><body>
 <h1>nudgeml: free runs against the truth</h1>
-<p class=note>Evaluation window {html.escape(w['start'])} – {html.escape(w['end'])} ({w['n_analyses']} six-hourly analyses, {w['n_days']} complete days),
-out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
+{_conclusion_html(ev)}
+<p class=note>The evaluation window lies out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
 <h2>Time-mean error</h2>
-<p class=note>Area-weighted RMSE and bias of the time mean (levels weigh equally). Changes against the control (and, for ML runs, the mean-tendency baseline)
-smaller than the noise floor are <span class=ns>grey</span> (not significant); <span class=better>green</span> is better, <span class=worse>red</span> worse.
-Noise floor (mean pairwise RMSE between the control's initial-condition members): {html.escape(floor)}.
-The nudged run is the lower bound.</p>
+<p class=note>Area-weighted RMSE and bias of the time mean (levels weigh equally). Under each RMSE, its change against the control's mean score (and, for ML
+runs, the mean-tendency baseline's), coloured by its ensemble's verdict under the rule above: <span class=better>green</span> significantly better,
+<span class=worse>red</span> significantly worse, <span class=ns>grey</span> (ns) not significant, (nt) not testable, (nc) not concluded.
+Field-to-field floor (mean pairwise RMSE between the control members' time-mean fields; a second figure, not the test: two members' scores can never
+differ by more than it): {html.escape(floor)}.</p>
 {_table_html(ev)}
 <h2>Bias maps</h2>{_img(figures.get('maps'), 'bias maps')}
 <h2>Zonal-mean bias</h2>{_img(figures.get('zonal'), 'zonal-mean bias')}
@@ -547,7 +799,9 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
             d = vm.get(v)
             if d is None:
                 return "–"
-            return f"{d['delta_rmse']:+.2f}" + ("" if d["significant"] else " (ns)")
+            if "verdict" in d:
+                return f"{d['delta_rmse']:+.2f}" + ("" if d["significant"] else f" ({_ABBREV.get(d['verdict'], 'ns')})")
+            return f"{d['delta_rmse']:+.2f}" + ("" if d["significant"] else " (ns)")  # a metrics.json from before the rule
 
         z = r.get("zonal_u_bias", {})
         p = precip.get(name, {})
@@ -555,10 +809,37 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
             f"| {name} | {r['correction']} | {state} | {m['u']['rmse']:.2f} | {m['v']['rmse']:.2f} | {m['t']['rmse']:.2f} | {m['q']['rmse']:.3f} | "
             f"{m['precip']['rmse']:.2f} | {z.get('rmse', float('nan')):.2f} / {z.get('max_abs', float('nan')):.1f} | {_fmt(p.get('perkins'), 3)} | {_fmt(p.get('wasserstein'), 2)} | {delta('u')} | {delta('v')} |"
         )
-    lines.append(f"| noise floor | control members | | {floor.get('u', float('nan')):.2f} | {floor.get('v', float('nan')):.2f} | {floor.get('t', float('nan')):.2f} | {floor.get('q', float('nan')):.3f} | {floor.get('precip', float('nan')):.2f} | | | | | |")
+    lines.append(f"| field-to-field floor | control members | | {floor.get('u', float('nan')):.2f} | {floor.get('v', float('nan')):.2f} | {floor.get('t', float('nan')):.2f} | {floor.get('q', float('nan')):.3f} | {floor.get('precip', float('nan')):.2f} | | | | | |")
     w = metrics["window"]
     lines.append("")
-    lines.append(f"Evaluation window {w['start']} – {w['end']} ({w['n_analyses']} analyses). RMSE of the time mean, area-weighted; u, v in m/s, T in K, q in g/kg, precipitation in mm/day; (ns): smaller than the noise floor.")
+    if "verdicts" not in metrics:  # a metrics.json from before the rule
+        lines.append(f"Evaluation window {w['start']} – {w['end']} ({w['n_analyses']} analyses). RMSE of the time mean, area-weighted; u, v in m/s, T in K, q in g/kg, precipitation in mm/day; (ns): smaller than the noise floor.")
+    else:
+        lines.append(
+            f"Evaluation window {w['start']} – {w['end']} ({w['n_analyses']} analyses). RMSE of the time mean, area-weighted; u, v in m/s, T in K, q in g/kg, "
+            "precipitation in mm/day. Δ: the run's RMSE minus the mean baseline's mean score; unmarked: its ensemble differs significantly, "
+            "(ns) not significant, (nt) not testable, (nc) not concluded. The field-to-field floor is a second figure, not the test."
+        )
+        lines.append("")
+        lines.append(f"Rule: {metrics['rule']}")
+        lines.append("")
+        sat = metrics.get("saturation", {})
+        unsat = [v for v, x in sat.items() if x["saturated"] is not True]
+        lines.append(
+            "Spread saturated for every variable." if not unsat
+            else "**Spread not saturated (or not assessable) for " + ", ".join(f"{v} ({x['reason']})" for v, x in sat.items() if x["saturated"] is not True) + ": not concluded.**"
+        )
+        lines.append("")
+        for e, refs in metrics["verdicts"].items():
+            for ref, d in refs.items():
+                by_text: dict[str, list[str]] = {}  # variables with the same verdict and reason on one line
+                for v, c in d.items():
+                    by_text.setdefault(c["text"], []).append(v)
+                lines.append(f"- {e} {ref.replace('_', ' ')}: " + "; ".join(f"{', '.join(vs)} {text}" for text, vs in by_text.items()))
+        lb = metrics.get("lower_bound", {})
+        if lb:
+            lines.append("")
+            lines.append("Nudged run a lower bound for: " + (", ".join(v for v, x in lb.items() if x["holds"]) or "none") + ".")
     if offline:
         lines.append("Offline R² (test split): " + ", ".join(f"{k} {v:.2f}" for k, v in offline.items()) + ".")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import re
 from nudgeml.config import check_consistency, expand_path, months_between
 from nudgeml.coupled import run_names
 from nudgeml.iterate import MEAN_CHAINS, chain_correction, chains, mean_chain
+from nudgeml.significance import ensembles
 
 check_consistency(config)
 
@@ -11,6 +12,7 @@ OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
 FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
+ENSEMBLES = ensembles(config["free_runs"]["runs"], RUNS)  # the report's ensembles; a bad `ensemble` key fails here, before any run
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 

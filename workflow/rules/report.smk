@@ -5,6 +5,9 @@ rule report:
     input:
         forcing=forcing_files(FREE_MONTHS),
         precip=[f"{OUT}/forcing/precip_{m}.nc" for m in FREE_MONTHS],
+        # the truth's whole period: the spread of independent window means, for the saturation check
+        truth=forcing_files(MONTHS),
+        truth_precip=[f"{OUT}/forcing/precip_{m}.nc" for m in MONTHS],
         nudged=rules.nudged.output.histhf,
         histhf=expand(f"{OUT}/free/{{run}}/histhf.nc", run=RUNS),
         status=expand(f"{OUT}/free/{{run}}/status.json", run=RUNS),
@@ -17,6 +20,7 @@ rule report:
         precip=report(f"{OUT}/report/precip_distribution.png", caption="../report/precip_distribution.rst", category="Precipitation"),
     params:
         runs=RUNS,
+        ensembles=ENSEMBLES,
         models=config["train"]["models"],
         free_runs=config["free_runs"],
         report=config["report"],

@@ -27,6 +27,7 @@ with rule_logging(snakemake.log[0]) as log:
         list(i.forcing), list(i.precip), i.nudged, runs,
         start=np.datetime64(p.free_runs["start"], "s"), end=np.datetime64(p.free_runs["end"], "s"),
         skip_days=float(p.report["skip_days"]), corrections=corrections,
+        ensembles=dict(p.ensembles), truth_paths=list(i.truth), truth_precip_paths=list(i.truth_precip),
     )
     statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
     offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}
@@ -45,4 +46,8 @@ with rule_logging(snakemake.log[0]) as log:
     write_text_atomic(o.html, page)
     for row in ev["table"]:
         log.info("%-14s %s", row["run"], "  ".join(f"{v} {m['rmse']:.3f}" for v, m in row["metrics"].items()))
-    log.info("noise floor %s", ev["noise_floor"])
+    log.info("field-to-field floor %s", ev["noise_floor"])
+    log.info("spread saturated: %s (%s)", ev["spread_saturated"], "; ".join(f"{v} {s['reason']}" for v, s in ev["saturation"].items()))
+    for e, refs in ev["verdicts"].items():
+        for ref, d in refs.items():
+            log.info("%-14s %s: %s", e, ref, "; ".join(f"{v} {c['text']}" for v, c in d.items()))
