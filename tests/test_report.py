@@ -247,3 +247,23 @@ def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(
     assert ev["lower_bound"]["u"]["holds"] is True  # the nudged run sits on the truth
     page = _conclusion_html(ev)
     assert ("class=banner" in page) is not diverged
+
+
+def test_mean_coverage_names_the_window_months_without_training_data(tmp_path):
+    """The embedded default's case: training in Feb, free runs in March -> the monthly climatology is
+    the annual mean there, and the page says so (it never read samples_per_month before)."""
+    import json as _json
+
+    from nudgeml.report import _coverage_html, _share, mean_coverage
+
+    counts = np.zeros(12, np.int32)
+    counts[0], counts[1] = 4, 80
+    xr.Dataset({"samples_per_month": (("month",), counts)}, coords={"month": np.arange(1, 13)},
+               attrs={"training_blocks": _json.dumps([["2000-01-31T00:00:00", "2000-02-21T18:00:00"]])}).to_netcdf(tmp_path / "mean.nc")
+    cov = mean_coverage(tmp_path / "mean.nc", np.datetime64("2000-02-28T00:00"), np.datetime64("2000-03-21T00:00"))
+    assert cov["window_months"] == [2, 3] and cov["window_months_without_data"] == [3]
+    page = _coverage_html(cov)
+    assert "covering Jan, Feb" in page and "month(s) Mar had no training data" in page
+    full = mean_coverage(tmp_path / "mean.nc", np.datetime64("2000-01-31T00:00"), np.datetime64("2000-02-21T00:00"))
+    assert "Every month of the evaluation window had training data" in _coverage_html(full)
+    assert _share(16330, 65536) == "16330 of 65536 (25 %)" and _share(None, 10) == "–"

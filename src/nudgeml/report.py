@@ -395,7 +395,9 @@ def _main_runs(results: Sequence[RunResult]) -> list[RunResult]:
     return [r for r in results if r.means and ".m" not in r.name]
 
 
-def figure_maps(ev: Mapping[str, Any], upper_level_hpa: float) -> bytes:
+def figure_maps(ev: Mapping[str, Any], upper_level_hpa: float, land_fraction: np.ndarray | None = None) -> bytes:
+    """Bias maps of the main runs; ``land_fraction`` ``(lat, lon)`` of the model grid draws the coasts
+    (its 0.5 contour)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -420,9 +422,13 @@ def figure_maps(ev: Mapping[str, Any], upper_level_hpa: float) -> bytes:
                 ax.set_axis_off()
                 continue
             im = ax.pcolormesh(f["lon"], f["lat"], v, cmap=cmap, vmin=-vmax, vmax=vmax, shading="nearest")
+            if land_fraction is not None:
+                ax.contour(f["lon"], f["lat"], land_fraction, levels=[0.5], colors="k", linewidths=0.5)
             ax.set_title(f"{r.name}: {title}", fontsize=8)
             ax.set_xticks([0, 90, 180, 270])
             ax.set_yticks([-60, 0, 60])
+            ax.set_xlabel("longitude (°E)", fontsize=7)
+            ax.set_ylabel("latitude (°N)", fontsize=7)
             ax.tick_params(labelsize=7)
         fig.colorbar(im, ax=axes[:, j], shrink=0.6, location="bottom", ticks=np.linspace(-vmax, vmax, 5), format="%.2g")
     return _png(fig)
@@ -724,22 +730,68 @@ def _precip_table(ev: Mapping[str, Any]) -> str:
     return f"<table><tr><th>daily precip (mm/day)</th>{head}</tr>{''.join(rows)}</table>"
 
 
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def mean_coverage(mean_file: str | Path, start: np.datetime64, end: np.datetime64) -> dict[str, Any]:
+    """Which calendar months the mean tendency was computed from, and which months of the evaluation
+    window ``[start, end]`` have none (there a monthly climatology is the annual mean: ``mean-monthly``
+    then equals ``mean``)."""
+    with xr.open_dataset(mean_file) as ds:
+        if "samples_per_month" not in ds:
+            raise InputError(f"{mean_file}: mean tendency file has no 'samples_per_month'")
+        counts = {int(m): int(n) for m, n in zip(ds["month"].values, ds["samples_per_month"].values)}
+        blocks = json.loads(ds.attrs["training_blocks"]) if "training_blocks" in ds.attrs else [[ds.attrs.get("training_start"), ds.attrs.get("training_end")]]
+    days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
+    window = sorted({int(str(d)[5:7]) for d in days})
+    return {
+        "samples_per_month": counts,
+        "training_blocks": blocks,
+        "window_months": window,
+        "window_months_without_data": [m for m in window if counts.get(m, 0) == 0],
+    }
+
+
+def _coverage_html(cov: Mapping[str, Any] | None) -> str:
+    if not cov:
+        return ""
+    have = [MONTH_NAMES[m - 1] for m, n in sorted(cov["samples_per_month"].items()) if n > 0]
+    missing = [MONTH_NAMES[m - 1] for m in cov["window_months_without_data"]]
+    blocks = cov["training_blocks"]
+    text = (f"The mean-tendency baseline was computed from {len(blocks)} training block(s), {html.escape(str(blocks[0][0]))} – {html.escape(str(blocks[-1][1]))}, "
+            f"covering {', '.join(have) or 'no month'}. ")
+    if missing:
+        text += (f"The evaluation window's month(s) {', '.join(missing)} had no training data: there a monthly climatology falls back to the "
+                 "annual mean, so a <code>climatology: monthly</code> run equals the annual-mean run in those months.")
+    else:
+        text += "Every month of the evaluation window had training data."
+    return f"<p class=note>{text}</p>"
+
+
+def _share(part: Any, whole: Any) -> str:
+    """``part of whole (x %)``: a count is read against its denominator."""
+    if part is None or not whole:
+        return "–"
+    return f"{part} of {whole} ({100 * part / whole:.2g} %)"
+
+
 def _stability_table(statuses: Mapping[str, Mapping[str, Any]]) -> str:
     rows = []
     for name, s in statuses.items():
         g = s.get("guard", {})
+        fallback = _share(g.get("fallback_columns"), g.get("columns"))
         share = s.get("inference_share")
         cls = ' class="failed"' if s.get("status") != "ok" else ""
         rows.append(
             f"<tr{cls}><td>{html.escape(name)}</td><td>{s.get('status')}</td><td>{s.get('windows_done')}/{s.get('n_windows')}</td><td>{_fmt(s.get('max_abs_u'), 1)}</td>"
-            f"<td>{html.escape(str(s.get('reason', '')))}</td><td>{g.get('fallback_columns', '–')}</td><td>{g.get('clipped_values', '–')}</td>"
+            f"<td>{html.escape(str(s.get('reason', '')))}</td><td>{fallback}</td><td>{g.get('clipped_values', '–')}</td>"
             f"<td>{_fmt(100 * share, 2) + ' %' if share is not None else '–'}</td><td>{_fmt(s.get('wall_s'), 1)}</td></tr>"
         )
     return ("<table><tr><th>run</th><th>status</th><th>6-h windows</th><th>max |u| (m/s)</th><th>diagnosis</th>"
-            "<th>fallback columns</th><th>clipped values</th><th>inference share</th><th>wall (s)</th></tr>" + "".join(rows) + "</table>")
+            "<th>fallback column-windows</th><th>clipped values</th><th>inference share</th><th>wall (s)</th></tr>" + "".join(rows) + "</table>")
 
 
-def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str) -> str:
+def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str, coverage: Mapping[str, Any] | None = None) -> str:
     cfg_text = json.dumps({k: v for k, v in config.items() if k != "resources"}, indent=1, default=str)
     floor = ", ".join(f"{v} {_fmt(x)} {UNITS[v]}" for v, x in ev["noise_floor"].items()) or "not available (needs >= 2 control members)"
     offline_rows = "".join(
@@ -749,6 +801,7 @@ def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], s
 <html lang="en"><head><meta charset="utf-8"><title>nudgeml report</title><style>{CSS}</style></head><body>
 <h1>nudgeml: free runs against the truth</h1>
 {_conclusion_html(ev)}
+{_coverage_html(coverage)}
 <p class=note>The evaluation window lies out of sample: after every block the models and the mean tendency were trained on. Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {html.escape(commit)}.</p>
 <h2>Time-mean error</h2>
 <p class=note>Area-weighted RMSE and bias of the time mean (levels weigh equally). Under each RMSE, its change against the control's mean score (and, for ML
@@ -766,7 +819,7 @@ differ by more than it): {html.escape(floor)}.</p>
 <h2>Offline skill</h2>
 <table><tr><th>model</th><th>R² du</th><th>R² dv</th></tr>{offline_rows}</table>{_img(figures.get('offline'), 'offline skill')}
 <h2>Stability and the guard</h2>{_stability_table(statuses)}{_img(figures.get('guard'), 'guard counts')}
-<h2>Configuration</h2><pre>{html.escape(cfg_text)}</pre>
+<h2>Configuration</h2><details><summary>the configuration this report was made with (less <code>resources</code>)</summary><pre>{html.escape(cfg_text)}</pre></details>
 <h2>Software</h2><pre>{html.escape(json.dumps(dict(versions), indent=1))}</pre>
 </body></html>
 """
