@@ -44,6 +44,8 @@ def bias_check(forcing_paths: Sequence[str | Path], runs: Mapping[str, str | Pat
 def format_table(result: Mapping[str, Mapping[str, float]]) -> str:
     period = result["_period"]
     lines = [f"RMSE of the time mean vs truth, {period['start']} - {period['end']} ({period['n_times']} analyses), area-weighted",
+             "window: every analysis the runs and the truth share, the first one included (the report's window skips "
+             "report.skip_days of spin-in, so its RMSEs differ)",
              f"{'run':<16}{'u (m/s)':>10}{'v (m/s)':>10}{'T (K)':>10}"]
     for name, row in result.items():
         if name.startswith("_"):
