@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,8 @@ def test_resume_continues_an_interrupted_run(tmp_path, linear):
     assert first["epochs_run"] == 2 and first["resumed_from"] is None
     (out / "checkpoints" / "COMPLETE").unlink()  # as if the job had been cut after epoch 2
     second = train_mlp(store, out, MLPConfig(max_epochs=4, **FAST))
-    assert second["resumed_from"].endswith("last.ckpt")
+    assert second["resumed_from"] == "checkpoints/last.ckpt", "relative to the model folder"
+    assert not Path(second["best_checkpoint"]).is_absolute()
     assert second["epochs_run"] == 4
     assert second["global_step"] == 2 * first["global_step"], "epochs 3-4 only, not 1-4 again"
     metrics = read_metrics(out)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nudgeml.atomic import write_text_atomic
 from nudgeml.data import ColumnBatches
 from nudgeml.export import NormalizedModel
 from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
@@ -229,16 +230,17 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         "kind": "mlp",
         "epochs_run": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
-        "best_checkpoint": str(best_path),
+        # relative to the model's folder: the summary stays true when the results folder moves
+        "best_checkpoint": os.path.relpath(best_path, out),
         "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
         "monitor": monitor,
-        "resumed_from": resume,
+        "resumed_from": os.path.relpath(resume, out) if resume else None,
         "n_features": n_in,
         "n_targets": n_out,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
     save_trained(out / "trained.pt", "mlp", physical, summary)
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     mark_complete(out / "checkpoints")
     return summary
 
