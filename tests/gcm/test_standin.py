@@ -218,3 +218,19 @@ def test_large_scale_filter_keeps_planetary_scales_and_removes_the_rest(nudged):
     np.testing.assert_allclose(lv2, lv, atol=1e-5)
     with pytest.raises(ValueError, match="outside"):
         g.large_scale_winds(u, v, g.grid.truncation + 1)
+
+
+def test_grid_orography_is_the_one_the_dynamics_integrate_over(truth):
+    """The lowest level's geopotential, which the core derives from its own orography, sits one
+    hypsometric layer above the grid's surface geopotential: the regridded truth's ps is moved onto it.
+    With jcm's ``phis0`` (another truncation) this was off by up to ~1200 m over the Himalaya at T21."""
+    from nudgeml.gcm.standin import GRAVITY_M_S2, RD_J_KG_K
+
+    _, states = truth
+    s = states[-1]
+    g = StandinGCM(GCMConfig(21), T0)  # the same grid and orography as the truth's
+    layer = RD_J_KG_K * s.t[0] * np.log(1.0 / g.grid.sigma[0])  # surface -> lowest level
+    off_m = (s.z[0] - g.grid.surface_geopotential - layer) / GRAVITY_M_S2
+    assert np.abs(off_m).max() < 10.0, f"grid orography off the dynamics' by up to {np.abs(off_m).max():.0f} m"
+    phis0 = from_jcm(np.asarray(g.model.dycore.terrain.phis0, np.float64))
+    assert np.abs((s.z[0] - phis0 - layer) / GRAVITY_M_S2).max() > 500.0, "the physics' phis0 is another orography"

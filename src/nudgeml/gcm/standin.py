@@ -327,7 +327,7 @@ class StandinGCM:
             lat_deg=lat,
             lon_deg=lon,
             sigma=sigma_top_first[::-1].copy(),
-            surface_geopotential=from_jcm(np.asarray(terrain.phis0, dtype=np.float64)),
+            surface_geopotential=from_jcm(self._dynamics_surface_geopotential()),
             land_fraction=from_jcm(np.asarray(terrain.fmask, dtype=np.float64)),
             truncation=cfg.truncation,
         )
@@ -339,6 +339,23 @@ class StandinGCM:
         self._inv_tau = jnp.zeros((self._nlev,), dtype=jnp.float32)
         self.time = self.start_time
         self._started = False
+
+    def _dynamics_surface_geopotential(self) -> np.ndarray:
+        """The surface geopotential (m2 s-2, jcm layout) that the dynamics integrate over.
+
+        jcm hands the dinosaur core ``terrain.orog`` spectrally truncated with the two highest
+        wavenumbers clipped, while ``terrain.phis0`` (the physics' surface geopotential) is another,
+        smoother truncation: at T21 the two differ by up to ~1200 m over the Himalaya. The model's
+        surface pressure sits on the dynamics' orography, so a truth moved to ``phis0`` would
+        disagree with the model's own ps by tens of hPa there and put the truth's winds on the
+        wrong sigma levels (docs/standin.md, "Surface pressure sits on the dynamics' orography").
+        """
+        dycore = self.model.dycore
+        modal = getattr(dycore, "_truncated_orography", None)
+        if modal is None:  # jcm is pinned; a layout change there must fail loudly, not silently
+            raise RuntimeError("jcm's dinosaur dycore has no '_truncated_orography': the pinned jcm version changed; update StandinGCM._dynamics_surface_geopotential")
+        orog_m = np.asarray(dycore.coords.horizontal.to_nodal(modal), dtype=np.float64)
+        return GRAVITY_M_S2 * orog_m  # ERA5's convention for z; the regrid divides by the same g
 
     def _make_tendency_projection(self) -> Any:
         """``(du, dv)`` on the grid (jcm layout) -> the part the dycore actually applies.
