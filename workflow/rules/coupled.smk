@@ -1,5 +1,4 @@
 # The mean nudging tendency (the baseline) and the free runs, one per member of free_runs.runs ({run}).
-from nudgeml.coupled import run_names, split_member
 
 
 rule mean_tendency:
@@ -21,27 +20,6 @@ rule mean_tendency:
         "../scripts/mean_tendency.py"
 
 
-def free_run_spec(wildcards):
-    return config["free_runs"]["runs"][split_member(wildcards.run)[0]]
-
-
-def free_run_inputs(wildcards):
-    spec = free_run_spec(wildcards)
-    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
-    if spec["correction"] in ("mean", "ml"):
-        files["mean"] = rules.mean_tendency.output.nc
-    if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
-        files["mean"] = iter_mean(mean_chain(spec.get("climatology", "annual")), spec["iterations"])
-    if spec.get("mean_residual"):
-        files["nudged"] = rules.nudged.output.histhf
-        files["store"] = store_of("nudging")
-    if spec["correction"] == "ml":
-        model = spec["model"]
-        files["manifest"] = f"{OUT}/models/{model}/model.json"
-        files["model"] = f"{OUT}/models/{model}/model.pt" if spec.get("backend", "torchscript") == "torchscript" else f"{OUT}/models/{model}/model.pt2"
-    return files
-
-
 rule free_run:
     input:
         unpack(free_run_inputs),
@@ -49,7 +27,7 @@ rule free_run:
         histhf=f"{OUT}/free/{{run}}/histhf.nc",
         status=f"{OUT}/free/{{run}}/status.json",
     params:
-        cfg=sections("free_runs", "model", "columns", "jax_cache_dir"),
+        cfg=free_run_params,  # its own run's entry, not the other runs'
     log:
         f"{OUT}/logs/free_{{run}}.log",
     benchmark:

@@ -10,7 +10,7 @@ if config["era5"]["source"] == "standin":
             precipitation=era5_files("precipitation"),
             invariant=f"{ERA5_DIR}/invariant.nc",
         params:
-            cfg=sections("period", "era5", "jax_cache_dir"),
+            cfg=era5_standin_params(),
         log:
             f"{OUT}/logs/era5_standin.log",
         benchmark:

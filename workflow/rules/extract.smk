@@ -3,15 +3,6 @@
 # iter/{model}/k{k} (a corrected nudged run of iterative training: correction + residual, iterate.smk).
 
 
-def target_history(wildcards):
-    if wildcards.target.startswith("iter/"):
-        _, chain, k = wildcards.target.split("/")
-        return iter_run(chain, int(k[1:]))
-    if wildcards.target == "nudging":
-        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
-    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
-
-
 rule extract:
     input:
         unpack(target_history),

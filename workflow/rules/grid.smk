@@ -6,7 +6,7 @@ rule model_grid:
         nc=f"{OUT}/grid/model_grid.nc",
         cdo=f"{OUT}/grid/model_grid.txt",
     params:
-        cfg=sections("period", "model"),
+        cfg=model_grid_params(),
     log:
         f"{OUT}/logs/model_grid.log",
     benchmark:

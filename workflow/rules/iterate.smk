@@ -8,17 +8,6 @@
 # Nothing here runs unless iterations are asked for.
 
 
-def nudged_iter_inputs(wildcards):
-    k = int(wildcards.k)
-    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
-    if wildcards.chain in MEAN_CHAINS:
-        files["mean"] = iter_mean(wildcards.chain, k - 1)
-    else:  # the previous iteration's model; the plain mean is its guard's fallback
-        d = iter_model_dir(wildcards.chain, k - 1)
-        files.update(mean=rules.mean_tendency.output.nc, manifest=f"{d}/model.json", model=f"{d}/model.pt")
-    return files
-
-
 rule nudged_iter:
     input:
         unpack(nudged_iter_inputs),

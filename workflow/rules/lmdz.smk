@@ -1,29 +1,8 @@
 # LMDZ backend (production path, Jean Zay): the nudging files LMDZ reads, made by cdo from ERA5, and the
-# SLURM job scripts of the guided and free runs. Active when the configuration has an `lmdz` block.
-import os
-
-from nudgeml.lmdz_forcing import month_file_names
+# SLURM job scripts of the guided and free runs. Active when the configuration has an `lmdz` block
+# (LMDZ_* in common.smk).
 
 if "lmdz" in config:
-    LMDZ = config["lmdz"]
-    LMDZ_MONTHS = months_between(LMDZ["guided"]["start"], LMDZ["guided"]["end"])[:-1]  # end is exclusive
-    LMDZ_VARS = LMDZ["nudging"].get("variables", ["u", "v"])
-    LMDZ_PATTERN = LMDZ["nudging"].get("file_pattern", "{var}_{year:04d}{month:02d}.nc")
-    LMDZ_DIR = os.path.expandvars(LMDZ["nudging"]["forcing_dir"])
-    # the file pattern as Snakemake wildcards: {var} expanded, {year}/{month} -> {lyear}/{lmonth}
-    LMDZ_OUT = {
-        v: os.path.join(LMDZ_DIR, LMDZ_PATTERN.replace("{var}", v).replace("{year:04d}", "{lyear}").replace("{month:02d}", "{lmonth}"))
-        for v in LMDZ_VARS
-    }
-
-    def lmdz_forcing_inputs(wildcards):
-        month = f"{wildcards.lyear}-{wildcards.lmonth}"
-        kinds = ("pressure_levels", "single_levels")
-        files = {k: f"{ERA5_DIR}/{k}/{month}.nc" for k in kinds}
-        i = MONTHS.index(month)
-        if i + 1 < len(MONTHS):  # the next month's first analysis closes the month
-            files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}.nc" for k in kinds})
-        return files
 
     rule lmdz_forcing:
         input:
@@ -50,11 +29,7 @@ if "lmdz" in config:
 
     rule lmdz_jobs:
         input:
-            forcing=[
-                f
-                for m in LMDZ_MONTHS
-                for f in month_file_names(LMDZ_PATTERN, LMDZ_VARS, int(m[:4]), int(m[5:]), LMDZ_DIR).values()
-            ],
+            forcing=LMDZ_FORCING,
         output:
             directory(f"{OUT}/lmdz/jobs"),
         params:

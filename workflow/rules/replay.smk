@@ -9,7 +9,7 @@ rule replay:
         histhf=f"{OUT}/replay/histhf.nc",
         guide=f"{OUT}/replay/guide_ins.nc",
     params:
-        cfg=sections("period", "model", "dataset", "replay", "jax_cache_dir"),
+        cfg=replay_params(),
     log:
         f"{OUT}/logs/replay.log",
     benchmark:

@@ -20,7 +20,7 @@ rule report:
         models=config["train"]["models"],
         free_runs=config["free_runs"],
         report=config["report"],
-        config=config,
+        config=report_config(),  # printed in the report, less `resources`
     log:
         f"{OUT}/logs/report.log",
     benchmark:
