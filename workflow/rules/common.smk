@@ -25,6 +25,10 @@ FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
+# Every job runs in one environment: the venv of scripts/setup.sh, or with `--sdm conda` this named
+# conda environment, which you create yourself from envs/nudgeml.yaml (envs/README.md says why there
+# is no per-rule environment).
+CONDA_ENV = os.environ.get("NUDGEML_CONDA_ENV", "nudgeml")
 
 
 wildcard_constraints:
@@ -229,9 +233,7 @@ if "lmdz" in config:
     LMDZ_OUT = {
         v: os.path.join(
             LMDZ_DIR,
-            LMDZ_PATTERN.replace("{var}", v)
-            .replace("{year:04d}", "{lyear}")
-            .replace("{month:02d}", "{lmonth}"),
+            LMDZ_PATTERN.replace("{var}", v).replace("{year:04d}", "{lyear}").replace("{month:02d}", "{lmonth}"),
         )
         for v in LMDZ_VARS
     }

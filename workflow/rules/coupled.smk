@@ -11,11 +11,11 @@ rule mean_tendency:
         f"{OUT}/logs/mean_tendency.log",
     benchmark:
         f"{OUT}/benchmarks/mean_tendency.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("mean_tendency")
     resources:
         **res("mean_tendency"),
-    threads: threads_of("mean_tendency")
-    conda:
-        "../../envs/gcm.yaml"
     script:
         "../scripts/mean_tendency.py"
 
@@ -26,16 +26,16 @@ rule free_run:
     output:
         histhf=f"{OUT}/free/{{run}}/histhf.nc",
         status=f"{OUT}/free/{{run}}/status.json",
-    params:
-        cfg=free_run_params,  # its own run's entry, not the other runs'
     log:
         f"{OUT}/logs/free_{{run}}.log",
     benchmark:
         f"{OUT}/benchmarks/free_{{run}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("free_run")
     resources:
         **res("free_run"),
-    threads: threads_of("free_run")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=free_run_params,  # its own run's entry, not the other runs'
     script:
         "../scripts/coupled.py"

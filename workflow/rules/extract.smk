@@ -9,16 +9,16 @@ rule extract:
         grid=rules.model_grid.output.nc,
     output:
         columns=f"{OUT}/columns/{{target}}/columns.nc",
-    params:
-        columns=config["columns"],
     log:
         f"{OUT}/logs/extract_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/extract_{{target}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("extract")
     resources:
         **res("extract"),
-    threads: threads_of("extract")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        columns=config["columns"],
     script:
         "../scripts/extract.py"

@@ -9,21 +9,21 @@ if "lmdz" in config:
             unpack(lmdz_forcing_inputs),
         output:
             **LMDZ_OUT,
-        wildcard_constraints:
-            lyear=r"\d{4}",
-            lmonth=r"\d{2}",
-        params:
-            grid=LMDZ.get("grid", {"iim": 144, "jjm": 142}),
-            method=config["regrid"]["method"],
         log:
             f"{OUT}/logs/lmdz_forcing_{{lyear}}{{lmonth}}.log",
         benchmark:
             f"{OUT}/benchmarks/lmdz_forcing_{{lyear}}{{lmonth}}.tsv"
+        wildcard_constraints:
+            lyear=r"\d{4}",
+            lmonth=r"\d{2}",
+        conda:
+            CONDA_ENV
+        threads: threads_of("regrid")
         resources:
             **res("regrid"),
-        threads: threads_of("regrid")
-        conda:
-            "../../envs/cdo.yaml"
+        params:
+            grid=LMDZ.get("grid", {"iim": 144, "jjm": 142}),
+            method=config["regrid"]["method"],
         script:
             "../scripts/lmdz_forcing.py"
 
@@ -32,16 +32,16 @@ if "lmdz" in config:
             forcing=LMDZ_FORCING,
         output:
             directory(f"{OUT}/lmdz/jobs"),
-        params:
-            lmdz=LMDZ,
         log:
             f"{OUT}/logs/lmdz_jobs.log",
         benchmark:
             f"{OUT}/benchmarks/lmdz_jobs.tsv"
+        conda:
+            CONDA_ENV
+        threads: threads_of("lmdz_jobs")
         resources:
             **res("lmdz_jobs"),
-        threads: threads_of("lmdz_jobs")
-        conda:
-            "../../envs/gcm.yaml"
+        params:
+            lmdz=LMDZ,
         script:
             "../scripts/lmdz_jobs.py"

@@ -8,16 +8,16 @@ rule replay:
     output:
         histhf=f"{OUT}/replay/histhf.nc",
         guide=f"{OUT}/replay/guide_ins.nc",
-    params:
-        cfg=replay_params(),
     log:
         f"{OUT}/logs/replay.log",
     benchmark:
         f"{OUT}/benchmarks/replay.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("replay")
     resources:
         **res("replay"),
-    threads: threads_of("replay")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=replay_params(),
     script:
         "../scripts/replay.py"

@@ -6,16 +6,16 @@ rule shard:
         columns=rules.extract.output.columns,
     output:
         store=directory(f"{OUT}/datasets/{{target}}/dataset.zarr"),
-    params:
-        dataset=config["dataset"],
     log:
         f"{OUT}/logs/shard_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/shard_{{target}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("shard")
     resources:
         **res("shard"),
-    threads: threads_of("shard")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        dataset=config["dataset"],
     script:
         "../scripts/shard.py"
