@@ -13,7 +13,7 @@ rule bias_check:
     benchmark:
         f"{OUT}/benchmarks/bias_check.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("bias_check")
     resources:
         **res("bias_check"),

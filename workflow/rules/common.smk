@@ -25,10 +25,6 @@ FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
-# Every job runs in one environment: the venv of scripts/setup.sh, or with `--sdm conda` this named
-# conda environment, which you create yourself from envs/nudgeml.yaml (envs/README.md says why there
-# is no per-rule environment).
-CONDA_ENV = os.environ.get("NUDGEML_CONDA_ENV", "nudgeml")
 
 
 wildcard_constraints:
@@ -96,6 +92,12 @@ def free_run_params(wildcards):
     free_runs["runs"] = {name: spec}
     names = ("model", "jax_cache_dir") + (("columns",) if spec["correction"] == "ml" else ())
     return {"free_runs": free_runs, **sections(*names)}
+
+
+def cds_levels_hpa(wildcards):
+    """The pressure levels one CDS request asks for: those of era5 for a pressure-level file, none for the
+    single-level files (the request and the download check read them for pressure levels only)."""
+    return config["era5"]["pressure_levels_hpa"] if wildcards.kind == "pressure_levels" else []
 
 
 def report_config():

@@ -12,7 +12,7 @@ rule mean_tendency:
     benchmark:
         f"{OUT}/benchmarks/mean_tendency.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("mean_tendency")
     resources:
         **res("mean_tendency"),
@@ -31,7 +31,7 @@ rule free_run:
     benchmark:
         f"{OUT}/benchmarks/free_{{run}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("free_run")
     resources:
         **res("free_run"),

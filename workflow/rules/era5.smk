@@ -14,7 +14,7 @@ if config["era5"]["source"] == "standin":
         benchmark:
             f"{OUT}/benchmarks/era5_standin.tsv"
         conda:
-            CONDA_ENV
+            "../../envs/nudgeml.yaml"
         threads: threads_of("era5")
         resources:
             **res("era5"),
@@ -37,14 +37,14 @@ else:
         wildcard_constraints:
             kind="pressure_levels|single_levels|precipitation",
         conda:
-            CONDA_ENV
+            "../../envs/nudgeml.yaml"
         threads: threads_of("era5_cds")
         resources:
             **res("era5_cds"),
             cds_requests=1,
         params:
             cds=config["era5"]["cds"],
-            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
+            pressure_levels_hpa=cds_levels_hpa,  # pressure-level files only: a new level refetches no other file
         script:
             "../scripts/cds.py"
 
@@ -56,14 +56,14 @@ else:
         benchmark:
             f"{OUT}/benchmarks/era5_cds_invariant.tsv"
         conda:
-            CONDA_ENV
+            "../../envs/nudgeml.yaml"
         threads: threads_of("era5_cds")
         resources:
             **res("era5_cds"),
             cds_requests=1,
         params:
             cds=config["era5"]["cds"],
-            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
+            pressure_levels_hpa=[],  # a single-level file
             month=MONTHS[0],
         script:
             "../scripts/cds.py"

@@ -16,7 +16,7 @@ rule offline_eval:
     benchmark:
         f"{OUT}/benchmarks/offline_eval_{{model}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("offline_eval")
     resources:
         **res("offline_eval"),

@@ -13,7 +13,7 @@ rule export:
     benchmark:
         f"{OUT}/benchmarks/export_{{model}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("export")
     resources:
         **res("export"),

@@ -14,7 +14,7 @@ rule extract:
     benchmark:
         f"{OUT}/benchmarks/extract_{{target}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("extract")
     resources:
         **res("extract"),

@@ -10,7 +10,7 @@ rule model_grid:
     benchmark:
         f"{OUT}/benchmarks/model_grid.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("model_grid")
     resources:
         **res("model_grid"),

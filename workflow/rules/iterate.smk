@@ -20,7 +20,7 @@ rule nudged_iter:
     wildcard_constraints:
         k=r"[1-9][0-9]*",
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("nudged")
     resources:
         **res("nudged"),  # the same run as `nudged` (same period), corrected: same needs
@@ -46,7 +46,7 @@ rule mean_tendency_iter:
         chain="|".join(MEAN_CHAINS),
         k=r"[1-9][0-9]*",
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("mean_tendency")
     resources:
         **res("mean_tendency"),
@@ -65,7 +65,7 @@ rule train_iter:
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}_k{{k}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("train")
     resources:
         **res("train"),
@@ -87,7 +87,7 @@ rule export_iter:
     benchmark:
         f"{OUT}/benchmarks/export_{{model}}_k{{k}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("export")
     resources:
         **res("export"),

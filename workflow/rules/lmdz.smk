@@ -17,7 +17,7 @@ if "lmdz" in config:
             lyear=r"\d{4}",
             lmonth=r"\d{2}",
         conda:
-            CONDA_ENV
+            "../../envs/nudgeml.yaml"
         threads: threads_of("regrid")
         resources:
             **res("regrid"),
@@ -37,7 +37,7 @@ if "lmdz" in config:
         benchmark:
             f"{OUT}/benchmarks/lmdz_jobs.tsv"
         conda:
-            CONDA_ENV
+            "../../envs/nudgeml.yaml"
         threads: threads_of("lmdz_jobs")
         resources:
             **res("lmdz_jobs"),

@@ -13,7 +13,7 @@ rule nudged:
     benchmark:
         f"{OUT}/benchmarks/nudged.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("nudged")
     resources:
         **res("nudged"),

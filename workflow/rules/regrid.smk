@@ -17,7 +17,7 @@ rule regrid:
     benchmark:
         f"{OUT}/benchmarks/regrid_{{month}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("regrid")
     resources:
         **res("regrid"),

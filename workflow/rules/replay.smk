@@ -13,7 +13,7 @@ rule replay:
     benchmark:
         f"{OUT}/benchmarks/replay.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("replay")
     resources:
         **res("replay"),

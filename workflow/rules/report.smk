@@ -24,7 +24,7 @@ rule report:
     benchmark:
         f"{OUT}/benchmarks/report.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("report")
     resources:
         **res("report"),

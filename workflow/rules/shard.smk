@@ -11,7 +11,7 @@ rule shard:
     benchmark:
         f"{OUT}/benchmarks/shard_{{target}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("shard")
     resources:
         **res("shard"),

@@ -13,7 +13,7 @@ rule train:
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}.tsv"
     conda:
-        CONDA_ENV
+        "../../envs/nudgeml.yaml"
     threads: threads_of("train")
     resources:
         **res("train"),
