@@ -2,7 +2,7 @@
 SNAKEMAKE := .venv/bin/snakemake
 PYTEST := .venv/bin/python -m pytest
 
-.PHONY: setup run test bench clean
+.PHONY: setup run lint test bench clean
 
 setup:
 	./scripts/setup.sh
@@ -11,8 +11,16 @@ setup:
 run: setup
 	$(SNAKEMAKE) --cores all
 
-## test: set up (with the SLURM test cluster's packages), then run the whole test suite
-test:
+## lint: the workflow linted (the embedded default, then the Jean Zay overlay with the lmdz block, which
+## adds the CDS and LMDZ rules; dummy $WORK/$SCRATCH, nothing is written), Snakemake files formatted, ruff
+lint: setup
+	$(SNAKEMAKE) --lint
+	WORK=/nonexistent SCRATCH=/nonexistent $(SNAKEMAKE) --lint --configfile config/jeanzay.yaml lmdz/config.example.yaml
+	.venv/bin/snakefmt --check .
+	.venv/bin/ruff check .
+
+## test: lint, set up (with the SLURM test cluster's packages), then run the whole test suite
+test: lint
 	./scripts/setup.sh --test
 	$(PYTEST) -q
 

@@ -1,13 +1,14 @@
 # nudgeml: learn an online bias correction for the LMDZ GCM from nudged runs, prove it on free runs.
 # This file only loads and validates the configuration and includes one rule file per stage.
 
-
-report: "workflow/report/workflow.rst"
 from snakemake.utils import min_version, validate
 
 from nudgeml.config import drop_switched_off
 
 min_version("9.0")
+
+
+report: "workflow/report/workflow.rst"
 
 
 configfile: "config/config.yaml"
@@ -36,7 +37,7 @@ include: "workflow/rules/lmdz.smk"
 
 
 rule all:
+    default_target: True
     input:
         bias_check_json(),
         rules.report.output.html,
-    default_target: True

@@ -106,7 +106,7 @@ def test_cnn_model_settings_are_validated(cfg):
 @pytest.mark.parametrize("overlay", ["gap-physics.yaml", "gap-resolution.yaml"])
 def test_gap_overlays_switch_runs_off_after_the_science_config(repo_root, overlay):
     from nudgeml.config import deep_merge, drop_switched_off
-    from nudgeml.coupled import run_names
+    from nudgeml.naming import run_names
 
     def read(name):
         return yaml.safe_load((repo_root / "config" / name).read_text())

@@ -21,8 +21,9 @@ from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
 from nudgeml.extract import ColumnSpec, column_dataset, expand_names
 from nudgeml.gcm.standin import GCMConfig, StandinGCM
 from nudgeml.grid import write_model_grid
-from nudgeml.iterate import chain_correction, chains, run_corrected_nudged
+from nudgeml.iterate import run_corrected_nudged
 from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
+from nudgeml.naming import chain_correction, chains
 from nudgeml.nudged import run_nudged
 
 T0 = np.datetime64("2000-03-01T00:00", "s")

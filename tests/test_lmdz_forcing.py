@@ -6,7 +6,8 @@ import xarray as xr
 
 from factories import TIMES, fine_source, smooth, write_era5
 from nudgeml.conventions import InputError
-from nudgeml.lmdz_forcing import lmdz_points, month_file_names, write_lmdz_forcing
+from nudgeml.lmdz_forcing import lmdz_points, write_lmdz_forcing
+from nudgeml.naming import month_file_names
 
 
 def test_lmdz_144x142_grid_points():

@@ -36,6 +36,18 @@ def job_stats(text):
     return stats
 
 
+def dry_run_jobs(text):
+    """The jobs a ``snakemake -n`` would run: (rule, wildcards) pairs, wildcards as printed ('' if none)."""
+    jobs = []
+    for block in text.split("\n\n"):
+        lines = [ln.strip() for ln in block.splitlines()]
+        rule = next((ln.split()[-1].rstrip(":") for ln in lines if ln.startswith(("rule ", "localrule "))), None)
+        if rule is not None:
+            wildcards = next((ln.removeprefix("wildcards:").strip() for ln in lines if ln.startswith("wildcards:")), "")
+            jobs.append((rule, wildcards))
+    return sorted(jobs)
+
+
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("wf") / "results"
@@ -75,6 +87,22 @@ def test_outputs_and_bias_check(workflow_run):
 def test_dry_run_after_completion_has_nothing_to_do(workflow_run):
     res = smk("-n", outdir=workflow_run)
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_changed_run_setting_reruns_that_run_and_changed_resources_nothing(workflow_run, tmp_path):
+    """Snakemake's own rerun detection (params trigger) after the completed run: a job's params are
+    the keys it reads, so one run's `scale` reruns that run and what reads its output (bias check,
+    report), and `resources` (read by the scheduler only) rerun nothing."""
+    scale = tmp_path / "scale.yaml"
+    scale.write_text("free_runs:\n  runs:\n    ml-mlp: {scale: 0.5}\n")
+    res = smk("-n", overlays=[scale], outdir=workflow_run)
+    text = res.stdout + res.stderr
+    assert dry_run_jobs(text) == [("all", ""), ("bias_check", ""), ("free_run", "run=ml-mlp"), ("report", "")], text[-3000:]
+    assert "Params have changed since last execution" in text
+    resources = tmp_path / "resources.yaml"
+    resources.write_text("resources:\n  report: {mem_mb: 7000, runtime: 45}\n  free_run: {threads: 2}\n  train: {mem_mb: 9000}\n")
+    res = smk("-n", overlays=[resources], outdir=workflow_run)
+    assert "Nothing to be done" in res.stdout + res.stderr, dry_run_jobs(res.stdout + res.stderr)
 
 
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):

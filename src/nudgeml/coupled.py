@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,27 +42,11 @@ from nudgeml.config import ConfigError, Period
 from nudgeml.conventions import InputError
 from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.grid import read_model_grid
+from nudgeml.naming import split_member
 from nudgeml.regrid import open_forcing
 from nudgeml.simulate import HistoryWriter, check_same_grid, model_gcm, select_times, state_at
 
 log = logging.getLogger(__name__)
-
-MEMBER = re.compile(r"^(?P<name>.+?)\.m(?P<member>[0-9]+)$")
-
-
-def split_member(run: str) -> tuple[str, int]:
-    """``control.m2`` -> (``control``, 2); ``control`` -> (``control``, 0)."""
-    m = MEMBER.match(run)
-    return (m["name"], int(m["member"])) if m else (run, 0)
-
-
-def run_names(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Every run and member of ``free_runs.runs`` (member 0 keeps the plain name)."""
-    out = []
-    for name, spec in runs.items():
-        out.append(name)
-        out += [f"{name}.m{k}" for k in range(1, int(spec.get("members", 1)))]
-    return out
 
 
 def describe_correction(spec: Mapping[str, Any]) -> str:

@@ -27,34 +27,10 @@ from nudgeml.config import ConfigError
 from nudgeml.coupled import make_corrector
 from nudgeml.extract import ColumnSpec
 from nudgeml.grid import read_model_grid
+from nudgeml.naming import MEAN_CHAINS
 from nudgeml.nudged import run_nudged
 
 log = logging.getLogger(__name__)
-
-MEAN_CHAINS = {"mean-annual": "annual", "mean-monthly": "monthly"}
-
-
-def mean_chain(climatology: str) -> str:
-    """The chain name of an iterated mean correction with this climatology."""
-    return f"mean-{climatology}"
-
-
-def chains(config: Mapping[str, Any]) -> dict[str, int]:
-    """Every iteration chain the configuration asks for -> its number of iterations (>= 1).
-
-    ML chains are named after their model, mean chains after the climatology; two free runs with the
-    same climatology share one chain, run to the larger of their iteration counts.
-    """
-    out: dict[str, int] = {}
-    for name, spec in config.get("models", {}).items():
-        if int(spec.get("iterations", 0)) > 0:
-            out[name] = int(spec["iterations"])
-    for spec in config["free_runs"]["runs"].values():
-        n = int(spec.get("iterations", 0))
-        if spec["correction"] == "mean" and n > 0:
-            chain = mean_chain(spec.get("climatology", "annual"))
-            out[chain] = max(out.get(chain, 0), n)
-    return out
 
 
 def check_iterations(config: Mapping[str, Any]) -> None:
@@ -68,16 +44,6 @@ def check_iterations(config: Mapping[str, Any]) -> None:
     for name, spec in config["free_runs"]["runs"].items():
         if int(spec.get("iterations", 0)) > 0 and spec["correction"] != "mean":
             raise ConfigError(f"config key 'free_runs.runs.{name}.iterations': only a mean correction is iterated in a free run's section; an ML model's iterations go in 'models.{spec.get('model', '<name>')}.iterations'")
-
-
-def chain_correction(chain: str, models: Mapping[str, Any]) -> dict[str, Any]:
-    """The corrector spec (as a free run's) that iteration ``k >= 1`` of ``chain`` applies."""
-    if chain in MEAN_CHAINS:
-        return {"correction": "mean", "climatology": MEAN_CHAINS[chain]}
-    if chain in models:
-        # scale 1, no mean residual: the iteration learns the model's own total correction
-        return {"correction": "ml", "model": chain, "backend": "torchscript"}
-    raise ConfigError(f"iteration chain {chain!r} is neither a model in 'models' nor one of {sorted(MEAN_CHAINS)}")
 
 
 def run_corrected_nudged(

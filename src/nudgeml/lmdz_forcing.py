@@ -14,9 +14,7 @@ kit (:mod:`nudgeml.lmdz`) links them as ``u.nc`` ... in the run directory.
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +110,3 @@ def write_lmdz_forcing(
             out.attrs.update({"title": f"ERA5 {era5_name} for LMDZ nudging ({lmdz_name}), {point} points of the {iim}x{jjm} grid", "regrid": CDO_METHODS[method]})
             with atomic_path(path) as t:
                 out.to_netcdf(t, encoding={"TIME": {"units": "hours since 1900-01-01 00:00:00", "calendar": "gregorian", "dtype": "float64"}})
-
-
-def month_file_names(file_pattern: str, variables: Sequence[str], year: int, month: int, forcing_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    root = Path(os.path.expandvars(str(forcing_dir)))
-    return {v: root / file_pattern.format(var=v, year=year, month=month) for v in variables}

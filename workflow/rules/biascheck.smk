@@ -8,16 +8,16 @@ rule bias_check:
         free=expand(f"{OUT}/free/{{run}}/histhf.nc", run=RUNS),
     output:
         json=bias_check_json(),
-    params:
-        runs=RUNS,
     log:
         f"{OUT}/logs/bias_check.log",
     benchmark:
         f"{OUT}/benchmarks/bias_check.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("bias_check")
     resources:
         **res("bias_check"),
-    threads: threads_of("bias_check")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        runs=RUNS,
     script:
         "../scripts/biascheck.py"

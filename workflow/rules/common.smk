@@ -1,9 +1,21 @@
-# Helpers only: paths, resources and cross-key checks shared by the rule files.
+# Helpers only: paths, resources, input functions and the params of each job, shared by the rule files.
+#
+# Params are what Snakemake compares with the last run of a job (rerun trigger `params`): each job gets
+# only the configuration keys it reads, so editing one free run's settings reruns that run (and what
+# consumes it), and editing `resources` (read by the scheduler, never by a job) reruns nothing.
+import os
 import re
 
 from nudgeml.config import check_consistency, expand_path, months_between
-from nudgeml.coupled import run_names
-from nudgeml.iterate import MEAN_CHAINS, chain_correction, chains, mean_chain
+from nudgeml.naming import (
+    MEAN_CHAINS,
+    chain_correction,
+    chains,
+    mean_chain,
+    month_file_names,
+    run_names,
+    split_member,
+)
 from nudgeml.significance import ensembles
 
 check_consistency(config)
@@ -12,7 +24,9 @@ OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
 FREE_MONTHS = months_between(config["free_runs"]["start"], config["free_runs"]["end"])
 RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
-ENSEMBLES = ensembles(config["free_runs"]["runs"], RUNS)  # the report's ensembles; a bad `ensemble` key fails here, before any run
+ENSEMBLES = ensembles(
+    config["free_runs"]["runs"], RUNS
+)  # the report's ensembles; a bad `ensemble` key fails here, before any run
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 
@@ -26,6 +40,11 @@ wildcard_constraints:
     k=r"[0-9]+",
 
 
+# ------------------------------------------------------------------------------------------------
+# Resources (read by the scheduler and the profiles, never passed to a job as params)
+# ------------------------------------------------------------------------------------------------
+
+
 def res(rule_name):
     """mem_mb / runtime of a rule from config['resources'] (profiles map them to SLURM)."""
     r = config["resources"][rule_name]
@@ -36,9 +55,67 @@ def threads_of(rule_name):
     return config["resources"][rule_name]["threads"]
 
 
+# ------------------------------------------------------------------------------------------------
+# Params: the configuration keys one job reads
+# ------------------------------------------------------------------------------------------------
+
+
 def sections(*names):
-    """The config sections a rule depends on (passed as params, so a change reruns the rule)."""
+    """Whole config sections a job reads (absent optional ones left out)."""
     return {n: config[n] for n in names if n in config}
+
+
+def era5_standin_params():
+    """The stand-in truth reads the period, the truth model (era5.standin) and the pressure levels it
+    writes; era5.source/dir/cds choose whether and where it runs, not what it writes."""
+    era5 = {k: config["era5"][k] for k in ("standin", "pressure_levels_hpa")}
+    return {"period": config["period"], "era5": era5, **sections("jax_cache_dir")}
+
+
+def model_grid_params():
+    """The grid is the model's (truncation, layers, physics); the GCM is built at period.start."""
+    return {"period": {"start": config["period"]["start"]}, "model": config["model"]}
+
+
+def replay_params():
+    """Replay reads the model, the reference physics, the sampling, the split it samples in and
+    free_runs.start (no replay state from the evaluation period)."""
+    return {
+        "dataset": {"split": config["dataset"]["split"]},
+        "free_runs": {"start": config["free_runs"]["start"]},
+        **sections("period", "model", "replay", "jax_cache_dir"),
+    }
+
+
+def free_run_params(wildcards):
+    """What one free run (or member) reads: its own entry of free_runs.runs, the shared free_runs keys,
+    the model and the JAX cache; the column layout only for an ML run (the others never call a model)
+    and perturbation_k only for a member > 0 (member 0 is unperturbed)."""
+    name, member = split_member(wildcards.run)
+    free_runs = {k: v for k, v in config["free_runs"].items() if k not in ("runs", "perturbation_k")}
+    if member > 0:
+        free_runs["perturbation_k"] = config["free_runs"]["perturbation_k"]
+    spec = config["free_runs"]["runs"][name]
+    free_runs["runs"] = {name: spec}
+    names = ("model", "jax_cache_dir") + (("columns",) if spec["correction"] == "ml" else ())
+    return {"free_runs": free_runs, **sections(*names)}
+
+
+def cds_levels_hpa(wildcards):
+    """The pressure levels one CDS request asks for: those of era5 for a pressure-level file, none for the
+    single-level files (the request and the download check read them for pressure levels only)."""
+    return config["era5"]["pressure_levels_hpa"] if wildcards.kind == "pressure_levels" else []
+
+
+def report_config():
+    """The configuration the report prints (its "Configuration" section): everything but `resources`,
+    which decide where and how long jobs run, not the results."""
+    return {k: v for k, v in config.items() if k != "resources"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths
+# ------------------------------------------------------------------------------------------------
 
 
 def era5_files(kind, months=MONTHS):
@@ -55,6 +132,41 @@ def bias_check_json():
 
 def store_of(target):
     return f"{OUT}/datasets/{target}/dataset.zarr"
+
+
+def iter_run(chain, k):
+    """Outputs of the corrected nudged run of iteration ``k >= 1`` of ``chain``."""
+    d = f"{OUT}/iter/{chain}/k{k}/nudged"
+    return {
+        "histhf": f"{d}/histhf.nc",
+        "guide": f"{d}/guide_ins.nc",
+        "correction": f"{d}/correction_ins.nc",
+    }
+
+
+def iter_mean(chain, k):
+    """The mean correction after ``k`` iterations of a mean chain (0: the plain mean tendency)."""
+    return f"{OUT}/mean_tendency.nc" if k == 0 else f"{OUT}/iter/{chain}/k{k}/mean_tendency.nc"
+
+
+def iter_model_dir(model, k):
+    """Exported model of iteration ``k`` of a chain, before its last (the last is models/{model})."""
+    return f"{OUT}/models/{model}/k{k}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Input functions
+# ------------------------------------------------------------------------------------------------
+
+
+def target_history(wildcards):
+    """The run history and nudging (guide) files a target's column table is extracted from."""
+    if wildcards.target.startswith("iter/"):
+        _, chain, k = wildcards.target.split("/")
+        return iter_run(chain, int(k[1:]))
+    if wildcards.target == "nudging":
+        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
+    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
 
 
 def model_store(wildcards):
@@ -79,17 +191,73 @@ def iter_data(model, k):
     return files
 
 
-def iter_run(chain, k):
-    """Outputs of the corrected nudged run of iteration ``k >= 1`` of ``chain``."""
-    d = f"{OUT}/iter/{chain}/k{k}/nudged"
-    return {"histhf": f"{d}/histhf.nc", "guide": f"{d}/guide_ins.nc", "correction": f"{d}/correction_ins.nc"}
+def nudged_iter_inputs(wildcards):
+    k = int(wildcards.k)
+    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
+    if wildcards.chain in MEAN_CHAINS:
+        files["mean"] = iter_mean(wildcards.chain, k - 1)
+    else:  # the previous iteration's model; the plain mean is its guard's fallback
+        d = iter_model_dir(wildcards.chain, k - 1)
+        files.update(
+            mean=rules.mean_tendency.output.nc,
+            manifest=f"{d}/model.json",
+            model=f"{d}/model.pt",
+        )
+    return files
 
 
-def iter_mean(chain, k):
-    """The mean correction after ``k`` iterations of a mean chain (0: the plain mean tendency)."""
-    return f"{OUT}/mean_tendency.nc" if k == 0 else f"{OUT}/iter/{chain}/k{k}/mean_tendency.nc"
+def free_run_inputs(wildcards):
+    spec = config["free_runs"]["runs"][split_member(wildcards.run)[0]]
+    files = {
+        "grid": rules.model_grid.output.nc,
+        "forcing": forcing_files(FREE_MONTHS[:1]),
+    }
+    if spec["correction"] in ("mean", "ml"):
+        files["mean"] = rules.mean_tendency.output.nc
+    if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
+        files["mean"] = iter_mean(mean_chain(spec.get("climatology", "annual")), spec["iterations"])
+    if spec.get("mean_residual"):
+        files["nudged"] = rules.nudged.output.histhf
+        files["store"] = store_of("nudging")
+    if spec["correction"] == "ml":
+        d = f"{OUT}/models/{spec['model']}"
+        files["manifest"] = f"{d}/model.json"
+        aoti = spec.get("backend", "torchscript") != "torchscript"
+        files["model"] = f"{d}/model.pt2" if aoti else f"{d}/model.pt"
+    return files
 
 
-def iter_model_dir(model, k):
-    """Exported model of iteration ``k`` of a chain, before its last (the last is models/{model})."""
-    return f"{OUT}/models/{model}/k{k}"
+# ------------------------------------------------------------------------------------------------
+# LMDZ backend (lmdz.smk): active when the configuration has an `lmdz` block
+# ------------------------------------------------------------------------------------------------
+
+if "lmdz" in config:
+    LMDZ = config["lmdz"]
+    # end is exclusive
+    LMDZ_MONTHS = months_between(LMDZ["guided"]["start"], LMDZ["guided"]["end"])[:-1]
+    LMDZ_VARS = LMDZ["nudging"].get("variables", ["u", "v"])
+    LMDZ_PATTERN = LMDZ["nudging"].get("file_pattern", "{var}_{year:04d}{month:02d}.nc")
+    LMDZ_DIR = os.path.expandvars(LMDZ["nudging"]["forcing_dir"])
+    # the file pattern as Snakemake wildcards: {var} expanded, {year}/{month} -> {lyear}/{lmonth}
+    LMDZ_OUT = {
+        v: os.path.join(
+            LMDZ_DIR,
+            LMDZ_PATTERN.replace("{var}", v).replace("{year:04d}", "{lyear}").replace("{month:02d}", "{lmonth}"),
+        )
+        for v in LMDZ_VARS
+    }
+    LMDZ_FORCING = [
+        f
+        for m in LMDZ_MONTHS
+        for f in month_file_names(LMDZ_PATTERN, LMDZ_VARS, int(m[:4]), int(m[5:]), LMDZ_DIR).values()
+    ]
+
+
+def lmdz_forcing_inputs(wildcards):
+    month = f"{wildcards.lyear}-{wildcards.lmonth}"
+    kinds = ("pressure_levels", "single_levels")
+    files = {k: f"{ERA5_DIR}/{k}/{month}.nc" for k in kinds}
+    i = MONTHS.index(month)
+    if i + 1 < len(MONTHS):  # the next month's first analysis closes the month
+        files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}.nc" for k in kinds})
+    return files

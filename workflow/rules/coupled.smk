@@ -1,5 +1,4 @@
 # The mean nudging tendency (the baseline) and the free runs, one per member of free_runs.runs ({run}).
-from nudgeml.coupled import run_names, split_member
 
 
 rule mean_tendency:
@@ -12,34 +11,13 @@ rule mean_tendency:
         f"{OUT}/logs/mean_tendency.log",
     benchmark:
         f"{OUT}/benchmarks/mean_tendency.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("mean_tendency")
     resources:
         **res("mean_tendency"),
-    threads: threads_of("mean_tendency")
-    conda:
-        "../../envs/gcm.yaml"
     script:
         "../scripts/mean_tendency.py"
-
-
-def free_run_spec(wildcards):
-    return config["free_runs"]["runs"][split_member(wildcards.run)[0]]
-
-
-def free_run_inputs(wildcards):
-    spec = free_run_spec(wildcards)
-    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
-    if spec["correction"] in ("mean", "ml"):
-        files["mean"] = rules.mean_tendency.output.nc
-    if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
-        files["mean"] = iter_mean(mean_chain(spec.get("climatology", "annual")), spec["iterations"])
-    if spec.get("mean_residual"):
-        files["nudged"] = rules.nudged.output.histhf
-        files["store"] = store_of("nudging")
-    if spec["correction"] == "ml":
-        model = spec["model"]
-        files["manifest"] = f"{OUT}/models/{model}/model.json"
-        files["model"] = f"{OUT}/models/{model}/model.pt" if spec.get("backend", "torchscript") == "torchscript" else f"{OUT}/models/{model}/model.pt2"
-    return files
 
 
 rule free_run:
@@ -48,16 +26,16 @@ rule free_run:
     output:
         histhf=f"{OUT}/free/{{run}}/histhf.nc",
         status=f"{OUT}/free/{{run}}/status.json",
-    params:
-        cfg=sections("free_runs", "model", "columns", "jax_cache_dir"),
     log:
         f"{OUT}/logs/free_{{run}}.log",
     benchmark:
         f"{OUT}/benchmarks/free_{{run}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("free_run")
     resources:
         **res("free_run"),
-    threads: threads_of("free_run")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=free_run_params,  # its own run's entry, not the other runs'
     script:
         "../scripts/coupled.py"

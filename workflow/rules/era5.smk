@@ -9,17 +9,17 @@ if config["era5"]["source"] == "standin":
             single_levels=era5_files("single_levels"),
             precipitation=era5_files("precipitation"),
             invariant=f"{ERA5_DIR}/invariant.nc",
-        params:
-            cfg=sections("period", "era5", "jax_cache_dir"),
         log:
             f"{OUT}/logs/era5_standin.log",
         benchmark:
             f"{OUT}/benchmarks/era5_standin.tsv"
+        conda:
+            "../../envs/nudgeml.yaml"
+        threads: threads_of("era5")
         resources:
             **res("era5"),
-        threads: threads_of("era5")
-        conda:
-            "../../envs/gcm.yaml"
+        params:
+            cfg=era5_standin_params(),
         script:
             "../scripts/era5.py"
 
@@ -30,36 +30,40 @@ else:
     rule era5_cds:
         output:
             f"{ERA5_DIR}/{{kind}}/{{month}}.nc",
-        wildcard_constraints:
-            kind="pressure_levels|single_levels|precipitation",
-        params:
-            cds=config["era5"]["cds"],
-            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
         log:
             f"{OUT}/logs/era5_cds_{{kind}}_{{month}}.log",
         benchmark:
             f"{OUT}/benchmarks/era5_cds_{{kind}}_{{month}}.tsv"
+        wildcard_constraints:
+            kind="pressure_levels|single_levels|precipitation",
+        conda:
+            "../../envs/nudgeml.yaml"
+        threads: threads_of("era5_cds")
         resources:
             **res("era5_cds"),
             cds_requests=1,
-        threads: threads_of("era5_cds")
+        params:
+            cds=config["era5"]["cds"],
+            pressure_levels_hpa=cds_levels_hpa,  # pressure-level files only: a new level refetches no other file
         script:
             "../scripts/cds.py"
 
     rule era5_cds_invariant:
         output:
             f"{ERA5_DIR}/invariant.nc",
-        params:
-            cds=config["era5"]["cds"],
-            pressure_levels_hpa=config["era5"]["pressure_levels_hpa"],
-            month=MONTHS[0],
         log:
             f"{OUT}/logs/era5_cds_invariant.log",
         benchmark:
             f"{OUT}/benchmarks/era5_cds_invariant.tsv"
+        conda:
+            "../../envs/nudgeml.yaml"
+        threads: threads_of("era5_cds")
         resources:
             **res("era5_cds"),
             cds_requests=1,
-        threads: threads_of("era5_cds")
+        params:
+            cds=config["era5"]["cds"],
+            pressure_levels_hpa=[],  # a single-level file
+            month=MONTHS[0],
         script:
             "../scripts/cds.py"

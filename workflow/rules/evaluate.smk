@@ -8,15 +8,17 @@ rule offline_eval:
         torchscript=rules.export.output.torchscript,
     output:
         json=f"{OUT}/models/{{model}}/offline.json",
-        png=report(f"{OUT}/models/{{model}}/r2_by_level.png", caption="../report/r2_by_level.rst", category="Offline skill"),
+        png=report(
+            f"{OUT}/models/{{model}}/r2_by_level.png", caption="../report/r2_by_level.rst", category="Offline skill"
+        ),
     log:
         f"{OUT}/logs/offline_eval_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/offline_eval_{{model}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("offline_eval")
     resources:
         **res("offline_eval"),
-    threads: threads_of("offline_eval")
-    conda:
-        "../../envs/ml.yaml"
     script:
         "../scripts/evaluate.py"

@@ -8,17 +8,17 @@ rule export:
     output:
         torchscript=f"{OUT}/models/{{model}}/model.pt",
         manifest=f"{OUT}/models/{{model}}/model.json",
-    params:
-        margin=config["export"]["margin"],
-        aoti=config["export"]["aoti"],
     log:
         f"{OUT}/logs/export_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/export_{{model}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("export")
     resources:
         **res("export"),
-    threads: threads_of("export")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        margin=config["export"]["margin"],
+        aoti=config["export"]["aoti"],
     script:
         "../scripts/export.py"

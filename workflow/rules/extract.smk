@@ -3,31 +3,22 @@
 # iter/{model}/k{k} (a corrected nudged run of iterative training: correction + residual, iterate.smk).
 
 
-def target_history(wildcards):
-    if wildcards.target.startswith("iter/"):
-        _, chain, k = wildcards.target.split("/")
-        return iter_run(chain, int(k[1:]))
-    if wildcards.target == "nudging":
-        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
-    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
-
-
 rule extract:
     input:
         unpack(target_history),
         grid=rules.model_grid.output.nc,
     output:
         columns=f"{OUT}/columns/{{target}}/columns.nc",
-    params:
-        columns=config["columns"],
     log:
         f"{OUT}/logs/extract_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/extract_{{target}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("extract")
     resources:
         **res("extract"),
-    threads: threads_of("extract")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        columns=config["columns"],
     script:
         "../scripts/extract.py"

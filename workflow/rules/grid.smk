@@ -5,16 +5,16 @@ rule model_grid:
     output:
         nc=f"{OUT}/grid/model_grid.nc",
         cdo=f"{OUT}/grid/model_grid.txt",
-    params:
-        cfg=sections("period", "model"),
     log:
         f"{OUT}/logs/model_grid.log",
     benchmark:
         f"{OUT}/benchmarks/model_grid.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("model_grid")
     resources:
         **res("model_grid"),
-    threads: threads_of("model_grid")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=model_grid_params(),
     script:
         "../scripts/grid.py"

@@ -8,36 +8,25 @@
 # Nothing here runs unless iterations are asked for.
 
 
-def nudged_iter_inputs(wildcards):
-    k = int(wildcards.k)
-    files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
-    if wildcards.chain in MEAN_CHAINS:
-        files["mean"] = iter_mean(wildcards.chain, k - 1)
-    else:  # the previous iteration's model; the plain mean is its guard's fallback
-        d = iter_model_dir(wildcards.chain, k - 1)
-        files.update(mean=rules.mean_tendency.output.nc, manifest=f"{d}/model.json", model=f"{d}/model.pt")
-    return files
-
-
 rule nudged_iter:
     input:
         unpack(nudged_iter_inputs),
     output:
         **iter_run("{chain}", "{k}"),
-    wildcard_constraints:
-        k=r"[1-9][0-9]*",
-    params:
-        cfg=sections("period", "model", "nudging", "columns", "jax_cache_dir"),
-        correction=lambda w: chain_correction(w.chain, config["models"]),
     log:
         f"{OUT}/logs/nudged_iter_{{chain}}_k{{k}}.log",
     benchmark:
         f"{OUT}/benchmarks/nudged_iter_{{chain}}_k{{k}}.tsv"
+    wildcard_constraints:
+        k=r"[1-9][0-9]*",
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("nudged")
     resources:
         **res("nudged"),  # the same run as `nudged` (same period), corrected: same needs
-    threads: threads_of("nudged")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=sections("period", "model", "nudging", "columns", "jax_cache_dir"),
+        correction=lambda w: chain_correction(w.chain, config["models"]),
     script:
         "../scripts/iterate.py"
 
@@ -49,18 +38,18 @@ rule mean_tendency_iter:
         store=store_of("nudging"),  # the training period
     output:
         nc=f"{OUT}/iter/{{chain}}/k{{k}}/mean_tendency.nc",
-    wildcard_constraints:
-        chain="|".join(MEAN_CHAINS),
-        k=r"[1-9][0-9]*",
     log:
         f"{OUT}/logs/mean_tendency_iter_{{chain}}_k{{k}}.log",
     benchmark:
         f"{OUT}/benchmarks/mean_tendency_iter_{{chain}}_k{{k}}.tsv"
+    wildcard_constraints:
+        chain="|".join(MEAN_CHAINS),
+        k=r"[1-9][0-9]*",
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("mean_tendency")
     resources:
         **res("mean_tendency"),
-    threads: threads_of("mean_tendency")
-    conda:
-        "../../envs/gcm.yaml"
     script:
         "../scripts/mean_tendency.py"
 
@@ -71,17 +60,17 @@ rule train_iter:
     output:
         trained=f"{OUT}/models/{{model}}/k{{k}}/trained.pt",
         summary=f"{OUT}/models/{{model}}/k{{k}}/train_summary.json",
-    params:
-        section=lambda w: config["models"][w.model],
     log:
         f"{OUT}/logs/train_{{model}}_k{{k}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}_k{{k}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("train")
     resources:
         **res("train"),
-    threads: threads_of("train")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        section=lambda w: config["models"][w.model],
     script:
         "../scripts/train.py"
 
@@ -93,17 +82,17 @@ rule export_iter:
     output:
         torchscript=f"{OUT}/models/{{model}}/k{{k}}/model.pt",
         manifest=f"{OUT}/models/{{model}}/k{{k}}/model.json",
-    params:
-        margin=config["export"]["margin"],
-        aoti=False,  # the corrected nudged run loads TorchScript; skip the slow AOTInductor compile
     log:
         f"{OUT}/logs/export_{{model}}_k{{k}}.log",
     benchmark:
         f"{OUT}/benchmarks/export_{{model}}_k{{k}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("export")
     resources:
         **res("export"),
-    threads: threads_of("export")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        margin=config["export"]["margin"],
+        aoti=False,  # the corrected nudged run loads TorchScript; skip the slow AOTInductor compile
     script:
         "../scripts/export.py"

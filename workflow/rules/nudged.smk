@@ -8,16 +8,16 @@ rule nudged:
     output:
         histhf=f"{OUT}/nudged/histhf.nc",
         guide=f"{OUT}/nudged/guide_ins.nc",
-    params:
-        cfg=sections("period", "model", "nudging", "jax_cache_dir"),
     log:
         f"{OUT}/logs/nudged.log",
     benchmark:
         f"{OUT}/benchmarks/nudged.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("nudged")
     resources:
         **res("nudged"),
-    threads: threads_of("nudged")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=sections("period", "model", "nudging", "jax_cache_dir"),
     script:
         "../scripts/nudged.py"

@@ -12,17 +12,17 @@ rule regrid:
     output:
         state=f"{OUT}/forcing/{{month}}.nc",
         precip=f"{OUT}/forcing/precip_{{month}}.nc",
-    params:
-        method=config["regrid"]["method"],
-        precip_method=config["regrid"]["precip_method"],
     log:
         f"{OUT}/logs/regrid_{{month}}.log",
     benchmark:
         f"{OUT}/benchmarks/regrid_{{month}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("regrid")
     resources:
         **res("regrid"),
-    threads: threads_of("regrid")
-    conda:
-        "../../envs/cdo.yaml"
+    params:
+        method=config["regrid"]["method"],
+        precip_method=config["regrid"]["precip_method"],
     script:
         "../scripts/regrid.py"

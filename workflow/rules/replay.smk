@@ -8,17 +8,16 @@ rule replay:
     output:
         histhf=f"{OUT}/replay/histhf.nc",
         guide=f"{OUT}/replay/guide_ins.nc",
-    params:
-        # free_runs.start only: no replay state comes from the evaluation period
-        cfg={**sections("period", "model", "dataset", "replay", "jax_cache_dir"), "free_runs": {"start": config["free_runs"]["start"]}},
     log:
         f"{OUT}/logs/replay.log",
     benchmark:
         f"{OUT}/benchmarks/replay.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("replay")
     resources:
         **res("replay"),
-    threads: threads_of("replay")
-    conda:
-        "../../envs/gcm.yaml"
+    params:
+        cfg=replay_params(),
     script:
         "../scripts/replay.py"

@@ -17,22 +17,26 @@ rule report:
         json=f"{OUT}/report/metrics.json",
         maps=report(f"{OUT}/report/bias_maps.png", caption="../report/bias_maps.rst", category="Free runs"),
         zonal=report(f"{OUT}/report/zonal_bias.png", caption="../report/zonal_bias.rst", category="Free runs"),
-        precip=report(f"{OUT}/report/precip_distribution.png", caption="../report/precip_distribution.rst", category="Precipitation"),
+        precip=report(
+            f"{OUT}/report/precip_distribution.png",
+            caption="../report/precip_distribution.rst",
+            category="Precipitation",
+        ),
+    log:
+        f"{OUT}/logs/report.log",
+    benchmark:
+        f"{OUT}/benchmarks/report.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("report")
+    resources:
+        **res("report"),
     params:
         runs=RUNS,
         ensembles=ENSEMBLES,
         models=config["train"]["models"],
         free_runs=config["free_runs"],
         report=config["report"],
-        config=config,
-    log:
-        f"{OUT}/logs/report.log",
-    benchmark:
-        f"{OUT}/benchmarks/report.tsv"
-    resources:
-        **res("report"),
-    threads: threads_of("report")
-    conda:
-        "../../envs/gcm.yaml"
+        config=report_config(),  # printed in the report, less `resources`
     script:
         "../scripts/report.py"

@@ -6,17 +6,17 @@ rule shard:
         columns=rules.extract.output.columns,
     output:
         store=directory(f"{OUT}/datasets/{{target}}/dataset.zarr"),
-    params:
-        dataset=config["dataset"],
-        free_runs_start=config["free_runs"]["start"],  # no sample of any split from the evaluation period
     log:
         f"{OUT}/logs/shard_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/shard_{{target}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("shard")
     resources:
         **res("shard"),
-    threads: threads_of("shard")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        dataset=config["dataset"],
+        free_runs_start=config["free_runs"]["start"],  # no sample of any split from the evaluation period
     script:
         "../scripts/shard.py"

@@ -8,16 +8,16 @@ rule train:
     output:
         trained=f"{OUT}/models/{{model}}/trained.pt",
         summary=f"{OUT}/models/{{model}}/train_summary.json",
-    params:
-        section=lambda w: config["models"][w.model],
     log:
         f"{OUT}/logs/train_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("train")
     resources:
         **res("train"),
-    threads: threads_of("train")
-    conda:
-        "../../envs/ml.yaml"
+    params:
+        section=lambda w: config["models"][w.model],
     script:
         "../scripts/train.py"

@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.coupled import describe_correction, split_member
+from nudgeml.coupled import describe_correction
 from nudgeml.logs import rule_logging
+from nudgeml.naming import split_member
 from nudgeml.report import (
     evaluate_runs,
     figure_guard,
