@@ -61,4 +61,4 @@ def test_find_sources_names_what_is_missing(tmp_path):
     assert set(found) == {"Jumble"}
     assert len(missing) == 3 and any("LMDZE_SOURCES/LMDZE" in m and "dimensions.f90" in m for m in missing)
     _, missing = lmdze_build.find_sources(tmp_path / "build", env={})
-    assert len(missing) == 4 and any("LMDZE_SRC" in m and "github.com/lguez/LMDZE" in m for m in missing)
+    assert len(missing) == 4 and any("$LMDZE_SRC" in m and "github.com/lguez/LMDZE" in m for m in missing)

@@ -82,7 +82,7 @@ def find_sources(build_dir: Path = DEFAULT_BUILD_DIR, *, env: dict[str, str] | N
                 missing.append(f"{name}: {origin} = {path} has no {marker}")
                 break
         else:
-            missing.append(f"{name}: set {var} to a checkout of {url} (or {SOURCES_ROOT_ENV}, or clone)")
+            missing.append(f"{name} (${var} or ${SOURCES_ROOT_ENV}/{name}; {url.removesuffix('.git')})")
     return found, missing
 
 
@@ -150,7 +150,8 @@ def copy_with_cmake_modules(src: Path, dest: Path, cmake_src: Path) -> None:
     """Copy a source tree whose ``cmake/`` is a git submodule (empty in a plain checkout) and fill it."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git"))
+    # symlinks stay links: LMDZE's Tests_input holds links to files outside the repository
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     modules = dest / "cmake"
     if not (modules / "FindNetCDF_Fortran.cmake").is_file():
         if modules.exists():
