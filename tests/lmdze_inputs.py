@@ -21,7 +21,7 @@ PLEV_HPA = np.array([10, 20, 30, 50, 70, 100, 150, 200, 250, 300, 400, 500, 600,
 
 def _grid(step_deg: float) -> tuple[np.ndarray, np.ndarray]:
     lon = np.arange(-180.0, 180.0, step_deg)
-    lat = np.linspace(90.0, -90.0, int(round(180 / step_deg)) + 1)  # pole to pole, north first
+    lat = np.linspace(90.0, -90.0, round(180 / step_deg) + 1)  # pole to pole, north first
     return lon, lat
 
 

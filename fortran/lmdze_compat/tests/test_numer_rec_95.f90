@@ -128,6 +128,26 @@ program test_numer_rec_95
       ! a was not modified
       call check_all_close("jacobi input kept", reshape(a, [9]), [2., 1., 0., 1., 2., 1., 0., 1., 2.], 0.)
     end block
+    block
+      ! LMDZE's case (filtrez/inifgn.f90): the periodic second difference on n points, eigenvalues
+      ! -4 sin(pi k / n)**2, k = 0 .. n - 1, all but two of them double.
+      integer, parameter :: n = 64
+      real :: a(n, n), d(n), v(n, n), expected(n)
+      integer :: i, k
+      a = 0.
+      do i = 1, n
+        a(i, i) = -2.
+        a(i, modulo(i, n) + 1) = 1.
+        a(modulo(i, n) + 1, i) = 1.
+      end do
+      call jacobi(a, d, v)
+      call eigsrt(d, v)
+      expected = [(-4. * sin(acos(-1.) * k / n)**2, k = 0, n - 1)]
+      call sort_descending(expected)
+      call check_all_close("jacobi periodic second difference n = 64", d, expected, 2e-5)
+      call check_close("jacobi n = 64 residual", real(maxval(abs(matmul(a, v) - v * spread(d, 1, n))), dp), &
+           0._dp, 2e-5_dp)
+    end block
   case ("eigsrt")
     block
       real :: a(3, 3), d(3), v(3, 3)
@@ -203,6 +223,18 @@ contains
       print *, "ok   ", name
     end if
   end subroutine check_all_close
+
+  subroutine sort_descending(x)
+    real, intent(inout) :: x(:)
+    integer :: i, k
+    real :: tmp
+    do i = 1, size(x) - 1
+      k = i - 1 + maxloc(x(i:), dim=1)
+      tmp = x(i)
+      x(i) = x(k)
+      x(k) = tmp
+    end do
+  end subroutine sort_descending
 
   subroutine check_int(name, got, expected)
     character(len=*), intent(in) :: name
