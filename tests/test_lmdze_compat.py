@@ -62,3 +62,16 @@ def test_find_sources_names_what_is_missing(tmp_path):
     assert len(missing) == 3 and any("LMDZE_SOURCES/LMDZE" in m and "dimensions.f90" in m for m in missing)
     _, missing = lmdze_build.find_sources(tmp_path / "build", env={})
     assert len(missing) == 4 and any("$LMDZE_SRC" in m and "github.com/lguez/LMDZE" in m for m in missing)
+
+
+def test_tree_digest_follows_contents_not_times(tmp_path):
+    (tmp_path / "a.f90").write_text("x = 1\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref\n")
+    first = lmdze_build.tree_digest(tmp_path)
+    (tmp_path / ".git" / "HEAD").write_text("other\n")  # git metadata is not an input
+    (tmp_path / "a.f90").write_text("x = 1\n")  # rewritten, same contents
+    assert lmdze_build.tree_digest(tmp_path) == first
+    (tmp_path / "a.f90").write_text("x = 2\n")
+    assert lmdze_build.tree_digest(tmp_path) != first
+    assert lmdze_build.tree_digest(tmp_path, "nqmx=4") != lmdze_build.tree_digest(tmp_path, "nqmx=5")

@@ -218,7 +218,8 @@ def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = F
             clone_missing(build_dir, [n for n in SOURCES if n not in sources])
             sources, missing_src = find_sources(build_dir)
         if missing_src:
-            raise LmdzeBuildError("LMDZE sources missing:\n  " + "\n  ".join(missing_src))
+            raise LmdzeBuildError("LMDZE sources missing (docs/lmdze.md; or clone=True / --clone where a network allows):\n  "
+                                  + "\n  ".join(missing_src))
     prefix = build_dir / "prefix"
     stamps = build_dir / "stamps"
     stamps.mkdir(parents=True, exist_ok=True)
@@ -242,7 +243,7 @@ def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = F
         log(f"lmdze: {name}: done in {result.seconds[name]:.1f} s")
 
     cmake_digest = tree_digest(sources["cmake"])
-    # A dependency rebuilt changes every later step's digest, so later steps rebuild too.
+    # The LMDZE step's digest holds those of the libraries it links: a library rebuilt relinks LMDZE.
     compat_digest = tree_digest(COMPAT_DIR)
     step("compat", compat_digest, [prefix / "lib" / "cmake" / p / f"{p}Config.cmake" for p in ("Numer_Rec_95", "XIOS", "MPI")],
          lambda: _cmake_project("lmdze_compat", COMPAT_DIR, build_dir / "work" / "compat", prefix, jobs=jobs,
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clone", action="store_true", help="git clone the repositories not found (needs a network)")
     args = ap.parse_args(argv)
     try:
-        res = build(args.build_dir, jobs=args.jobs, clone=args.clone)
+        res = build(args.build_dir, jobs=args.jobs, clone=args.clone, log=lambda line: print(line, flush=True))
     except LmdzeBuildError as err:
         print(f"build_lmdze: {err}", file=sys.stderr)
         return 1
