@@ -31,8 +31,7 @@ def test_installed_packages_give_lmdzes_target_names(tmp_path):
     if missing := lmdze_build.compat_missing_tools():
         pytest.skip(f"lmdze_compat tests need {', '.join(missing)}")
     prefix = tmp_path / "prefix"
-    lmdze_build._cmake_project("lmdze_compat", lmdze_build.COMPAT_DIR, tmp_path / "work", prefix, jobs=2,
-                               install=True, options=["-DBUILD_TESTING=OFF"], log=tmp_path / "log")
+    lmdze_build.install_compat(tmp_path / "work", prefix)
     targets = {}
     for package in ("Numer_Rec_95", "XIOS", "MPI"):
         assert (prefix / "lib" / "cmake" / package / f"{package}Config.cmake").is_file()

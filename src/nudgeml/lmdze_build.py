@@ -169,7 +169,8 @@ def set_nqmx(dimensions_f90: Path, nqmx: int = NQMX) -> None:
 
 
 def _cmake_project(name: str, src: Path, work: Path, prefix: Path, *, jobs: int, install: bool,
-                   targets: list[str] | None = None, options: list[str] | None = None, log: Path) -> None:
+                   targets: list[str] | None = None, options: list[str] | None = None,
+                   log: Path | None) -> None:
     configure = ["cmake", "-S", str(src), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release",
                  f"-DCMAKE_INSTALL_PREFIX={prefix}", f"-DCMAKE_PREFIX_PATH={prefix}", *(options or [])]
     _check(configure, f"{name}: cmake configure", log=log)
@@ -200,6 +201,12 @@ def run_compat_tests(work: Path, *, jobs: int = 2) -> subprocess.CompletedProces
     _check(["cmake", "--build", str(work), "-j", str(jobs)], "lmdze_compat: build")
     return subprocess.run(["ctest", "--test-dir", str(work), "--output-on-failure"], capture_output=True,
                           text=True, check=False)
+
+
+def install_compat(work: Path, prefix: Path, *, jobs: int = 2, log: Path | None = None) -> None:
+    """Build ``fortran/lmdze_compat`` (without its tests) in ``work`` and install it into ``prefix``."""
+    _cmake_project("lmdze_compat", COMPAT_DIR, Path(work), Path(prefix), jobs=jobs, install=True,
+                   options=["-DBUILD_TESTING=OFF"], log=log)
 
 
 def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = False,
@@ -246,8 +253,7 @@ def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = F
     # The LMDZE step's digest holds those of the libraries it links: a library rebuilt relinks LMDZE.
     compat_digest = tree_digest(COMPAT_DIR)
     step("compat", compat_digest, [prefix / "lib" / "cmake" / p / f"{p}Config.cmake" for p in ("Numer_Rec_95", "XIOS", "MPI")],
-         lambda: _cmake_project("lmdze_compat", COMPAT_DIR, build_dir / "work" / "compat", prefix, jobs=jobs,
-                                install=True, options=["-DBUILD_TESTING=OFF"], log=logfile))
+         lambda: install_compat(build_dir / "work" / "compat", prefix, jobs=jobs, log=logfile))
     jumble_digest = tree_digest(sources["Jumble"])
     step("Jumble", jumble_digest, [prefix / "lib" / "cmake" / "Jumble"],
          lambda: _cmake_project("Jumble", sources["Jumble"], build_dir / "work" / "jumble-build", prefix,
