@@ -5,17 +5,21 @@
 #   --test           also the Debian packages of the one-node SLURM cluster the tests start
 #                    (scripts/slurm_cluster.sh): slurm-wlm slurmdbd munge mariadb-server
 #   --profiles-only  only link the cluster profiles (./jeanzay -> profiles/jeanzay)
+#   --lmdze          also what building LMDZE needs (scripts/build_lmdze.sh, docs/lmdze.md):
+#                    libnetcdff-dev netcdf-bin (NetCDF-Fortran, ncdump)
 # Without apt-get (Jean Zay), system packages are skipped: load modules instead (docs/production.md, "Jean Zay").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_test=0
+with_lmdze=0
 profiles_only=0
 for arg in "$@"; do
   case "$arg" in
     --test) with_test=1 ;;
+    --lmdze) with_lmdze=1 ;;
     --profiles-only) profiles_only=1 ;;
-    *) echo "usage: $0 [--test] [--profiles-only]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--test] [--lmdze] [--profiles-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -36,6 +40,9 @@ APT_PACKAGES=(cdo gfortran g++ cmake make)
 if [ "$with_test" -eq 1 ]; then
   # SLURM 22.05, its accounting daemon and database, munge (tests/test_slurm.py)
   APT_PACKAGES+=(slurm-wlm slurmdbd slurm-wlm-mysql-plugin munge mariadb-server)
+fi
+if [ "$with_lmdze" -eq 1 ]; then
+  APT_PACKAGES+=(libnetcdff-dev netcdf-bin)
 fi
 missing=()
 if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then

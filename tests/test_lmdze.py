@@ -1,0 +1,110 @@
+"""LMDZE built by ``nudgeml.lmdze_build`` (``scripts/build_lmdze.sh``) with the compat library.
+
+Needs the four GitHub repositories (lguez/LMDZE, Jumble, NetCDF95, cmake) as source folders
+(``LMDZE_SRC``, ``JUMBLE_SRC``, ``NETCDF95_SRC``, ``LGUEZ_CMAKE_SRC``, or ``LMDZE_SOURCES`` holding
+the four, or ``build/lmdze/sources`` from ``scripts/build_lmdze.sh --clone``) and apt's
+libnetcdff-dev; skips with one line naming what is missing otherwise (CI has neither). Builds into
+``build/lmdze`` (``NUDGEML_LMDZE_BUILD_DIR`` to change it), so a second session reuses the build.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nudgeml import lmdze_build
+
+pytestmark = pytest.mark.lmdze
+
+BUILD_DIR = Path(os.environ.get("NUDGEML_LMDZE_BUILD_DIR", lmdze_build.DEFAULT_BUILD_DIR))
+
+
+@pytest.fixture(scope="module")
+def built():
+    _, missing = lmdze_build.find_sources(BUILD_DIR)
+    if missing:
+        pytest.skip("LMDZE sources not found (docs/lmdze.md): " + "; ".join(missing))
+    if tools := lmdze_build.missing_tools():
+        pytest.skip("LMDZE build tools missing: " + "; ".join(tools))
+    return lmdze_build.build(BUILD_DIR, jobs=int(os.environ.get("NUDGEML_LMDZE_JOBS", "2")))
+
+
+def test_gcm_and_ce0l_are_built_with_the_compat_libraries(built):
+    import subprocess
+
+    for exe in (built.gcm, built.ce0l):
+        assert exe.is_file() and os.access(exe, os.X_OK), exe
+    # nqmx = 4 in the compiled copy only; LMDZE's own source is untouched
+    tree = BUILD_DIR / "work" / "LMDZE-src" / "dimensions.f90"
+    assert "nqmx = 4" in tree.read_text()
+    cache = (BUILD_DIR / "work" / "LMDZE" / "CMakeCache.txt").read_text()
+    prefix = str((BUILD_DIR / "prefix").resolve())
+    for package in ("Numer_Rec_95", "XIOS", "MPI"):
+        assert f"{package}_DIR:PATH={prefix}/lib/cmake/{package}" in cache
+    symbols = subprocess.run(["nm", str(built.gcm)], capture_output=True, text=True, check=True).stdout
+    assert "__numer_rec_95_MOD_rtsafe_sp" in symbols and "__mpi_f08_MOD_mpi_init" in symbols
+
+
+def test_rerun_skips_every_step(built):
+    again = lmdze_build.build(BUILD_DIR)
+    assert again.skipped == ["compat", "Jumble", "NetCDF95", "LMDZE-tree", "LMDZE"]
+    assert again.gcm == built.gcm
+
+
+def _namelists(name: str) -> str:
+    """One of LMDZE's own test namelist files (Tests_input/Namelists), read from its source."""
+    sources, _ = lmdze_build.find_sources(BUILD_DIR)
+    return (sources["LMDZE"] / "Tests_input" / "Namelists" / name).read_text()
+
+
+def _run(exe: Path, cwd: Path, stdin: str, timeout: float) -> str:
+    import subprocess
+
+    proc = subprocess.run([str(exe)], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    out = proc.stdout + proc.stderr
+    (cwd / f"{exe.name}.log").write_text(out)
+    assert proc.returncode == 0, f"{exe.name} failed (status {proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def ce0l_outputs(built, tmp_path_factory):
+    from lmdze_inputs import write_ce0l_inputs
+
+    run = tmp_path_factory.mktemp("lmdze_ce0l")
+    write_ce0l_inputs(run)
+    out = _run(built.ce0l, run, _namelists("ce0l_nml_control.txt"), timeout=300)
+    assert "ce0l: done" in out
+    return run
+
+
+def test_ce0l_writes_start_and_boundary_files(ce0l_outputs):
+    import numpy as np
+    from netCDF4 import Dataset
+
+    for name in ("restart.nc", "restartphy.nc", "limit.nc", "grilles_gcm.nc"):
+        assert (ce0l_outputs / name).is_file(), name
+    with Dataset(ce0l_outputs / "restart.nc") as nc:
+        ps = np.asarray(nc["ps"][:])
+        assert ps.shape[-2:] == (13, 17)  # (jjm + 1, iim + 1) at the default 16x12
+        assert np.all(np.isfinite(ps)) and 9e4 < ps.min() and ps.max() < 1.05e5
+        teta = np.asarray(nc["teta"][:])
+        assert np.all(np.isfinite(teta)) and teta.min() > 200
+
+
+def test_gcm_runs_one_day(built, ce0l_outputs, tmp_path):
+    import shutil
+
+    import numpy as np
+    from netCDF4 import Dataset
+
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc"), ("limit.nc", "limit.nc")):
+        shutil.copy(ce0l_outputs / src, tmp_path / dest)
+    namelists = _namelists("gcm_nml_control.txt")
+    assert "&conf_gcm_nml /" in namelists
+    out = _run(built.gcm, tmp_path, namelists.replace("&conf_gcm_nml /", "&conf_gcm_nml nday = 1 /"), timeout=600)
+    assert "Everything is cool" in out
+    with Dataset(tmp_path / "start.nc") as a, Dataset(tmp_path / "restart.nc") as b:
+        u0, u1 = np.asarray(a["ucov"][:]), np.asarray(b["ucov"][:])
+        assert np.all(np.isfinite(u1)) and not np.array_equal(u0, u1)  # one day later, the state moved
