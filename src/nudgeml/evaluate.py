@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.conventions import InputError
-from nudgeml.data import Segment, _SplitArrays
-from nudgeml.export import Manifest, ManifestError, read_manifest
+from nudgeml.data import Segment, SplitArrays
+from nudgeml.errors import InputError, ManifestError
+from nudgeml.manifest import Manifest, read_manifest
 from nudgeml.shard import open_store
 
 
@@ -96,7 +96,7 @@ def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], s
             raise InputError(f"{model_dir / 'model.json'}: a 'cnn' model is evaluated on whole fields; give the column table")
         _accumulate_fields(module, store, columns, split, acc)
     else:
-        arrays = _SplitArrays(store, split)
+        arrays = SplitArrays(store, split)
         if arrays.n_rows == 0:
             raise InputError(f"{store}: split {split!r} is empty")
         with torch.no_grad():

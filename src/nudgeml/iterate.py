@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nudgeml.config import ConfigError
 from nudgeml.coupled import make_corrector
+from nudgeml.errors import ConfigError
 from nudgeml.extract import ColumnSpec
 from nudgeml.grid import read_model_grid
 from nudgeml.nudged import run_nudged
@@ -58,7 +58,7 @@ def chains(config: Mapping[str, Any]) -> dict[str, int]:
 
 
 def check_iterations(config: Mapping[str, Any]) -> None:
-    """Cross-key rules of iterative training (called by :func:`nudgeml.config.check_consistency`)."""
+    """Cross-key rules of iterative training (called by :func:`nudgeml.checks.check_consistency`)."""
     for name, spec in config.get("models", {}).items():
         if int(spec.get("iterations", 0)) > 0:
             if spec.get("target", "nudging") != "nudging":

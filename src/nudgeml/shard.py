@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from nudgeml.config import ConfigError
+from nudgeml.errors import ConfigError
 
 KINDS = ("mlp", "xgboost", "cnn")
 

@@ -1,11 +1,9 @@
-# Helpers only: paths, resources and cross-key checks shared by the rule files.
+# Helpers only: paths and resources shared by the rule files.
 import re
 
-from nudgeml.config import check_consistency, expand_path, months_between
+from nudgeml.config import expand_path, months_between
 from nudgeml.coupled import run_names
 from nudgeml.iterate import MEAN_CHAINS, chain_correction, chains, mean_chain
-
-check_consistency(config)
 
 OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])

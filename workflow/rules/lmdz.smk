@@ -2,7 +2,7 @@
 # SLURM job scripts of the guided and free runs. Active when the configuration has an `lmdz` block.
 import os
 
-from nudgeml.lmdz_forcing import month_file_names
+from nudgeml.lmdz_forcing import lmdz_grid, month_file_names
 
 if "lmdz" in config:
     LMDZ = config["lmdz"]
@@ -34,7 +34,7 @@ if "lmdz" in config:
             lyear=r"\d{4}",
             lmonth=r"\d{2}",
         params:
-            grid=LMDZ.get("grid", {"iim": 144, "jjm": 142}),
+            grid=lmdz_grid(LMDZ),
             method=config["regrid"]["method"],
         log:
             f"{OUT}/logs/lmdz_forcing_{{lyear}}{{lmonth}}.log",
@@ -59,6 +59,7 @@ if "lmdz" in config:
             directory(f"{OUT}/lmdz/jobs"),
         params:
             lmdz=LMDZ,
+            tau_hours=config["nudging"]["tau_hours"],  # LMDZ's unless lmdz.nudging.tau_hours overrides it
         log:
             f"{OUT}/logs/lmdz_jobs.log",
         benchmark:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nudgeml.atomic import write_text_atomic
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.models.common import save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 

@@ -2,7 +2,7 @@
 
 The network maps standardised inputs to standardised targets; the loss is the (optionally per-target
 weighted) MSE in that space. Normalisation statistics come from the store (training split only) and are
-put inside the exported module (:class:`nudgeml.export.NormalizedModel`), so callers pass physical units.
+put inside the exported module (:class:`nudgeml.models.normalized.NormalizedModel`), so callers pass physical units.
 
 One configuration trains on a laptop CPU and on Jean Zay GPUs: ``accelerator``/``devices``/``strategy``
 go straight to ``lightning.Trainer``; ``precision: auto`` picks ``bf16-mixed`` on GPUs that support it and
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from nudgeml.data import ColumnBatches
-from nudgeml.export import NormalizedModel
 from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
+from nudgeml.models.normalized import NormalizedModel
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nudgeml.data import Segment, _SplitArrays, make_xgb_iter
+from nudgeml.data import Segment, SplitArrays, make_xgb_iter
 from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
@@ -73,7 +73,7 @@ def target_modes(store: str | os.PathLike[str], stats: Mapping[str, np.ndarray],
     n_targets = stats["target_mean"].size
     if n_modes <= 0 or n_modes >= n_targets:
         return np.eye(n_targets)
-    arrays = _SplitArrays(store, "train")
+    arrays = SplitArrays(store, "train")
     cov = np.zeros((n_targets, n_targets))
     n = 0
     step = arrays.chunk_rows * 64
