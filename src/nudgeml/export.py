@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nudgeml.atomic import synced_atomic_path
-from nudgeml.errors import ManifestError
+from nudgeml.errors import InputError, ManifestError
 from nudgeml.manifest import MANIFEST_NAME, Block, Grid, Guard, Levels, Manifest, validate_manifest, write_manifest
 
 # A trained.pt pickles its module by class path: those written before NormalizedModel moved to
@@ -149,10 +149,13 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
     """Export a ``trained.pt`` (physical-units module) with the manifest of its store."""
     from nudgeml.data import Segment, SplitArrays
     from nudgeml.models.common import load_trained
+    from nudgeml.models.registry import MODEL_KINDS
 
     obj = load_trained(trained)
+    if obj["kind"] not in MODEL_KINDS:
+        raise InputError(f"{trained}: model kind {obj['kind']!r} is not one of this package's ({', '.join(MODEL_KINDS)})")
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
-    if hasattr(obj["module"], "grid_shape"):  # a field model: the example is a whole grid (mid-range)
+    if MODEL_KINDS[obj["kind"]].reads_fields:  # a field model: the example is a whole grid (mid-range)
         return export_model(obj["module"].eval(), manifest, out_dir, aoti=aoti)
     train = SplitArrays(store, "train")
     x, _ = train.read(Segment(0, min(train.n_rows, 16)))  # real columns as the export example

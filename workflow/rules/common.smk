@@ -4,6 +4,8 @@ import re
 from nudgeml.config import expand_path, months_between
 from nudgeml.coupled import run_names
 from nudgeml.iterate import MEAN_CHAINS, chain_correction, chains, mean_chain
+from nudgeml.models.registry import MODEL_KINDS
+from nudgeml.targets import columns_path, iteration_target, store_path, target_of, target_pattern
 
 OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
@@ -17,7 +19,7 @@ wildcard_constraints:
     month=r"\d{4}-\d{2}",
     run="|".join(re.escape(r) for r in RUNS),
     model="|".join(sorted(config["models"])),
-    target=r"nudging|replay|iter/[A-Za-z0-9][A-Za-z0-9_-]*/k[0-9]+",
+    target=target_pattern(),
     chain="|".join(re.escape(c) for c in CHAINS) or "(?!)",  # (?!) matches nothing
     k=r"[0-9]+",
 
@@ -50,7 +52,7 @@ def bias_check_json():
 
 
 def store_of(target):
-    return f"{OUT}/datasets/{target}/dataset.zarr"
+    return store_path(OUT, target)
 
 
 def model_store(wildcards):
@@ -68,10 +70,10 @@ def model_data(wildcards):
 def iter_data(model, k):
     """The data iteration ``k`` of a model trains on (``k`` = 0: the plain target of its section)."""
     section = config["models"][model]
-    target = f"iter/{model}/k{k}" if k > 0 else section.get("target", "nudging")
+    target = iteration_target(model, k) if k > 0 else target_of(section).name
     files = {"store": store_of(target)}
-    if section["kind"] == "cnn":
-        files["columns"] = f"{OUT}/columns/{target}/columns.nc"
+    if MODEL_KINDS[section["kind"]].reads_fields:
+        files["columns"] = columns_path(OUT, target)
     return files
 
 

@@ -1,15 +1,16 @@
 # Extract: run history (LMDZ conventions) -> column table (sample = column x time), per target kind:
 # nudging (the nudged run's relaxation tendency), replay (initial-tendency targets, see replay.smk) or
 # iter/{model}/k{k} (a corrected nudged run of iterative training: correction + residual, iterate.smk).
+# The targets and the rules writing their histories: nudgeml.targets.TARGETS.
+from nudgeml.targets import TARGETS, parse_iteration
 
 
 def target_history(wildcards):
-    if wildcards.target.startswith("iter/"):
-        _, chain, k = wildcards.target.split("/")
-        return iter_run(chain, int(k[1:]))
-    if wildcards.target == "nudging":
-        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
-    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
+    iteration = parse_iteration(wildcards.target)
+    if iteration is not None:
+        return iter_run(*iteration)
+    produced = getattr(rules, TARGETS[wildcards.target].rule).output
+    return {"histhf": produced.histhf, "guide": produced.guide}
 
 
 rule extract:
@@ -17,7 +18,7 @@ rule extract:
         unpack(target_history),
         grid=rules.model_grid.output.nc,
     output:
-        columns=f"{OUT}/columns/{{target}}/columns.nc",
+        columns=columns_path(OUT, "{target}"),
     params:
         columns=config["columns"],
     log:

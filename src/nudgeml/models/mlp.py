@@ -39,6 +39,8 @@ from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
 
+KIND = "mlp"  # this module's name in the registry (nudgeml.models.registry) and in trained.pt
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -226,7 +228,7 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     module.load_state_dict(best["state_dict"])
     physical = module.physical_module()
     summary = {
-        "kind": "mlp",
+        "kind": KIND,
         "epochs_run": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "best_checkpoint": str(best_path),
@@ -237,7 +239,7 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         "n_targets": n_out,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
-    save_trained(out / "trained.pt", "mlp", physical, summary)
+    save_trained(out / "trained.pt", KIND, physical, summary)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     mark_complete(out / "checkpoints")
     return summary

@@ -38,6 +38,8 @@ from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
 
+KIND = "xgboost"  # this module's name in the registry (nudgeml.models.registry) and in trained.pt
+
 
 @dataclass(frozen=True)
 class XGBConfig:
@@ -146,7 +148,7 @@ def train_xgb(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     booster.save_model(str(out / "checkpoints" / f"model_{booster.num_boosted_rounds():06d}.ubj"))
     module = tree_module(booster, modes, stats)
     summary = {
-        "kind": "xgboost",
+        "kind": KIND,
         "rounds": int(booster.num_boosted_rounds()),
         "resumed_rounds": int(done),
         "device": device,
@@ -156,7 +158,7 @@ def train_xgb(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         "history": {k: {m: [float(v) for v in vals] for m, vals in d.items()} for k, d in history.items()},
         "config": asdict(cfg),
     }
-    save_trained(out / "trained.pt", "xgboost", module, summary)
+    save_trained(out / "trained.pt", KIND, module, summary)
     (out / "booster.ubj").write_bytes(bytes(booster.save_raw("ubj")))
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     mark_complete(ckpt_dir)
