@@ -3,7 +3,8 @@
 
 from snakemake.utils import min_version, validate
 
-from nudgeml.config import drop_switched_off
+from nudgeml.checks import check_consistency
+from nudgeml.config import SCHEMA_PATH, drop_switched_off
 
 min_version("9.0")
 
@@ -15,7 +16,8 @@ configfile: "config/config.yaml"
 
 
 drop_switched_off(config)  # an overlay removes a free run or a model with `name: null`
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, str(SCHEMA_PATH))  # the package's schema: the library validates with the same file
+check_consistency(config)  # the rules across keys a schema cannot express
 
 
 include: "workflow/rules/common.smk"

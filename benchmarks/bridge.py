@@ -30,12 +30,14 @@ import torch
 
 from nudgeml import bridge
 from nudgeml import export as ex
+from nudgeml import manifest as mf
+from nudgeml.models import normalized as nn_models
 
 NLON, NLAT, KLEV = 144, 142, 79
 HIDDEN = [256, 256, 256, 256]
 
 
-def lmdz_model(rng: np.random.Generator) -> tuple[ex.NormalizedModel, ex.Manifest, np.ndarray]:
+def lmdz_model(rng: np.random.Generator) -> tuple[nn_models.NormalizedModel, mf.Manifest, np.ndarray]:
     """The LMDZ-size MLP (random weights) with its manifest, and a batch of LMDZ-like columns."""
     n = NLON * NLAT
     sigma = np.linspace(0.99, 0.0005, KLEV)
@@ -45,18 +47,18 @@ def lmdz_model(rng: np.random.Generator) -> tuple[ex.NormalizedModel, ex.Manifes
     q = rng.uniform(0, 0.02, (n, KLEV)) * sigma**3
     x = np.concatenate([u, v, t, q], axis=1).astype(np.float32)
     torch.manual_seed(0)
-    net = ex.mlp(4 * KLEV, HIDDEN, 2 * KLEV)
-    model = ex.NormalizedModel(net, torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0)),
+    net = nn_models.mlp(4 * KLEV, HIDDEN, 2 * KLEV)
+    model = nn_models.NormalizedModel(net, torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0)),
                                torch.zeros(2 * KLEV), torch.full((2 * KLEV,), 1e-4)).eval()
-    feats = tuple(ex.Block(name, units, KLEV) for name, units in
+    feats = tuple(mf.Block(name, units, KLEV) for name, units in
                   (("u", "m s-1"), ("v", "m s-1"), ("t", "K"), ("q", "kg kg-1")))
-    targs = (ex.Block("du", "m s-2", KLEV), ex.Block("dv", "m s-2", KLEV))
-    manifest = ex.Manifest(
+    targs = (mf.Block("du", "m s-2", KLEV), mf.Block("dv", "m s-2", KLEV))
+    manifest = mf.Manifest(
         name="bench-lmdz", kind="mlp", features=feats, targets=targs,
-        levels=ex.Levels(tuple(float(s) * 101325.0 for s in sigma)),
-        guard=ex.Guard(0.1, tuple(map(float, x.min(0))), tuple(map(float, x.max(0))),
+        levels=mf.Levels(tuple(float(s) * 101325.0 for s in sigma)),
+        guard=mf.Guard(0.1, tuple(map(float, x.min(0))), tuple(map(float, x.max(0))),
                        (-1e-3,) * (2 * KLEV), (1e-3,) * (2 * KLEV)),
-        grid=ex.Grid("lmdz144x142", NLON, NLAT),
+        grid=mf.Grid("lmdz144x142", NLON, NLAT),
     )
     return model, manifest, x
 

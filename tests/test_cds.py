@@ -18,9 +18,8 @@ import xarray as xr
 import yaml
 
 from cds_server import PL, SL, Faults, LoopbackCds
-from nudgeml.cds import CdsError, CdsSettings, build_request, check_cds_config, check_download, download_era5, expected_times, fetch
-from nudgeml.config import ConfigError
-from nudgeml.conventions import InputError
+from nudgeml.cds import CdsSettings, build_request, check_cds_config, check_download, download_era5, expected_times, fetch
+from nudgeml.errors import CdsError, ConfigError, InputError
 from nudgeml.logs import rule_logging
 
 REPO = Path(__file__).resolve().parents[1]

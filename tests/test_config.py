@@ -3,7 +3,9 @@ import copy
 import pytest
 import yaml
 
-from nudgeml.config import ConfigError, analysis_times, load_config, months_between, validate_config
+from nudgeml.checks import load_config, validate
+from nudgeml.config import analysis_times, months_between
+from nudgeml.errors import ConfigError
 
 
 @pytest.fixture()
@@ -12,7 +14,7 @@ def cfg(repo_root):
 
 
 def test_default_config_is_valid(cfg):
-    validate_config(cfg)
+    validate(cfg)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +33,7 @@ def test_bad_keys_are_named(cfg, path, value, named):
         node = node[p]
     node[path[-1]] = value
     with pytest.raises(ConfigError) as err:
-        validate_config(bad)
+        validate(bad)
     assert named in str(err.value)
 
 
@@ -48,15 +50,15 @@ def test_consistency_rules(cfg):
     bad = copy.deepcopy(cfg)
     bad["period"]["end"] = bad["period"]["start"]
     with pytest.raises(ConfigError, match="period.end"):
-        validate_config(bad)
+        validate(bad)
     bad = copy.deepcopy(cfg)
     bad["period"]["start"] = "2000-01-31T03:00"
     with pytest.raises(ConfigError, match="6-hourly"):
-        validate_config(bad)
+        validate(bad)
     bad = copy.deepcopy(cfg)
     bad["free_runs"]["end"] = "2001-01-01T00:00"
     with pytest.raises(ConfigError, match="free_runs"):
-        validate_config(bad)
+        validate(bad)
 
 
 def test_overrides_are_validated(repo_root):
@@ -86,21 +88,21 @@ def test_jeanzay_overlay_is_valid(repo_root):
 
     overlay = yaml.safe_load((repo_root / "config" / "jeanzay.yaml").read_text())
     cfg = deep_merge(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), overlay)
-    validate_config(cfg)
+    validate(cfg)
     assert cfg["era5"]["source"] == "cds" and cfg["outdir"].startswith("$SCRATCH") and cfg["era5"]["dir"].startswith("$WORK")
 
 
 def test_cnn_model_settings_are_validated(cfg):
     good = copy.deepcopy(cfg)
     good["models"]["cnn"] = {"kind": "cnn", "target": "replay", "channels": 16, "depth": 2, "kernel_size": 3, "max_fields_per_epoch": 800}
-    validate_config(good)
+    validate(good)
     for section, named in (({"kind": "cnn", "chanels": 8}, r"config key 'models\.cnn'.*'chanels' was unexpected"),
                            ({"kind": "cnn", "kernel_size": 4}, r"config key 'models\.cnn\.kernel_size'"),
                            ({"kind": "cnn", "hidden": [64]}, r"'hidden' was unexpected")):
         bad = copy.deepcopy(cfg)
         bad["models"]["cnn"] = section
         with pytest.raises(ConfigError, match=named):
-            validate_config(bad)
+            validate(bad)
 
 
 @pytest.mark.parametrize("overlay", ["gap-physics.yaml", "gap-resolution.yaml"])
@@ -115,11 +117,11 @@ def test_gap_overlays_switch_runs_off_after_the_science_config(repo_root, overla
     switched_off = {name for name, spec in read(overlay)["free_runs"]["runs"].items() if spec is None}
     assert switched_off and switched_off <= set(read("science.yaml")["free_runs"]["runs"])
     drop_switched_off(cfg)
-    validate_config(cfg)
+    validate(cfg)
     assert not switched_off & set(cfg["free_runs"]["runs"])
     assert {"control", "control.m1", "control.m2", "mean", "ml-mlp", "ml-replay"} <= set(run_names(cfg["free_runs"]["runs"]))
     # a run switched on whose model is switched off is named, not silently dropped
     cfg["models"]["mlp-replay"] = None
     drop_switched_off(cfg)
     with pytest.raises(ConfigError, match=r"free_runs\.runs\.ml-replay\.model"):
-        validate_config(cfg)
+        validate(cfg)

@@ -3,21 +3,8 @@ import pytest
 import xarray as xr
 
 from conftest import gaussian_like_grid
-from nudgeml.conventions import (
-    InputError,
-    LmdzGrid,
-    check_era5_file,
-    daily_totals_mm,
-    era5_record,
-    guide_record,
-    histhf_record,
-    metric_factors,
-    open_era5_writer,
-    open_guide_writer,
-    open_histhf_writer,
-    read_guide,
-    read_histhf,
-)
+from nudgeml.conventions import LmdzGrid, check_era5_file, daily_totals_mm, era5_record, guide_record, histhf_record, metric_factors, open_era5_writer, open_guide_writer, open_histhf_writer, read_guide, read_histhf
+from nudgeml.errors import InputError
 from nudgeml.ncstream import seconds_since
 
 T0 = np.datetime64("2000-01-31T00:00", "s")

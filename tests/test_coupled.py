@@ -8,14 +8,14 @@ import torch
 import xarray as xr
 
 from factories import spun_up_t21
-from nudgeml.config import load_config
-from nudgeml.config import ConfigError
-from nudgeml.conventions import InputError
+from nudgeml.checks import load_config
 from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free
-from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
+from nudgeml.errors import ConfigError, InputError
+from nudgeml.export import export_model
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
 from nudgeml.grid import write_model_grid
+from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest
 from nudgeml.naming import run_names, split_member
 
 T0 = np.datetime64("2000-03-01T00:00", "s")

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from factories import write_history
-from nudgeml.conventions import InputError
 from nudgeml.data import ColumnBatches, Segment, epoch_segments, make_xgb_iter, share, take_range
+from nudgeml.errors import InputError
 from nudgeml.extract import ColumnSpec, column_dataset, write_columns
 from nudgeml.shard import ShardConfig, open_store, shard_columns
 

@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from nudgeml.errors import ManifestError
 from nudgeml.evaluate import MetricAccumulator, check_manifest_matches_store
-from nudgeml.export import Block, ManifestError, manifest_from_store
+from nudgeml.export import manifest_from_store
+from nudgeml.manifest import Block
 from synthetic import linear_store
 
 

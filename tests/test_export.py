@@ -9,31 +9,34 @@ import numpy as np
 import pytest
 import torch
 
+from nudgeml import errors
 from nudgeml import export as ex
+from nudgeml import manifest as mf
 from nudgeml.guard import apply_guard, guard_bounds, widen
+from nudgeml.models import normalized as nn_models
 
 KLEV = 8
 
 
-def small_manifest(klev: int = KLEV, **over) -> ex.Manifest:
-    features = (ex.Block("u", "m s-1", klev), ex.Block("v", "m s-1", klev),
-                ex.Block("t", "K", klev), ex.Block("q", "kg kg-1", klev), ex.Block("ps", "Pa", 1))
-    targets = (ex.Block("du", "m s-2", klev), ex.Block("dv", "m s-2", klev))
+def small_manifest(klev: int = KLEV, **over) -> mf.Manifest:
+    features = (mf.Block("u", "m s-1", klev), mf.Block("v", "m s-1", klev),
+                mf.Block("t", "K", klev), mf.Block("q", "kg kg-1", klev), mf.Block("ps", "Pa", 1))
+    targets = (mf.Block("du", "m s-2", klev), mf.Block("dv", "m s-2", klev))
     nf, nt = 4 * klev + 1, 2 * klev
     kw = dict(
         name="mlp", kind="mlp", features=features, targets=targets,
-        levels=ex.Levels(tuple(float(p) for p in np.linspace(95000, 5000, klev))),
-        guard=ex.Guard(0.1, (-50.0,) * nf, (50.0,) * nf, (-1e-3,) * nt, (1e-3,) * nt),
-        grid=ex.Grid("t21", 64, 32), dataset_sha256="0" * 64,
+        levels=mf.Levels(tuple(float(p) for p in np.linspace(95000, 5000, klev))),
+        guard=mf.Guard(0.1, (-50.0,) * nf, (50.0,) * nf, (-1e-3,) * nt, (1e-3,) * nt),
+        grid=mf.Grid("t21", 64, 32), dataset_sha256="0" * 64,
     )
     kw.update(over)
-    return ex.Manifest(**kw)
+    return mf.Manifest(**kw)
 
 
-def small_model(m: ex.Manifest, seed: int = 0) -> ex.NormalizedModel:
+def small_model(m: mf.Manifest, seed: int = 0) -> nn_models.NormalizedModel:
     torch.manual_seed(seed)
-    return ex.NormalizedModel(
-        ex.mlp(m.n_features, [16, 16], m.n_targets),
+    return nn_models.NormalizedModel(
+        nn_models.mlp(m.n_features, [16, 16], m.n_targets),
         x_mean=torch.randn(m.n_features), x_std=torch.rand(m.n_features) + 0.5,
         y_mean=torch.randn(m.n_targets) * 1e-5, y_std=torch.rand(m.n_targets) * 1e-4,
     )
@@ -49,8 +52,8 @@ def test_names_expand_surface_first():
 
 def test_manifest_round_trip(tmp_path: Path):
     m = small_manifest()
-    p = ex.write_manifest(m, tmp_path / "model.json")
-    back = ex.read_manifest(tmp_path)
+    p = mf.write_manifest(m, tmp_path / "model.json")
+    back = mf.read_manifest(tmp_path)
     assert back == m
     d = json.loads(p.read_text())
     assert d["format"] == "nudgeml-model" and d["format_version"] == 1
@@ -88,49 +91,49 @@ def _write_raw(tmp_path: Path, mutate) -> Path:
 )
 def test_manifest_rejections_name_file_and_key(tmp_path: Path, mutate, message):
     p = _write_raw(tmp_path, mutate)
-    with pytest.raises(ex.ManifestError) as e:
-        ex.read_manifest(p)
+    with pytest.raises(errors.ManifestError) as e:
+        mf.read_manifest(p)
     assert str(p) in str(e.value)
     assert message in str(e.value)
 
 
 def test_manifest_klev_check(tmp_path: Path):
-    ex.write_manifest(small_manifest(), tmp_path / "model.json")
-    assert ex.read_manifest(tmp_path, klev=KLEV).n_features == 33
-    with pytest.raises(ex.ManifestError, match="klev = 79"):
-        ex.read_manifest(tmp_path, klev=79)
+    mf.write_manifest(small_manifest(), tmp_path / "model.json")
+    assert mf.read_manifest(tmp_path, klev=KLEV).n_features == 33
+    with pytest.raises(errors.ManifestError, match="klev = 79"):
+        mf.read_manifest(tmp_path, klev=79)
 
 
 def test_missing_and_broken_manifest(tmp_path: Path):
-    with pytest.raises(ex.ManifestError, match="not found"):
-        ex.read_manifest(tmp_path / "nope.json")
+    with pytest.raises(errors.ManifestError, match="not found"):
+        mf.read_manifest(tmp_path / "nope.json")
     (tmp_path / "model.json").write_text("{")
-    with pytest.raises(ex.ManifestError, match="not valid JSON"):
-        ex.read_manifest(tmp_path)
+    with pytest.raises(errors.ManifestError, match="not valid JSON"):
+        mf.read_manifest(tmp_path)
 
 
 def test_write_manifest_refuses_invalid_and_keeps_old(tmp_path: Path):
     good = small_manifest()
-    p = ex.write_manifest(good, tmp_path / "model.json")
-    bad = small_manifest(guard=ex.Guard(0.1, (0.0,), (1.0,), (0.0,), (1.0,)))
-    with pytest.raises(ex.ManifestError, match="guard.feature_min"):
-        ex.write_manifest(bad, p)
-    assert ex.read_manifest(p) == good
+    p = mf.write_manifest(good, tmp_path / "model.json")
+    bad = small_manifest(guard=mf.Guard(0.1, (0.0,), (1.0,), (0.0,), (1.0,)))
+    with pytest.raises(errors.ManifestError, match="guard.feature_min"):
+        mf.write_manifest(bad, p)
+    assert mf.read_manifest(p) == good
 
 
 def test_normalized_model_maths():
     m = small_manifest()
-    net = ex.mlp(m.n_features, [8], m.n_targets)
+    net = nn_models.mlp(m.n_features, [8], m.n_targets)
     x_mean, x_std = torch.randn(33), torch.rand(33) + 0.5
     x_std[3] = 0.0  # constant feature: must not divide by zero
     y_mean, y_std = torch.randn(16), torch.rand(16)
-    mod = ex.NormalizedModel(net, x_mean, x_std, y_mean, y_std)
+    mod = nn_models.NormalizedModel(net, x_mean, x_std, y_mean, y_std)
     x = torch.randn(5, 33)
     safe_std = x_std.clone()
     safe_std[3] = 1.0
     expected = net((x - x_mean) / safe_std) * y_std + y_mean
     assert torch.equal(mod(x), expected)
-    clipped = ex.NormalizedModel(net, x_mean, x_std, y_mean, y_std,
+    clipped = nn_models.NormalizedModel(net, x_mean, x_std, y_mean, y_std,
                                  x_clip=(torch.full((33,), -0.5), torch.full((33,), 0.5)))
     assert torch.equal(clipped(x), mod(x.clamp(-0.5, 0.5)))
 
@@ -167,7 +170,7 @@ def test_export_model_writes_three_files_with_dynamic_batch(tmp_path: Path):
 
 def test_export_model_rejects_shape_mismatch(tmp_path: Path):
     m = small_manifest()
-    wrong = ex.NormalizedModel(ex.mlp(33, [4], 15), torch.zeros(33), torch.ones(33),
+    wrong = nn_models.NormalizedModel(nn_models.mlp(33, [4], 15), torch.zeros(33), torch.ones(33),
                                torch.zeros(15), torch.ones(15))
     with pytest.raises(ValueError, match="manifest expects"):
         ex.export_model(wrong, m, tmp_path, aoti=False)
@@ -175,10 +178,10 @@ def test_export_model_rejects_shape_mismatch(tmp_path: Path):
 
 
 def test_guard_reference():
-    m = small_manifest(klev=1, features=(ex.Block("u", "m s-1", 1), ex.Block("ps", "Pa", 1)),
-                       targets=(ex.Block("du", "m s-2", 1), ex.Block("dv", "m s-2", 1)),
-                       levels=ex.Levels((95000.0,)),
-                       guard=ex.Guard(0.5, (0.0, 1e5), (10.0, 1e5), (-1.0, 0.0), (1.0, 2.0)))
+    m = small_manifest(klev=1, features=(mf.Block("u", "m s-1", 1), mf.Block("ps", "Pa", 1)),
+                       targets=(mf.Block("du", "m s-2", 1), mf.Block("dv", "m s-2", 1)),
+                       levels=mf.Levels((95000.0,)),
+                       guard=mf.Guard(0.5, (0.0, 1e5), (10.0, 1e5), (-1.0, 0.0), (1.0, 2.0)))
     b = guard_bounds(m.guard)
     np.testing.assert_array_equal(b.feature_lo, [-5.0, 1e5])
     np.testing.assert_array_equal(b.target_hi, [2.0, 3.0])

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from factories import value_field, write_history
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.extract import ColumnSpec, column_dataset, column_features, cos_solar_zenith, expand_names, write_columns
 
 

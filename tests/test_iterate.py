@@ -15,13 +15,15 @@ import torch
 import xarray as xr
 
 from factories import spun_up_t21
-from nudgeml.config import ConfigError, check_consistency, load_config
+from nudgeml.checks import check_consistency, load_config
 from nudgeml.conventions import read_guide
-from nudgeml.export import Block, Grid, Guard, Levels, Manifest, export_model
+from nudgeml.errors import ConfigError
+from nudgeml.export import export_model
 from nudgeml.extract import ColumnSpec, column_dataset, expand_names
 from nudgeml.gcm.standin import GCMConfig, StandinGCM
 from nudgeml.grid import write_model_grid
 from nudgeml.iterate import run_corrected_nudged
+from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest
 from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
 from nudgeml.naming import chain_correction, chains
 from nudgeml.nudged import run_nudged

@@ -14,8 +14,11 @@ import pytest
 import yaml
 
 from nudgeml import lmdz
+from nudgeml.config import SCHEMA_PATH
 
 KIT = Path(__file__).resolve().parents[1] / "lmdz"
+LMDZ_SCHEMA = SCHEMA_PATH.parent / "lmdz.schema.yaml"
+TAU = 6.0  # the workflow's nudging.tau_hours, which the kit uses unless lmdz.nudging.tau_hours is set
 
 
 @pytest.fixture()
@@ -37,34 +40,34 @@ def small(raw: dict, tmp_path: Path) -> dict:
 
 
 def render(raw: dict, out: Path) -> dict[str, Path]:
-    paths = lmdz.render_jobs(lmdz.LmdzJobConfig.from_dict(raw), out)
+    paths = lmdz.render_jobs(lmdz.LmdzJobConfig.from_dict(raw, tau_hours=TAU), out)
     return {str(p.relative_to(out)): p for p in paths}
 
 
 def test_example_config_matches_schema_and_parses(raw):
-    schema = yaml.safe_load((KIT / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(LMDZ_SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(raw)
-    cfg = lmdz.LmdzJobConfig.from_dict(raw)
+    cfg = lmdz.LmdzJobConfig.from_dict(raw, tau_hours=TAU)
     assert cfg.slurm.account == "abc@cpu"
     assert [r.name for r in cfg.free_runs] == ["control", "mean", "ml-mlp"]
     assert cfg.nudging.tau_days == 0.25
 
 
 def test_schema_rejects_what_the_parser_rejects(raw):
-    schema = yaml.safe_load((KIT / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(LMDZ_SCHEMA.read_text())
     bad = copy.deepcopy(raw)
     bad["slurm"]["account"] = "abc@v100"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
     with pytest.raises(lmdz.LmdzConfigError, match="slurm.account"):
-        lmdz.LmdzJobConfig.from_dict(bad)
+        lmdz.LmdzJobConfig.from_dict(bad, tau_hours=TAU)
     bad = copy.deepcopy(raw)
     del bad["free"]["runs"]["ml-mlp"]["model"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
     with pytest.raises(lmdz.LmdzConfigError, match=r"free.runs.ml-mlp.model' is missing"):
-        lmdz.LmdzJobConfig.from_dict(bad)
+        lmdz.LmdzJobConfig.from_dict(bad, tau_hours=TAU)
 
 
 @pytest.mark.parametrize(
@@ -95,11 +98,29 @@ def test_config_errors_name_the_key(raw, path, value, message):
     else:
         d[path[-1]] = value
     with pytest.raises(lmdz.LmdzConfigError, match=re.escape(message) if "'" in message else message):
+        lmdz.LmdzJobConfig.from_dict(raw, tau_hours=TAU)
+
+
+def test_tau_is_the_workflow_one_unless_the_lmdz_block_overrides_it(raw):
+    assert "tau_hours" not in raw["nudging"]  # the example relies on the workflow's nudging.tau_hours
+    assert lmdz.LmdzJobConfig.from_dict(raw, tau_hours=3.0).nudging.tau_hours == 3.0
+    raw["nudging"]["tau_hours"] = 12
+    assert lmdz.LmdzJobConfig.from_dict(raw, tau_hours=3.0).nudging.tau_hours == 12.0
+    del raw["nudging"]["tau_hours"]
+    with pytest.raises(lmdz.LmdzConfigError, match=r"'lmdz.nudging.tau_hours' is missing"):
         lmdz.LmdzJobConfig.from_dict(raw)
 
 
+def test_lmdz_grid_defaults_to_lmdz6a_unless_set(raw):
+    from nudgeml.lmdz_forcing import DEFAULT_GRID, lmdz_grid
+
+    assert lmdz_grid({}) == DEFAULT_GRID == {"iim": 144, "jjm": 142}
+    assert lmdz_grid({"grid": {"iim": 96}}) == {"iim": 96, "jjm": 142}
+    assert lmdz_grid(raw) == {"iim": 144, "jjm": 142}
+
+
 def test_month_segments_follow_the_calendar():
-    p = lmdz.Period(datetime.date(2000, 1, 1), datetime.date(2001, 3, 1))
+    p = lmdz.MonthRange(datetime.date(2000, 1, 1), datetime.date(2001, 3, 1))
     g = lmdz.month_segments(p, "gregorian")
     assert len(g) == 14
     assert (g[1].ndays, g[1].dayref, g[2].dayref) == (29, 32, 61)  # 2000 is a leap year

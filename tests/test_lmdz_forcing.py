@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from factories import TIMES, fine_source, smooth, write_era5
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.lmdz_forcing import lmdz_points, write_lmdz_forcing
 from nudgeml.naming import month_file_names
 

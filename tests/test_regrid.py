@@ -5,10 +5,10 @@ import pytest
 import xarray as xr
 
 from factories import PLEV, TIMES, fine_source, smooth, write_era5
-from nudgeml.conventions import InputError
+from nudgeml.errors import CdoError, InputError
 from nudgeml.gcm.standin import ModelGrid
 from nudgeml.grid import cdo_grid_description
-from nudgeml.regrid import CdoError, regrid_month, surface_pressure_on_model_orography
+from nudgeml.regrid import regrid_month, surface_pressure_on_model_orography
 
 SIGMA = np.array([0.95, 0.835, 0.685, 0.51, 0.34, 0.2, 0.095, 0.025])
 

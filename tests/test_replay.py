@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from factories import spun_up_t21
-from nudgeml.config import load_config
+from nudgeml.checks import load_config
 from nudgeml.conventions import read_guide, read_histhf
 from nudgeml.grid import write_model_grid
 from nudgeml.replay import run_replay

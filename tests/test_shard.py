@@ -8,7 +8,7 @@ import xarray as xr
 import zarr
 
 from factories import write_history
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.extract import ColumnSpec, column_dataset, write_columns
 from nudgeml.shard import ShardConfig, count_files, files_per_split, load_stats, open_store, shard_columns, split_times
 
@@ -116,8 +116,8 @@ def test_streaming_memory_on_lmdz_sized_input(tmp_path):
     code = f"""
 import json
 import dask.array as da, numpy as np, xarray as xr
-from nudgeml.shard import ShardConfig, shard_columns
 from nudgeml.extract import ColumnSpec, expand_names
+from nudgeml.shard import ShardConfig, shard_columns
 nt, nc, nlev = 120, 20448, 79
 spec = ColumnSpec()
 fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)

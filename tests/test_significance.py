@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nudgeml.config import ConfigError
+from nudgeml.errors import ConfigError
 from nudgeml.coupled import run_names
 from nudgeml.report import noise_floor
 from nudgeml.significance import (

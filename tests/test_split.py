@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from nudgeml.config import ConfigError, load_config
-from nudgeml.conventions import InputError
+from nudgeml.checks import load_config
+from nudgeml.errors import ConfigError, InputError
 from nudgeml.replay import sample_times
 from nudgeml.split import SplitSpec, blocks, check_out_of_sample, in_blocks, split_times
 

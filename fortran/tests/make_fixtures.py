@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from nudgeml import export as ex
+from nudgeml import manifest as mf
 from nudgeml.guard import apply_guard, guard_bounds
+from nudgeml.models import normalized as nn_models
 
 KLEV = 8
 N_BRIDGE = 257
@@ -46,10 +48,10 @@ NSTEPS = 2 * NSTEP_REFRESH + 1  # refreshes at steps 1, 25, 49
 TORCH_THREADS = 2  # the Fortran tests load the models with the same count
 
 
-def blocks() -> tuple[tuple[ex.Block, ...], tuple[ex.Block, ...]]:
-    features = (ex.Block("u", "m s-1", KLEV), ex.Block("v", "m s-1", KLEV), ex.Block("t", "K", KLEV),
-                ex.Block("q", "kg kg-1", KLEV), ex.Block("ps", "Pa", 1))
-    targets = (ex.Block("du", "m s-2", KLEV), ex.Block("dv", "m s-2", KLEV))
+def blocks() -> tuple[tuple[mf.Block, ...], tuple[mf.Block, ...]]:
+    features = (mf.Block("u", "m s-1", KLEV), mf.Block("v", "m s-1", KLEV), mf.Block("t", "K", KLEV),
+                mf.Block("q", "kg kg-1", KLEV), mf.Block("ps", "Pa", 1))
+    targets = (mf.Block("du", "m s-2", KLEV), mf.Block("dv", "m s-2", KLEV))
     return features, targets
 
 
@@ -93,28 +95,28 @@ class NanWhereUPositive(nn.Module):
         return torch.where(x[:, :1] > 0, torch.full_like(y, float("nan")), y)
 
 
-def build_model(rng: np.random.Generator) -> tuple[ex.NormalizedModel, ex.Manifest]:
+def build_model(rng: np.random.Generator) -> tuple[nn_models.NormalizedModel, mf.Manifest]:
     feats, targs = blocks()
     train = features(random_state(rng, 4096))
     torch.manual_seed(1234)
     nf, nt = train.shape[1], 2 * KLEV
-    net = ex.mlp(nf, [32, 32], nt)
+    net = nn_models.mlp(nf, [32, 32], nt)
     x_mean = torch.from_numpy(train.mean(axis=0))
     x_std = torch.from_numpy(train.std(axis=0))
-    model = ex.NormalizedModel(net, x_mean, x_std, y_mean=torch.full((nt,), 1e-5),
+    model = nn_models.NormalizedModel(net, x_mean, x_std, y_mean=torch.full((nt,), 1e-5),
                                y_std=torch.full((nt,), 2e-5)).eval()
     with torch.no_grad():
         y = model(torch.from_numpy(train)).numpy().astype(np.float64)
-    manifest = ex.Manifest(
+    manifest = mf.Manifest(
         name="fixture-mlp33", kind="mlp", features=feats, targets=targs,
-        levels=ex.Levels(tuple(float(p) for p in np.linspace(0.97, 0.1, KLEV) * 101325.0)),
-        guard=ex.Guard(
+        levels=mf.Levels(tuple(float(p) for p in np.linspace(0.97, 0.1, KLEV) * 101325.0)),
+        guard=mf.Guard(
             margin=0.1,
             feature_min=tuple(map(float, train.min(axis=0))), feature_max=tuple(map(float, train.max(axis=0))),
             target_min=tuple(map(float, np.percentile(y, 5, axis=0))),
             target_max=tuple(map(float, np.percentile(y, 95, axis=0))),
         ),
-        grid=ex.Grid("fixture", 8, 8),
+        grid=mf.Grid("fixture", 8, 8),
         dataset_sha256=hashlib.sha256(train.tobytes()).hexdigest(),
     )
     return model, manifest
@@ -126,7 +128,7 @@ def run(model: torch.nn.Module, x: np.ndarray, threads: int = TORCH_THREADS) -> 
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def write_bad_inputs(out: Path, good: Path, manifest: ex.Manifest) -> None:
+def write_bad_inputs(out: Path, good: Path, manifest: mf.Manifest) -> None:
     # A manifest whose n_features disagrees with its own blocks (written raw: the writer refuses it).
     d = out / "bad_n_features"
     d.mkdir()
@@ -138,14 +140,14 @@ def write_bad_inputs(out: Path, good: Path, manifest: ex.Manifest) -> None:
     # A consistent manifest over a model that takes 34 inputs.
     d = out / "bad_model_size"
     d.mkdir()
-    wrong = ex.NormalizedModel(ex.mlp(34, [8], 16), torch.zeros(34), torch.ones(34), torch.zeros(16), torch.ones(16))
+    wrong = nn_models.NormalizedModel(nn_models.mlp(34, [8], 16), torch.zeros(34), torch.ones(34), torch.zeros(16), torch.ones(16))
     ex.export_torchscript(wrong, d / "model.pt")
-    ex.write_manifest(manifest, d / "model.json")
+    mf.write_manifest(manifest, d / "model.json")
 
     # A manifest without its artifacts.
     d = out / "missing_pt"
     d.mkdir()
-    ex.write_manifest(manifest, d / "model.json")
+    mf.write_manifest(manifest, d / "model.json")
 
     # Truncated JSON.
     d = out / "bad_json"
@@ -164,7 +166,7 @@ def write_bridge(out: Path, rng: np.random.Generator, models: dict[str, torch.nn
     (d / "meta.txt").write_text(f"{N_BRIDGE} {x.shape[1]} {2 * KLEV}\n")
 
 
-def lmdz_reference(model: torch.nn.Module, manifest: ex.Manifest, state0, dstate, mean, partition, threads):
+def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate, mean, partition, threads):
     """Expected (d_u, d_v) at each refresh, and the counters, for one partition of the columns."""
     bounds = guard_bounds(manifest.guard)
     fallback = np.concatenate([mean["du"], mean["dv"]], axis=1)
@@ -183,7 +185,7 @@ def lmdz_reference(model: torch.nn.Module, manifest: ex.Manifest, state0, dstate
     return expected, counts
 
 
-def write_lmdz(out: Path, rng: np.random.Generator, manifest: ex.Manifest, models: dict[str, torch.nn.Module]) -> None:
+def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, models: dict[str, torch.nn.Module]) -> None:
     d = out / "lmdz"
     d.mkdir()
     state0 = random_state(rng, KLON)

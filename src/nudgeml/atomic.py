@@ -47,3 +47,25 @@ def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``final`` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def synced_atomic_path(final: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Path]:
+    """Like :func:`atomic_path` for a file, with the data flushed to disk (``fsync``) before the rename.
+
+    For the model files (manifest, TorchScript, ``.pt2``), which a coupled run on another node may
+    read right after: a rename is atomic, but without the ``fsync`` a crash could leave the new name
+    on an empty file. ``suffix`` ends the temporary name (AOTInductor insists on ``.pt2``).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)

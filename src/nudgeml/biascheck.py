@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from nudgeml.atomic import write_text_atomic
-from nudgeml.conventions import InputError, read_histhf
+from nudgeml.conventions import read_histhf
+from nudgeml.errors import InputError
 from nudgeml.metrics import weighted_rmse
 from nudgeml.regrid import open_forcing
 

@@ -12,14 +12,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nudgeml.errors import BridgeBuildError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FORTRAN_DIR = REPO_ROOT / "fortran"
 DEFAULT_BUILD_DIR = FORTRAN_DIR / "build"
 REQUIRED_TOOLS = ("cmake", "ctest", "gfortran", "g++")
-
-
-class BridgeBuildError(RuntimeError):
-    """cmake, the compiler or ctest failed; the message holds the tail of their output."""
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.config import ConfigError, months_between
-from nudgeml.conventions import InputError, check_era5_file
+from nudgeml.config import months_between
+from nudgeml.conventions import check_era5_file
+from nudgeml.errors import CdsError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ KINDS: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {
     "precipitation": (DATASET_SINGLE_LEVELS, ("tp",), ALL_HOURS),
     "invariant": (DATASET_SINGLE_LEVELS, ("z", "lsm"), (0,)),
 }
-
-
-class CdsError(RuntimeError):
-    """A download that cannot succeed: no key, a rejected request, or every attempt failed."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
-"""Configuration: load the YAML, validate it against the workflow's schema, build typed settings.
+"""Configuration: read the YAML, validate it against the workflow's schema, and the time helpers.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single documentation of every key; the
-Snakefile validates with it and so does :func:`load_config`, so the library and the workflow reject
-the same mistakes with the same message (the offending key's path).
+The schema (``schemas/config.schema.yaml`` inside this package) is the single documentation of
+every key; the Snakefile validates with this same file (:data:`SCHEMA_PATH`) and so does
+:func:`validate_config`, so the library and the workflow reject the same mistakes with the same
+message (the offending key's path). It ships as package data, so a wheel install finds it too.
+
+This module is a leaf of the package (it imports only :mod:`nudgeml.errors`): the rules across
+keys, which need the stage modules, live above it in :mod:`nudgeml.checks`.
 """
 
 from __future__ import annotations
@@ -11,22 +15,25 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+from nudgeml.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, mistyped or inconsistent; the message names it."""
+# importlib.resources gives a real path: nudgeml is installed as files (its schemas $ref each other by
+# relative path, which a zipped install could not resolve)
+SCHEMA_PATH: Final = Path(str(resources.files("nudgeml").joinpath("schemas", "config.schema.yaml")))
 
 
 def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike[str] = SCHEMA_PATH) -> None:
-    """Raise :class:`ConfigError` naming the first offending key."""
+    """Raise :class:`ConfigError` naming the first key the schema rejects.
+
+    Schema only: :func:`nudgeml.checks.validate` adds the rules across keys.
+    """
     import jsonschema
     from referencing import Registry, Resource
 
@@ -34,7 +41,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike[st
     schema = yaml.safe_load(schema_path.read_text())
 
     def retrieve(uri: str) -> Resource:
-        # relative $refs name other YAML schema files (the lmdz block's lives with the job kit)
+        # relative $refs name other YAML schema files (the lmdz block's, beside this one)
         target = Path(uri.removeprefix("file://"))
         return Resource.from_contents(yaml.safe_load(target.read_text()))
 
@@ -46,45 +53,18 @@ def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike[st
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         raise ConfigError(f"config key {where!r}: {err.message}")
-    check_consistency(config)
 
 
-def check_consistency(config: Mapping[str, Any]) -> None:
-    """Cross-key rules a JSON schema cannot express."""
-    start, end = parse_time(config["period"]["start"]), parse_time(config["period"]["end"])
-    if end <= start:
-        raise ConfigError(f"config key 'period.end' ({end}) must be after 'period.start' ({start})")
-    for key, t in (("period.start", start), ("period.end", end)):
-        if (t - t.astype("datetime64[D]")).astype(int) % (6 * 3600) != 0:
-            raise ConfigError(f"config key {key!r} ({t}) must be on a 6-hourly analysis time (00, 06, 12, 18 UTC)")
-    fstart, fend = parse_time(config["free_runs"]["start"]), parse_time(config["free_runs"]["end"])
-    if not (start <= fstart < fend <= end):
-        raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
-    if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
-        raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
-    for name, run in config["free_runs"]["runs"].items():
-        if run["correction"] == "ml" and run["model"] not in config.get("models", {}):
-            raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
-    split = config.get("dataset", {}).get("split")
-    if split:
-        from nudgeml.split import check_out_of_sample
+def read_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a configuration file, deep-merge ``overrides`` into it and drop what they switched off.
 
-        problems = check_out_of_sample(split, start, fstart)
-        if problems:
-            raise ConfigError(problems[0])
-    for name in config.get("train", {}).get("models", []):
-        if name not in config.get("models", {}):
-            raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
-    from nudgeml.iterate import check_iterations
-
-    check_iterations(config)
-    if config["era5"]["source"] == "cds":
-        from nudgeml.cds import check_cds_config
-
-        check_cds_config(config)
-    plev = config["era5"]["pressure_levels_hpa"]
-    if len(set(plev)) != len(plev):
-        raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")
+    Not validated: :func:`nudgeml.checks.load_config` reads and validates.
+    """
+    config = yaml.safe_load(Path(path).read_text())
+    if overrides:
+        config = deep_merge(config, overrides)
+    drop_switched_off(config)
+    return config
 
 
 def drop_switched_off(config: dict[str, Any]) -> None:
@@ -92,7 +72,7 @@ def drop_switched_off(config: dict[str, Any]) -> None:
 
     Overlays merge into the configuration key by key, so without this an overlay could only add runs
     (``config/gap-*.yaml`` keep a few of science.yaml's 21). A model still named by ``train.models``
-    or by a run stays an error (:func:`check_consistency` names the key).
+    or by a run stays an error (:func:`nudgeml.checks.check_consistency` names the key).
     """
     split = config.get("dataset", {}).get("split")
     # the split kind too: an overlay that uses another kind than its base says `dates: null`
@@ -100,16 +80,6 @@ def drop_switched_off(config: dict[str, Any]) -> None:
         if isinstance(section, dict):
             for name in [k for k, v in section.items() if v is None]:
                 del section[name]
-
-
-def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read, deep-merge ``overrides`` into, and validate a configuration file."""
-    config = yaml.safe_load(Path(path).read_text())
-    if overrides:
-        config = deep_merge(config, overrides)
-    drop_switched_off(config)
-    validate_config(config)
-    return config
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,15 +26,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from nudgeml.errors import InputError
 from nudgeml.ncstream import StreamingNetCDF, VarSpec
 
 EARTH_RADIUS_M = 6.371e6
 SECONDS_PER_DAY = 86400.0
 ERA5_EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
-
-
-class InputError(ValueError):
-    """Bad input: a missing file, variable or coordinate, or a wrong grid. The message names it."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from nudgeml.atomic import write_text_atomic
-from nudgeml.config import ConfigError, Period
-from nudgeml.conventions import InputError
+from nudgeml.config import Period
+from nudgeml.errors import ConfigError, InputError
 from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.grid import read_model_grid
 from nudgeml.naming import split_member
@@ -121,8 +121,8 @@ class MLCorrector(Corrector):
     ) -> None:
         import torch
 
-        from nudgeml.export import read_manifest
         from nudgeml.guard import guard_bounds
+        from nudgeml.manifest import read_manifest
 
         self.manifest = read_manifest(model_dir, klev=grid.sigma.size)
         expected = expand_names(spec.feature_blocks(grid.sigma.size))

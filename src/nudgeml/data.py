@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.shard import open_store
 
 
@@ -87,7 +87,7 @@ def distributed_context() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class _SplitArrays:
+class SplitArrays:
     """The inputs/targets arrays of one split, opened lazily (once per worker process)."""
 
     def __init__(self, store: str | os.PathLike[str], split: str) -> None:
@@ -132,7 +132,7 @@ class ColumnBatches(_IterableBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, store: str | os.PathLike[str], split: str, batch_size: int, *, shuffle: bool = True, buffer_chunks: int = 4, seed: int = 0, rank: int | None = None, world_size: int | None = None, drop_last: bool = False) -> None:
         super().__init__()
-        self.arrays = _SplitArrays(store, split)
+        self.arrays = SplitArrays(store, split)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.buffer_chunks = max(1, int(buffer_chunks))
@@ -214,7 +214,7 @@ def make_xgb_iter(store: str | os.PathLike[str], split: str, rows_per_batch: int
     """
     import xgboost as xgb
 
-    arrays = _SplitArrays(store, split)
+    arrays = SplitArrays(store, split)
     step = max(arrays.chunk_rows, (rows_per_batch // arrays.chunk_rows) * arrays.chunk_rows)
     segments = [Segment(s, min(arrays.n_rows, s + step)) for s in range(0, arrays.n_rows, step)]
 

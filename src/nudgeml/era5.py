@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from nudgeml.config import ConfigError, Period, months_between
+from nudgeml.config import Period, months_between
 from nudgeml.conventions import era5_record, open_era5_writer
+from nudgeml.errors import ConfigError
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
 from nudgeml.gcm.vertical import sigma_to_pressure
 from nudgeml.ncstream import StreamingNetCDF, seconds_since

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.conventions import InputError
-from nudgeml.data import Segment, _SplitArrays
-from nudgeml.export import Manifest, ManifestError, read_manifest
+from nudgeml.data import Segment, SplitArrays
+from nudgeml.errors import InputError, ManifestError
+from nudgeml.manifest import Manifest, read_manifest
+from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.shard import open_store
 
 
@@ -91,12 +92,15 @@ def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], s
     check_manifest_matches_store(manifest, store, str(model_dir / "model.json"))
     module = torch.jit.load(str(model_dir / manifest.artifacts["torchscript"]), map_location="cpu").eval()
     acc = MetricAccumulator(manifest.n_targets)
-    if manifest.kind == "cnn":
+    kind = MODEL_KINDS.get(manifest.kind)
+    if kind is None:
+        raise ManifestError(f"{model_dir / 'model.json'}: key 'kind' is {manifest.kind!r}, not a model kind of this package ({', '.join(MODEL_KINDS)})")
+    if kind.reads_fields:
         if columns is None:
-            raise InputError(f"{model_dir / 'model.json'}: a 'cnn' model is evaluated on whole fields; give the column table")
+            raise InputError(f"{model_dir / 'model.json'}: a {kind.name!r} model is evaluated on whole fields; give the column table")
         _accumulate_fields(module, store, columns, split, acc)
     else:
-        arrays = _SplitArrays(store, split)
+        arrays = SplitArrays(store, split)
         if arrays.n_rows == 0:
             raise InputError(f"{store}: split {split!r} is empty")
         with torch.no_grad():

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import InputError, read_histhf, read_target
+from nudgeml.conventions import read_histhf, read_target
+from nudgeml.errors import InputError
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import StreamingNetCDF, VarSpec, seconds_since
 

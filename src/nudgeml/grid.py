@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.gcm.standin import PREFF_PA, ModelGrid
 
 

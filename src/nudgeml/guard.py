@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from nudgeml.export import Guard
+from nudgeml.manifest import Guard
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

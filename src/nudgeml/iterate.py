@@ -23,22 +23,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nudgeml.config import ConfigError
 from nudgeml.coupled import make_corrector
+from nudgeml.errors import ConfigError
 from nudgeml.extract import ColumnSpec
 from nudgeml.grid import read_model_grid
 from nudgeml.naming import MEAN_CHAINS
 from nudgeml.nudged import run_nudged
+from nudgeml.targets import TARGETS, target_of
 
 log = logging.getLogger(__name__)
 
 
 def check_iterations(config: Mapping[str, Any]) -> None:
-    """Cross-key rules of iterative training (called by :func:`nudgeml.config.check_consistency`)."""
+    """Cross-key rules of iterative training (called by :func:`nudgeml.checks.check_consistency`)."""
     for name, spec in config.get("models", {}).items():
         if int(spec.get("iterations", 0)) > 0:
-            if spec.get("target", "nudging") != "nudging":
-                raise ConfigError(f"config key 'models.{name}.iterations': iterations need target 'nudging' (iteration 0 is the plain nudged run), not {spec['target']!r}")
+            if not target_of(spec).iterable:
+                start = [t for t, target in TARGETS.items() if target.iterable]
+                raise ConfigError(f"config key 'models.{name}.iterations': iterations need target {' or '.join(map(repr, start))} (iteration 0 is the plain nudged run), not {spec['target']!r}")
             if name in MEAN_CHAINS:
                 raise ConfigError(f"config key 'models.{name}': the name {name!r} is reserved for the iterated mean correction; rename the model")
     for name, spec in config["free_runs"]["runs"].items():

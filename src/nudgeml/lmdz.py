@@ -3,7 +3,7 @@
 One guided (nudged) run and the free runs (``control``, ``mean``, ``ml-<model>``) are each rendered
 into ``<out_dir>/<run>/``: a chain of SLURM jobs (``job_001.slurm`` ...) that run LMDZ month by month
 from restarts, the run's ``.def`` files, and ``submit.sh`` that submits the chain with
-``afterok`` dependencies. Templates live in ``lmdz/templates/`` (Jinja2, undefined names are
+``afterok`` dependencies. Templates live in the package, ``nudgeml/templates/lmdz/`` (Jinja2, undefined names are
 errors). Configuration comes in as the plain ``lmdz:`` mapping of the workflow config and is
 checked here, each error naming its key; nothing is read from globals and Snakemake is not
 imported.
@@ -28,7 +28,7 @@ from typing import Any
 
 import jinja2
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "lmdz" / "templates"
+from nudgeml.errors import LmdzConfigError
 
 # LMDZ's nudging variables: config name -> (file LMDZ opens, guide.def switch, tau suffix)
 NUDGE_VARS: dict[str, tuple[str, str, str]] = {
@@ -43,10 +43,6 @@ CORRECTIONS = {"none": 0, "mean": 1, "ml": 2}  # nudgeml_mode in nudgeml.def
 CALENDARS = ("gregorian", "earth_365d", "earth_360d")
 _MODULE_RE = re.compile(r"^[A-Za-z0-9_.+/-]+$")
 _TIME_RE = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
-
-
-class LmdzConfigError(ValueError):
-    """A bad ``lmdz:`` configuration; the message names the key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,9 +67,9 @@ class SlurmConfig:
 @dataclass(frozen=True)
 class NudgingConfig:
     forcing_dir: str  # the CDO stage's output: <forcing_dir>/<file_pattern>
+    tau_hours: float  # the workflow's nudging.tau_hours unless lmdz.nudging.tau_hours overrides it
     file_pattern: str = "{var}_{year:04d}{month:02d}.nc"
     variables: tuple[str, ...] = ("u", "v")
-    tau_hours: float = 6.0
     boundary_layer: bool = True  # guide_BL: nudge inside the boundary layer too
     plevs: int = 0  # guide_plevs: 0 pressure levels, 1 model levels (apbp.nc)
     invert_p: bool = False  # guide_invertp
@@ -87,8 +83,12 @@ class NudgingConfig:
 
 
 @dataclass(frozen=True)
-class Period:
-    """Whole months: ``start`` is the first day of a month, ``end`` (exclusive) too."""
+class MonthRange:
+    """Whole months: ``start`` is the first day of a month, ``end`` (exclusive) too.
+
+    Not the workflow's :class:`nudgeml.config.Period` (analysis times, both ends included): LMDZ
+    runs month by month from restarts, so its periods are calendar months.
+    """
 
     start: _dt.date
     end: _dt.date
@@ -116,8 +116,8 @@ class LmdzJobConfig:
     reference_dir: str  # start.nc, startphy.nc, limit.nc, ... and the included .def files
     run_root: str  # run directories are <run_root>/<run>
     nudging: NudgingConfig
-    guided: Period
-    free: Period
+    guided: MonthRange
+    free: MonthRange
     free_runs: tuple[FreeRun, ...]
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     mpi_tasks: int = 40
@@ -130,14 +130,18 @@ class LmdzJobConfig:
     outputs: tuple[str, ...] = ("histday.nc", "histhf.nc", "histmth.nc")
 
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any]) -> "LmdzJobConfig":
-        """Build from the ``lmdz:`` mapping of the workflow config (see lmdz/config.schema.yaml)."""
-        return _parse(cfg)
+    def from_dict(cls, cfg: Mapping[str, Any], *, tau_hours: float | None = None) -> "LmdzJobConfig":
+        """Build from the ``lmdz:`` mapping of the workflow config (see ``nudgeml/schemas/lmdz.schema.yaml``).
+
+        ``tau_hours`` is the workflow's ``nudging.tau_hours``: LMDZ relaxes with the same time as the
+        stand-in unless ``lmdz.nudging.tau_hours`` overrides it (one of the two must be given).
+        """
+        return _parse(cfg, tau_hours)
 
 
 @dataclass(frozen=True)
-class Segment:
-    """One LMDZ execution: a calendar month."""
+class Month:
+    """One LMDZ execution: a calendar month (the row ranges of :class:`nudgeml.data.Segment` are another thing)."""
 
     year: int
     month: int
@@ -158,13 +162,13 @@ def _month_days(year: int, month: int, cal: str) -> int:
     return _calendar.monthrange(year, month)[1]
 
 
-def month_segments(period: Period, cal: str) -> list[Segment]:
+def month_segments(period: MonthRange, cal: str) -> list[Month]:
     """The months of ``period`` with their length in ``cal`` and LMDZ's ``dayref`` (day of year)."""
     out = []
     y, m = period.start.year, period.start.month
     while (y, m) < (period.end.year, period.end.month):
         dayref = 1 + sum(_month_days(y, k, cal) for k in range(1, m))
-        out.append(Segment(y, m, _month_days(y, m, cal), dayref, first=not out))
+        out.append(Month(y, m, _month_days(y, m, cal), dayref, first=not out))
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
     return out
 
@@ -214,13 +218,13 @@ def _month_start(value: Any, key: str) -> _dt.date:
     return value
 
 
-def _period(d: Mapping[str, Any], key: str) -> Period:
+def _period(d: Mapping[str, Any], key: str) -> MonthRange:
     p = _get(d, key, dict, "")
     start = _month_start(_get(p, "start", (str, _dt.date), key), f"{key}.start")
     end = _month_start(_get(p, "end", (str, _dt.date), key), f"{key}.end")
     if end <= start:
         raise _err(f"{key}.end", f"({end}) must be after {key}.start ({start})")
-    return Period(start, end)
+    return MonthRange(start, end)
 
 
 def _positive(v: int | float, key: str) -> None:
@@ -228,7 +232,7 @@ def _positive(v: int | float, key: str) -> None:
         raise _err(key, f"must be > 0, got {v}")
 
 
-def _parse(cfg: Mapping[str, Any]) -> LmdzJobConfig:
+def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobConfig:
     if not isinstance(cfg, Mapping):
         raise LmdzConfigError("lmdz config must be a mapping")
     s = _get(cfg, "slurm", dict, "")
@@ -268,11 +272,14 @@ def _parse(cfg: Mapping[str, Any]) -> LmdzJobConfig:
         pattern.format(var="u", year=2000, month=1)
     except (KeyError, IndexError, ValueError) as e:
         raise _err("nudging.file_pattern", f"must use only {{var}}, {{year}}, {{month}}: {e}") from None
+    tau = _get(n, "tau_hours", float, "nudging", None if tau_hours is None else float(tau_hours))
+    if tau is None:
+        raise _err("nudging.tau_hours", "is missing, and no workflow nudging.tau_hours was given to default to")
     nudging = NudgingConfig(
         forcing_dir=_get(n, "forcing_dir", str, "nudging"),
+        tau_hours=tau,
         file_pattern=pattern,
         variables=variables,
-        tau_hours=_get(n, "tau_hours", float, "nudging", 6.0),
         boundary_layer=_get(n, "boundary_layer", bool, "nudging", True),
         plevs=_get(n, "plevs", int, "nudging", 0),
         invert_p=_get(n, "invert_p", bool, "nudging", False),
@@ -361,7 +368,7 @@ def _parse(cfg: Mapping[str, Any]) -> LmdzJobConfig:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.PackageLoader("nudgeml", "templates/lmdz"),  # package data: works from a wheel
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -383,7 +390,7 @@ def _shell_quote(s: Any) -> str:
     return "'" + s.replace("'", "'\"'\"'") + "'"
 
 
-def _chunks(items: list[Segment], size: int) -> list[list[Segment]]:
+def _chunks(items: list[Month], size: int) -> list[list[Month]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -402,7 +409,7 @@ class _Run:
     name: str
     kind: str  # guided | free
     correction: str  # none | mean | ml
-    period: Period
+    period: MonthRange
     model_dir: str = ""
 
 

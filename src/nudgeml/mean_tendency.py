@@ -20,7 +20,8 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.conventions import InputError, read_target
+from nudgeml.conventions import read_target
+from nudgeml.errors import InputError
 from nudgeml.shard import open_store
 from nudgeml.split import in_blocks
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nudgeml.config import ConfigError
+from nudgeml.errors import ConfigError
 
 MEMBER = re.compile(r"^(?P<name>.+?)\.m(?P<member>[0-9]+)$")
 

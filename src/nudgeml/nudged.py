@@ -26,10 +26,11 @@ import numpy as np
 from nudgeml.config import Period
 from nudgeml.conventions import guide_record, open_guide_writer
 from nudgeml.coupled import Corrector
+from nudgeml.errors import RunFailed
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import seconds_since
 from nudgeml.regrid import open_forcing
-from nudgeml.simulate import HistoryWriter, RunFailed, check_finite, check_same_grid, lmdz_grid, model_gcm, select_times, state_at
+from nudgeml.simulate import HistoryWriter, check_finite, check_same_grid, lmdz_grid, model_gcm, select_times, state_at
 
 log = logging.getLogger(__name__)
 

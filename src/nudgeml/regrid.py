@@ -31,17 +31,14 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.conventions import InputError, check_era5_file
+from nudgeml.conventions import check_era5_file
+from nudgeml.errors import CdoError, InputError
 from nudgeml.gcm.standin import ModelGrid
 from nudgeml.gcm.vertical import GRAVITY_M_S2, LAPSE_RATE_K_M, RD_J_KG_K
 
 log = logging.getLogger(__name__)
 
 CDO_METHODS = {"bilinear": "remapbil", "conservative": "remapcon"}
-
-
-class CdoError(RuntimeError):
-    """A cdo call failed; the message holds the command and cdo's own error."""
 
 
 def cdo(*args: str, cwd: str | Path | None = None) -> None:

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from nudgeml.config import Period
-from nudgeml.conventions import InputError, guide_record, open_guide_writer, read_histhf
+from nudgeml.conventions import guide_record, open_guide_writer, read_histhf
+from nudgeml.errors import InputError
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM, enable_jax_compilation_cache
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import seconds_since

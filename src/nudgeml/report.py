@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import InputError, daily_totals_mm, read_histhf
+from nudgeml.conventions import daily_totals_mm, read_histhf
+from nudgeml.errors import InputError
 from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse
 from nudgeml.regrid import open_forcing
 from nudgeml.significance import (

@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.split import SplitSpec, blocks
 from nudgeml.split import split_times as _split_times
 

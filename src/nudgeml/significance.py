@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from nudgeml.config import ConfigError
+from nudgeml.errors import ConfigError
 from nudgeml.metrics import area_weights
 
 ALPHA = 0.05

@@ -12,17 +12,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import InputError, LmdzGrid, histhf_record, open_histhf_writer
+from nudgeml.conventions import LmdzGrid, histhf_record, open_histhf_writer
+from nudgeml.errors import InputError, RunFailed
 from nudgeml.gcm.standin import GCMConfig, GridState, ModelGrid, StandinGCM, WindowOutput, enable_jax_compilation_cache
 from nudgeml.ncstream import StreamingNetCDF, seconds_since
 
 log = logging.getLogger(__name__)
 
 WINDOW_HOURS = 6.0
-
-
-class RunFailed(RuntimeError):
-    """A run produced non-finite values; what it wrote so far is kept under a ``.failed`` name."""
 
 
 def model_gcm(config: Mapping[str, Any], start: np.datetime64) -> StandinGCM:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 
 SPLITS = ("train", "val", "test")
 KINDS = ("dates", "fractions", "cycle")

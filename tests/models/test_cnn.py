@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.evaluate import evaluate
-from nudgeml.export import export_trained, read_manifest
+from nudgeml.export import export_trained
+from nudgeml.manifest import read_manifest
 from nudgeml.models.cnn import CNNConfig, FieldModel, FieldTable, build_net, train_cnn
 from nudgeml.models.common import load_trained
 from synthetic import neighbour_fields

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nudgeml.evaluate import evaluate
-from nudgeml.export import export_trained, read_manifest
+from nudgeml.export import export_trained
+from nudgeml.manifest import read_manifest
 from nudgeml.models.common import load_trained
 from nudgeml.models.mlp import MLPConfig, penalised_inputs, read_metrics, train_mlp
 from nudgeml.shard import load_stats, open_store

@@ -6,7 +6,9 @@
 import os
 import re
 
-from nudgeml.config import check_consistency, expand_path, months_between
+from nudgeml.config import expand_path, months_between
+from nudgeml.lmdz_forcing import lmdz_grid
+from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.naming import (
     MEAN_CHAINS,
     chain_correction,
@@ -17,8 +19,15 @@ from nudgeml.naming import (
     split_member,
 )
 from nudgeml.significance import ensembles
-
-check_consistency(config)
+from nudgeml.targets import (
+    TARGETS,
+    columns_path,
+    iteration_target,
+    parse_iteration,
+    store_path,
+    target_of,
+    target_pattern,
+)
 
 OUT = expand_path(config["outdir"], "outdir")
 MONTHS = months_between(config["period"]["start"], config["period"]["end"])
@@ -35,7 +44,7 @@ wildcard_constraints:
     month=r"\d{4}-\d{2}",
     run="|".join(re.escape(r) for r in RUNS),
     model="|".join(sorted(config["models"])),
-    target=r"nudging|replay|iter/[A-Za-z0-9][A-Za-z0-9_-]*/k[0-9]+",
+    target=target_pattern(),
     chain="|".join(re.escape(c) for c in CHAINS) or "(?!)",  # (?!) matches nothing
     k=r"[0-9]+",
 
@@ -131,7 +140,7 @@ def bias_check_json():
 
 
 def store_of(target):
-    return f"{OUT}/datasets/{target}/dataset.zarr"
+    return store_path(OUT, target)
 
 
 def iter_run(chain, k):
@@ -161,12 +170,11 @@ def iter_model_dir(model, k):
 
 def target_history(wildcards):
     """The run history and nudging (guide) files a target's column table is extracted from."""
-    if wildcards.target.startswith("iter/"):
-        _, chain, k = wildcards.target.split("/")
-        return iter_run(chain, int(k[1:]))
-    if wildcards.target == "nudging":
-        return {"histhf": rules.nudged.output.histhf, "guide": rules.nudged.output.guide}
-    return {"histhf": rules.replay.output.histhf, "guide": rules.replay.output.guide}
+    iteration = parse_iteration(wildcards.target)
+    if iteration is not None:
+        return iter_run(*iteration)
+    produced = getattr(rules, TARGETS[wildcards.target].rule).output
+    return {"histhf": produced.histhf, "guide": produced.guide}
 
 
 def model_store(wildcards):
@@ -184,10 +192,10 @@ def model_data(wildcards):
 def iter_data(model, k):
     """The data iteration ``k`` of a model trains on (``k`` = 0: the plain target of its section)."""
     section = config["models"][model]
-    target = f"iter/{model}/k{k}" if k > 0 else section.get("target", "nudging")
+    target = iteration_target(model, k) if k > 0 else target_of(section).name
     files = {"store": store_of(target)}
-    if section["kind"] == "cnn":
-        files["columns"] = f"{OUT}/columns/{target}/columns.nc"
+    if MODEL_KINDS[section["kind"]].reads_fields:
+        files["columns"] = columns_path(OUT, target)
     return files
 
 

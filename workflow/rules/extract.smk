@@ -1,6 +1,7 @@
 # Extract: run history (LMDZ conventions) -> column table (sample = column x time), per target kind:
 # nudging (the nudged run's relaxation tendency), replay (initial-tendency targets, see replay.smk) or
 # iter/{model}/k{k} (a corrected nudged run of iterative training: correction + residual, iterate.smk).
+# The targets and the rules writing their histories: nudgeml.targets.TARGETS.
 
 
 rule extract:
@@ -8,7 +9,7 @@ rule extract:
         unpack(target_history),
         grid=rules.model_grid.output.nc,
     output:
-        columns=f"{OUT}/columns/{{target}}/columns.nc",
+        columns=columns_path(OUT, "{target}"),
     log:
         f"{OUT}/logs/extract_{{target}}.log",
     benchmark:

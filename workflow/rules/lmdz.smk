@@ -22,7 +22,7 @@ if "lmdz" in config:
         resources:
             **res("regrid"),
         params:
-            grid=LMDZ.get("grid", {"iim": 144, "jjm": 142}),
+            grid=lmdz_grid(LMDZ),
             method=config["regrid"]["method"],
         script:
             "../scripts/lmdz_forcing.py"
@@ -43,5 +43,6 @@ if "lmdz" in config:
             **res("lmdz_jobs"),
         params:
             lmdz=LMDZ,
+            tau_hours=config["nudging"]["tau_hours"],  # LMDZ's unless lmdz.nudging.tau_hours overrides it
         script:
             "../scripts/lmdz_jobs.py"

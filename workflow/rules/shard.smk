@@ -5,7 +5,7 @@ rule shard:
     input:
         columns=rules.extract.output.columns,
     output:
-        store=directory(f"{OUT}/datasets/{{target}}/dataset.zarr"),
+        store=directory(store_of("{target}")),
     log:
         f"{OUT}/logs/shard_{{target}}.log",
     benchmark:

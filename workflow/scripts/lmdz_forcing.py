@@ -10,7 +10,7 @@ with rule_logging(snakemake.log[0]):
         month_file={k: Path(i[k]) for k in kinds},
         next_month_file={k: Path(i[f"next_{k}"]) for k in kinds} if "next_pressure_levels" in i.keys() else None,
         out_paths={name: Path(path) for name, path in snakemake.output.items()},
-        iim=int(p.grid.get("iim", 144)),
-        jjm=int(p.grid.get("jjm", 142)),
+        iim=int(p.grid["iim"]),
+        jjm=int(p.grid["jjm"]),
         method=p.method,
     )

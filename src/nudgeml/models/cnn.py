@@ -40,11 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nudgeml.atomic import write_text_atomic
-from nudgeml.conventions import InputError
+from nudgeml.errors import InputError
 from nudgeml.models.common import save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
+
+KIND = "cnn"  # this module's name in the registry (nudgeml.models.registry) and in trained.pt
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -311,7 +313,7 @@ def train_cnn(store: str | os.PathLike[str], columns: str | os.PathLike[str], ou
     net.load_state_dict(best_state)
     physical = FieldModel(net.eval(), grid_shape, stats["input_mean"], stats["input_std"], stats["target_mean"], stats["target_std"])
     summary = {
-        "kind": "cnn",
+        "kind": KIND,
         "epochs_run": len(history),
         "best_score": best,
         "monitor": monitor,
@@ -324,6 +326,6 @@ def train_cnn(store: str | os.PathLike[str], columns: str | os.PathLike[str], ou
         "training_fields": int(train_idx.size),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
-    save_trained(out / "trained.pt", "cnn", physical, summary)
+    save_trained(out / "trained.pt", KIND, physical, summary)
     write_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -64,7 +64,7 @@ def save_trained(path: Path, kind: str, module: nn.Module, summary: Mapping[str,
 
 
 def load_trained(path: str | os.PathLike[str]) -> dict[str, Any]:
-    from nudgeml.conventions import InputError
+    from nudgeml.errors import InputError
 
     path = Path(path)
     if not path.exists():

@@ -2,7 +2,7 @@
 
 The network maps standardised inputs to standardised targets; the loss is the (optionally per-target
 weighted) MSE in that space. Normalisation statistics come from the store (training split only) and are
-put inside the exported module (:class:`nudgeml.export.NormalizedModel`), so callers pass physical units.
+put inside the exported module (:class:`nudgeml.models.normalized.NormalizedModel`), so callers pass physical units.
 
 One configuration trains on a laptop CPU and on Jean Zay GPUs: ``accelerator``/``devices``/``strategy``
 go straight to ``lightning.Trainer``; ``precision: auto`` picks ``bf16-mixed`` on GPUs that support it and
@@ -34,11 +34,13 @@ from torch import nn
 
 from nudgeml.atomic import write_text_atomic
 from nudgeml.data import ColumnBatches
-from nudgeml.export import NormalizedModel
 from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
+from nudgeml.models.normalized import NormalizedModel
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
+
+KIND = "mlp"  # this module's name in the registry (nudgeml.models.registry) and in trained.pt
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -227,7 +229,7 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     module.load_state_dict(best["state_dict"])
     physical = module.physical_module()
     summary = {
-        "kind": "mlp",
+        "kind": KIND,
         "epochs_run": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         # relative to the model's folder: the summary stays true when the results folder moves
@@ -239,7 +241,7 @@ def train_mlp(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         "n_targets": n_out,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
-    save_trained(out / "trained.pt", "mlp", physical, summary)
+    save_trained(out / "trained.pt", KIND, physical, summary)
     write_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     mark_complete(out / "checkpoints")
     return summary

@@ -32,11 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from nudgeml.data import Segment, _SplitArrays, make_xgb_iter
+from nudgeml.data import Segment, SplitArrays, make_xgb_iter
 from nudgeml.models.common import mark_complete, resume_point, save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
 
 log = logging.getLogger(__name__)
+
+KIND = "xgboost"  # this module's name in the registry (nudgeml.models.registry) and in trained.pt
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def target_modes(store: str | os.PathLike[str], stats: Mapping[str, np.ndarray],
     n_targets = stats["target_mean"].size
     if n_modes <= 0 or n_modes >= n_targets:
         return np.eye(n_targets)
-    arrays = _SplitArrays(store, "train")
+    arrays = SplitArrays(store, "train")
     cov = np.zeros((n_targets, n_targets))
     n = 0
     step = arrays.chunk_rows * 64
@@ -146,7 +148,7 @@ def train_xgb(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
     booster.save_model(str(out / "checkpoints" / f"model_{booster.num_boosted_rounds():06d}.ubj"))
     module = tree_module(booster, modes, stats)
     summary = {
-        "kind": "xgboost",
+        "kind": KIND,
         "rounds": int(booster.num_boosted_rounds()),
         "resumed_rounds": int(done),
         "device": device,
@@ -156,7 +158,7 @@ def train_xgb(store: str | os.PathLike[str], out_dir: str | os.PathLike[str], cf
         "history": {k: {m: [float(v) for v in vals] for m, vals in d.items()} for k, d in history.items()},
         "config": asdict(cfg),
     }
-    save_trained(out / "trained.pt", "xgboost", module, summary)
+    save_trained(out / "trained.pt", KIND, module, summary)
     (out / "booster.ubj").write_bytes(bytes(booster.save_raw("ubj")))
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     mark_complete(ckpt_dir)

@@ -1,0 +1,68 @@
+"""The rules across configuration keys that a JSON schema cannot express, and the full validation.
+
+Above :mod:`nudgeml.config` (a leaf): some rules belong to a stage (iterative training, the CDS
+download) and live in its module, so checking them imports that module. The Snakefile calls
+:func:`check_consistency` right after its schema validation; library callers use :func:`validate`
+(schema, then these rules) or :func:`load_config` (read, then validate).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from nudgeml.config import parse_time, read_config, validate_config
+from nudgeml.errors import ConfigError
+from nudgeml.split import check_out_of_sample
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first offending key: the schema's, then the cross-key rules."""
+    validate_config(config)
+    check_consistency(config)
+
+
+def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read, deep-merge ``overrides`` into, and validate a configuration file."""
+    config = read_config(path, overrides)
+    validate(config)
+    return config
+
+
+def check_consistency(config: Mapping[str, Any]) -> None:
+    """Cross-key rules a JSON schema cannot express."""
+    start, end = parse_time(config["period"]["start"]), parse_time(config["period"]["end"])
+    if end <= start:
+        raise ConfigError(f"config key 'period.end' ({end}) must be after 'period.start' ({start})")
+    for key, t in (("period.start", start), ("period.end", end)):
+        if (t - t.astype("datetime64[D]")).astype(int) % (6 * 3600) != 0:
+            raise ConfigError(f"config key {key!r} ({t}) must be on a 6-hourly analysis time (00, 06, 12, 18 UTC)")
+    fstart, fend = parse_time(config["free_runs"]["start"]), parse_time(config["free_runs"]["end"])
+    if not (start <= fstart < fend <= end):
+        raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
+    if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
+        raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
+    for name, run in config["free_runs"]["runs"].items():
+        if run["correction"] == "ml" and run["model"] not in config.get("models", {}):
+            raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
+    split = config.get("dataset", {}).get("split")
+    if split:
+        problems = check_out_of_sample(split, start, fstart)
+        if problems:
+            raise ConfigError(problems[0])
+    for name in config.get("train", {}).get("models", []):
+        if name not in config.get("models", {}):
+            raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
+    # imported here, not at the top: iterate imports the GCM (JAX) and cds the download client, which
+    # a library caller pays for only when it validates
+    from nudgeml.iterate import check_iterations
+
+    check_iterations(config)
+    if config["era5"]["source"] == "cds":
+        from nudgeml.cds import check_cds_config
+
+        check_cds_config(config)
+    plev = config["era5"]["pressure_levels_hpa"]
+    if len(set(plev)) != len(plev):
+        raise ConfigError("config key 'era5.pressure_levels_hpa' has duplicate levels")
