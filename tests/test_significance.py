@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from nudgeml.errors import ConfigError
-from nudgeml.coupled import run_names
+from nudgeml.naming import run_names
 from nudgeml.report import noise_floor
 from nudgeml.significance import (
     BETTER,

@@ -37,6 +37,7 @@ import numpy as np
 
 from nudgeml.errors import ConfigError
 from nudgeml.metrics import area_weights
+from nudgeml.naming import split_member
 
 ALPHA = 0.05
 MIN_MEMBERS = 2
@@ -199,8 +200,6 @@ def ensembles(runs: Mapping[str, Mapping[str, Any]], members: Sequence[str]) -> 
     """Ensemble name -> its member runs (in ``members`` order). A run's members (``<name>.m<k>``) belong
     to its ensemble, which is the run's own name unless ``free_runs.runs.<name>.ensemble`` groups several
     runs (ML seeds, say) under one name. ``members``: every run and member name (``run_names``)."""
-    from nudgeml.coupled import split_member
-
     group = {name: str(spec.get("ensemble", name)) for name, spec in runs.items()}
     for name, ens in group.items():
         if ens in runs and group[ens] != ens:
