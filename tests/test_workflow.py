@@ -82,6 +82,8 @@ def test_outputs_and_bias_check(workflow_run):
     assert "data:image/png;base64," in page and "field-to-field floor" in page and 'src="http' not in page, "self-contained"
     assert page.index("What this report concludes") < page.index("Time-mean error"), "the page opens with its conclusion"
     assert metrics["spread_saturated"] is False and "class=banner" in page, "2-day members have not diverged: the page says so"
+    assert "The mean-tendency baseline was computed from" in page and metrics["mean_coverage"]["window_months"] == [2]
+    assert re.search(r"<td>\d+ of \d+ \([\d.e+-]+ %\)</td>", page), "guard shares with their denominators"
 
 
 def test_dry_run_after_completion_has_nothing_to_do(workflow_run):

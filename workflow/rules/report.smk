@@ -12,6 +12,8 @@ rule report:
         histhf=expand(f"{OUT}/free/{{run}}/histhf.nc", run=RUNS),
         status=expand(f"{OUT}/free/{{run}}/status.json", run=RUNS),
         offline=expand(rules.offline_eval.output.json, model=config["train"]["models"]),
+        grid=rules.model_grid.output.nc,  # the land fraction: coasts on the maps
+        mean=rules.mean_tendency.output.nc,  # the months the baseline was computed from
     output:
         html=report(f"{OUT}/report/index.html", caption="../report/index.rst", category="Report"),
         json=f"{OUT}/report/metrics.json",

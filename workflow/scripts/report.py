@@ -5,6 +5,7 @@ import numpy as np
 
 from nudgeml.atomic import atomic_path, write_text_atomic
 from nudgeml.coupled import describe_correction
+from nudgeml.grid import read_model_grid
 from nudgeml.logs import rule_logging
 from nudgeml.naming import split_member
 from nudgeml.report import (
@@ -16,6 +17,7 @@ from nudgeml.report import (
     figure_zonal,
     git_commit,
     json_ready,
+    mean_coverage,
     render_html,
     software_versions,
 )
@@ -32,8 +34,10 @@ with rule_logging(snakemake.log[0]) as log:
     )
     statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
     offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}
+    land = read_model_grid(i.grid).land_fraction
+    coverage = mean_coverage(i.mean, np.datetime64(p.free_runs["start"], "s"), np.datetime64(p.free_runs["end"], "s"))
     figures = {
-        "maps": figure_maps(ev, float(p.report["upper_level_hpa"])),
+        "maps": figure_maps(ev, float(p.report["upper_level_hpa"]), land_fraction=land),
         "zonal": figure_zonal(ev),
         "precip": figure_precip(ev),
         "offline": figure_offline(offline),
@@ -42,8 +46,8 @@ with rule_logging(snakemake.log[0]) as log:
     for key in ("maps", "zonal", "precip"):
         with atomic_path(o[key]) as t:
             t.write_bytes(figures[key])
-    page = render_html(ev, figures=figures, statuses=statuses, offline=offline, config=p.config, versions=software_versions(), commit=git_commit(Path.cwd()))
-    write_text_atomic(o.json, json.dumps(json_ready(ev), indent=1, default=float) + "\n")
+    page = render_html(ev, figures=figures, statuses=statuses, offline=offline, config=p.config, versions=software_versions(), commit=git_commit(Path.cwd()), coverage=coverage)
+    write_text_atomic(o.json, json.dumps({**json_ready(ev), "mean_coverage": coverage}, indent=1, default=float) + "\n")
     write_text_atomic(o.html, page)
     for row in ev["table"]:
         log.info("%-14s %s", row["run"], "  ".join(f"{v} {m['rmse']:.3f}" for v, m in row["metrics"].items()))
