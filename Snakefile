@@ -4,7 +4,7 @@
 from snakemake.utils import min_version, validate
 
 from nudgeml.checks import check_consistency
-from nudgeml.config import SCHEMA_PATH, drop_switched_off
+from nudgeml.config import SCHEMA_PATH, coerce_numbers, drop_switched_off, validate_config
 
 min_version("9.0")
 
@@ -16,7 +16,9 @@ configfile: "config/config.yaml"
 
 
 drop_switched_off(config)  # an overlay removes a free run or a model with `name: null`
-validate(config, str(SCHEMA_PATH))  # the package's schema: the library validates with the same file
+coerce_numbers(config)  # nested --config values arrive as strings: numbers where the schema says number
+validate_config(config)  # one line naming the offending key (Snakemake's own message dumps the schema)
+validate(config, str(SCHEMA_PATH))  # the same schema, for the defaults it fills in
 check_consistency(config)  # the rules across keys a schema cannot express
 
 

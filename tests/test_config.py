@@ -125,3 +125,37 @@ def test_gap_overlays_switch_runs_off_after_the_science_config(repo_root, overla
     drop_switched_off(cfg)
     with pytest.raises(ConfigError, match=r"free_runs\.runs\.ml-replay\.model"):
         validate(cfg)
+
+
+def test_numbers_given_as_strings_are_coerced_where_the_schema_says_number(cfg):
+    """What Snakemake passes for --config 'model={physics: {convection.trcnv: 9.0}}' and
+    'nudging={tau_hours: -1}': strings. Coerced, the schema then sees the number (and names the sign)."""
+    from nudgeml.config import coerce_numbers, validate_config
+
+    c = copy.deepcopy(cfg)
+    c["model"]["physics"]["convection.trcnv"] = "9.0"
+    c["nudging"]["tau_hours"] = "-1"
+    c["free_runs"]["start"] = "2000-03-04T00:00"  # a string where the schema wants a string: kept
+    c["dataset"]["seed"] = "not a number"  # left for the schema to name
+    changed = coerce_numbers(c)
+    assert sorted(changed) == ["model.physics.convection.trcnv", "nudging.tau_hours"]
+    assert c["model"]["physics"]["convection.trcnv"] == 9.0 and c["nudging"]["tau_hours"] == -1
+    with pytest.raises(ConfigError, match=r"'dataset\.seed': 'not a number' is not of type 'integer'"):
+        validate_config(c)
+    c["dataset"]["seed"] = 0
+    with pytest.raises(ConfigError, match=r"'nudging\.tau_hours': -1 is less than or equal to the minimum of 0"):
+        validate_config(c)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("period", "start", "2000-13-01T00:00", r"config key 'period\.start': '2000-13-01T00:00' is not a valid date-time"),
+        ("free_runs", "end", "2000-03-01T00:00", r"config key 'free_runs\.end' \(2000-03-01T00:00:00\) must be after 'free_runs\.start'"),
+    ],
+)
+def test_bad_dates_name_their_key(cfg, section, key, value, message):
+    c = copy.deepcopy(cfg)
+    c[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(c)

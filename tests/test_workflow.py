@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the tiny configuration (T21 truth, a few days), as a user runs it."""
 
+import itertools
 import json
 import os
 import re
@@ -207,3 +208,23 @@ def test_iterations_chain_nudged_runs_trainings_and_means(tmp_path):
     assert re.search(rf"{out}/models/mlp/k1/model.pt\n\s+output: {out}/iter/mlp/k2/nudged/histhf.nc, {out}/iter/mlp/k2/nudged/guide_ins.nc, {out}/iter/mlp/k2/nudged/correction_ins.nc", text)
     assert re.search(rf"input: {out}/datasets/nudging/dataset.zarr\n\s+output: {out}/models/mlp/k0/trained.pt", text)
     assert re.search(rf"{out}/iter/mean-annual/k2/mean_tendency.nc\n\s+output: {out}/free/mean-it2/histhf.nc", text)
+
+
+def test_config_errors_and_numeric_overrides_from_the_command_line(tmp_path):
+    """A numeric --config override works (Snakemake passes it as a string); an unknown key, a bad sign
+    and a bad date are each named in a few lines, before any work."""
+    out = tmp_path / "results"
+    ok = smk("-n", "--config", "model={physics: {convection.trcnv: 9.0}}", outdir=out)
+    assert "This was a dry-run" in ok.stdout + ok.stderr
+    for override, message in (
+        ("unknown_key=1", "config key '<top level>': Additional properties are not allowed ('unknown_key' was unexpected)"),
+        ("nudging={tau_hours: -1}", "config key 'nudging.tau_hours': -1 is less than or equal to the minimum of 0"),
+        ('period={start: "2000-13-01T00:00"}', "config key 'period.start': '2000-13-01T00:00' is not a valid date-time"),
+    ):
+        res = smk("-n", "--config", override, outdir=out, check=False)
+        text = res.stdout + res.stderr
+        assert res.returncode != 0 and message in text, text[-2000:]
+        lines = text[text.index("ConfigError"):].splitlines()
+        block = lines[:2] + [line for line in itertools.takewhile(lambda x: x.startswith("  File "), lines[2:])]
+        assert len(block) <= 5, f"the error takes {len(block)} lines:\n" + "\n".join(lines[:10])
+    assert not out.exists()

@@ -32,14 +32,16 @@ def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | Non
 
 def check_consistency(config: Mapping[str, Any]) -> None:
     """Cross-key rules a JSON schema cannot express."""
-    start, end = parse_time(config["period"]["start"]), parse_time(config["period"]["end"])
+    start, end = parse_time(config["period"]["start"], "period.start"), parse_time(config["period"]["end"], "period.end")
     if end <= start:
         raise ConfigError(f"config key 'period.end' ({end}) must be after 'period.start' ({start})")
     for key, t in (("period.start", start), ("period.end", end)):
         if (t - t.astype("datetime64[D]")).astype(int) % (6 * 3600) != 0:
             raise ConfigError(f"config key {key!r} ({t}) must be on a 6-hourly analysis time (00, 06, 12, 18 UTC)")
-    fstart, fend = parse_time(config["free_runs"]["start"]), parse_time(config["free_runs"]["end"])
-    if not (start <= fstart < fend <= end):
+    fstart, fend = parse_time(config["free_runs"]["start"], "free_runs.start"), parse_time(config["free_runs"]["end"], "free_runs.end")
+    if fend <= fstart:
+        raise ConfigError(f"config key 'free_runs.end' ({fend}) must be after 'free_runs.start' ({fstart})")
+    if not (start <= fstart and fend <= end):
         raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
     if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
         raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
@@ -48,6 +50,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
     split = config.get("dataset", {}).get("split")
     if split:
+        for block, dates in (split.get("dates") or {}).items():
+            for which, value in zip(("first", "last"), dates):
+                parse_time(value, f"dataset.split.dates.{block} ({which})")
         problems = check_out_of_sample(split, start, fstart)
         if problems:
             raise ConfigError(problems[0])

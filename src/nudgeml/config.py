@@ -104,8 +104,64 @@ def expand_path(value: str, key: str) -> str:
     return expanded
 
 
-def parse_time(value: str) -> np.datetime64:
-    return np.datetime64(str(value), "s")
+def parse_time(value: str, key: str | None = None) -> np.datetime64:
+    """``value`` as a date-time (s); with ``key``, a value that is not one raises :class:`ConfigError`
+    naming the key (numpy's own message, e.g. "Month out of range", names none)."""
+    try:
+        return np.datetime64(str(value), "s")
+    except ValueError as exc:
+        if key is None:
+            raise
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid date-time, YYYY-MM-DDTHH:MM ({exc})") from None
+
+
+def coerce_numbers(config: dict[str, Any], schema_path: str | os.PathLike[str] = SCHEMA_PATH) -> list[str]:
+    """Turn strings into numbers where the schema wants a number, in place; return the keys changed.
+
+    Snakemake hands nested ``--config`` values over as strings (``--config 'nudging={tau_hours: 3}'``
+    gives ``'3'``), so without this the schema rejected them as "not of type 'number'" and hid the
+    real problem (a sign, a range). A string that is not a number is left for the schema to name.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    defs = schema.get("$defs", {})
+    changed: list[str] = []
+
+    def resolve(node: Any) -> Any:
+        while isinstance(node, dict) and str(node.get("$ref", "")).startswith("#/$defs/"):
+            node = defs[node["$ref"].split("/")[-1]]
+        return node
+
+    def wants_number(node: Mapping[str, Any]) -> bool:
+        types = node.get("type")
+        types = types if isinstance(types, list) else [types]
+        return "string" not in types and any(t in ("number", "integer") for t in types)
+
+    def walk(value: Any, node: Any, path: list[str]) -> Any:
+        node = resolve(node)
+        if not isinstance(node, dict):
+            return value
+        if isinstance(value, str) and wants_number(node):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+                changed.append(".".join(path))
+                return parsed
+            return value
+        if isinstance(value, dict):
+            props, extra = node.get("properties", {}), node.get("additionalProperties")
+            for k in list(value):
+                sub = props.get(k, extra if isinstance(extra, dict) else None)
+                if sub is not None:
+                    value[k] = walk(value[k], sub, [*path, str(k)])
+        elif isinstance(value, list) and isinstance(node.get("items"), dict):
+            for i, v in enumerate(value):
+                value[i] = walk(v, node["items"], [*path, str(i)])
+        return value
+
+    walk(config, schema, [])
+    return changed
 
 
 def analysis_times(start: str | np.datetime64, end: str | np.datetime64, hours: float = 6.0) -> np.ndarray:
