@@ -114,8 +114,8 @@ def test_a_non_editable_install_runs_the_dry_run(tmp_path):
     build = tmp_path / "build"  # setuptools writes build/ and *.egg-info beside pyproject.toml: not in the checkout
     build.mkdir()
     shutil.copytree(SRC, build / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, build / name)
+    for path in (REPO / "pyproject.toml", REPO / "README.md", *REPO.glob("LICEN[CS]E*")):  # what the metadata names
+        shutil.copy(path, build / path.name)
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                           "--quiet", "--target", str(target), str(build)], capture_output=True, text=True, check=False)
