@@ -64,8 +64,8 @@ def rule_outputs() -> dict[str, str]:
     """rule name -> the text of its output: block, from the rule files."""
     out = {}
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", smk.read_text(), re.M | re.S):
-            block = re.search(r"output:\n(.*?)\n\s*(?:params|log|wildcard_constraints|benchmark|resources|threads|conda|script|shell|run):", m.group(2), re.S)
+        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", smk.read_text(), re.MULTILINE | re.DOTALL):
+            block = re.search(r"output:\n(.*?)\n\s*(?:params|log|wildcard_constraints|benchmark|resources|threads|conda|script|shell|run):", m.group(2), re.DOTALL)
             out[m.group(1)] = block.group(1) if block else ""
     return out
 
