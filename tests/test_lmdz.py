@@ -112,7 +112,8 @@ def test_tau_is_the_workflow_one_unless_the_lmdz_block_overrides_it(raw):
 
 
 def test_lmdz_grid_defaults_to_lmdz6a_unless_set(raw):
-    from nudgeml.lmdz_forcing import DEFAULT_GRID, lmdz_grid
+    from nudgeml.naming import DEFAULT_LMDZ_GRID as DEFAULT_GRID
+    from nudgeml.naming import lmdz_grid_size as lmdz_grid
 
     assert lmdz_grid({}) == DEFAULT_GRID == {"iim": 144, "jjm": 142}
     assert lmdz_grid({"grid": {"iim": 96}}) == {"iim": 96, "jjm": 142}

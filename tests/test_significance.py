@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from nudgeml.errors import ConfigError
-from nudgeml.naming import run_names
+from nudgeml.naming import ensembles, run_names
 from nudgeml.report import noise_floor
 from nudgeml.significance import (
     BETTER,
@@ -14,7 +14,6 @@ from nudgeml.significance import (
     NOT_TESTABLE,
     WORSE,
     compare_scores,
-    ensembles,
     independent_mean_spread,
     not_concluded,
     saturation,

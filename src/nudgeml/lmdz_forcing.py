@@ -15,9 +15,7 @@ kit (:mod:`nudgeml.lmdz`) links them as ``u.nc`` ... in the run directory.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -27,8 +25,6 @@ from nudgeml.conventions import check_era5_file
 from nudgeml.errors import InputError
 from nudgeml.regrid import CDO_METHODS, cdo
 
-#: LMDZ's horizontal grid (LMDZ6A, iim x jjm) unless the ``lmdz.grid`` keys say otherwise.
-DEFAULT_GRID: dict[str, int] = {"iim": 144, "jjm": 142}
 
 #: LMDZ nudging variable -> (ERA5 variable, file variable, grid points, kind of ERA5 file)
 LMDZ_VARS = {
@@ -37,11 +33,6 @@ LMDZ_VARS = {
     "T": ("t", "AIR", "scalar", "pressure_levels"),
     "ps": ("sp", "SP", "scalar", "single_levels"),
 }
-
-
-def lmdz_grid(lmdz: Mapping[str, Any]) -> dict[str, int]:
-    """``{"iim", "jjm"}`` of the ``lmdz:`` block: its ``grid`` keys over :data:`DEFAULT_GRID`."""
-    return {**DEFAULT_GRID, **(lmdz.get("grid") or {})}
 
 
 def lmdz_points(iim: int, jjm: int, point: str) -> tuple[np.ndarray, np.ndarray]:

@@ -73,3 +73,41 @@ def month_file_names(file_pattern: str, variables: Sequence[str], year: int, mon
     """The LMDZ nudging files of one month: variable -> ``<forcing_dir>/<file_pattern>``."""
     root = Path(os.path.expandvars(str(forcing_dir)))
     return {v: root / file_pattern.format(var=v, year=year, month=month) for v in variables}
+
+
+# Keys in which the runs of one ensemble may differ: the ML model (another seed), its file format, members.
+SEED_KEYS = frozenset({"model", "backend", "members", "ensemble"})
+
+
+def _method(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(spec.items()) if k not in SEED_KEYS}
+
+
+def ensembles(runs: Mapping[str, Mapping[str, Any]], members: Sequence[str]) -> dict[str, list[str]]:
+    """Ensemble name -> its member runs (in ``members`` order). A run's members (``<name>.m<k>``) belong
+    to its ensemble, which is the run's own name unless ``free_runs.runs.<name>.ensemble`` groups several
+    runs (ML seeds, say) under one name. ``members``: every run and member name (``run_names``)."""
+    group = {name: str(spec.get("ensemble", name)) for name, spec in runs.items()}
+    for name, ens in group.items():
+        if ens in runs and group[ens] != ens:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.ensemble' is {ens!r}, the name of a run that belongs to ensemble {group[ens]!r}")
+        for other in (o for o, e in group.items() if e == ens and o != name):
+            if _method(runs[other]) != _method(runs[name]):
+                raise ConfigError(
+                    f"config key 'free_runs.runs.{name}.ensemble': ensemble {ens!r} also holds run {other!r} with another method "
+                    f"({_method(runs[name])} vs {_method(runs[other])}); the runs of one ensemble may differ only in {', '.join(sorted(SEED_KEYS))}"
+                )
+    out: dict[str, list[str]] = {}
+    for m in members:
+        out.setdefault(group[split_member(m)[0]], []).append(m)
+    return out
+
+
+#: LMDZ's horizontal grid (LMDZ6A, iim x jjm) unless the ``lmdz.grid`` keys say otherwise: the one place
+#: this default is written.
+DEFAULT_LMDZ_GRID: dict[str, int] = {"iim": 144, "jjm": 142}
+
+
+def lmdz_grid_size(lmdz: Mapping[str, Any]) -> dict[str, int]:
+    """``{"iim", "jjm"}`` of the ``lmdz:`` block: its ``grid`` keys over :data:`DEFAULT_LMDZ_GRID`."""
+    return {**DEFAULT_LMDZ_GRID, **(lmdz.get("grid") or {})}

@@ -213,7 +213,7 @@ def evaluate_runs(
 ) -> dict[str, Any]:
     """Every statistic of the report (JSON-ready) plus the fields the figures need.
 
-    ``ensembles``: ensemble name -> its runs and members (``nudgeml.significance.ensembles``; default:
+    ``ensembles``: ensemble name -> its runs and members (``nudgeml.naming.ensembles``; default:
     each run with its own members). ``truth_paths``/``truth_precip_paths``: the truth's whole series
     (the period), for the saturation check (default: the free-run months)."""
     truth = open_forcing(forcing_paths)

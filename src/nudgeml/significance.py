@@ -29,15 +29,13 @@ saturated when the ratio reaches ``SATURATION_RATIO``; below it, nothing is conc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nudgeml.errors import ConfigError
 from nudgeml.metrics import area_weights
-from nudgeml.naming import split_member
 
 ALPHA = 0.05
 MIN_MEMBERS = 2
@@ -183,34 +181,3 @@ def saturation(member_spread: float | None, truth_spread: float | None, *, thres
     return Saturation(member_spread, truth_spread, ok, f"members' spread {ratio:.2f} x the truth's" + ("" if ok else f" (< {threshold:g})"))
 
 
-# --------------------------------------------------------------------------------------------------
-# Ensembles of runs
-# --------------------------------------------------------------------------------------------------
-
-
-# Keys in which the runs of one ensemble may differ: the ML model (another seed), its file format, members.
-SEED_KEYS = frozenset({"model", "backend", "members", "ensemble"})
-
-
-def _method(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(spec.items()) if k not in SEED_KEYS}
-
-
-def ensembles(runs: Mapping[str, Mapping[str, Any]], members: Sequence[str]) -> dict[str, list[str]]:
-    """Ensemble name -> its member runs (in ``members`` order). A run's members (``<name>.m<k>``) belong
-    to its ensemble, which is the run's own name unless ``free_runs.runs.<name>.ensemble`` groups several
-    runs (ML seeds, say) under one name. ``members``: every run and member name (``run_names``)."""
-    group = {name: str(spec.get("ensemble", name)) for name, spec in runs.items()}
-    for name, ens in group.items():
-        if ens in runs and group[ens] != ens:
-            raise ConfigError(f"config key 'free_runs.runs.{name}.ensemble' is {ens!r}, the name of a run that belongs to ensemble {group[ens]!r}")
-        for other in (o for o, e in group.items() if e == ens and o != name):
-            if _method(runs[other]) != _method(runs[name]):
-                raise ConfigError(
-                    f"config key 'free_runs.runs.{name}.ensemble': ensemble {ens!r} also holds run {other!r} with another method "
-                    f"({_method(runs[name])} vs {_method(runs[other])}); the runs of one ensemble may differ only in {', '.join(sorted(SEED_KEYS))}"
-                )
-    out: dict[str, list[str]] = {}
-    for m in members:
-        out.setdefault(group[split_member(m)[0]], []).append(m)
-    return out

@@ -7,18 +7,18 @@ import os
 import re
 
 from nudgeml.config import expand_path, months_between
-from nudgeml.lmdz_forcing import lmdz_grid
 from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.naming import (
     MEAN_CHAINS,
     chain_correction,
     chains,
+    ensembles,
+    lmdz_grid_size,
     mean_chain,
     month_file_names,
     run_names,
     split_member,
 )
-from nudgeml.significance import ensembles
 from nudgeml.targets import (
     TARGETS,
     columns_path,

@@ -22,7 +22,7 @@ if "lmdz" in config:
         resources:
             **res("regrid"),
         params:
-            grid=lmdz_grid(LMDZ),
+            grid=lmdz_grid_size(LMDZ),
             method=config["regrid"]["method"],
         script:
             "../scripts/lmdz_forcing.py"
