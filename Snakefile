@@ -15,8 +15,8 @@ report: "workflow/report/workflow.rst"
 configfile: "config/config.yaml"
 
 
-drop_switched_off(config)  # an overlay removes a free run or a model with `name: null`
 coerce_numbers(config)  # nested --config values arrive as strings: numbers where the schema says number
+drop_switched_off(config)  # an overlay (or --config) removes a free run or a model with `name: null`
 validate_config(config)  # one line naming the offending key (Snakemake's own message dumps the schema)
 validate(config, str(SCHEMA_PATH))  # the same schema, for the defaults it fills in
 check_consistency(config)  # the rules across keys a schema cannot express

@@ -159,3 +159,15 @@ def test_bad_dates_name_their_key(cfg, section, key, value, message):
     c[section][key] = value
     with pytest.raises(ConfigError, match=message):
         validate(c)
+
+
+def test_null_given_as_a_string_switches_a_run_off(cfg):
+    """--config 'free_runs={runs: {mean: null}}' arrives as the string 'null'."""
+    from nudgeml.config import coerce_numbers, drop_switched_off
+
+    c = copy.deepcopy(cfg)
+    c["free_runs"]["runs"]["mean"] = "null"
+    assert coerce_numbers(c) == ["free_runs.runs.mean"]
+    drop_switched_off(c)
+    assert "mean" not in c["free_runs"]["runs"]
+    validate(c)

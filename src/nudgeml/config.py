@@ -116,7 +116,8 @@ def parse_time(value: str, key: str | None = None) -> np.datetime64:
 
 
 def coerce_numbers(config: dict[str, Any], schema_path: str | os.PathLike[str] = SCHEMA_PATH) -> list[str]:
-    """Turn strings into numbers where the schema wants a number, in place; return the keys changed.
+    """Turn strings into numbers where the schema wants a number (and ``'null'`` into ``None`` where it
+    wants an object), in place; return the keys changed.
 
     Snakemake hands nested ``--config`` values over as strings (``--config 'nudging={tau_hours: 3}'``
     gives ``'3'``), so without this the schema rejected them as "not of type 'number'" and hid the
@@ -136,6 +137,10 @@ def coerce_numbers(config: dict[str, Any], schema_path: str | os.PathLike[str] =
         types = types if isinstance(types, list) else [types]
         return "string" not in types and any(t in ("number", "integer") for t in types)
 
+    def wants_object(node: Mapping[str, Any]) -> bool:
+        types = node.get("type")
+        return "string" not in (types if isinstance(types, list) else [types]) and (types == "object" or "properties" in node)
+
     def walk(value: Any, node: Any, path: list[str]) -> Any:
         node = resolve(node)
         if not isinstance(node, dict):
@@ -149,6 +154,9 @@ def coerce_numbers(config: dict[str, Any], schema_path: str | os.PathLike[str] =
                 changed.append(".".join(path))
                 return parsed
             return value
+        if isinstance(value, str) and value.strip() in ("null", "~") and wants_object(node):
+            changed.append(".".join(path))  # `name: null` switches a run or a model off, as in an overlay
+            return None
         if isinstance(value, dict):
             props, extra = node.get("properties", {}), node.get("additionalProperties")
             for k in list(value):

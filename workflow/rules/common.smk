@@ -36,6 +36,7 @@ RUNS = run_names(config["free_runs"]["runs"])  # every run and ensemble member
 ENSEMBLES = ensembles(
     config["free_runs"]["runs"], RUNS
 )  # the report's ensembles; a bad `ensemble` key fails here, before any run
+USES_MEAN = any(spec["correction"] in ("mean", "ml") for spec in config["free_runs"]["runs"].values())
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 

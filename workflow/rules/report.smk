@@ -13,7 +13,9 @@ rule report:
         status=expand(f"{OUT}/free/{{run}}/status.json", run=RUNS),
         offline=expand(rules.offline_eval.output.json, model=config["train"]["models"]),
         grid=rules.model_grid.output.nc,  # the land fraction: coasts on the maps
-        mean=rules.mean_tendency.output.nc,  # the months the baseline was computed from
+        # the months the baseline was computed from (only when a run uses it: a control-only
+        # configuration needs no training store)
+        mean=rules.mean_tendency.output.nc if USES_MEAN else [],
     output:
         html=report(f"{OUT}/report/index.html", caption="../report/index.rst", category="Report"),
         json=f"{OUT}/report/metrics.json",

@@ -35,7 +35,8 @@ with rule_logging(snakemake.log[0]) as log:
     statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
     offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}
     land = read_model_grid(i.grid).land_fraction
-    coverage = mean_coverage(i.mean, np.datetime64(p.free_runs["start"], "s"), np.datetime64(p.free_runs["end"], "s"))
+    window = (np.datetime64(p.free_runs["start"], "s"), np.datetime64(p.free_runs["end"], "s"))
+    coverage = mean_coverage(i.mean, *window) if i.get("mean") else None
     figures = {
         "maps": figure_maps(ev, float(p.report["upper_level_hpa"]), land_fraction=land),
         "zonal": figure_zonal(ev),
