@@ -46,124 +46,14 @@ contains
     ! Root of f in [x1, x2] (f(x1) and f(x2) of opposite signs or zero), to within xacc.
     ! Newton's step is taken when it stays inside the current bracket and at least halves the
     ! step before last; otherwise the bracket is bisected. The bracket always holds the root.
-    interface
-       subroutine funcd(x, fval, fderiv)
-         import :: dp
-         real(dp), intent(in) :: x
-         real(dp), intent(out) :: fval, fderiv
-       end subroutine funcd
-    end interface
-    real(dp), intent(in) :: x1, x2, xacc
-    real(dp) :: f_lo, f_hi, f, df, x_lo, x_hi, dx, dx_old, x_prev
-    integer :: iter
-
-    call funcd(x1, f_lo, df)
-    call funcd(x2, f_hi, df)
-    if (f_lo == 0._dp) then
-       x = x1
-       return
-    end if
-    if (f_hi == 0._dp) then
-       x = x2
-       return
-    end if
-    if ((f_lo > 0._dp) .eqv. (f_hi > 0._dp)) error stop "rtsafe: the root is not bracketed by x1 and x2"
-    ! Orient the bracket so that f(x_lo) < 0 < f(x_hi).
-    if (f_lo < 0._dp) then
-       x_lo = x1
-       x_hi = x2
-    else
-       x_lo = x2
-       x_hi = x1
-    end if
-    x = 0.5_dp * (x1 + x2)
-    dx_old = abs(x2 - x1)
-    dx = dx_old
-    call funcd(x, f, df)
-    do iter = 1, max_newton_iter
-       if (((x - x_hi) * df - f) * ((x - x_lo) * df - f) > 0._dp &
-            .or. abs(2._dp * f) > abs(dx_old * df)) then
-          ! Newton would leave the bracket or is converging slowly: bisect.
-          dx_old = dx
-          dx = 0.5_dp * (x_hi - x_lo)
-          x = x_lo + dx
-          if (x == x_lo) return
-       else
-          dx_old = dx
-          dx = f / df
-          x_prev = x
-          x = x - dx
-          if (x == x_prev) return
-       end if
-       if (abs(dx) < xacc) return
-       call funcd(x, f, df)
-       if (f < 0._dp) then
-          x_lo = x
-       else
-          x_hi = x
-       end if
-    end do
-    error stop "rtsafe: no convergence"
+    integer, parameter :: wp = dp
+    include "rtsafe_body.inc"
   end function rtsafe_dp
 
   real(sp) function rtsafe_sp(funcd, x1, x2, xacc) result(x)
     ! Same method as rtsafe_dp, in default real (the function LMDZE passes is default real).
-    interface
-       subroutine funcd(x, fval, fderiv)
-         import :: sp
-         real(sp), intent(in) :: x
-         real(sp), intent(out) :: fval, fderiv
-       end subroutine funcd
-    end interface
-    real(sp), intent(in) :: x1, x2, xacc
-    real(sp) :: f_lo, f_hi, f, df, x_lo, x_hi, dx, dx_old, x_prev
-    integer :: iter
-
-    call funcd(x1, f_lo, df)
-    call funcd(x2, f_hi, df)
-    if (f_lo == 0.) then
-       x = x1
-       return
-    end if
-    if (f_hi == 0.) then
-       x = x2
-       return
-    end if
-    if ((f_lo > 0.) .eqv. (f_hi > 0.)) error stop "rtsafe: the root is not bracketed by x1 and x2"
-    if (f_lo < 0.) then
-       x_lo = x1
-       x_hi = x2
-    else
-       x_lo = x2
-       x_hi = x1
-    end if
-    x = 0.5 * (x1 + x2)
-    dx_old = abs(x2 - x1)
-    dx = dx_old
-    call funcd(x, f, df)
-    do iter = 1, max_newton_iter
-       if (((x - x_hi) * df - f) * ((x - x_lo) * df - f) > 0. &
-            .or. abs(2. * f) > abs(dx_old * df)) then
-          dx_old = dx
-          dx = 0.5 * (x_hi - x_lo)
-          x = x_lo + dx
-          if (x == x_lo) return
-       else
-          dx_old = dx
-          dx = f / df
-          x_prev = x
-          x = x - dx
-          if (x == x_prev) return
-       end if
-       if (abs(dx) < xacc) return
-       call funcd(x, f, df)
-       if (f < 0.) then
-          x_lo = x
-       else
-          x_hi = x
-       end if
-    end do
-    error stop "rtsafe: no convergence"
+    integer, parameter :: wp = sp
+    include "rtsafe_body.inc"
   end function rtsafe_sp
 
   ! ------------------------------------------------------------ table search
