@@ -142,7 +142,7 @@ def test_model_that_does_not_match_its_manifest_is_named_before_the_run(setup, t
 
 
 def test_feature_order_mismatch_names_the_first_differing_position():
-    from nudgeml.coupled import first_difference
+    from nudgeml.manifest import first_difference
 
     got = ["u_000", "u_001", "v_000", "v_001"]
     msg = first_difference("features", got, ["u_000", "u_001", "v_001", "v_000"])

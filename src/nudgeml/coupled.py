@@ -42,6 +42,7 @@ from nudgeml.config import Period
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.grid import read_model_grid
+from nudgeml.manifest import first_difference
 from nudgeml.naming import split_member
 from nudgeml.regrid import open_forcing
 from nudgeml.simulate import HistoryWriter, check_same_grid, model_gcm, select_times, state_at
@@ -250,16 +251,6 @@ class MLCorrector(Corrector):
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
         }
-
-
-def first_difference(what: str, got: Sequence[str], expected: Sequence[str]) -> str:
-    """Where two name lists part: the first differing position and both names there (truncated
-    lists of identical first names told the user nothing)."""
-    n = min(len(got), len(expected))
-    i = next((k for k in range(n) if got[k] != expected[k]), n)
-    a = repr(got[i]) if i < len(got) else "(end)"
-    b = repr(expected[i]) if i < len(expected) else "(end)"
-    return f"{what} differ at position {i}: {a} in the model, {b} expected ({len(got)} vs {len(expected)} {what})"
 
 
 def check_module_shapes(model: Any, artifact: Path, n_features: int, n_targets: int, n_columns: int) -> None:

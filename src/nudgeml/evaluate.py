@@ -25,7 +25,7 @@ import torch
 from nudgeml.atomic import atomic_path, write_text_atomic
 from nudgeml.data import Segment, SplitArrays
 from nudgeml.errors import InputError, ManifestError
-from nudgeml.manifest import Manifest, read_manifest
+from nudgeml.manifest import Manifest, first_difference, read_manifest
 from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.shard import open_store
 
@@ -35,8 +35,7 @@ def check_manifest_matches_store(manifest: Manifest, store: str | os.PathLike[st
     root = open_store(store)
     attrs = root.attrs
     if list(manifest.feature_names) != list(attrs["feature_names"]):
-        first = next((i for i, (a, b) in enumerate(zip(manifest.feature_names, attrs["feature_names"])) if a != b), min(len(manifest.feature_names), len(attrs["feature_names"])))
-        raise ManifestError(f"{source}: feature order differs from {store} at position {first} ({manifest.feature_names[first:first + 1]} vs {list(attrs['feature_names'])[first:first + 1]})")
+        raise ManifestError(f"{source}: feature order differs from {store}'s: {first_difference('features', list(manifest.feature_names), list(attrs['feature_names']))}")
     if list(manifest.target_names) != list(attrs["target_names"]):
         raise ManifestError(f"{source}: targets differ from {store}")
     if not np.allclose(manifest.levels.values, attrs["levels_pa"], rtol=1e-6):

@@ -334,3 +334,13 @@ def _numbers(values: list[Any], key: str, fail: Any) -> list[float]:
             raise fail(f"{key}[{i}]", f"must be a finite number, got {v!r}")
         out.append(float(v))
     return out
+
+
+def first_difference(what: str, got: Sequence[str], expected: Sequence[str]) -> str:
+    """Where two name lists part: the first differing position and both names there (truncated
+    lists of identical first names told the user nothing)."""
+    n = min(len(got), len(expected))
+    i = next((k for k in range(n) if got[k] != expected[k]), n)
+    a = repr(got[i]) if i < len(got) else "(end)"
+    b = repr(expected[i]) if i < len(expected) else "(end)"
+    return f"{what} differ at position {i}: {a} in the model, {b} expected ({len(got)} vs {len(expected)} {what})"
