@@ -17,7 +17,8 @@ The server checks requests the way the CDS does for this workflow's use (known k
 ``product_type``/``data_format``/``download_format`` values, variables of the dataset, ERA5 levels,
 ``area``/``grid`` shapes) and serves a CDS-like NetCDF generated for the request: ``valid_time``
 (seconds since 1970), ``pressure_level`` (hPa, decreasing), ``latitude`` (90 -> -90), ``longitude``,
-``number``, ``expver``, on the requested ``grid``/``area``. :class:`Faults` makes it reject requests,
+``number``, ``expver``, on the requested ``grid``/``area``; for ``data_format: grib``, that file
+written as GRIB1 by ``cdo`` (:func:`to_grib`: ECMWF parameter codes, isobaricInhPa levels). :class:`Faults` makes it reject requests,
 fail jobs, answer 500, cut downloads short or serve a broken file.
 """
 
@@ -39,6 +40,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import xarray as xr
 
+from factories import to_grib
 from nudgeml.conventions import ERA5_GLOBAL_ATTRS, ERA5_VARS, era5_coords
 
 PL = "reanalysis-era5-pressure-levels"
@@ -106,8 +108,8 @@ def _check_request(dataset: str, req: dict[str, Any]) -> str | None:
             return f"{key!r} must be a list of strings"
     if req["product_type"] != ["reanalysis"]:
         return f"product_type {req['product_type']} not available"
-    if req["data_format"] != "netcdf" or req["download_format"] != "unarchived":
-        return "this server only produces data_format 'netcdf', download_format 'unarchived'"
+    if req["data_format"] not in ("netcdf", "grib") or req["download_format"] != "unarchived":
+        return "this server only produces data_format 'netcdf' or 'grib', download_format 'unarchived'"
     bad = set(req["variable"]) - DATASET_VARIABLES[dataset]
     if bad:
         return f"variable {sorted(bad)} not available in {dataset}"
@@ -149,7 +151,12 @@ def _fields(name: str, lat: np.ndarray, lon: np.ndarray, plev: np.ndarray | None
 
 
 def render(dataset: str, req: dict[str, Any], path: str) -> None:
-    """Write the NetCDF the CDS would serve for ``req`` to ``path``."""
+    """Write the file the CDS would serve for ``req`` to ``path``: NetCDF, or GRIB for ``data_format: grib``."""
+    if req.get("data_format") == "grib":
+        render(dataset, {**req, "data_format": "netcdf"}, path + ".nc")
+        to_grib(path + ".nc", path)
+        os.unlink(path + ".nc")
+        return
     dlat, dlon = (float(x) for x in req.get("grid", [0.25, 0.25]))
     north, west, south, east = (float(x) for x in req.get("area", [90.0, 0.0, -90.0, 360.0 - dlon]))
     lat_desc = np.arange(north, south - 1e-9, -dlat)
@@ -275,7 +282,7 @@ class LoopbackCds:
                             if job.status == "running" and job.polls > cds.faults.running_polls:
                                 job.status = "failed" if job.error else "successful"
                     return self._json(200, self._job_json(job))
-                m = re.fullmatch(r"/download/(\w+)\.nc", path)
+                m = re.fullmatch(r"/download/(\w+)\.(?:nc|grib)", path)
                 if m and m.group(1) in cds.jobs:
                     return self._download(cds.jobs[m.group(1)], head)
                 return self._error(404, "not found", path)
@@ -295,9 +302,10 @@ class LoopbackCds:
                     return self._error(400, "The job has failed", job.error or "failed")
                 if job.status != "successful":
                     return self._error(404, "results not ready", job.status)
+                ext, mime = (".grib", "application/x-grib") if job.request.get("data_format") == "grib" else (".nc", "application/netcdf")
                 return self._json(200, {"asset": {"value": {
-                    "type": "application/netcdf", "href": f"{cds.base}/download/{job.id}.nc",
-                    "file:size": len(job.data), "file:checksum": "", "file:local_path": f"/cache/{job.id}.nc"}}})
+                    "type": mime, "href": f"{cds.base}/download/{job.id}{ext}",
+                    "file:size": len(job.data), "file:checksum": "", "file:local_path": f"/cache/{job.id}{ext}"}}})
 
             def do_POST(self) -> None:  # noqa: N802
                 m = re.fullmatch(r"/api/retrieve/v1/processes/([\w-]+)/execution", urlparse(self.path).path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +62,30 @@ def smooth(lat, lon):
     return 10.0 * np.cos(la) ** 2 * np.cos(2 * lo) + 5.0 * np.sin(la)
 
 
-def write_era5(root, lat, lon, *, ps_pa=1.0e5, drop=None):
-    """One month of ERA5-like files: u = smooth pattern + 2 ln(p), t, q, z; flat orography."""
+#: ECMWF parameter table 128: the paramIds of the short names (GRIB1 indicatorOfParameter, table2Version 128)
+PARAM_IDS = {"z": 129, "t": 130, "u": 131, "v": 132, "q": 133, "sp": 134, "lsm": 172, "tp": 228}
+
+
+def to_grib(nc_path: str | os.PathLike[str], grib_path: str | os.PathLike[str]) -> None:
+    """Write the ERA5 netCDF ``nc_path`` as real GRIB1 with ``cdo -f grb copy``: ECMWF table 128 codes
+    (``code``/``table`` attributes, which cdo turns into indicatorOfParameter/table2Version, centre
+    ECMWF from the ``institution``), pressure levels as isobaricInhPa, 16-bit packing, as the CDS
+    serves ERA5."""
+    with xr.open_dataset(nc_path) as ds:
+        ds = ds.drop_vars([v for v in ("expver", "number") if v in ds.variables]).load()
+    for name in ds.data_vars:
+        ds[name].attrs.update(code=PARAM_IDS[str(name)], table=128)
+    coded = f"{grib_path}.coded.nc"
+    ds.to_netcdf(coded)
+    try:
+        subprocess.run(["cdo", "-s", "-f", "grb", "-b", "P16", "copy", coded, str(grib_path)], check=True, capture_output=True, text=True)
+    finally:
+        os.unlink(coded)
+
+
+def write_era5(root, lat, lon, *, ps_pa=1.0e5, drop=None, grib=False):
+    """One month of ERA5-like files: u = smooth pattern + 2 ln(p), t, q, z; flat orography.
+    ``grib``: the same files as GRIB (:func:`to_grib`), under ``.grib`` names."""
     root.mkdir(parents=True, exist_ok=True)
     horiz = smooth(lat, lon)
     lnp = np.log(PLEV * 100.0)[:, None, None]
@@ -95,6 +119,11 @@ def write_era5(root, lat, lon, *, ps_pa=1.0e5, drop=None):
     w = open_era5_writer(paths["invariant"], "invariant", lat_deg=lat, lon_deg=lon)
     w.append(0, **era5_record({"z": np.zeros(horiz.shape), "lsm": np.zeros(horiz.shape)}, with_expver=False))
     w.close()
+    if grib:
+        for kind, nc in list(paths.items()):
+            paths[kind] = nc.with_suffix(".grib")
+            to_grib(nc, paths[kind])
+            nc.unlink()
     return paths
 
 

@@ -20,6 +20,7 @@ import yaml
 from cds_server import PL, SL, Faults, LoopbackCds
 from nudgeml.cds import CdsSettings, build_request, check_cds_config, check_download, download_era5, expected_times, fetch
 from nudgeml.errors import CdsError, ConfigError, InputError
+from nudgeml.grib import grib_inventory
 from nudgeml.logs import rule_logging
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +80,7 @@ def test_requests_have_the_current_cds_shape():
     assert (dataset, req["variable"], req["time"][:2], len(req["time"])) == ("reanalysis-era5-single-levels", ["total_precipitation"], ["00:00", "01:00"], 24)
     dataset, req = build_request("invariant", "2001-01", PLEV, CdsSettings())
     assert (req["variable"], req["day"], req["time"]) == (["geopotential", "land_sea_mask"], ["01"], ["00:00"])
+    assert build_request("pressure_levels", "2001-01", PLEV, CdsSettings(data_format="grib"))[1]["data_format"] == "grib"
     assert expected_times("precipitation", "2001-02").size == 28 * 24
     assert expected_times("pressure_levels", "2001-02")[-1] == np.datetime64("2001-02-28T18:00")
 
@@ -93,6 +95,10 @@ def test_config_checks_name_the_key():
     cfg["era5"]["pressure_levels_hpa"] = [1000, 500]
     cfg["era5"]["cds"]["area"] = [-10, 0, 10, 20]
     with pytest.raises(ConfigError, match="era5.cds.area"):
+        check_cds_config(cfg)
+    cfg["era5"]["cds"]["area"] = None
+    cfg["era5"]["cds"]["data_format"] = "netcdf4"
+    with pytest.raises(ConfigError, match=r"'era5.cds.data_format' is 'netcdf4'; use one of \['grib', 'netcdf'\]"):
         check_cds_config(cfg)
     del cfg["era5"]["cds"]
     with pytest.raises(ConfigError, match="'era5.cds' is required"):
@@ -134,6 +140,46 @@ def test_a_period_downloads_month_files_then_skips_them(tmp_path, cds_env):
     with xr.open_dataset(paths["precipitation"][0]) as ds:
         assert ds.sizes["valid_time"] == 31 * 24
     assert leftovers(tmp_path) == []
+
+
+def test_grib_downloads_are_real_grib_checked_through_cdo(tmp_path, cds_env):
+    """era5.cds.data_format: grib -- the request asks for GRIB, the files are <kind>/<month>.grib, read
+    by cdo with ecCodes' short names, isobaricInhPa levels and validity times; then skipped."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["era5"]["source"] = "cds"
+    cfg["era5"]["pressure_levels_hpa"] = PLEV
+    cfg["era5"]["cds"].update(grid=[10.0, 10.0], attempts=2, backoff_seconds=0.01, client_retries=2, client_sleep_seconds=0.01, timeout_seconds=10, data_format="grib")
+    cfg["period"] = {"start": "2000-02-01T00:00", "end": "2000-02-03T00:00"}
+    with LoopbackCds(KEY) as cds:
+        cds_env(cds.url)
+        paths = download_era5(cfg, tmp_path / "era5")
+        assert {r["data_format"] for _, r in cds.seen.requests} == {"grib"} and len(cds.seen.requests) == 4
+        assert download_era5(cfg, tmp_path / "era5") == paths and len(cds.seen.requests) == 4, "valid files are skipped"
+    assert paths["pressure_levels"] == [tmp_path / "era5" / "pressure_levels" / "2000-02.grib"] and paths["invariant"] == tmp_path / "era5" / "invariant.grib"
+    pl = paths["pressure_levels"][0]
+    assert pl.read_bytes()[:4] == b"GRIB"
+    inv = grib_inventory(pl)
+    assert inv.names == ("u", "v", "t", "q", "z") and inv.levels_hpa("t") == [1000, 850, 500, 200, 50]
+    assert inv.times.size == 29 * 4 and inv.times[0] == np.datetime64("2000-02-01T00:00") and inv.times[-1] == np.datetime64("2000-02-29T18:00")
+    assert grib_inventory(paths["precipitation"][0]).times.size == 29 * 24
+    assert grib_inventory(paths["invariant"]).names == ("z", "lsm")
+    with pytest.raises(InputError, match=r"2000-02\.grib: GRIB where data_format 'netcdf' was requested"):
+        check_download(pl, "pressure_levels", "2000-02", PLEV, "netcdf")
+    with pytest.raises(InputError, match=r"2000-02\.grib: ERA5 pressure_levels GRIB variable 'u' lacks the levels \[70.0\] hPa"):
+        check_download(pl, "pressure_levels", "2000-02", PLEV + [70], "grib")
+    with pytest.raises(InputError, match=r"2000-02\.grib: ERA5 pressure_levels GRIB file for 2000-03 lacks 124 of 124 times"):
+        check_download(pl, "pressure_levels", "2000-03", PLEV, "grib")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_broken_grib_download_is_never_kept(tmp_path, cds_env):
+    grib = CdsSettings(**{**FAST.__dict__, "data_format": "grib"})
+    with LoopbackCds(KEY, Faults(broken_file=lambda d, r: "yes")) as cds:
+        cds_env(cds.url)
+        with pytest.raises(CdsError, match=r"2000-02\.grib: .*all 3 attempts failed; last: InputError: .*2000-02\..*\.grib: GRIB file cut short"):
+            fetch_pl(tmp_path / "2000-02.grib", settings=grib)
+        assert {r["data_format"] for _, r in cds.seen.requests} == {"grib"}
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_invalid_existing_file_is_fetched_again(tmp_path, cds_env):
@@ -278,31 +324,32 @@ def test_the_key_never_appears_in_logs_output_or_files(tmp_path, cds_env, caplog
 
 
 @pytest.mark.slow
-def test_workflow_downloads_era5_with_source_cds(tmp_path, cds_env):
+@pytest.mark.parametrize("data_format, ext", [("netcdf", ".nc"), ("grib", ".grib")])
+def test_workflow_downloads_era5_with_source_cds(tmp_path, cds_env, data_format, ext):
     overlay = tmp_path / "cds.yaml"
     overlay.write_text(yaml.safe_dump({
         "outdir": str(tmp_path / "results"),
         "era5": {"source": "cds", "pressure_levels_hpa": PLEV,
                  "cds": {"grid": [10.0, 10.0], "area": None, "attempts": 2, "backoff_seconds": 0.01, "client_retries": 2,
-                         "client_sleep_seconds": 0.01, "timeout_seconds": 10}},
+                         "client_sleep_seconds": 0.01, "timeout_seconds": 10, "data_format": data_format}},
     }))
     out = tmp_path / "results"
-    targets = [str(out / "era5" / k / f"{m}.nc") for k in ("pressure_levels", "single_levels", "precipitation") for m in ("2000-01", "2000-02")]
-    targets.append(str(out / "era5" / "invariant.nc"))
+    targets = [str(out / "era5" / k / f"{m}{ext}") for k in ("pressure_levels", "single_levels", "precipitation") for m in ("2000-01", "2000-02")]
+    targets.append(str(out / "era5" / f"invariant{ext}"))
     cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/tiny.yaml", str(overlay), "--cores", "2"]
     with LoopbackCds(KEY) as cds:
         cds_env(cds.url)
         res = subprocess.run([*cmd, *targets], cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        assert len(cds.seen.requests) == 7
+        assert len(cds.seen.requests) == 7 and {r["data_format"] for _, r in cds.seen.requests} == {data_format}
         dry = subprocess.run([*cmd, "-n"], cwd=REPO, capture_output=True, text=True, timeout=120)
     text = res.stdout + res.stderr
     assert re.search(r"^era5_cds\s+6$", text, re.M) and re.search(r"^era5_cds_invariant\s+1$", text, re.M), text[-2000:]
     assert KEY not in text and "era5_standin" not in text, "the rule follows era5.source"
-    # the downloaded files are what the rest of the workflow needs: only later stages remain
+    # the downloaded files (of this suffix) are what the rest of the workflow needs: only later stages remain
     assert dry.returncode == 0 and "rule regrid:" in dry.stdout and "rule era5_" not in dry.stdout
     for path in (out / "logs").glob("era5_cds*.log"):
         assert KEY not in path.read_text()
     assert len(list((out / "logs").glob("era5_cds*.log"))) == 7
     for kind in ("pressure_levels", "single_levels", "precipitation"):
-        check_download(out / "era5" / kind / "2000-02.nc", kind, "2000-02", PLEV)
+        check_download(out / "era5" / kind / f"2000-02{ext}", kind, "2000-02", PLEV, data_format)

@@ -44,8 +44,9 @@ import xarray as xr
 
 from nudgeml.atomic import atomic_path
 from nudgeml.config import months_between
-from nudgeml.conventions import check_era5_file
+from nudgeml.conventions import ERA5_KINDS, check_era5_file
 from nudgeml.errors import CdsError, ConfigError, InputError
+from nudgeml.grib import check_era5_grib, is_grib
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ CDS_VARIABLES: dict[str, str] = {
 #: The 37 pressure levels (hPa) ERA5 is archived on; a request for any other is rejected.
 ERA5_PRESSURE_LEVELS_HPA = (1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 125, 150, 175, 200, 225, 250, 300, 350,
                             400, 450, 500, 550, 600, 650, 700, 750, 775, 800, 825, 850, 875, 900, 925, 950, 975, 1000)
+
+#: ``era5.cds.data_format`` -> the suffix of the ERA5 files: GRIB is the CDS's native format (nudgeml.grib)
+DATA_FORMAT_SUFFIX = {"netcdf": ".nc", "grib": ".grib"}
 
 ANALYSIS_HOURS = (0, 6, 12, 18)
 ALL_HOURS = tuple(range(24))
@@ -91,6 +95,7 @@ class CdsSettings:
     client_retries: int = 10
     client_sleep_seconds: float = 120.0
     timeout_seconds: float = 60.0
+    data_format: str = "netcdf"
 
     @classmethod
     def from_config(cls, era5: Mapping[str, Any]) -> "CdsSettings":
@@ -101,9 +106,11 @@ class CdsSettings:
         area = tuple(float(x) for x in c["area"]) if c.get("area") is not None else None
         if area is not None and not area[0] > area[2]:
             raise ConfigError(f"config key 'era5.cds.area' {list(area)} is [N, W, S, E]: north must exceed south")
+        if c.get("data_format", "netcdf") not in DATA_FORMAT_SUFFIX:
+            raise ConfigError(f"config key 'era5.cds.data_format' is {c['data_format']!r}; use one of {sorted(DATA_FORMAT_SUFFIX)}")
         return cls(grid=grid, area=area, attempts=int(c["attempts"]), backoff_seconds=float(c["backoff_seconds"]),  # type: ignore[arg-type]
                    client_retries=int(c["client_retries"]), client_sleep_seconds=float(c["client_sleep_seconds"]),
-                   timeout_seconds=float(c["timeout_seconds"]))
+                   timeout_seconds=float(c["timeout_seconds"]), data_format=str(c.get("data_format", "netcdf")))
 
 
 def check_cds_config(config: Mapping[str, Any]) -> None:
@@ -136,7 +143,7 @@ def build_request(kind: str, month: str, plev_hpa: Sequence[float], settings: Cd
         "month": [mon],
         "day": [f"{d:02d}" for d in days],
         "time": [f"{h:02d}:00" for h in hours],
-        "data_format": "netcdf",
+        "data_format": settings.data_format,
         "download_format": "unarchived",
     }
     if dataset == DATASET_PRESSURE_LEVELS:
@@ -148,6 +155,14 @@ def build_request(kind: str, month: str, plev_hpa: Sequence[float], settings: Cd
     return dataset, request
 
 
+def era5_suffix(era5: Mapping[str, Any]) -> str:
+    """Suffix of the ERA5 stage's files: ``.grib`` for ``source: cds`` with ``data_format: grib``, else ``.nc``
+    (the stand-in writes netCDF)."""
+    if era5.get("source") != "cds":
+        return ".nc"
+    return DATA_FORMAT_SUFFIX[(era5.get("cds") or {}).get("data_format", "netcdf")]
+
+
 def expected_times(kind: str, month: str) -> np.ndarray:
     """``valid_time`` values a complete file of ``kind`` for ``month`` holds (datetime64[s])."""
     _, _, hours = KINDS[kind]
@@ -156,12 +171,19 @@ def expected_times(kind: str, month: str) -> np.ndarray:
     return np.array([base + np.timedelta64((d - 1) * 24 + h, "h") for d in days for h in hours], dtype="datetime64[s]")
 
 
-def check_download(path: str | Path, kind: str, month: str, plev_hpa: Sequence[float]) -> None:
-    """Raise :class:`InputError` naming ``path`` unless it is a complete ERA5 ``kind`` file for ``month``."""
+def check_download(path: str | Path, kind: str, month: str, plev_hpa: Sequence[float], data_format: str | None = None) -> None:
+    """Raise :class:`InputError` naming ``path`` unless it is a complete ERA5 ``kind`` file for ``month``
+    (in ``data_format`` when given: ``netcdf`` or ``grib``)."""
     path = Path(path)
     with path.open("rb") as fh:
         if fh.read(4) == b"PK\x03\x04":
-            raise InputError(f"{path}: the CDS sent a zip archive, not one NetCDF file (a request mixing accumulated and instantaneous variables?)")
+            raise InputError(f"{path}: the CDS sent a zip archive, not one file (a request mixing accumulated and instantaneous variables?)")
+    grib = is_grib(path)
+    if data_format is not None and grib != (data_format == "grib"):
+        raise InputError(f"{path}: {'GRIB' if grib else 'not GRIB'} where data_format {data_format!r} was requested")
+    if grib:
+        _check_grib_download(path, kind, month, plev_hpa)
+        return
     check_era5_file(path, kind)
     with xr.open_dataset(path, decode_times=False) as ds:
         if "valid_time" in ds.variables:
@@ -183,6 +205,19 @@ def check_download(path: str | Path, kind: str, month: str, plev_hpa: Sequence[f
             lost = sorted(set(float(p) for p in plev_hpa) - set(float(p) for p in ds["pressure_level"].values), reverse=True)
             if lost:
                 raise InputError(f"{path}: ERA5 pressure_levels file lacks the levels {lost} hPa")
+
+
+def _check_grib_download(path: Path, kind: str, month: str, plev_hpa: Sequence[float]) -> None:
+    names, has_levels = ERA5_KINDS[kind]
+    inv = check_era5_grib(path, kind, names, has_levels)
+    want = expected_times(kind, month)
+    missing = np.setdiff1d(want, inv.times)
+    if kind != "invariant" and missing.size:
+        raise InputError(f"{path}: ERA5 {kind} GRIB file for {month} lacks {missing.size} of {want.size} times (first missing {missing[0]})")
+    for name in names if has_levels else ():
+        lost = sorted(set(float(p) for p in plev_hpa) - set(inv.levels_hpa(name)), reverse=True)
+        if lost:
+            raise InputError(f"{path}: ERA5 pressure_levels GRIB variable {name!r} lacks the levels {lost} hPa")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,7 +363,7 @@ def fetch(
         raise ValueError(f"unknown ERA5 file kind {kind!r}; use one of {sorted(KINDS)}")
     if target.exists():
         try:
-            check_download(target, kind, month, plev_hpa)
+            check_download(target, kind, month, plev_hpa, settings.data_format)
             log.info("%s is complete: skipped", target)
             return target
         except InputError as exc:
@@ -347,7 +382,7 @@ def fetch(
             try:
                 with atomic_path(target) as tmp:
                     client.retrieve(dataset, request, str(tmp))
-                    check_download(tmp, kind, month, plev_hpa)
+                    check_download(tmp, kind, month, plev_hpa, settings.data_format)
                 log.info("%s: complete (%.1f MB)", target, target.stat().st_size / 1e6)
                 return target
             except retriable as exc:
@@ -370,7 +405,7 @@ def download_era5(config: Mapping[str, Any], era5_dir: str | Path, *, sleep: Cal
     check_cds_config(config)
     plev = config["era5"]["pressure_levels_hpa"]
     start, end = config["period"]["start"], config["period"]["end"]
-    paths = era5_paths(era5_dir, start, end)
+    paths = era5_paths(era5_dir, start, end, suffix=DATA_FORMAT_SUFFIX[settings.data_format])
     months = months_between(start, end)
     for kind in MONTHLY_KINDS:
         for month, path in zip(months, paths[kind]):  # type: ignore[arg-type]

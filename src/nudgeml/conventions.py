@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.errors import InputError
+from nudgeml.grib import check_era5_grib, is_grib
 from nudgeml.ncstream import StreamingNetCDF, VarSpec
 
 EARTH_RADIUS_M = 6.371e6
@@ -122,11 +123,15 @@ def era5_record(fields: Mapping[str, np.ndarray], *, with_expver: bool = True) -
 
 
 def check_era5_file(path: str | os.PathLike[str], kind: str) -> None:
-    """Raise :class:`InputError` naming the file and variable if ``path`` is not an ERA5 ``kind`` file."""
+    """Raise :class:`InputError` naming the file and variable if ``path`` is not an ERA5 ``kind`` file
+    (CDS netCDF, or GRIB: :func:`nudgeml.grib.check_era5_grib`)."""
     names, has_levels = ERA5_KINDS[kind]
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: ERA5 {kind} file not found")
+    if is_grib(path):  # era5.cds.data_format: grib -- read through cdo (nudgeml.grib)
+        check_era5_grib(path, kind, names, has_levels)
+        return
     try:
         ds = xr.open_dataset(path, decode_times=False)
     except Exception as exc:  # a truncated/corrupt file: say which

@@ -33,12 +33,12 @@ MONTHLY_KINDS = ("pressure_levels", "single_levels", "precipitation")
 WATER_DENSITY_KG_M3 = 1000.0
 
 
-def era5_paths(era5_dir: str | Path, start: str, end: str) -> dict[str, list[Path] | Path]:
-    """The files the ERA5 stage produces for [start, end] (by kind)."""
+def era5_paths(era5_dir: str | Path, start: str, end: str, suffix: str = ".nc") -> dict[str, list[Path] | Path]:
+    """The files the ERA5 stage produces for [start, end] (by kind); ``suffix`` ``.grib`` for GRIB downloads."""
     root = Path(era5_dir)
     months = months_between(start, end)
-    out: dict[str, list[Path] | Path] = {k: [root / k / f"{m}.nc" for m in months] for k in MONTHLY_KINDS}
-    out["invariant"] = root / "invariant.nc"
+    out: dict[str, list[Path] | Path] = {k: [root / k / f"{m}{suffix}" for m in months] for k in MONTHLY_KINDS}
+    out["invariant"] = root / f"invariant{suffix}"
     return out
 
 

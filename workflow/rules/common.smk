@@ -6,6 +6,7 @@
 import os
 import re
 
+from nudgeml.cds import era5_suffix
 from nudgeml.config import expand_path, months_between
 from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.naming import (
@@ -38,6 +39,7 @@ ENSEMBLES = ensembles(
 )  # the report's ensembles; a bad `ensemble` key fails here, before any run
 USES_MEAN = any(spec["correction"] in ("mean", "ml") for spec in config["free_runs"]["runs"].values())
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
+ERA5_EXT = era5_suffix(config["era5"])  # .grib for era5.cds.data_format: grib, else .nc
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 
 
@@ -129,7 +131,7 @@ def report_config():
 
 
 def era5_files(kind, months=MONTHS):
-    return [f"{ERA5_DIR}/{kind}/{m}.nc" for m in months]
+    return [f"{ERA5_DIR}/{kind}/{m}{ERA5_EXT}" for m in months]
 
 
 def forcing_files(months=MONTHS):
@@ -265,8 +267,8 @@ if "lmdz" in config:
 def lmdz_forcing_inputs(wildcards):
     month = f"{wildcards.lyear}-{wildcards.lmonth}"
     kinds = ("pressure_levels", "single_levels")
-    files = {k: f"{ERA5_DIR}/{k}/{month}.nc" for k in kinds}
+    files = {k: f"{ERA5_DIR}/{k}/{month}{ERA5_EXT}" for k in kinds}
     i = MONTHS.index(month)
     if i + 1 < len(MONTHS):  # the next month's first analysis closes the month
-        files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}.nc" for k in kinds})
+        files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}{ERA5_EXT}" for k in kinds})
     return files

@@ -1,5 +1,6 @@
 # ERA5 stage. source: standin = a fine jcm run written as the CDS would serve ERA5;
-# source: cds = the real ERA5 from the Copernicus Climate Data Store, one request (one job) per file.
+# source: cds = the real ERA5 from the Copernicus Climate Data Store, one request (one job) per file,
+# netCDF (.nc) or, with era5.cds.data_format: grib, ERA5's native GRIB (.grib).
 
 if config["era5"]["source"] == "standin":
 
@@ -29,7 +30,7 @@ else:
     # partition. cds_requests=1 lets a profile cap the requests queued at the CDS at once.
     rule era5_cds:
         output:
-            f"{ERA5_DIR}/{{kind}}/{{month}}.nc",
+            f"{ERA5_DIR}/{{kind}}/{{month}}{ERA5_EXT}",
         log:
             f"{OUT}/logs/era5_cds_{{kind}}_{{month}}.log",
         benchmark:
@@ -50,7 +51,7 @@ else:
 
     rule era5_cds_invariant:
         output:
-            f"{ERA5_DIR}/invariant.nc",
+            f"{ERA5_DIR}/invariant{ERA5_EXT}",
         log:
             f"{OUT}/logs/era5_cds_invariant.log",
         benchmark:

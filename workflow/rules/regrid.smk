@@ -1,12 +1,12 @@
-# ERA5 -> model grid and levels with cdo, one month per job.
+# ERA5 (netCDF or GRIB) -> model grid and levels with cdo, one month per job.
 
 
 rule regrid:
     input:
-        pressure_levels=f"{ERA5_DIR}/pressure_levels/{{month}}.nc",
-        single_levels=f"{ERA5_DIR}/single_levels/{{month}}.nc",
-        precipitation=f"{ERA5_DIR}/precipitation/{{month}}.nc",
-        invariant=f"{ERA5_DIR}/invariant.nc",
+        pressure_levels=f"{ERA5_DIR}/pressure_levels/{{month}}{ERA5_EXT}",
+        single_levels=f"{ERA5_DIR}/single_levels/{{month}}{ERA5_EXT}",
+        precipitation=f"{ERA5_DIR}/precipitation/{{month}}{ERA5_EXT}",
+        invariant=f"{ERA5_DIR}/invariant{ERA5_EXT}",
         grid=rules.model_grid.output.nc,
         grid_txt=rules.model_grid.output.cdo,
     output:
