@@ -3,7 +3,9 @@
 # system packages (cdo for regridding, gfortran/cmake/g++ for the Fortran bridge) and a virtual
 # environment with the pinned Python dependencies. Idempotent: reruns only what is missing.
 #   --test           also the Debian packages of the one-node SLURM cluster the tests start
-#                    (scripts/slurm_cluster.sh): slurm-wlm slurmdbd munge mariadb-server
+#                    (scripts/slurm_cluster.sh): slurm-wlm slurmdbd munge mariadb-server, and
+#                    real ERA5 GRIB for tests/test_grib.py: the cfgrib 0.9.15.1 source distribution
+#                    from PyPI (sha256 checked) into .cache/test-data (NUDGEML_TEST_DATA names another)
 #   --profiles-only  only link the cluster profiles (./jeanzay -> profiles/jeanzay)
 #   --lmdze          also what building LMDZE needs (scripts/build_lmdze.sh, docs/lmdze.md):
 #                    libnetcdff-dev netcdf-bin (NetCDF-Fortran, ncdump)
@@ -72,4 +74,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constr
   .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,xgb-cpu]"
   touch "$stamp"
 fi
+# Real ERA5 GRIB (from the CDS) that cfgrib's source distribution ships for its own tests, and the
+# netCDF cfgrib made of it: pinned by version and sha256, unpacked next to the archive (not committed).
+CFGRIB_SDIST=cfgrib-0.9.15.1.tar.gz
+CFGRIB_SHA256=d959d8b97e55a63646fa86686b297905ff7f2918a91e3a11d6292dab09598e4d
+TEST_DATA="${NUDGEML_TEST_DATA:-.cache/test-data}"
+if [ "$with_test" -eq 1 ] && [ ! -f "$TEST_DATA/era5-levels-members.grib" ]; then
+  mkdir -p "$TEST_DATA"
+  [ -f "$TEST_DATA/$CFGRIB_SDIST" ] || .venv/bin/python -m pip download -q --no-deps --no-binary :all: "cfgrib==0.9.15.1" -d "$TEST_DATA"
+  if ! echo "$CFGRIB_SHA256  $TEST_DATA/$CFGRIB_SDIST" | sha256sum -c --quiet -; then
+    echo "setup: $TEST_DATA/$CFGRIB_SDIST does not have the pinned sha256 $CFGRIB_SHA256: removed" >&2
+    rm -f "$TEST_DATA/$CFGRIB_SDIST"
+    exit 1
+  fi
+  tar -xzf "$TEST_DATA/$CFGRIB_SDIST" -C "$TEST_DATA" --strip-components=3 \
+    cfgrib-0.9.15.1/tests/sample-data/era5-levels-members.grib cfgrib-0.9.15.1/tests/sample-data/era5-levels-members.nc
+  echo "setup: real ERA5 GRIB test data in $TEST_DATA (from $CFGRIB_SDIST, Apache-2.0; ERA5 under the Copernicus licence)"
+fi
+
 echo "setup: done ($(.venv/bin/python -c 'import nudgeml, torch, jcm; print("nudgeml", nudgeml.__version__, "torch", torch.__version__, "jcm", jcm.__version__)'); $(cdo --version 2>&1 | head -1))"
