@@ -19,10 +19,11 @@ def test_lmdz_144x142_grid_points():
     assert lon_u[0] == pytest.approx(-180.0 + 1.25), "u half a cell east"
 
 
-def test_files_in_lmdz_names_and_units(tmp_path):
+@pytest.mark.parametrize("grib", [False, True], ids=["netcdf", "grib"])
+def test_files_in_lmdz_names_and_units(tmp_path, grib):
     lat, lon = fine_source()
-    this = write_era5(tmp_path / "feb", lat, lon)
-    nxt = write_era5(tmp_path / "mar", lat, lon)
+    this = write_era5(tmp_path / "feb", lat, lon, grib=grib)
+    nxt = write_era5(tmp_path / "mar", lat, lon, grib=grib)
     out = month_file_names("{var}_{year:04d}{month:02d}.nc", ["u", "v", "T", "ps"], 2000, 2, tmp_path / "lmdz")
     write_lmdz_forcing(month_file=this, next_month_file=nxt, out_paths=out, iim=48, jjm=36)
     u = xr.open_dataset(tmp_path / "lmdz" / "u_200002.nc")
