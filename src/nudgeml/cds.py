@@ -12,9 +12,12 @@ precipitation/M    ``reanalysis-era5-single-levels``    tp (hourly accumulation)
 invariant          ``reanalysis-era5-single-levels``    z (orography), lsm                 first day 00
 =================  ===================================  =================================  ==============
 
+Files are netCDF (``<kind>/<month>.nc``) or, with ``era5.cds.data_format: grib``, ERA5's native GRIB
+(``<kind>/<month>.grib``, checked through cdo: :mod:`nudgeml.grib`).
+
 Whole months are requested, whatever part of them the period covers: a month file is then the same
 for every period that touches it. Accumulated (``tp``) and instantaneous (``sp``) variables are never
-mixed in one request: the CDS would answer with a zip of two NetCDF files instead of one file.
+mixed in one request: the CDS would answer with a zip of two files instead of one file.
 
 Each file is downloaded to a temporary sibling, checked (variables, every expected time, every
 requested level) and only then renamed, so a file under its final name is always complete. A valid

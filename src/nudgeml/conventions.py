@@ -3,7 +3,8 @@
 * **ERA5 (CDS NetCDF, 2024+ service)**: dims ``valid_time`` (seconds since 1970), ``pressure_level``
   (hPa, decreasing), ``latitude`` (descending), ``longitude`` (0 -> 360); variables ``u v t q z`` on
   pressure levels, ``sp`` on single levels, ``tp`` (m, hourly accumulation ending at ``valid_time``),
-  and the invariant ``z`` (surface geopotential) and ``lsm``.
+  and the invariant ``z`` (surface geopotential) and ``lsm``. ERA5 as GRIB (``era5.cds.data_format:
+  grib``) carries the same short names and is checked through cdo (:mod:`nudgeml.grib`).
 * **LMDZ ``histhf``**: dims ``time_counter``, ``presnivs`` (Pa, surface first), ``lat`` (descending),
   ``lon`` (-180 -> 180); ``vitu vitv temp ovap psol precip``.
 * **LMDZ ``guide_ins``**: dims ``TIME LEVEL LATU LONU LATV LONV``; nudging increments ``ucov``/``vcov``
