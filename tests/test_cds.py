@@ -19,6 +19,7 @@ import yaml
 
 from cds_server import PL, SL, Faults, LoopbackCds
 from nudgeml.cds import CdsSettings, build_request, check_cds_config, check_download, download_era5, expected_times, fetch
+from nudgeml.config import validate_config
 from nudgeml.errors import CdsError, ConfigError, InputError
 from nudgeml.grib import grib_inventory
 from nudgeml.logs import rule_logging
@@ -100,6 +101,8 @@ def test_config_checks_name_the_key():
     cfg["era5"]["cds"]["data_format"] = "netcdf4"
     with pytest.raises(ConfigError, match=r"'era5.cds.data_format' is 'netcdf4'; use one of \['grib', 'netcdf'\]"):
         check_cds_config(cfg)
+    with pytest.raises(ConfigError, match=r"'era5.cds.data_format': 'netcdf4' is not one of \['netcdf', 'grib'\]"):
+        validate_config(cfg)  # the schema, as the workflow validates at start
     del cfg["era5"]["cds"]
     with pytest.raises(ConfigError, match="'era5.cds' is required"):
         check_cds_config(cfg)
