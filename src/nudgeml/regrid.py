@@ -1,4 +1,5 @@
-"""ERA5 (CDS NetCDF) -> the model's grid and levels, with the real ``cdo`` binary.
+"""ERA5 (CDS NetCDF, or GRIB: cdo reads it natively and writes netCDF) -> the model's grid and levels,
+with the real ``cdo`` binary.
 
 Per month:
 
