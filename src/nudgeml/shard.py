@@ -131,7 +131,11 @@ class _Moments:
 
 
 def _compressors(level: int) -> Any:
+    """Blosc zstd at ``level``; level 0: no codec at all (the loader then reads rows as they lie on disk)."""
     from zarr.codecs import BloscCodec, BloscShuffle
+
+    if level == 0:
+        return None
 
     # byte shuffle: same ratio as bitshuffle on float32 columns, decodes ~1.5x faster (benchmarks/shard_io.py)
     return BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.shuffle)
