@@ -61,7 +61,7 @@ class ShardConfig:
     shard_samples: int = 524288
     seed: int = 0
     nan_policy: str = "drop"
-    compression_level: int = 3
+    compression_level: int = 0  # no codec: the loader reads rows in place (benchmarks/README.md, loader sweep)
     time_block_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
