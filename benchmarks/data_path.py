@@ -11,7 +11,8 @@ LMDZ-convention ``histhf.nc`` + ``guide_ins.nc`` through the project's own write
 
 A full month (124 windows) is ~9 GB of history; ``--windows 8,32`` (the default) runs two scaled-down
 sizes: throughput is then projected linearly and the two peak memories show whether memory grows
-with the number of windows. Prints per stage and size: seconds, GB/s (stage input + output bytes
+with the number of windows (the shard stage's memory is bounded by one shard: give ``--shard-samples``
+below the training split's size to see the bound at a scaled-down size). Prints per stage and size: seconds, GB/s (stage input + output bytes
 for extract and shard, float32 samples for the loader), samples/s, peak RSS; then the 10-year
 projection (144 x 142 x 1460 x 10 ~ 298 M samples) against Jean Zay's 20 h ``prepost`` limit, and
 the loader against what one A100 consumes for the 317 -> 3x128 -> 158 MLP under a stated assumption.
@@ -91,7 +92,7 @@ def _size(root: Path) -> int:
     return root.stat().st_size if root.is_file() else sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def stage(name: str, work: Path) -> dict:
+def stage(name: str, work: Path, shard_samples: int) -> dict:
     """Run one stage in this (child) process; return its measures."""
     import zarr
 
@@ -107,7 +108,7 @@ def stage(name: str, work: Path) -> dict:
         nbytes = _size(work / "histhf.nc") + _size(work / "guide_ins.nc") + _size(work / "columns.nc")
         samples = ds.sizes["time"] * ds.sizes["column"]
     elif name == "shard":
-        cfg = ShardConfig(fractions={"train": 0.8, "val": 0.1, "test": 0.1}, gap_hours=0)
+        cfg = ShardConfig(fractions={"train": 0.8, "val": 0.1, "test": 0.1}, gap_hours=0, shard_samples=shard_samples)
         shard_columns(work / "columns.nc", work / "ds.zarr", cfg)
         _sync_tree(work / "ds.zarr")
         nbytes = _size(work / "columns.nc") + _size(work / "ds.zarr")
@@ -126,10 +127,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", default="8,32", help="comma-separated numbers of 6-hourly windows (124 = a month)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--shard-samples", type=int, default=524288, help="samples per shard (the shard stage's memory unit)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)  # internal: run one stage in this process
     args = ap.parse_args()
     if args.stage:
-        print(json.dumps(stage(args.stage, Path(args.workdir))))
+        print(json.dumps(stage(args.stage, Path(args.workdir), args.shard_samples)))
         return
     results: dict[int, list[dict]] = {}
     for windows in (int(v) for v in args.windows.split(",")):
@@ -141,7 +143,7 @@ def main() -> None:
             print(f"{windows} windows x {COLUMNS} columns x {NLEV} levels: history written in {time.perf_counter() - t0:.0f} s ({_size(work) / 1e9:.2f} GB)", flush=True)
             results[windows] = []
             for name in ("extract", "shard", "loader"):
-                out = subprocess.run([sys.executable, __file__, "--stage", name, "--workdir", str(work)], capture_output=True, text=True, check=False)
+                out = subprocess.run([sys.executable, __file__, "--stage", name, "--workdir", str(work), "--shard-samples", str(args.shard_samples)], capture_output=True, text=True, check=False)
                 if out.returncode:
                     raise SystemExit(f"stage {name} failed:\n{out.stderr[-3000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])
