@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("--run-chunks", default=str(RUN_CHUNKS), help="comma-separated read units (chunks) to sweep")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts")
     ap.add_argument("--levels", default=None, help="comma-separated compression levels to sweep (0 = uncompressed; default: the shard stage's)")
+    ap.add_argument("--prefetch", default="1", help="comma-separated: 1 = read the next buffer on a thread, 0 = not")
     ap.add_argument("--direct", default="1", help="comma-separated: 1 = the loader's direct shard reader, 0 = zarr's read path")
     args = ap.parse_args()
     n, f = args.samples, args.features
@@ -169,14 +170,14 @@ def main() -> None:
         for level in levels:  # the same store recoded (untimed): the loader sweep per codec
             if level not in stores:
                 stores[level] = recode(store, work / f"level{level}.zarr", level)
-        sweep = [(lv, d, r, w) for lv in levels for d in args.direct.split(",") for r in args.run_chunks.split(",") for w in args.workers.split(",")]
-        for level, direct, run, workers in ((lv, d == "1", int(r), int(w)) for lv, d, r, w in sweep):
+        sweep = [(lv, d, pf, r, w) for lv in levels for d in args.direct.split(",") for pf in args.prefetch.split(",") for r in args.run_chunks.split(",") for w in args.workers.split(",")]
+        for level, direct, prefetch, run, workers in ((lv, d == "1", pf == "1", int(r), int(w)) for lv, d, pf, r, w in sweep):
             drop_cache(stores[level])
-            ds_l = ColumnBatches(stores[level], "train", batch_size=4096, seed=0, run_chunks=run, direct=direct)
+            ds_l = ColumnBatches(stores[level], "train", batch_size=4096, seed=0, run_chunks=run, direct=direct, prefetch=prefetch)
             loader = torch.utils.data.DataLoader(ds_l, batch_size=None, num_workers=workers)
             t_load, seen = timed(lambda: sum(b[0].shape[0] for b in loader))  # noqa: B023 -- called at once
             load_gbs = seen * (f + ntarg) * 4 / 1e9 / t_load
-            print(f"loader level {level} {'direct' if direct else 'zarr  '} run={run:<3d} w={workers} {load_gbs:6.2f} GB/s ({seen / t_load / 1e6:.2f} M samples/s)   raw memmap {raw_gbs:6.2f} GB/s   ratio {load_gbs / raw_gbs:.2f} (goal >= 0.7)", flush=True)
+            print(f"loader level {level} {'direct' if direct else 'zarr  '} prefetch={int(prefetch)} run={run:<3d} w={workers} {load_gbs:6.2f} GB/s ({seen / t_load / 1e6:.2f} M samples/s)   raw memmap {raw_gbs:6.2f} GB/s   ratio {load_gbs / raw_gbs:.2f} (goal >= 0.7)", flush=True)
 
         year = 20448 * 1460
         fr = {"train": 0.7, "val": 0.15, "test": 0.15}

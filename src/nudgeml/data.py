@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,13 +292,15 @@ class ColumnBatches(_IterableBase):  # type: ignore[misc,valid-type]
     Parameters: ``store``, ``split``; ``batch_size``; ``shuffle`` (run order per epoch + buffer);
     ``buffer_chunks`` (chunks mixed in memory, at least one run); ``run_chunks`` (consecutive chunks
     read in one call: the read and shuffle unit); ``direct`` (:class:`ShardFileReader` where the layout
-    allows, else zarr's read path); ``seed``; ``rank``/``world_size`` (default: from
+    allows, else zarr's read path); ``prefetch`` (a thread reads the next buffer while this one is
+    batched: the read waits on the disk, the batching on memory); ``seed``; ``rank``/``world_size`` (default: from
     torch.distributed). Call :meth:`set_epoch` each epoch for a new order (Lightning does it for us
     through the ``set_epoch`` hook of the dataset when present).
     """
 
-    def __init__(self, store: str | os.PathLike[str], split: str, batch_size: int, *, shuffle: bool = True, buffer_chunks: int = 4, run_chunks: int = RUN_CHUNKS, seed: int = 0, rank: int | None = None, world_size: int | None = None, drop_last: bool = False, direct: bool = True) -> None:
+    def __init__(self, store: str | os.PathLike[str], split: str, batch_size: int, *, shuffle: bool = True, buffer_chunks: int = 4, run_chunks: int = RUN_CHUNKS, seed: int = 0, rank: int | None = None, world_size: int | None = None, drop_last: bool = False, direct: bool = True, prefetch: bool = True) -> None:
         super().__init__()
+        self.prefetch = prefetch
         self.arrays = SplitArrays(store, split, direct=direct)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -337,40 +340,58 @@ class ColumnBatches(_IterableBase):  # type: ignore[misc,valid-type]
         import torch
 
         rng = np.random.default_rng((self.seed, self.epoch, 1))
-        segs = self._my_segments()
         a = self.arrays
-        # the buffer: buffer_chunks of reads plus the < batch_size rows carried over from the last drain
-        cap = self.buffer_chunks * a.chunk_rows + self.batch_size
-        bx = np.empty((cap, a.n_features), np.float32)
-        by = np.empty((cap, a.n_targets), np.float32)
-        held = 0
-
-        def drain(final: bool) -> Iterator[tuple[Any, Any]]:
-            nonlocal held
-            p = rng.permutation(held) if self.shuffle else np.arange(held)
-            n_full = held // self.batch_size
-            for i in range(n_full):  # one gather per batch: a fresh array the consumer may keep
-                rows = p[i * self.batch_size:(i + 1) * self.batch_size]
-                yield torch.from_numpy(bx[rows]), torch.from_numpy(by[rows])
-            rest = p[n_full * self.batch_size:]
-            if final:
-                if rest.size and not self.drop_last:
-                    yield torch.from_numpy(bx[rest]), torch.from_numpy(by[rest])
-                held = 0
-            else:  # the remainder moves to the front (fancy indexing copies first, so no overlap)
-                bx[:rest.size], by[:rest.size] = bx[rest], by[rest]
-                held = rest.size
-
-        for seg in segs:
+        fill_rows = self.buffer_chunks * a.chunk_rows
+        # the epoch's share as buffer fills: consecutive reads adding up to at most fill_rows
+        fills: list[list[Segment]] = []
+        total = fill_rows
+        for seg in self._my_segments():
             n = seg.stop - seg.start
-            if held + n > cap:
-                yield from drain(final=False)
-            a.read_into(seg, bx[held:held + n], by[held:held + n])
-            held += n
-            if held >= self.buffer_chunks * a.chunk_rows:
-                yield from drain(final=False)
-        if held:
-            yield from drain(final=True)
+            if total + n > fill_rows:
+                fills.append([])
+                total = 0
+            fills[-1].append(seg)
+            total += n
+        # two buffers: a fill is read into one (rows [R, R + fill)) while the other is drained; the
+        # < batch_size rows a drain leaves go just before R in the next buffer (a disjoint range)
+        lead = self.batch_size
+        bufs = [(np.empty((lead + fill_rows, a.n_features), np.float32), np.empty((lead + fill_rows, a.n_targets), np.float32)) for _ in range(2)]
+
+        def read_fill(j: int) -> int:
+            bx, by = bufs[j % 2]
+            at = lead
+            for seg in fills[j]:
+                n = seg.stop - seg.start
+                a.read_into(seg, bx[at:at + n], by[at:at + n])
+                at += n
+            return at
+
+        pool = ThreadPoolExecutor(max_workers=1) if self.prefetch else None
+        try:
+            pending = (pool.submit(read_fill, 0) if pool else None) if fills else None
+            left = 0  # rows carried over, at [lead - left, lead) of the current buffer
+            for j in range(len(fills)):
+                stop = pending.result() if pending is not None else read_fill(j)
+                if j + 1 < len(fills) and pool is not None:  # read ahead while this buffer is drained
+                    pending = pool.submit(read_fill, j + 1)
+                bx, by = bufs[j % 2]
+                lo = lead - left
+                held = stop - lo
+                p = lo + (rng.permutation(held) if self.shuffle else np.arange(held))
+                n_full = held // self.batch_size
+                for i in range(n_full):  # one gather per batch: a fresh array the consumer may keep
+                    rows = p[i * self.batch_size:(i + 1) * self.batch_size]
+                    yield torch.from_numpy(bx[rows]), torch.from_numpy(by[rows])
+                rest = p[n_full * self.batch_size:]
+                if j + 1 < len(fills):
+                    nx, ny = bufs[(j + 1) % 2]
+                    nx[lead - rest.size:lead], ny[lead - rest.size:lead] = bx[rest], by[rest]
+                    left = rest.size
+                elif rest.size and not self.drop_last:
+                    yield torch.from_numpy(bx[rest]), torch.from_numpy(by[rest])
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)  # no read may still write into the buffers
 
 
 def make_xgb_iter(store: str | os.PathLike[str], split: str, rows_per_batch: int = 262144, label: Any = None) -> Any:
