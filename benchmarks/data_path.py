@@ -17,7 +17,7 @@ for extract and shard, float32 samples for the loader), samples/s, peak RSS; the
 projection (144 x 142 x 1460 x 10 ~ 298 M samples) against Jean Zay's 20 h ``prepost`` limit, and
 the loader against what one A100 consumes for the 317 -> 3x128 -> 158 MLP under a stated assumption.
 
-    .venv/bin/python benchmarks/data_path.py [--windows 8,32] [--workdir DIR]
+    .venv/bin/python benchmarks/data_path.py [--windows 8,32] [--shard-samples 524288] [--workdir DIR]
 """
 
 from __future__ import annotations
