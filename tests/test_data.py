@@ -116,10 +116,19 @@ def test_direct_shard_reader_equals_zarr_on_any_row_range(tmp_path, level):
     reader = ShardFileReader(arr, tmp_path / "a.zarr")
     ranges = [(0, 1010), (0, 50), (49, 51), (190, 420), (200, 250), (1000, 1010), (399, 401)]
     ranges += [tuple(sorted(rng.integers(0, 1011, 2))) for _ in range(30)]
-    for a, b in ranges:
-        out = np.full((b - a, 7), 7.0, np.float32)
-        reader.read_into(a, b, out)
-        np.testing.assert_array_equal(out, arr[a:b], err_msg=f"rows {a}:{b}")
+    import nudgeml.data as data_module
+
+    for max_open in (8, 1):  # 1: every shard change closes a file and reopens another
+        reader.close()  # the indexes stay cached: files reopen without rereading them
+        data_module._MAX_OPEN = max_open
+        try:
+            for a, b in ranges:
+                out = np.full((b - a, 7), 7.0, np.float32)
+                reader.read_into(a, b, out)
+                np.testing.assert_array_equal(out, arr[a:b], err_msg=f"rows {a}:{b}")
+                assert len(reader._fds) <= max_open
+        finally:
+            data_module._MAX_OPEN = 8
     reader.close()
 
 

@@ -95,6 +95,7 @@ def distributed_context() -> tuple[int, int]:
 
 
 _ABSENT = np.iinfo(np.uint64).max  # the shard index's offset of a chunk that is not stored
+_MAX_OPEN = 8  # shard files a reader keeps open
 
 
 class ShardFileReader:
@@ -145,22 +146,31 @@ class ShardFileReader:
         return bool(inner_ok and index_ok and arr.ndim == 2 and str(arr.dtype) == "float32" and tuple(sh.chunk_shape)[1:] == tuple(arr.shape[1:]) and arr.shards[1] == arr.shape[1])
 
     def _shard(self, s: int) -> tuple[int, np.ndarray] | None:
-        """(file descriptor, (chunks, 2) offsets/lengths) of shard ``s``; None when the shard is absent."""
-        if s not in self._fds:
-            import google_crc32c
+        """(file descriptor, (chunks, 2) offsets/lengths) of shard ``s``; None when the shard is absent.
 
-            path = self.root / self.arr.path / self.arr.metadata.encode_chunk_key((s, 0))
+        Indexes stay cached (16 bytes a chunk); at most ``_MAX_OPEN`` files stay open, the least recently
+        read closed first (a 10-year store has ~600 shards per array, above common descriptor limits).
+        """
+        path = self.root / self.arr.path / self.arr.metadata.encode_chunk_key((s, 0))
+        if s in self._fds:
+            self._fds[s] = self._fds.pop(s)  # most recently used last
+        else:
             if not path.exists():
                 return None
             fd = os.open(path, os.O_RDONLY)
-            tail = 16 * self.per_shard + 4
-            size = os.fstat(fd).st_size
-            raw = os.pread(fd, tail, size - tail) if size >= tail else b""
-            if len(raw) != tail or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-                os.close(fd)
-                raise InputError(f"{path}: shard index unreadable or fails its checksum (truncated or corrupt shard)")
+            if s not in self._index:
+                import google_crc32c
+
+                tail = 16 * self.per_shard + 4
+                size = os.fstat(fd).st_size
+                raw = os.pread(fd, tail, size - tail) if size >= tail else b""
+                if len(raw) != tail or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                    os.close(fd)
+                    raise InputError(f"{path}: shard index unreadable or fails its checksum (truncated or corrupt shard)")
+                self._index[s] = np.frombuffer(raw[:-4], "<u8").reshape(self.per_shard, 2)
             self._fds[s] = fd
-            self._index[s] = np.frombuffer(raw[:-4], "<u8").reshape(self.per_shard, 2)
+            while len(self._fds) > _MAX_OPEN:
+                os.close(self._fds.pop(next(iter(self._fds))))
         return self._fds[s], self._index[s]
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
