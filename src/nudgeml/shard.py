@@ -1,4 +1,4 @@
-"""Shard: the column table -> a zarr v3 training store (sharded, compressed, pre-shuffled, split in time).
+"""Shard: the column table -> a zarr v3 training store (sharded, optionally compressed, pre-shuffled, split in time).
 
 Layout of ``dataset.zarr``::
 
