@@ -6,11 +6,11 @@ posix_fadvise(DONTNEED)). Prints:
 * format write: sharded + compressed zarr array vs ``np.save`` of the same array (goal >= 0.9);
 * shard stage: the full streaming shuffle (``shard_columns``) vs ``np.save`` (for information: it
   writes the data twice, buckets then store, and shuffles);
-* loader: ``ColumnBatches`` epoch throughput (0 and 2 workers) vs a raw memmap read of the same chunks
-  in the same random order (goal >= 0.7);
+* loader: ``ColumnBatches`` epoch throughput (0 and 2 workers; ``--run-chunks`` sweeps the read unit,
+  default the loader's) vs a raw memmap read of the same chunks in the same random order (goal >= 0.7);
 * files per simulated LMDZ year (144 x 142 columns, 6-hourly) at the default shard size (goal <= 200).
 
-    .venv/bin/python benchmarks/shard_io.py [--samples 2000000] [--features 317]
+    .venv/bin/python benchmarks/shard_io.py [--samples 2000000] [--features 317] [--run-chunks 1,8,32]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 import zarr
 
-from nudgeml.data import ColumnBatches
+from nudgeml.data import RUN_CHUNKS, ColumnBatches
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.shard import ShardConfig, _compressors, count_files, files_per_split, shard_columns
 from nudgeml.split import SPLITS
@@ -71,11 +71,33 @@ def timed(fn, *args, **kw):
     return time.perf_counter() - t0, out
 
 
+def recode(store: Path, out: Path, level: int) -> Path:
+    """A copy of a training store with another compression level (0: no codec)."""
+    src = zarr.open_group(str(store), mode="r")
+    dst = zarr.open_group(str(out), mode="w", zarr_format=3)
+    dst.attrs.update(src.attrs.asdict())
+    for split in src.group_keys():
+        g = dst.create_group(split)
+        for name in src[split].array_keys():
+            a = src[split][name]
+            b = g.create_array(name, shape=a.shape, dtype=a.dtype, chunks=a.chunks, shards=a.shards, compressors=_compressors(level) if a.shards else None, fill_value=a.fill_value)
+            step = a.shards[0] if a.shards else a.shape[0]
+            for s in range(0, a.shape[0], step):
+                b[s:s + step] = a[s:s + step]
+    sync_files(out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2_000_000)
     ap.add_argument("--features", type=int, default=317)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--run-chunks", default=str(RUN_CHUNKS), help="comma-separated read units (chunks) to sweep")
+    ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts")
+    ap.add_argument("--levels", default=None, help="comma-separated compression levels to sweep (0 = uncompressed; default: the shard stage's)")
+    ap.add_argument("--prefetch", default="1", help="comma-separated: 1 = read the next buffer on a thread, 0 = not")
+    ap.add_argument("--direct", default="1", help="comma-separated: 1 = the loader's direct shard reader, 0 = zarr's read path")
     args = ap.parse_args()
     n, f = args.samples, args.features
     work = Path(tempfile.mkdtemp(prefix="shard-io-", dir=args.workdir))
@@ -89,15 +111,18 @@ def main() -> None:
 
         t_npy, _ = timed(npy_write)
 
-        def zarr_write() -> None:
-            arr = zarr.create_array(str(work / "fmt.zarr"), shape=x.shape, dtype="float32", chunks=(cfg.chunk_samples, f), shards=(cfg.shard_samples, f), compressors=_compressors(cfg.compression_level))
+        levels = [int(v) for v in args.levels.split(",")] if args.levels else [cfg.compression_level]
+
+        def zarr_write(level: int) -> None:
+            arr = zarr.create_array(str(work / "fmt.zarr"), shape=x.shape, dtype="float32", chunks=(cfg.chunk_samples, f), shards=(cfg.shard_samples, f), compressors=_compressors(level), overwrite=True)
             for s in range(0, n, cfg.shard_samples):
                 arr[s:s + cfg.shard_samples] = x[s:s + cfg.shard_samples]
             sync_files(work / "fmt.zarr")
 
-        t_zarr, _ = timed(zarr_write)
         print(f"data: {n} x {f} float32 = {gb:.2f} GB")
-        print(f"format write   np.save {gb / t_npy:6.2f} GB/s   zarr sharded {gb / t_zarr:6.2f} GB/s   ratio {t_npy / t_zarr:.2f} (goal >= 0.9)")
+        for level in levels:
+            t_zarr, _ = timed(zarr_write, level)
+            print(f"format write   np.save {gb / t_npy:6.2f} GB/s   zarr sharded (level {level}) {gb / t_zarr:6.2f} GB/s   ratio {t_npy / t_zarr:.2f} (goal >= 0.9)", flush=True)
 
         # the full shard stage on the same data laid out as (time, column, feature)
         ncol = 20448
@@ -141,13 +166,18 @@ def main() -> None:
         drop_cache(work / "raw_y.npy")
         t_raw, _ = timed(raw_read)
         raw_gbs = nbytes / 1e9 / t_raw
-        for workers in (0, 2):
-            drop_cache(store)
-            ds_l = ColumnBatches(store, "train", batch_size=4096, seed=0)
+        stores = {cfg.compression_level: store}
+        for level in levels:  # the same store recoded (untimed): the loader sweep per codec
+            if level not in stores:
+                stores[level] = recode(store, work / f"level{level}.zarr", level)
+        sweep = [(lv, d, pf, r, w) for lv in levels for d in args.direct.split(",") for pf in args.prefetch.split(",") for r in args.run_chunks.split(",") for w in args.workers.split(",")]
+        for level, direct, prefetch, run, workers in ((lv, d == "1", pf == "1", int(r), int(w)) for lv, d, pf, r, w in sweep):
+            drop_cache(stores[level])
+            ds_l = ColumnBatches(stores[level], "train", batch_size=4096, seed=0, run_chunks=run, direct=direct, prefetch=prefetch)
             loader = torch.utils.data.DataLoader(ds_l, batch_size=None, num_workers=workers)
-            t_load, seen = timed(lambda: sum(b[0].shape[0] for b in loader))
+            t_load, seen = timed(lambda: sum(b[0].shape[0] for b in loader))  # noqa: B023 -- called at once
             load_gbs = seen * (f + ntarg) * 4 / 1e9 / t_load
-            print(f"loader w={workers}     {load_gbs:6.2f} GB/s ({seen / t_load / 1e6:.2f} M samples/s)   raw memmap {raw_gbs:6.2f} GB/s   ratio {load_gbs / raw_gbs:.2f} (goal >= 0.7)")
+            print(f"loader level {level} {'direct' if direct else 'zarr  '} prefetch={int(prefetch)} run={run:<3d} w={workers} {load_gbs:6.2f} GB/s ({seen / t_load / 1e6:.2f} M samples/s)   raw memmap {raw_gbs:6.2f} GB/s   ratio {load_gbs / raw_gbs:.2f} (goal >= 0.7)", flush=True)
 
         year = 20448 * 1460
         fr = {"train": 0.7, "val": 0.15, "test": 0.15}

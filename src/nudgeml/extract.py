@@ -2,7 +2,7 @@
 
 Inputs per sample: u, v, T, q on every level and the surface pressure (physical units, the state at the
 window start), plus optional geographic features; targets: the window-mean nudging tendency du, dv on
-every level (m s-2). The files are read lazily (dask) and written one time step at a time, so memory
+every level (m s-2). The files are read lazily (dask) and written one dask block (``time_chunk`` steps) at a time, so memory
 stays bounded for LMDZ-sized runs (144 x 142 columns, 79 levels).
 
 The feature order is the exported model's contract (``docs/model-format.md``): per-level blocks
@@ -258,7 +258,7 @@ def file_digest(paths: Sequence[str | os.PathLike[str]], block: int = 1 << 20) -
 
 
 def write_columns(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
-    """Stream the column table to NetCDF, one time step per record (bounded memory)."""
+    """Stream the column table to NetCDF, one time step per record, one time block in memory (bounded)."""
     ntime, ncol = ds.sizes["time"], ds.sizes["column"]
     nfeat, ntarg = ds.sizes["feature"], ds.sizes["target"]
     epoch = np.datetime64(ds["time"].values[0], "s")
@@ -281,10 +281,18 @@ def write_columns(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
         },
         global_attrs=dict(ds.attrs),
     )
+    # one dask block (time_chunk steps) loaded at a time, then written step by step: loading step by
+    # step recomputed the whole block for every step in it (8x the reads; benchmarks/data_path.py)
+    chunks = ds["inputs"].chunks
+    sizes = chunks[0] if chunks is not None else (1,) * ntime
     try:
-        for i in range(ntime):
-            step = ds.isel(time=i).load()
-            writer.append(seconds_since([ds["time"].values[i]], epoch)[0], inputs=step["inputs"].values, targets=step["targets"].values)
+        i0 = 0
+        for size in sizes:
+            block = ds[["inputs", "targets"]].isel(time=slice(i0, i0 + size)).load()
+            for k in range(size):
+                writer.append(seconds_since([ds["time"].values[i0 + k]], epoch)[0], inputs=block["inputs"].values[k], targets=block["targets"].values[k])
+            del block
+            i0 += size
     except BaseException:
         writer.abort()
         raise

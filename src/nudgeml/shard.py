@@ -1,4 +1,4 @@
-"""Shard: the column table -> a zarr v3 training store (sharded, compressed, pre-shuffled, split in time).
+"""Shard: the column table -> a zarr v3 training store (sharded, optionally compressed, pre-shuffled, split in time).
 
 Layout of ``dataset.zarr``::
 
@@ -61,7 +61,7 @@ class ShardConfig:
     shard_samples: int = 524288
     seed: int = 0
     nan_policy: str = "drop"
-    compression_level: int = 3
+    compression_level: int = 0  # no codec: the loader reads rows in place (benchmarks/README.md, loader sweep)
     time_block_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
@@ -131,7 +131,11 @@ class _Moments:
 
 
 def _compressors(level: int) -> Any:
+    """Blosc zstd at ``level``; level 0: no codec at all (the loader then reads rows as they lie on disk)."""
     from zarr.codecs import BloscCodec, BloscShuffle
+
+    if level == 0:
+        return None
 
     # byte shuffle: same ratio as bitshuffle on float32 columns, decodes ~1.5x faster (benchmarks/shard_io.py)
     return BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.shuffle)
