@@ -144,11 +144,11 @@ class MLCorrector(Corrector):
         if self.manifest.tree_backend is not None:
             # a compiled tree ensemble replaces either torch artefact: same contract, ~3x faster
             # than the TorchScript walker (benchmarks/tree_call.py)
-            from nudgeml.trees import load_compiled_trees
+            from nudgeml.trees import CompiledTrees
 
-            self.model = load_compiled_trees(model_dir, dict(self.manifest.artifacts), threads=1)
-            backend = self.manifest.tree_backend
             artifact = model_dir / self.manifest.artifacts["trees"]
+            self.model = CompiledTrees(artifact)
+            backend = self.manifest.tree_backend
         elif backend == "torchscript":
             self.model = torch.jit.load(str(model_dir / self.manifest.artifacts["torchscript"]), map_location="cpu").eval()
             artifact = model_dir / self.manifest.artifacts["torchscript"]

@@ -146,26 +146,23 @@ def manifest_from_store(store: str | os.PathLike[str], *, name: str, kind: str, 
 
 
 def export_compiled_trees(booster_path: Path, module: nn.Module, manifest: Manifest, out_dir: str | os.PathLike[str], *, threads: int = 1) -> Manifest:
-    """Compile the booster beside a ``trained.pt`` to ``model_trees.so`` and write its output map
-    (``model_trees.json``) from the trained module's modes, intercept and target statistics; returns
-    the manifest that names them (written later, last, by :func:`export_model`)."""
+    """Compile the booster beside a ``trained.pt``, with the trained module's modes, intercept and
+    target statistics, to ``model_trees.so`` (:mod:`nudgeml.trees`); returns the manifest that names
+    it (written later, last, by :func:`export_model`)."""
     import dataclasses
 
     import xgboost as xgb
 
-    from nudgeml.trees import LIBRARY_NAME, OUTPUT_NAME, TREE_BACKEND, compile_trees, write_tree_output
+    from nudgeml.trees import LIBRARY_NAME, TREE_BACKEND, compile_trees
 
     if not booster_path.is_file():
         raise InputError(f"{booster_path}: the booster of this xgboost model is missing (train writes it beside trained.pt)")
-    out = Path(out_dir)
     booster = xgb.Booster(model_file=str(booster_path))
     if booster.num_features() != manifest.n_features:
         raise InputError(f"{booster_path}: reads {booster.num_features()} features, the store has {manifest.n_features}")
-    compile_trees(booster, out / LIBRARY_NAME, threads=threads)
-    write_tree_output(out / OUTPUT_NAME, n_features=manifest.n_features, intercept=module.base.numpy(), modes=module.modes.numpy(),
-                      target_mean=module.y_mean.numpy(), target_std=module.y_std.numpy())
-    artifacts = {**manifest.artifacts, "trees": LIBRARY_NAME, "trees_output": OUTPUT_NAME}
-    return dataclasses.replace(manifest, artifacts=artifacts, tree_backend=TREE_BACKEND)
+    compile_trees(booster, Path(out_dir) / LIBRARY_NAME, intercept=module.base.numpy(), modes=module.modes.numpy(),
+                  target_mean=module.y_mean.numpy(), target_std=module.y_std.numpy(), threads=threads)
+    return dataclasses.replace(manifest, artifacts={**manifest.artifacts, "trees": LIBRARY_NAME}, tree_backend=TREE_BACKEND)
 
 
 def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True, threads: int = 1) -> dict[str, Path]:

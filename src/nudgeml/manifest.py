@@ -32,7 +32,7 @@ TORCHSCRIPT_NAME: Final = "model.pt"
 AOTI_NAME: Final = "model.pt2"
 LEVEL_ORDER: Final = "surface_first"
 TREE_BACKENDS: Final = ("tl2cgen",)  # values of the optional key 'tree_backend' (nudgeml.trees)
-TREE_ARTIFACTS: Final = ("trees", "trees_output")  # the artifacts a tree backend adds
+TREE_ARTIFACTS: Final = ("trees",)  # the artifact a tree backend adds (the shared library)
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -102,8 +102,8 @@ class Manifest:
         default_factory=lambda: {"torchscript": TORCHSCRIPT_NAME, "aoti": AOTI_NAME}
     )
     # a tree ensemble compiled to C (``tl2cgen``, :mod:`nudgeml.trees`): then ``artifacts`` also has
-    # ``trees`` (the shared library) and ``trees_output`` (its map to physical targets), and the free
-    # run calls the library; the TorchScript walker stays for the offline evaluation and libtorch callers
+    # ``trees`` (the shared library, same contract as model.pt), which the free run calls; model.pt
+    # (the TorchScript walker) stays for the offline evaluation and the libtorch bridge
     tree_backend: str | None = None
 
     @property

@@ -9,7 +9,7 @@ from nudgeml.manifest import read_manifest
 from nudgeml.models.common import load_trained
 from nudgeml.models.xgb import XGBConfig, booster_predict, target_modes, train_xgb
 from nudgeml.shard import load_stats, open_store
-from nudgeml.trees import load_compiled_trees
+from nudgeml.trees import CompiledTrees
 from synthetic import linear_store
 
 pytestmark = pytest.mark.slow
@@ -65,8 +65,10 @@ def test_compiled_trees_match_the_booster(tmp_path, store, n_modes):
     x = (test.mean(0) + 2 * test.std(0) * rng.standard_normal((3000, test.shape[1]))).astype(np.float32)
     x[:50, 1] = np.nan
     ref = booster_predict(booster, x, target_modes(store, stats, n_modes), stats)
-    got = load_compiled_trees(tmp_path / "out", dict(manifest.artifacts))(x)
+    compiled = CompiledTrees(tmp_path / "out" / manifest.artifacts["trees"])
+    got = compiled(x)
     assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_array_equal(compiled(torch.from_numpy(x)).numpy(), got)  # the free run passes tensors
     assert np.all(np.abs(got - ref) <= 1e-5 * stats["target_std"]), np.abs(got - ref).max(axis=0) / stats["target_std"]
     with pytest.raises(ValueError, match=r"expects \(n, "):
-        load_compiled_trees(tmp_path / "out", dict(manifest.artifacts))(x[:, 1:])
+        compiled(x[:, 1:])
