@@ -15,7 +15,7 @@ from nudgeml.export import export_model
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
 from nudgeml.grid import write_model_grid
-from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest
+from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest, read_manifest, write_manifest
 from nudgeml.naming import run_names, split_member
 
 T0 = np.datetime64("2000-03-01T00:00", "s")
@@ -255,3 +255,45 @@ def test_cnn_for_another_grid_is_refused_before_the_run(setup, tmp_path):
     with pytest.raises(Exception, match=r"model\.json.*key 'grid'"):
         run(setup, bad, "cnn-t10")
     assert not (root / "cnn-t10.nc").exists()
+
+
+def test_tree_model_runs_through_its_compiled_library(setup, tmp_path):
+    """An xgboost export with ``tree_backend: tl2cgen``: the corrector calls model_trees.so (for
+    either torch backend) and gives the TorchScript walker's tendencies within float32 rounding."""
+    import dataclasses
+    import shutil
+
+    import xgboost as xgb
+
+    from nudgeml.extract import column_features
+    from nudgeml.models.xgb import tree_module
+    from nudgeml.trees import compile_trees
+
+    root, grid, _ = setup
+    walker_dir = export_constant(tmp_path, grid, "walker", 0.0)  # manifest and layout; model replaced below
+    manifest = json.loads((walker_dir / "model.json").read_text())
+    nf, nt = manifest["n_features"], manifest["n_targets"]
+    snap = xr.open_dataset(root / "forcing.nc").isel(time=0).load()
+    state = GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
+    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    fields = {k: getattr(state, k)[None] for k in ("u", "v", "t", "q", "ps")}
+    x = column_features(fields, spec, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, times=np.array([T0]), land_fraction=grid.land_fraction)[0]
+    rng = np.random.default_rng(0)
+    z = np.tanh((x - x.mean(0)) / (x.std(0) + 1e-12) @ rng.standard_normal((nf, nt)) / np.sqrt(nf)).astype(np.float32)
+    booster = xgb.train({"max_depth": 4, "multi_strategy": "one_output_per_tree", "nthread": 1, "seed": 0}, xgb.DMatrix(x, z), 10)
+    stats = {"target_mean": np.zeros(nt, np.float32), "target_std": np.full(nt, 1e-5, np.float32)}
+    module = tree_module(booster, np.eye(nt), stats)
+    m = dataclasses.replace(read_manifest(walker_dir), kind="xgboost")
+    export_model(module, m, walker_dir, torch.from_numpy(x[:4]), aoti=False)
+    trees_dir = tmp_path / "trees"
+    shutil.copytree(walker_dir, trees_dir)
+    compile_trees(booster, trees_dir / "model_trees.so", intercept=module.base.numpy(), modes=np.eye(nt), target_mean=stats["target_mean"], target_std=stats["target_std"])
+    write_manifest(dataclasses.replace(m, artifacts={**m.artifacts, "trees": "model_trees.so"}, tree_backend="tl2cgen"), trees_dir / "model.json")
+    fallback = (np.zeros(grid.shape), np.zeros(grid.shape))
+    walker = MLCorrector(walker_dir, "torchscript", spec, grid, fallback)
+    trees = MLCorrector(trees_dir, "torchscript", spec, grid, fallback)
+    assert walker.backend == "torchscript" and trees.backend == "tl2cgen"
+    want, got = walker.predict(T0, state), trees.predict(T0, state)
+    assert 0 < np.abs(want[0]).max() and got[2].fallback.sum() == 0
+    for a, b in zip(got[:2], want[:2], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * 1e-5)

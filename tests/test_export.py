@@ -87,6 +87,9 @@ def _write_raw(tmp_path: Path, mutate) -> Path:
         (lambda d: d["artifacts"].update(aoti="../x.pt2"), "key 'artifacts.aoti'"),
         (lambda d: d["guard"].update(margin=True), "key 'guard.margin'"),
         (lambda d: d.pop("guard"), "key 'guard' is missing"),
+        (lambda d: d.update(tree_backend="walker"), "key 'tree_backend'"),
+        (lambda d: d.update(tree_backend="tl2cgen"), "key 'artifacts.trees' is missing"),
+        (lambda d: (d.update(tree_backend="tl2cgen"), d["artifacts"].update(trees="../m.so")), "key 'artifacts.trees'"),
     ],
 )
 def test_manifest_rejections_name_file_and_key(tmp_path: Path, mutate, message):

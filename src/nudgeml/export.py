@@ -145,8 +145,29 @@ def manifest_from_store(store: str | os.PathLike[str], *, name: str, kind: str, 
     )
 
 
-def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True) -> dict[str, Path]:
-    """Export a ``trained.pt`` (physical-units module) with the manifest of its store."""
+def export_compiled_trees(booster_path: Path, module: nn.Module, manifest: Manifest, out_dir: str | os.PathLike[str], *, threads: int = 1) -> Manifest:
+    """Compile the booster beside a ``trained.pt``, with the trained module's modes, intercept and
+    target statistics, to ``model_trees.so`` (:mod:`nudgeml.trees`); returns the manifest that names
+    it (written later, last, by :func:`export_model`)."""
+    import dataclasses
+
+    import xgboost as xgb
+
+    from nudgeml.trees import LIBRARY_NAME, TREE_BACKEND, compile_trees
+
+    if not booster_path.is_file():
+        raise InputError(f"{booster_path}: the booster of this xgboost model is missing (train writes it beside trained.pt)")
+    booster = xgb.Booster(model_file=str(booster_path))
+    if booster.num_features() != manifest.n_features:
+        raise InputError(f"{booster_path}: reads {booster.num_features()} features, the store has {manifest.n_features}")
+    compile_trees(booster, Path(out_dir) / LIBRARY_NAME, intercept=module.base.numpy(), modes=module.modes.numpy(),
+                  target_mean=module.y_mean.numpy(), target_std=module.y_std.numpy(), threads=threads)
+    return dataclasses.replace(manifest, artifacts={**manifest.artifacts, "trees": LIBRARY_NAME}, tree_backend=TREE_BACKEND)
+
+
+def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True, threads: int = 1) -> dict[str, Path]:
+    """Export a ``trained.pt`` (physical-units module) with the manifest of its store; an xgboost
+    model's booster is also compiled to C (``threads`` gcc jobs)."""
     from nudgeml.data import Segment, SplitArrays
     from nudgeml.models.common import load_trained
     from nudgeml.models.registry import MODEL_KINDS
@@ -155,6 +176,8 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
     if obj["kind"] not in MODEL_KINDS:
         raise InputError(f"{trained}: model kind {obj['kind']!r} is not one of this package's ({', '.join(MODEL_KINDS)})")
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
+    if obj["kind"] == "xgboost":  # trees online: the ensemble compiled to C (nudgeml.trees)
+        manifest = export_compiled_trees(Path(trained).parent / "booster.ubj", obj["module"], manifest, out_dir, threads=threads)
     if MODEL_KINDS[obj["kind"]].reads_fields:  # a field model: the example is a whole grid (mid-range)
         return export_model(obj["module"].eval(), manifest, out_dir, aoti=aoti)
     train = SplitArrays(store, "train")

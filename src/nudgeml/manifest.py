@@ -31,6 +31,8 @@ MANIFEST_NAME: Final = "model.json"
 TORCHSCRIPT_NAME: Final = "model.pt"
 AOTI_NAME: Final = "model.pt2"
 LEVEL_ORDER: Final = "surface_first"
+TREE_BACKENDS: Final = ("tl2cgen",)  # values of the optional key 'tree_backend' (nudgeml.trees)
+TREE_ARTIFACTS: Final = ("trees",)  # the artifact a tree backend adds (the shared library)
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -99,6 +101,10 @@ class Manifest:
     artifacts: Mapping[str, str] = field(
         default_factory=lambda: {"torchscript": TORCHSCRIPT_NAME, "aoti": AOTI_NAME}
     )
+    # a tree ensemble compiled to C (``tl2cgen``, :mod:`nudgeml.trees`): then ``artifacts`` also has
+    # ``trees`` (the shared library, same contract as model.pt), which the free run calls; model.pt
+    # (the TorchScript walker) stays for the offline evaluation and the libtorch bridge
+    tree_backend: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -147,6 +153,8 @@ class Manifest:
         }
         d["dataset_sha256"] = self.dataset_sha256
         d["artifacts"] = dict(self.artifacts)
+        if self.tree_backend is not None:
+            d["tree_backend"] = self.tree_backend
         return d
 
 
@@ -315,7 +323,10 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
 
     art = get(data, "artifacts", dict, "")
     artifacts = {}
-    for key in ("torchscript", "aoti"):
+    tree_backend = data.get("tree_backend")
+    if tree_backend not in (None, *TREE_BACKENDS):
+        raise fail("tree_backend", f"is {tree_backend!r}, use one of {TREE_BACKENDS} or leave it out")
+    for key in ("torchscript", "aoti", *(TREE_ARTIFACTS if tree_backend is not None else ())):
         val = get(art, key, str, "artifacts")
         if not val or "/" in val or val in (".", ".."):
             raise fail(f"artifacts.{key}", f"must be a file name in the model directory, got {val!r}")
@@ -324,7 +335,7 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     if not isinstance(sha, str):
         raise fail("dataset_sha256", "must be a string")
     return Manifest(name=name, kind=kind, features=features, targets=targets, levels=levels,
-                    guard=guard, grid=grid, dataset_sha256=sha, artifacts=artifacts)
+                    guard=guard, grid=grid, dataset_sha256=sha, artifacts=artifacts, tree_backend=tree_backend)
 
 
 def _numbers(values: list[Any], key: str, fail: Any) -> list[float]:

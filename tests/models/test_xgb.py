@@ -5,9 +5,11 @@ import xgboost as xgb
 
 from nudgeml.evaluate import evaluate
 from nudgeml.export import export_trained
+from nudgeml.manifest import read_manifest
 from nudgeml.models.common import load_trained
 from nudgeml.models.xgb import XGBConfig, booster_predict, target_modes, train_xgb
 from nudgeml.shard import load_stats, open_store
+from nudgeml.trees import CompiledTrees
 from synthetic import linear_store
 
 pytestmark = pytest.mark.slow
@@ -45,3 +47,28 @@ def test_skill_and_resume(tmp_path, store):
     export_trained(out / "trained.pt", store, tmp_path / "out", name="xgb", margin=0.1, aoti=False)
     result = evaluate(tmp_path / "out", store)
     assert all(res["r2_overall"] > 0.8 for res in result["targets"].values()), {k: v["r2_overall"] for k, v in result["targets"].items()}
+
+
+@pytest.mark.parametrize("n_modes", [0, 3])
+def test_compiled_trees_match_the_booster(tmp_path, store, n_modes):
+    """The exported C library (treelite + tl2cgen) equals the booster's own prediction within float32
+    rounding (1e-5 of each target's std, as the walker) on random columns, missing values included."""
+    train_xgb(store, tmp_path / "m", XGBConfig(n_estimators=30, max_depth=4, n_modes=n_modes, checkpoint_every=10, early_stopping_rounds=0))
+    paths = export_trained(tmp_path / "m" / "trained.pt", store, tmp_path / "out", name="xgb", margin=0.1, aoti=False)
+    manifest = read_manifest(paths["manifest"])
+    assert manifest.tree_backend == "tl2cgen" and (tmp_path / "out" / manifest.artifacts["trees"]).is_file()
+    stats = load_stats(open_store(store))
+    booster = xgb.Booster(model_file=str(tmp_path / "m" / "booster.ubj"))
+    test = np.asarray(open_store(store)["test"]["inputs"][:])
+    rng = np.random.default_rng(0)
+    # random columns spread over the features' ranges (and past them), so every branch is taken
+    x = (test.mean(0) + 2 * test.std(0) * rng.standard_normal((3000, test.shape[1]))).astype(np.float32)
+    x[:50, 1] = np.nan
+    ref = booster_predict(booster, x, target_modes(store, stats, n_modes), stats)
+    compiled = CompiledTrees(tmp_path / "out" / manifest.artifacts["trees"])
+    got = compiled(x)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_array_equal(compiled(torch.from_numpy(x)).numpy(), got)  # the free run passes tensors
+    assert np.all(np.abs(got - ref) <= 1e-5 * stats["target_std"]), np.abs(got - ref).max(axis=0) / stats["target_std"]
+    with pytest.raises(ValueError, match=r"expects \(n, "):
+        compiled(x[:, 1:])

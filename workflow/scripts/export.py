@@ -11,5 +11,6 @@ with rule_logging(snakemake.log[0]) as log:
         name=snakemake.wildcards.model,
         margin=snakemake.params.margin,
         aoti=snakemake.params.aoti,
+        threads=snakemake.threads,
     )
     log.info("exported %s", {k: str(v) for k, v in paths.items()})
