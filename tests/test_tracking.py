@@ -88,3 +88,41 @@ def test_json_is_written_atomically(tmp_path):
     write_json({"variables": {}}, tmp_path / "f.json")
     assert json.loads((tmp_path / "f.json").read_text()) == {"variables": {}}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_factors_of_a_run_from_its_guide_file(tmp_path, capsys):
+    """From a guide_ins file (the stand-in's layout): the same numbers as on the arrays, the CLI prints
+    and writes them, and a variable the run did not nudge is named."""
+    from conftest import gaussian_like_grid
+    from nudgeml.cli import main
+    from nudgeml.conventions import LmdzGrid, guide_record, open_guide_writer
+    from nudgeml.errors import InputError
+    from nudgeml.ncstream import seconds_since
+    from nudgeml.tracking import run_factors
+
+    lat, lon = gaussian_like_grid(8, 16)
+    grid = LmdzGrid(lat, lon, np.array([95000.0, 50000.0]))
+    rng = np.random.default_rng(3)
+    ntime = 40
+    a = rng.standard_normal((ntime, 2, lat.size, lon.size)).astype(np.float32)
+    x = (0.8 * a + 0.3 * rng.standard_normal(a.shape)).astype(np.float32)
+    tau_s = 6 * 3600.0
+    t0 = np.datetime64("2000-01-01T00:00", "s")
+    path = tmp_path / "guide_ins.nc"
+    w = open_guide_writer(path, grid, epoch=t0, alpha=0.1, window_hours=6, attrs={"tau_hours": 6.0})
+    for i in range(ntime):
+        g = (a[i] - x[i]) / tau_s
+        w.append(seconds_since([t0 + np.timedelta64(6 * i, "h")], t0)[0], **guide_record(grid, u=x[i], v=x[i], ua=a[i], va=a[i], du_ms2=g, dv_ms2=g, pressure=a[i] * 0 + 5e4))
+    w.close()
+    res = run_factors(path)
+    ref = level_factors(a[:, 1], x[:, 1], (a[:, 1] - x[:, 1]) / tau_s, tau_seconds=tau_s, lat_deg=lat)
+    got = res["variables"]["u"]["levels"][1]
+    assert res["variables"]["u"]["tau_hours"] == 6.0
+    for key in ("cov_ratio", "var_ratio", "slope_on_x_times_tau", "slope_on_a_times_tau"):
+        assert got[key] == pytest.approx(getattr(ref, key), rel=1e-4)
+    assert got["cov_ratio"] == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(InputError, match="'ta'.*'t'"):
+        run_factors(path, variables=("t",), tau_hours=6.0)
+    assert main(["tracking", str(path), "--json", str(tmp_path / "f.json")]) == 0
+    assert "| u | 950 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "f.json").read_text())["variables"]["v"]["levels"][0]["cov_ratio"] > 0.7
