@@ -157,3 +157,47 @@ def test_daily_totals_from_hourly_accumulations():
     np.testing.assert_allclose(daily.values, 2.4)
     partial = daily_totals_mm(tp.isel(valid_time=slice(0, 30)))
     assert partial.sizes["time"] == 1
+
+
+def test_guide_temperature_and_humidity_increments_round_trip(tmp_path):
+    """T and q nudging in LMDZ's names: ``teta`` (theta increment, K/day) and ``q`` (kg/kg/day); the
+    reader gives back the temperature increment in K/s through the file's own pressure ``SP``."""
+    from nudgeml.conventions import LMDZ_KAPPA, LMDZ_PREFF_PA
+
+    lat, lon = gaussian_like_grid()
+    grid = LmdzGrid(lat, lon, np.array([95000.0, 50000.0]))
+    path = tmp_path / "guide_ins.nc"
+    w = open_guide_writer(path, grid, epoch=T0, alpha=0.1, window_hours=6, thermo=("t", "q"))
+    u = _field(2, lat, lon)
+    dt = _field(2, lat, lon) * 1e-7  # K/s
+    dq = -_field(2, lat, lon) * 1e-12  # kg/kg/s
+    pressure = np.stack([np.full(u.shape[1:], 9.0e4), np.full(u.shape[1:], 4.5e4)]).astype(np.float32)
+    w.append(0, **guide_record(grid, u=u, v=u, ua=u, va=u, du_ms2=u * 0, dv_ms2=u * 0, pressure=pressure, dt_kps=dt, ta=u + 250, dq_per_s=dq, qa=u * 1e-6))
+    w.close()
+    raw = xr.open_dataset(path)
+    i, j = 5, 7
+    lj = grid.lon_order().tolist().index(j)
+    theta_per_day = dt[1, i, j] * 86400 * (LMDZ_PREFF_PA / 4.5e4) ** LMDZ_KAPPA
+    np.testing.assert_allclose(raw["teta"].values[0, 1, lat.size - 1 - i, lj], theta_per_day, rtol=1e-5)
+    assert raw["teta"].attrs["units"] == "K/day" and raw["q"].attrs["units"] == "kg/kg/day"
+    g = read_guide(path)
+    np.testing.assert_allclose(g["dt"].values[0], dt, rtol=1e-5)
+    np.testing.assert_allclose(g["dq"].values[0], dq, rtol=1e-5)
+    np.testing.assert_allclose(g["ta"].values[0], u + 250, rtol=1e-6)
+    np.testing.assert_allclose(g["qa"].values[0], u * 1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="goes with its analysis"):
+        guide_record(grid, u=u, v=u, ua=u, va=u, du_ms2=u, dv_ms2=u, pressure=pressure, dt_kps=dt)
+
+
+def test_guide_without_thermo_has_no_temperature_fields(tmp_path):
+    lat, lon = gaussian_like_grid()
+    grid = LmdzGrid(lat, lon, np.array([95000.0, 50000.0]))
+    path = tmp_path / "guide_ins.nc"
+    w = open_guide_writer(path, grid, epoch=T0, alpha=0.1, window_hours=6)
+    u = _field(2, lat, lon)
+    w.append(0, **guide_record(grid, u=u, v=u, ua=u, va=u, du_ms2=u * 0, dv_ms2=u * 0, pressure=u * 0 + 5e4))
+    w.close()
+    g = read_guide(path)
+    assert not {"dt", "dq", "ta", "qa"} & set(g.data_vars)
+    with pytest.raises(ValueError, match="among 't', 'q'"):
+        open_guide_writer(tmp_path / "x.nc", grid, epoch=T0, alpha=0.1, window_hours=6, thermo=("T",))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from factories import value_field, write_history
+from factories import T0, value_field, write_history
+from nudgeml.ncstream import seconds_since
 from nudgeml.errors import InputError
 from nudgeml.extract import ColumnSpec, column_dataset, column_features, cos_solar_zenith, expand_names, write_columns
 
@@ -76,3 +77,36 @@ def test_negative_humidity_is_read_as_dry():
     q = x[0][:, [names.index("q_000"), names.index("q_001")]]
     np.testing.assert_array_equal(q, np.array([[1e-3, 0.0], [0.0, 5e-6], [0.0, 2e-6]], np.float32))
     assert x[0][:, names.index("u_000")].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_temperature_and_humidity_targets_beside_the_winds(tmp_path):
+    """With T and q nudged, dt and dq are learnable targets beside du, dv (their own units); a run
+    without them names the missing guide_ins variable."""
+    from nudgeml.conventions import LmdzGrid, guide_record, histhf_record, open_guide_writer, open_histhf_writer
+    from nudgeml.extract import ColumnSpec, column_dataset
+
+    nlat, nlon, nlev = 4, 8, 3
+    lat = np.linspace(-67.5, 67.5, nlat)
+    lon = np.arange(nlon) * 45.0
+    grid = LmdzGrid(lat, lon, np.linspace(95000.0, 20000.0, nlev))
+    hist = open_histhf_writer(tmp_path / "histhf.nc", grid, epoch=T0, window_hours=6)
+    guide = open_guide_writer(tmp_path / "guide_ins.nc", grid, epoch=T0, alpha=0.1, window_hours=6, thermo=("t", "q"))
+    for t in range(3):
+        u = value_field(t, nlev, lat, lon)
+        hist.append(seconds_since([T0 + np.timedelta64(6 * t, "h")], T0)[0], **histhf_record(grid, u=u, v=u, t=u + 200, q=u * 1e-6, ps=u[0] * 0 + 1e5, precip=u[0] * 0))
+        p = np.broadcast_to(grid.presnivs_pa[:, None, None], u.shape)
+        guide.append(seconds_since([T0 + np.timedelta64(6 * t, "h")], T0)[0], **guide_record(grid, u=u, v=u, ua=u, va=u, du_ms2=u * 1e-8, dv_ms2=-u * 1e-8, pressure=p, dt_kps=u * 1e-6, ta=u, dq_per_s=u * 1e-11, qa=u))
+    hist.close()
+    guide.close()
+    spec = ColumnSpec(targets=("du", "dv", "dt", "dq"))
+    ds = column_dataset(tmp_path / "histhf.nc", tmp_path / "guide_ins.nc", None, spec)
+    names = list(ds["target"].values)
+    assert names[:nlev] == [f"du_{k:03d}" for k in range(nlev)] and names[2 * nlev] == "dt_000" and names[3 * nlev] == "dq_000"
+    targets = ds["targets"].values
+    expected_t = value_field(1, nlev, lat, lon) * 1e-6
+    col = 2 * nlon + 5  # lat index 2, lon index 5
+    np.testing.assert_allclose(targets[1, col, 2 * nlev:3 * nlev], expected_t[:, 2, 5], rtol=1e-5)
+    np.testing.assert_allclose(targets[1, col, 3 * nlev:], expected_t[:, 2, 5] * 1e-5, rtol=1e-5)
+    hist_only, guide_winds, _ = write_history(tmp_path / "winds", nlat=4, nlon=8, nlev=3, ntime=2)
+    with pytest.raises(InputError, match=r"no nudging tendency 'dt' \(from 'teta'\).*nudging.t"):
+        column_dataset(hist_only, guide_winds, None, spec)

@@ -59,6 +59,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for name in config.get("train", {}).get("models", []):
         if name not in config.get("models", {}):
             raise ConfigError(f"config key 'train.models' names {name!r}, which is not in 'models' ({sorted(config.get('models', {}))})")
+    for target, var in (("dt", "t"), ("dq", "q")):  # a T / q target is the T / q nudging's tendency
+        if target in config.get("columns", {}).get("targets", ()) and config.get("nudging", {}).get(var) is None:
+            raise ConfigError(f"config key 'columns.targets' has {target!r}, which needs 'nudging.{var}' (the {var} nudging it is the tendency of)")
     # imported here, not at the top: iterate imports the GCM (JAX) and cds the download client, which
     # a library caller pays for only when it validates
     from nudgeml.iterate import check_iterations

@@ -14,7 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="print a report's comparison table as Markdown")
     s.add_argument("report_dir", type=Path, help="the report folder (holds metrics.json), e.g. results/science/report")
     s.add_argument("--models", type=Path, default=None, help="models folder, to add offline R² (default: ../models)")
+    t = sub.add_parser("tracking", help="damped-copy factors of a nudged run (how closely it tracks the analysis)")
+    t.add_argument("guide", type=Path, help="the nudged run's guide_ins.nc")
+    t.add_argument("--histhf", type=Path, default=None, help="its histhf.nc (the model's T and q, for --variables t q)")
+    t.add_argument("--variables", nargs="+", default=["u", "v"], choices=["u", "v", "t", "q"])
+    t.add_argument("--anomalies", choices=["gridpoint", "level"], default="gridpoint", help="about each point's time mean (default) or each level's mean")
+    t.add_argument("--skip-days", type=float, default=0.0, help="drop this much of the run's start")
+    t.add_argument("--json", type=Path, default=None, help="also write the factors here")
     args = ap.parse_args(argv)
+    if args.cmd == "tracking":
+        return _tracking(args)
     from nudgeml.report import summary_markdown
 
     metrics_path = args.report_dir / "metrics.json"
@@ -28,6 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(f.read_text())
         offline[res["model"]] = sum(t["r2_overall"] for t in res["targets"].values()) / len(res["targets"])
     print(summary_markdown(metrics, offline))
+    return 0
+
+
+def _tracking(args: argparse.Namespace) -> int:
+    from nudgeml.errors import InputError
+    from nudgeml.tracking import format_table, run_factors, write_json
+
+    try:
+        result = run_factors(args.guide, args.histhf, variables=args.variables, anomalies=args.anomalies, skip_days=args.skip_days)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json is not None:
+        write_json(result, args.json)
     return 0
 
 

@@ -10,6 +10,9 @@
 * **LMDZ ``guide_ins``**: dims ``TIME LEVEL LATU LONU LATV LONV``; nudging increments ``ucov``/``vcov``
   in covariant wind per day (divide by the metric factors ``cu``/``cv`` for m s-1 day-1), model wind
   ``u``/``v`` and analysis wind ``ua``/``va`` in m s-1 — the names and units of LMDZ's ``guide_out``.
+  With temperature and humidity nudged (LMDZ's ``guide_T``, ``guide_Q``), also LMDZ's ``teta`` (the
+  potential-temperature increment, K per day) and ``q`` (the specific-humidity increment, kg kg-1 per
+  day), and, as stand-in extras, the analysis ``ta`` (K) and ``qa`` (kg kg-1).
 
 Writers take canonical arrays (``(level, lat, lon)``, level 0 at the surface, latitudes and longitudes
 ascending, longitudes in [0, 360)) and reorient them; readers return canonical datasets, so nothing
@@ -33,6 +36,9 @@ from nudgeml.ncstream import StreamingNetCDF, VarSpec
 
 EARTH_RADIUS_M = 6.371e6
 SECONDS_PER_DAY = 86400.0
+#: LMDZ's reference pressure and R/cp: its ``teta`` is T (preff / p)**kappa
+LMDZ_PREFF_PA = 101325.0
+LMDZ_KAPPA = 0.2857143
 ERA5_EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
 
 
@@ -285,13 +291,30 @@ def metric_factors(grid: LmdzGrid) -> tuple[np.ndarray, np.ndarray]:
     return cu, cv
 
 
-def open_guide_writer(path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: np.datetime64, alpha: float, window_hours: float, attrs: Mapping[str, Any] | None = None) -> StreamingNetCDF:
+def open_guide_writer(
+    path: str | os.PathLike[str],
+    grid: LmdzGrid,
+    *,
+    epoch: np.datetime64,
+    alpha: float,
+    window_hours: float,
+    attrs: Mapping[str, Any] | None = None,
+    thermo: Iterable[str] = (),
+) -> StreamingNetCDF:
     """Streaming writer for a ``guide_ins``-style file (LMDZ ``guide_out`` names and units).
 
     The stand-in's winds are collocated, so ``LATV``/``LONV`` equal ``LATU``/``LONU`` here; LMDZ's own
     file staggers them (``LATV`` has one point fewer), which :func:`read_guide` handles. ``TIME`` labels
     the window start; ``ucov``/``vcov`` are the window-mean increments (covariant wind per day).
+    ``thermo`` names the nudged scalars among ``t``, ``q``: ``t`` adds LMDZ's ``teta`` (the window-mean
+    temperature increment as potential temperature, K per day, converted with ``SP`` at the window
+    start so :func:`read_guide` recovers the temperature increment exactly) and the analysis ``ta``;
+    ``q`` adds LMDZ's ``q`` (kg kg-1 per day) and the analysis ``qa``.
     """
+    thermo = tuple(thermo)
+    unknown = sorted(set(thermo) - {"t", "q"})
+    if unknown:
+        raise ValueError(f"thermo variables must be among 't', 'q', got {unknown}")
     nlev, nlat, nlon = grid.presnivs_pa.size, grid.lat_deg.size, grid.lon_deg.size
     cu, cv = metric_factors(grid)
     coords = {
@@ -316,6 +339,12 @@ def open_guide_writer(path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: np
         "vcov": VarSpec(v4, "f4", {"units": "covariant m/s per day", "long_name": "meridional nudging increment, window mean; divide by cv for m/s/day"}),
         "SP": VarSpec(("TIME", "LEVEL", "LATU", "LONU"), "f4", {"units": "Pa", "long_name": "model pressure at the window start"}),
     }
+    if "t" in thermo:
+        records["teta"] = VarSpec(u4, "f4", {"units": "K/day", "long_name": "potential-temperature nudging increment, window mean: dT (preff/SP)**kappa", "preff_Pa": LMDZ_PREFF_PA, "kappa": LMDZ_KAPPA})
+        records["ta"] = VarSpec(u4, "f4", {"units": "K", "long_name": "analysis temperature (nudging target) at the window start"})
+    if "q" in thermo:
+        records["q"] = VarSpec(u4, "f4", {"units": "kg/kg/day", "long_name": "specific-humidity nudging increment, window mean"})
+        records["qa"] = VarSpec(u4, "f4", {"units": "kg/kg", "long_name": "analysis specific humidity (nudging target) at the window start"})
     gattrs = {"file_name": "guide_ins", "production": "nudgeml stand-in GCM, LMDZ guide_out conventions", "window_hours": window_hours}
     gattrs.update(attrs or {})
     return StreamingNetCDF(
@@ -329,14 +358,41 @@ def open_guide_writer(path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: np
     )
 
 
-def guide_record(grid: LmdzGrid, *, u: np.ndarray, v: np.ndarray, ua: np.ndarray, va: np.ndarray, du_ms2: np.ndarray, dv_ms2: np.ndarray, pressure: np.ndarray) -> dict[str, np.ndarray]:
-    """Canonical fields (tendencies in m s-2) -> one ``guide_ins`` record in LMDZ's units."""
+def guide_record(
+    grid: LmdzGrid,
+    *,
+    u: np.ndarray,
+    v: np.ndarray,
+    ua: np.ndarray,
+    va: np.ndarray,
+    du_ms2: np.ndarray,
+    dv_ms2: np.ndarray,
+    pressure: np.ndarray,
+    dt_kps: np.ndarray | None = None,
+    ta: np.ndarray | None = None,
+    dq_per_s: np.ndarray | None = None,
+    qa: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Canonical fields (tendencies per second) -> one ``guide_ins`` record in LMDZ's units.
+
+    ``dt_kps``/``ta`` and ``dq_per_s``/``qa`` go with a writer opened with ``thermo`` ``t`` / ``q``.
+    """
     cu, cv = metric_factors(grid)
-    return {
+    rec = {
         "u": grid.to_lmdz(u), "ua": grid.to_lmdz(ua), "ucov": grid.to_lmdz(du_ms2 * SECONDS_PER_DAY * cu),
         "v": grid.to_lmdz(v), "va": grid.to_lmdz(va), "vcov": grid.to_lmdz(dv_ms2 * SECONDS_PER_DAY * cv),
         "SP": grid.to_lmdz(pressure),
     }
+    if (dt_kps is None) != (ta is None) or (dq_per_s is None) != (qa is None):
+        raise ValueError("a temperature or humidity increment goes with its analysis (dt_kps with ta, dq_per_s with qa)")
+    if dt_kps is not None:
+        exner_inv = (LMDZ_PREFF_PA / np.asarray(pressure, np.float64)) ** LMDZ_KAPPA
+        rec["teta"] = grid.to_lmdz(dt_kps * SECONDS_PER_DAY * exner_inv)
+        rec["ta"] = grid.to_lmdz(ta)
+    if dq_per_s is not None:
+        rec["q"] = grid.to_lmdz(dq_per_s * SECONDS_PER_DAY)
+        rec["qa"] = grid.to_lmdz(qa)
+    return rec
 
 
 def read_histhf(path: str | os.PathLike[str], names: Mapping[str, str] | None = None, *, chunks: Mapping[str, int] | None = None) -> xr.Dataset:
@@ -361,9 +417,11 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
     """Open a guide_ins-style file; return the nudging tendency in m s-2 on the scalar grid.
 
     Returns ``du``, ``dv`` (m s-2), ``ua``, ``va``, ``u``, ``v`` with dims ``(time, lev, lat, lon)``,
-    canonical orientation. LMDZ's staggered layout (``LONU`` shifted by half a cell, ``LATV`` between
-    ``LATU`` points, the periodic longitude repeated) is averaged onto the scalar points; a collocated
-    file (the stand-in's) passes through.
+    canonical orientation; with temperature / humidity nudged also ``dt`` (K s-1, from ``teta`` and
+    ``SP``), ``ta``, ``dq`` (kg kg-1 s-1, from ``q``) and ``qa`` when the file has them. LMDZ's
+    staggered layout (``LONU`` shifted by half a cell, ``LATV`` between ``LATU`` points, the periodic
+    longitude repeated) is averaged onto the scalar points (the scalars, on LMDZ's scalar points
+    already, only lose the repeated longitude); a collocated file (the stand-in's) passes through.
     """
     path = Path(path)
     ds = open_netcdf(path, "guide_ins file", chunks)
@@ -380,14 +438,26 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
     for name in ("v", "va"):
         if name in ds:
             v_vars[name] = ds[name]
+    s_vars = {}
+    if "teta" in ds:
+        require_vars(ds, ("SP",), path, "guide_ins file with 'teta' (its pressure converts theta to T)")
+        s_vars["dt"] = ds["teta"] * per_day * (ds["SP"] / LMDZ_PREFF_PA) ** LMDZ_KAPPA
+    if "q" in ds:
+        s_vars["dq"] = ds["q"] * per_day
+    for name in ("ta", "qa"):
+        if name in ds:
+            s_vars[name] = ds[name]
     u_ds = xr.Dataset(u_vars).rename({"LATU": "lat", "LONU": "lon"})
     v_ds = xr.Dataset(v_vars).rename({"LATV": "latv", "LONV": "lonv"})
+    s_ds = xr.Dataset(s_vars).rename({"LATU": "lat", "LONU": "lon"}) if s_vars else None
     staggered = ds.sizes["LATV"] != ds.sizes["LATU"] or not np.allclose(ds["LONV"].values, ds["LONU"].values)
     if staggered:
         u_ds, v_ds = _destagger(u_ds, v_ds, ds)
+        if s_ds is not None:  # LMDZ writes its scalars on the scalar points under the U dimensions
+            s_ds = s_ds.isel(lon=slice(0, u_ds.sizes["lon"])).assign_coords(lon=u_ds["lon"], lat=u_ds["lat"])
     else:
         v_ds = v_ds.rename({"latv": "lat", "lonv": "lon"}).assign_coords(lat=u_ds["lat"], lon=u_ds["lon"])
-    out = xr.merge([u_ds, v_ds], compat="override", join="override")
+    out = xr.merge([u_ds, v_ds] + ([s_ds] if s_ds is not None else []), compat="override", join="override")
     out = out.rename({"TIME": "time", "LEVEL": "lev"})
     if "time" not in out.coords:
         out = out.assign_coords(time=np.arange(out.sizes["time"]))
@@ -411,8 +481,9 @@ def read_target(guide: str | os.PathLike[str], correction: str | os.PathLike[str
     gt, ct = g["time"].values, c["time"].values
     if not np.array_equal(gt, ct):
         raise InputError(f"{correction}: correction times differ from those of {guide} (first {ct[:1]} vs {gt[:1]})")
-    # same writer, same grid: add the arrays (.data keeps them lazy) rather than align coordinates
-    return g.assign(du=g["du"] + c["du"].data, dv=g["dv"] + c["dv"].data)
+    # same writer, same grid: add the arrays (.data keeps them lazy) rather than align coordinates;
+    # T and q only where the correction applied them too (today's corrections are winds only)
+    return g.assign({k: g[k] + c[k].data for k in ("du", "dv", "dt", "dq") if k in g and k in c})
 
 
 def _destagger(u_ds: xr.Dataset, v_ds: xr.Dataset, ds: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:

@@ -2,7 +2,8 @@
 
 Inputs per sample: u, v, T, q on every level and the surface pressure (physical units, the state at the
 window start), plus optional geographic features; targets: the window-mean nudging tendency du, dv on
-every level (m s-2). The files are read lazily (dask) and written one dask block (``time_chunk`` steps) at a time, so memory
+every level (m s-2), and with temperature and humidity nudged also dt (K s-1) and dq (kg kg-1 s-1). The
+files are read lazily (dask) and written one dask block (``time_chunk`` steps) at a time, so memory
 stays bounded for LMDZ-sized runs (144 x 142 columns, 79 levels).
 
 The feature order is the exported model's contract (``docs/model-format.md``): per-level blocks
@@ -34,12 +35,15 @@ log = logging.getLogger(__name__)
 UNITS = {
     "u": "m s-1", "v": "m s-1", "t": "K", "q": "kg kg-1", "ps": "Pa",
     "sin_lat": "1", "cos_lat": "1", "land_fraction": "1", "cos_zenith": "1",
-    "du": "m s-2", "dv": "m s-2",
+    "du": "m s-2", "dv": "m s-2", "dt": "K s-1", "dq": "kg kg-1 s-1",
 }
 LEVEL_INPUTS = ("u", "v", "t", "q")
 SURFACE_INPUTS = ("ps",)
 GEO_FEATURES = ("sin_lat", "cos_lat", "land_fraction", "cos_zenith")
-TARGETS = ("du", "dv")
+TARGETS = ("du", "dv", "dt", "dq")
+DEFAULT_TARGETS = ("du", "dv")
+#: the guide_ins variable each target is read from (LMDZ guide_out names), for error messages
+TARGET_SOURCES = {"du": "ucov", "dv": "vcov", "dt": "teta", "dq": "q"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class ColumnSpec:
     level_inputs: tuple[str, ...] = LEVEL_INPUTS
     surface_inputs: tuple[str, ...] = SURFACE_INPUTS
     geo: tuple[str, ...] = ()
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     history_names: Mapping[str, str] = field(default_factory=lambda: {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"})
 
     def __post_init__(self) -> None:
@@ -74,7 +78,7 @@ class ColumnSpec:
             level_inputs=tuple(section.get("level_inputs", LEVEL_INPUTS)),
             surface_inputs=tuple(section.get("surface_inputs", SURFACE_INPUTS)),
             geo=tuple(section.get("geo", ())),
-            targets=tuple(section.get("targets", TARGETS)),
+            targets=tuple(section.get("targets", DEFAULT_TARGETS)),
             history_names=names,
         )
 
@@ -195,7 +199,8 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
     g = read_target(guide, correction, chunks={"TIME": time_chunk})
     for name in spec.targets:
         if name not in g:
-            raise InputError(f"{guide}: no nudging tendency {name!r} (from {'ucov' if name == 'du' else 'vcov'})")
+            hint = " (is the run nudging T / q? nudging.t, nudging.q)" if name in ("dt", "dq") else ""
+            raise InputError(f"{guide}: no nudging tendency {name!r} (from {TARGET_SOURCES[name]!r}){hint}")
     g = _aligned_times(hist, g, histhf, guide)
     if hist.sizes["lat"] != g.sizes["lat"] or hist.sizes["lon"] != g.sizes["lon"] or not (
         np.allclose(hist["lat"].values, g["lat"].values, atol=1e-3) and np.allclose(hist["lon"].values, g["lon"].values, atol=1e-3)
@@ -277,7 +282,7 @@ def write_columns(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
         coords=coords,
         records={
             "inputs": VarSpec(("time", "column", "feature"), "f4", {"long_name": "column state at the window start, physical units"}),
-            "targets": VarSpec(("time", "column", "target"), "f4", {"units": "m s-2", "long_name": "window-mean nudging tendency"}),
+            "targets": VarSpec(("time", "column", "target"), "f4", {"units": "per target block (target_blocks): du, dv m s-2; dt K s-1; dq kg kg-1 s-1", "long_name": "window-mean nudging tendency"}),
         },
         global_attrs=dict(ds.attrs),
     )

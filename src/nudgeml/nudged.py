@@ -1,5 +1,9 @@
 """Nudged run: the model relaxed toward the regridded ERA5 winds (u, v) with time scale tau.
 
+With ``nudging.t`` / ``nudging.q`` it relaxes temperature and specific humidity too, each with its own
+time scale (LMDZ's ``guide_T``, ``guide_Q``); their applied tendencies are recorded in ``guide_ins.nc``
+beside the winds' (``teta``, ``q``, with the analysis ``ta``, ``qa``).
+
 The relaxation tendency (du, dv) *is* the model's error: it is recorded as the model applied it
 (window means of the per-step term, see :mod:`nudgeml.gcm.standin`), toward a target first projected
 into the model's own spectral space, so no unrepresentable detail of the finer analysis pollutes it.
@@ -34,6 +38,36 @@ from nudgeml.simulate import HistoryWriter, check_finite, check_same_grid, lmdz_
 
 log = logging.getLogger(__name__)
 
+#: the scalars the stand-in can relax besides the winds: config key -> what the analysis must hold
+THERMO_VARIABLES = {"t": "temperature", "q": "specific humidity"}
+
+
+def thermo_nudging(nudging: Mapping[str, Any]) -> dict[str, float]:
+    """``{"t": tau_hours, "q": tau_hours}`` for the scalars ``nudging`` asks to relax (absent/null: not)."""
+    return {name: float(nudging[name]["tau_hours"]) for name in THERMO_VARIABLES if nudging.get(name) is not None}
+
+
+def check_thermo_analysis(thermo: Mapping[str, float], forcing_paths: Sequence[str | Path]) -> None:
+    """Before any run: every analysis file holds the variables the T / q nudging relaxes toward.
+
+    A request the analysis cannot serve is one :class:`InputError` naming the key, the variable and
+    the file, raised before the model is built (minutes of compilation on the science grid).
+    """
+    import xarray as xr
+
+    from nudgeml.errors import InputError
+
+    for path in forcing_paths if thermo else ():
+        if not Path(path).exists():
+            continue  # open_forcing names a missing file
+        with xr.open_dataset(path) as ds:
+            for name in thermo:
+                if name not in ds.variables:
+                    raise InputError(
+                        f"nudging.{name}: relaxing {THERMO_VARIABLES[name]} needs the analysis variable {name!r}, "
+                        f"which {path} does not hold (has {sorted(ds.data_vars)})"
+                    )
+
 
 def nudging_targets(gcm: Any, u: np.ndarray, v: np.ndarray, project: bool) -> tuple[np.ndarray, np.ndarray]:
     """Target winds ``(time, lev, lat, lon)``, optionally projected into the model's spectral space."""
@@ -61,6 +95,8 @@ def run_nudged(
         raise ValueError("a corrected nudged run needs both a corrector and a correction file")
     period = Period.from_config(config["period"])
     times = period.times
+    thermo = thermo_nudging(config["nudging"])
+    check_thermo_analysis(thermo, forcing_paths)
     forcing = select_times(open_forcing(forcing_paths), times, forcing_paths[0])
     gcm = model_gcm(config, period.start)
     check_same_grid(gcm.grid, read_model_grid(grid_path), grid_path)
@@ -69,14 +105,28 @@ def run_nudged(
     v_an = forcing["v"].values
     ua, va = nudging_targets(gcm, u_an, v_an, bool(config["nudging"]["project_target"]))
     gcm.set_relaxation(times, ua, va, tau_h)
+    project = bool(config["nudging"]["project_target"])
+    thermo_targets: dict[str, np.ndarray] = {}
+    for name in thermo:
+        series = forcing[name].values.astype(np.float32)
+        if project:  # as for the winds: only what the model's truncation can hold
+            series = np.stack([gcm.project_scalar(a) for a in series])
+        if name == "q":  # the truncation's ringing must not ask for negative humidity
+            series = np.clip(series, 0.0, None)
+        thermo_targets[name] = series
+    if thermo:
+        gcm.set_thermo_relaxation(
+            times, t_target=thermo_targets.get("t"), tau_t_hours=thermo.get("t"), q_target=thermo_targets.get("q"), tau_q_hours=thermo.get("q")
+        )
     gcm.start(state_at(forcing, period.start))
     attrs = {"run": "nudged", "tau_hours": tau_h, "model_truncation": gcm.grid.truncation, "physics": str(dict(config["model"]["physics"]))}
+    attrs.update({f"tau_hours_{name}": tau for name, tau in thermo.items()})
     if corrector is not None:
         attrs.update(run="nudged_corrected", correction=corrector.kind)
     hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
     alpha = gcm.dt_seconds / (tau_h * 3600.0)
     grid = lmdz_grid(gcm.grid)
-    guide = open_guide_writer(out_guide, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=attrs)
+    guide = open_guide_writer(out_guide, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=attrs, thermo=tuple(thermo))
     writers = [guide]
     if out_correction is not None:
         corr_attrs = {**attrs, "content": "applied correction (ucov/vcov), not nudging; target = this + guide_ins"}
@@ -91,7 +141,12 @@ def run_nudged(
             s = w.state
             when = seconds_since([w.start], period.start)[0]
             common = dict(u=s.u, v=s.v, ua=ua[i], va=va[i], pressure=sigma[:, None, None] * s.ps[None])
-            guide.append(when, **guide_record(grid, du_ms2=w.du_nudge, dv_ms2=w.dv_nudge, **common))
+            scalars: dict[str, Any] = {}
+            if "t" in thermo:
+                scalars.update(dt_kps=w.dt_nudge, ta=thermo_targets["t"][i])
+            if "q" in thermo:
+                scalars.update(dq_per_s=w.dq_nudge, qa=thermo_targets["q"][i])
+            guide.append(when, **guide_record(grid, du_ms2=w.du_nudge, dv_ms2=w.dv_nudge, **common, **scalars))
             if out_correction is not None:
                 # the applied (projected) window mean, as for the nudging: the two add up to the target
                 writers[1].append(when, **guide_record(grid, du_ms2=w.du_extra, dv_ms2=w.dv_extra, **common))

@@ -13,7 +13,9 @@ longitudes ascending in [0, 360). The two conversions below are the only places 
 
 The relaxation tendency is computed by :class:`WindTendencyTerm`, a physics term that puts what it
 returns into the model's diagnostics; its window mean (``output_averages=True``) is therefore exactly
-the tendency the model applied, as ``docs/science.md`` asks (no offline reconstruction).
+the tendency the model applied, as ``docs/science.md`` asks (no offline reconstruction). The same term
+relaxes temperature and specific humidity when asked (LMDZ's ``guide_T``, ``guide_Q``, each with its
+own time scale: :meth:`StandinGCM.set_thermo_relaxation`), recorded the same way.
 """
 
 from __future__ import annotations
@@ -104,6 +106,12 @@ class WindowOutput:
     dv_nudge_raw: np.ndarray
     du_physics: np.ndarray
     dv_physics: np.ndarray
+    #: temperature (K s-1) and specific humidity (kg kg-1 s-1) nudging, applied window means as for
+    #: the winds; zero when T and q are not relaxed (``*_raw``: the gridpoint means before projection)
+    dt_nudge: np.ndarray | None = None
+    dq_nudge: np.ndarray | None = None
+    dt_nudge_raw: np.ndarray | None = None
+    dq_nudge_raw: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,8 @@ def _wind_term_classes() -> tuple[type, type]:
         ``u_target``/``v_target``: relaxation target, a ``TimeSeries`` (linear in time) or a static
         array, jcm layout. ``inv_tau_per_s``: ``(nlev,)``, top first; zero means a free run.
         ``du_extra``/``dv_extra``: external tendency (m s-2), constant over the window.
+        ``t_target``/``q_target`` with ``inv_tau_t_per_s``/``inv_tau_q_per_s``: the same for
+        temperature and specific humidity (zero rates: not relaxed).
         """
 
         u_target: Any
@@ -209,13 +219,18 @@ def _wind_term_classes() -> tuple[type, type]:
         inv_tau_per_s: Any
         du_extra: Any
         dv_extra: Any
+        t_target: Any
+        q_target: Any
+        inv_tau_t_per_s: Any
+        inv_tau_q_per_s: Any
 
     class WindTendencyTerm(PhysicsTerm):
         """Relaxation toward the target plus an external tendency, both recorded as diagnostics.
 
         ``du_nudge = inv_tau * (u_target(t_n) - u(t_n))`` with the state at the start of the step, the
         same formula as jcm's ``NudgingTerm``; the sum is what the model applies (forward Euler,
-        projected to the model's spectral space by the dycore).
+        projected to the model's spectral space by the dycore). ``dt_nudge``, ``dq_nudge``: the same
+        for temperature and specific humidity.
         """
 
         name: ClassVar[str] = "nudgeml"
@@ -225,27 +240,33 @@ def _wind_term_classes() -> tuple[type, type]:
             wind = getattr(forcing, "nudging_target", None)
             zero = jnp.zeros_like(state.u_wind)
             if wind is None:
-                du_n = dv_n = du_e = dv_e = zero
+                du_n = dv_n = du_e = dv_e = dt_n = dq_n = zero
             else:
                 shape = state.u_wind.shape
-                inv_tau = jnp.reshape(wind.inv_tau_per_s, (-1,) + (1,) * (state.u_wind.ndim - 1))
+                per_level = lambda rate: jnp.reshape(rate, (-1,) + (1,) * (state.u_wind.ndim - 1))  # noqa: E731
+                inv_tau = per_level(wind.inv_tau_per_s)
                 du_n = inv_tau * (jnp.reshape(wind.u_target, shape) - state.u_wind)
                 dv_n = inv_tau * (jnp.reshape(wind.v_target, shape) - state.v_wind)
                 du_e = jnp.reshape(wind.du_extra, shape)
                 dv_e = jnp.reshape(wind.dv_extra, shape)
+                dt_n = per_level(wind.inv_tau_t_per_s) * (jnp.reshape(wind.t_target, shape) - state.temperature)
+                dq_n = per_level(wind.inv_tau_q_per_s) * (jnp.reshape(wind.q_target, shape) - state.specific_humidity)
             # this term runs last: the running sum is every SPEEDY term's wind tendency this step
             run = diagnostics.get("_tendency_run", {})
             du_p = jnp.reshape(run.get("u_wind", zero), state.u_wind.shape)
             dv_p = jnp.reshape(run.get("v_wind", zero), state.u_wind.shape)
             diagnostics = {
                 **diagnostics,
-                "nudgeml": {"du_nudge": du_n, "dv_nudge": dv_n, "du_extra": du_e, "dv_extra": dv_e, "du_physics": du_p, "dv_physics": dv_p},
+                "nudgeml": {
+                    "du_nudge": du_n, "dv_nudge": dv_n, "du_extra": du_e, "dv_extra": dv_e, "du_physics": du_p, "dv_physics": dv_p,
+                    "dt_nudge": dt_n, "dq_nudge": dq_n,
+                },
             }
             tendency = PhysicsTendency(
                 u_wind=du_n + du_e,
                 v_wind=dv_n + dv_e,
-                temperature=jnp.zeros_like(state.temperature),
-                specific_humidity=jnp.zeros_like(state.specific_humidity),
+                temperature=dt_n,
+                specific_humidity=dq_n,
                 tracers={k: jnp.zeros_like(v) for k, v in state.tracers.items()},
             )
             return tendency, diagnostics
@@ -337,6 +358,8 @@ class StandinGCM:
         self._zeros = zeros
         self._targets: tuple[Any, Any] = (zeros, zeros)
         self._inv_tau = jnp.zeros((self._nlev,), dtype=jnp.float32)
+        self._thermo_targets: tuple[Any, Any] = (zeros, zeros)
+        self._inv_tau_thermo: tuple[Any, Any] = (self._inv_tau, self._inv_tau)
         self.time = self.start_time
         self._started = False
 
@@ -358,7 +381,7 @@ class StandinGCM:
         return GRAVITY_M_S2 * orog_m  # ERA5's convention for z; the regrid divides by the same g
 
     def _make_tendency_projection(self) -> Any:
-        """``(du, dv)`` on the grid (jcm layout) -> the part the dycore actually applies.
+        """``(du, dv, dt, dq)`` on the grid (jcm layout) -> the part the dycore actually applies.
 
         The dycore adds a gridpoint tendency after projecting it onto vorticity and divergence at the
         model truncation (``physics_tendency_to_dynamics_tendency``), which drops what the truncation
@@ -384,10 +407,17 @@ class StandinGCM:
         zeros = jnp.zeros(shape, dtype=jnp.float32)
         tracers = {k: jnp.zeros_like(v) for k, v in before.tracers.items()}
 
-        def project(du: Any, dv: Any) -> tuple[Any, Any]:
-            tend = PhysicsTendency(u_wind=du, v_wind=dv, temperature=zeros, specific_humidity=zeros, tracers=tracers)
+        def project(du: Any, dv: Any, dtemp: Any = zeros, dq: Any = zeros) -> tuple[Any, Any, Any, Any]:
+            # temperature and humidity go through the same spectral transform as the winds (the
+            # dycore's ``physics_tendency_to_dynamics_tendency``): linear, so the rest state serves
+            tend = PhysicsTendency(u_wind=du, v_wind=dv, temperature=dtemp, specific_humidity=dq, tracers=tracers)
             after = dyn.after_physics_state(rest_state, tend)
-            return (after.u_wind - before.u_wind) / dt, (after.v_wind - before.v_wind) / dt
+            return (
+                (after.u_wind - before.u_wind) / dt,
+                (after.v_wind - before.v_wind) / dt,
+                (after.temperature - before.temperature) / dt,
+                (after.specific_humidity - before.specific_humidity) / dt,
+            )
 
         return project
 
@@ -395,8 +425,22 @@ class StandinGCM:
         """The part of a gridpoint wind tendency (canonical, m s-2) the model applies, canonical."""
         import jax.numpy as jnp
 
-        pu, pv = self._project_tendency(jnp.asarray(to_jcm(du), jnp.float32), jnp.asarray(to_jcm(dv), jnp.float32))
+        pu, pv, _, _ = self._project_tendency(jnp.asarray(to_jcm(du), jnp.float32), jnp.asarray(to_jcm(dv), jnp.float32))
         return from_jcm(pu).astype(np.float32), from_jcm(pv).astype(np.float32)
+
+    def applied_thermo_tendency(self, dt: np.ndarray, dq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The part of gridpoint temperature (K s-1) and humidity (kg kg-1 s-1) tendencies the model
+        applies (canonical in and out)."""
+        import jax.numpy as jnp
+
+        zero = self._zeros
+        _, _, pt, pq = self._project_tendency(zero, zero, jnp.asarray(to_jcm(dt), jnp.float32), jnp.asarray(to_jcm(dq), jnp.float32))
+        return from_jcm(pt).astype(np.float32), from_jcm(pq).astype(np.float32)
+
+    def project_scalar(self, a: np.ndarray) -> np.ndarray:
+        """Round-trip a scalar field (canonical, one time) through the model's spectral space."""
+        h = self.model.coords.horizontal
+        return from_jcm(np.asarray(h.to_nodal(h.to_modal(to_jcm(np.asarray(a, np.float32)))))).astype(np.float32)
 
     # ------------------------------------------------------------------ state in and out
     def _physics_state(self, state: GridState) -> Any:
@@ -544,6 +588,48 @@ class StandinGCM:
         )
         self._inv_tau = jnp.full((self._nlev,), 1.0 / (tau_hours * SECONDS_PER_HOUR), dtype=jnp.float32)
 
+    def set_thermo_relaxation(
+        self,
+        times: np.ndarray | None,
+        *,
+        t_target: np.ndarray | None = None,
+        tau_t_hours: float | None = None,
+        q_target: np.ndarray | None = None,
+        tau_q_hours: float | None = None,
+    ) -> None:
+        """Relax temperature and/or specific humidity toward target series ``(time, level, lat, lon)``.
+
+        LMDZ's ``guide_T`` and ``guide_Q``: each variable with its own time scale; a variable given
+        without its target (or ``times`` None) is not relaxed. Linear in time between samples, as
+        :meth:`set_relaxation`.
+        """
+        import jax.numpy as jnp
+        from jcm.forcing import BY_DATE_INTERP, make_time_series
+
+        off = jnp.zeros((self._nlev,), dtype=jnp.float32)
+        targets, rates = [self._zeros, self._zeros], [off, off]
+        if times is not None:
+            t64 = np.asarray(times, dtype="datetime64[s]")
+            expected = (len(t64),) + self.grid.shape
+            for i, (name, target, tau_h) in enumerate((("t", t_target, tau_t_hours), ("q", q_target, tau_q_hours))):
+                if target is None:
+                    continue
+                if tau_h is None or tau_h <= 0:
+                    raise ValueError(f"relaxation time of {name!r} must be positive, got {tau_h!r} h")
+                target = np.asarray(target)
+                if target.shape != expected:
+                    raise ValueError(f"relaxation target {name!r} has shape {target.shape}, expected {expected}")
+                series = np.stack([to_jcm(a) for a in target]).astype(np.float32)
+                targets[i] = make_time_series(series, t64, align_mode=BY_DATE_INTERP, persist="hold")
+                rates[i] = jnp.full((self._nlev,), 1.0 / (tau_h * SECONDS_PER_HOUR), dtype=jnp.float32)
+        self._thermo_targets = (targets[0], targets[1])
+        self._inv_tau_thermo = (rates[0], rates[1])
+
+    @property
+    def thermo_relaxed(self) -> bool:
+        """Whether temperature or humidity is relaxed (their tendencies are then projected and kept)."""
+        return any(bool(np.any(np.asarray(r) > 0)) for r in self._inv_tau_thermo)
+
     def _forcing(self, du_extra: np.ndarray | None, dv_extra: np.ndarray | None) -> Any:
         import jax.numpy as jnp
 
@@ -561,6 +647,10 @@ class StandinGCM:
             inv_tau_per_s=self._inv_tau,
             du_extra=extra(du_extra),
             dv_extra=extra(dv_extra),
+            t_target=self._thermo_targets[0],
+            q_target=self._thermo_targets[1],
+            inv_tau_t_per_s=self._inv_tau_thermo[0],
+            inv_tau_q_per_s=self._inv_tau_thermo[1],
         )
         return self._base_forcing.copy(nudging_target=wind)
 
@@ -590,6 +680,11 @@ class StandinGCM:
         du_nudge, dv_nudge = self.applied_tendency(du_raw, dv_raw)
         du_extra, dv_extra = self.applied_tendency(mean_over_frames(diag["du_extra"]), mean_over_frames(diag["dv_extra"]))
         du_phys, dv_phys = self.applied_tendency(mean_over_frames(diag["du_physics"]), mean_over_frames(diag["dv_physics"]))
+        dt_raw, dq_raw = mean_over_frames(diag["dt_nudge"]), mean_over_frames(diag["dq_nudge"])
+        if self.thermo_relaxed:
+            dt_nudge, dq_nudge = self.applied_thermo_tendency(dt_raw, dq_raw)
+        else:  # nothing relaxed: zero, no projection to pay for
+            dt_nudge, dq_nudge = dt_raw, dq_raw
         return WindowOutput(
             start=start,
             state=state,
@@ -602,4 +697,8 @@ class StandinGCM:
             dv_nudge_raw=dv_raw,
             du_physics=du_phys,
             dv_physics=dv_phys,
+            dt_nudge=dt_nudge,
+            dq_nudge=dq_nudge,
+            dt_nudge_raw=dt_raw,
+            dq_nudge_raw=dq_raw,
         )
