@@ -19,6 +19,7 @@ times in days (``tau_min_u = tau_max_u``), nudging files ``u.nc`` (``UWND``), ``
 
 import calendar as _calendar
 import datetime as _dt
+import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
@@ -237,6 +238,11 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
         raise LmdzConfigError("lmdz config must be a mapping")
     s = _get(cfg, "slurm", dict, "")
     account = _get(s, "account", str, "slurm")
+    if account.startswith("$"):  # $NUDGEML_JZ_PROJECT@cpu: the project the jeanzay profile is given
+        var = account[1:].split("@")[0]
+        if not os.environ.get(var):
+            raise _err("slurm.account", f"is {account!r} but the environment variable {var} is not set")
+        account = os.environ[var] + account[len(var) + 1:]
     if not re.fullmatch(r"[A-Za-z0-9_-]+@cpu", account):
         raise _err("slurm.account", f"must be <project>@cpu on Jean Zay's CPU partition, got {account!r}")
     time_limit = _get(s, "time_limit", str, "slurm", "20:00:00")
@@ -419,8 +425,9 @@ def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     return out
 
 
-def render_jobs(cfg: LmdzJobConfig, out_dir: Path) -> list[Path]:
-    """Render every run's job chain and ``.def`` files under ``out_dir``; returns the files written.
+def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
+    """Render every run's (or the named ``runs``') job chain and ``.def`` files under ``out_dir``;
+    returns the files written.
 
     Per run ``<out_dir>/<run>/``: ``job_NNN.slurm`` (``months_per_job`` months each), ``submit.sh``,
     ``nudgeml.def`` and, for the guided run, ``guide.def``. The jobs run in
@@ -429,7 +436,13 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     env = _environment()
     written: list[Path] = []
-    for run in _runs(cfg):
+    known = _runs(cfg)
+    unknown = set(runs or ()) - {r.name for r in known}
+    if unknown:
+        raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {[r.name for r in known]}")
+    for run in known:
+        if runs is not None and run.name not in runs:
+            continue
         kit = out_dir / run.name
         segments = month_segments(run.period, cfg.calendar)
         chunks = _chunks(segments, cfg.months_per_job)
