@@ -306,6 +306,10 @@ def lmdz_forcing_inputs(wildcards):
     kinds = ("pressure_levels", "single_levels")
     files = {k: f"{ERA5_DIR}/{k}/{month}.nc" for k in kinds}
     i = MONTHS.index(month)
-    if i + 1 < len(MONTHS):  # the next month's first analysis closes the month
-        files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}.nc" for k in kinds})
+    if i + 1 == len(MONTHS):  # LMDZ would hold the month's last record for its last 6 hours
+        raise ValueError(
+            f"LMDZ nudging files of {month}: the next month's first analysis is needed and "
+            f"period.end ({config['period']['end']}) stops before it; end period at the next month's 00 UTC"
+        )
+    files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}.nc" for k in kinds})
     return files
