@@ -159,6 +159,7 @@ def lmdz_world(tmp_path, jz_env, monkeypatch):
     ref.mkdir()
     for f in ("start.nc", "startphy.nc", "limit.nc", "gcm.def", "physiq.def", "config.def", "output.def"):
         (ref / f).write_text(f"# {f}\n")
+    (ref / "gcm.def").write_text("# gcm.def\nday_step=480\niperiod=5\n")  # 480/4 = 120 steps, 24 Matsuno steps
     forcing = tmp_path / "forcing"
     forcing.mkdir()
     hist = tmp_path / "hist"
