@@ -125,13 +125,13 @@ get() { sed -n "s/^$1=//p" run.def; }
 day=$(get dayref); year=$(get anneeref)
 month=$(date -d "$year-01-01 +$((day - 1)) days" +%m)
 src="$FAKE_HIST/$year$month"
-echo "srun-tasks=${SLURM_NTASKS:-none} $(grep '^nudgeml_mode' nudgeml.def) $year$month" >> "$FAKE_LOG"
+echo "$(grep '^nudgeml_mode' nudgeml.def) $year$month from $(cat start.nc)" >> "$FAKE_LOG"
 cp "$src/histhf.nc" histhf.nc
 if grep -q '^INCLUDEDEF=guide.def' run.def; then
   [ -e u.nc ] && [ -e v.nc ] || { echo "no nudging files"; exit 4; }
   cp "$src/guide_ins.nc" guide_ins.nc
 fi
-echo restart > restart.nc
+echo "end of $year$month" > restart.nc
 cp restart.nc restartphy.nc
 """
 
@@ -182,7 +182,9 @@ def test_lmdz_guided_job_runs_the_kit_and_joins_the_months_for_extract(lmdz_worl
     out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
     BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
     log = (tmp_path / "log").read_text().splitlines()
-    assert log == ["srun-tasks=none nudgeml_mode=0 200001", "srun-tasks=none nudgeml_mode=0 200002"]
+    assert log == ["nudgeml_mode=0 200001 from # start.nc", "nudgeml_mode=0 200002 from end of 200001"]
+    # the state the free runs start from (free_runs.start 2000-02) is kept
+    assert (tmp_path / "runs" / "guided" / "output" / "200001" / "start.nc").read_text() == "end of 200001\n"
     hist = read_histhf(out["histhf"])
     guide = read_guide(out["guide"])
     assert hist.sizes["time"] == guide.sizes["time"] == 16  # two months of 8 windows, in order
@@ -200,8 +202,12 @@ def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
     (tmp_path / "mean.nc").write_text("mean")
     cfg = {**lmdz_world, "free_runs": {"runs": {"mean": {"correction": "mean", "climatology": "annual"}}}}
     out = {"histhf": tmp_path / "free" / "histhf.nc", "status": tmp_path / "free" / "status.json"}
+    with pytest.raises(RunFailed, match="the guided run's restart is missing"):  # the guided run first
+        BACKENDS["lmdz"].runner("free")(cfg, "mean", {"mean": str(tmp_path / "mean.nc"), "nudged": "x"}, out)
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, {"histhf": tmp_path / "g" / "histhf.nc", "guide": tmp_path / "g" / "guide_ins.nc"})
     BACKENDS["lmdz"].runner("free")(cfg, "mean", {"mean": str(tmp_path / "mean.nc"), "nudged": "x"}, out)
-    assert (tmp_path / "log").read_text().splitlines() == ["srun-tasks=none nudgeml_mode=1 200002", "srun-tasks=none nudgeml_mode=1 200003"]
+    # it starts from the guided run's state at free_runs.start, not from the reference start.nc
+    assert (tmp_path / "log").read_text().splitlines()[2:] == ["nudgeml_mode=1 200002 from end of 200001", "nudgeml_mode=1 200003 from end of 200002"]
     assert (tmp_path / "runs" / "mean" / "nudgeml_mean.nc").read_text() == "mean"
     assert read_histhf(out["histhf"]).sizes["time"] == 16
     status = yaml.safe_load(out["status"].read_text())

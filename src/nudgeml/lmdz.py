@@ -120,6 +120,7 @@ class LmdzJobConfig:
     guided: MonthRange
     free: MonthRange
     free_runs: tuple[FreeRun, ...]
+    free_start_from: str = "reference"  # reference: start.nc of reference_dir; guided: the guided run's state
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     mpi_tasks: int = 40
     omp_threads: int = 8
@@ -332,6 +333,9 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
             raise _err("correction.mean_file", f"is missing (run {name!r} needs the mean tendency)")
         runs.append(FreeRun(str(name), corr, model_dir))
 
+    start_from = _get(f, "start_from", str, "free", "reference")
+    if start_from not in ("reference", "guided"):
+        raise _err("free.start_from", f"must be reference or guided, got {start_from!r}")
     mpi_tasks = _get(cfg, "mpi_tasks", int, "", 40)
     omp_threads = _get(cfg, "omp_threads", int, "", 8)
     _positive(mpi_tasks, "mpi_tasks")
@@ -355,6 +359,7 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
         guided=_period(cfg, "guided"),
         free=_period(cfg, "free"),
         free_runs=tuple(runs),
+        free_start_from=start_from,
         correction=correction,
         mpi_tasks=mpi_tasks,
         omp_threads=omp_threads,
@@ -425,6 +430,22 @@ def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     return out
 
 
+def _free_start(cfg: LmdzJobConfig) -> tuple[str, str]:
+    """With ``free.start_from: guided``: the guided month whose end state starts the free runs (its
+    tag) and where the guided job keeps that state; ``("", "")`` otherwise."""
+    if cfg.free_start_from != "guided":
+        return "", ""
+    guided = month_segments(cfg.guided, cfg.calendar)
+    before = [m for m in guided if (m.year, m.month) < (cfg.free.start.year, cfg.free.start.month)]
+    if not before:
+        raise _err("free.start", f"({cfg.free.start}) must be after lmdz.guided.start with free.start_from: guided")
+    last = before[-1]
+    nxt = (last.year + last.month // 12, last.month % 12 + 1)
+    if nxt != (cfg.free.start.year, cfg.free.start.month):
+        raise _err("free.start", f"({cfg.free.start}) must be a guided month or the month after them, with free.start_from: guided")
+    return last.tag, f"{cfg.run_root}/guided/output/{last.tag}"
+
+
 def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
     """Render every run's (or the named ``runs``') job chain and ``.def`` files under ``out_dir``;
     returns the files written.
@@ -437,6 +458,7 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = 
     env = _environment()
     written: list[Path] = []
     known = _runs(cfg)
+    restart_tag, start_dir = _free_start(cfg)
     unknown = set(runs or ()) - {r.name for r in known}
     if unknown:
         raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {[r.name for r in known]}")
@@ -448,6 +470,8 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = 
         chunks = _chunks(segments, cfg.months_per_job)
         defs = ["nudgeml.def"] + (["guide.def"] if run.kind == "guided" else [])
         ctx_common = dict(cfg=cfg, run=run, kit_dir=str(kit.resolve()), run_dir=f"{cfg.run_root}/{run.name}",
+                          keep_restart_tag=restart_tag if run.kind == "guided" else "",
+                          start_dir=start_dir if run.kind == "free" else "",
                           nudge_files=[(v, NUDGE_VARS[v][0]) for v in cfg.nudging.variables],
                           mode=CORRECTIONS[run.correction], defs=defs, n_jobs=len(chunks))
         if run.kind == "guided":

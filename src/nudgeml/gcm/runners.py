@@ -59,6 +59,7 @@ def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str
     from nudgeml.lmdz import LmdzJobConfig
 
     block = json.loads(json.dumps(cfg["lmdz"]))  # a deep copy of plain data
+    block["free"]["start_from"] = "guided"  # free runs start from the guided run's state at free_runs.start
     if run is not None:
         assert spec is not None
         entry: dict[str, Any] = {"correction": spec["correction"]}
