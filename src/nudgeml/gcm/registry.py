@@ -13,8 +13,10 @@ report stages read any backend's runs.
   (:mod:`nudgeml.lmdz`) and runs its month-by-month script inside the rule's own SLURM job, whose
   ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
   are then joined into the rule's outputs.
-- ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``; registered with the same
-  wiring as ``lmdz`` (only the executable, its run files and the launcher differ).
+- ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Registered so that
+  ``backend: lmdze`` validates and dry-runs; its runners stop with one line (the build missing, or the
+  workflow's LMDZE run not written yet: its start/limit files from the truth, issue 15 item 2). Until
+  then its jobs read the stand-in's inputs (``forcing="standin"``), not the ``lmdz`` block.
 """
 
 from __future__ import annotations
