@@ -142,6 +142,34 @@ def test_guide_staggered_lmdz_shape_destaggers_to_physics_grid(tmp_path):
     np.testing.assert_allclose(g["dv"].values[0, k, jj, ii], 1e-6 * g["lat"].values[jj], rtol=1e-3, atol=1e-9)
 
 
+def test_guide_pole_rows_are_masked_where_cu_is_zero(tmp_path):
+    """LMDZ's pole rows of u have cu = 0 (cos 90 deg) and ucov from rounding only: dividing would give
+    inf/NaN there and spread it to the polar scalar points; the reader sets those rows to 0."""
+    iim, jjm = 8, 6
+    lonv = -180.0 + np.arange(iim + 1) * 360.0 / iim
+    lonu = lonv + 180.0 / iim
+    latu = 90.0 - np.arange(jjm + 1) * 180.0 / jjm
+    latv = 0.5 * (latu[:-1] + latu[1:])
+    cu = 6.371e6 * np.cos(np.deg2rad(latu))[:, None] * 2 * np.pi / iim * np.ones((1, iim + 1))
+    cu[[0, -1]] = 0.0  # as LMDZ stores them
+    ucov = np.full((1, 2, jjm + 1, iim + 1), 86400 * 1e-6) * cu
+    ucov[:, :, [0, -1]] = 1e-9  # rounding noise over cu = 0
+    ds = xr.Dataset(
+        {
+            "ucov": (("TIME", "LEVEL", "LATU", "LONU"), ucov),
+            "vcov": (("TIME", "LEVEL", "LATV", "LONV"), np.zeros((1, 2, jjm, iim + 1))),
+            "cu": (("LATU", "LONU"), cu),
+            "cv": (("LATV", "LONV"), np.ones((jjm, iim + 1))),
+        },
+        coords={"LONU": lonu, "LATU": latu, "LONV": lonv, "LATV": latv, "LEVEL": [100000.0, 50000.0]},
+    )
+    ds.to_netcdf(tmp_path / "guide_ins.nc")
+    du = read_guide(tmp_path / "guide_ins.nc")["du"].values
+    assert np.all(np.isfinite(du))
+    np.testing.assert_array_equal(du[:, :, [0, -1]], 0.0)  # the polar scalar rows
+    np.testing.assert_allclose(du[:, :, 1:-1], 1e-6, rtol=1e-6)
+
+
 def test_guide_missing_variable_is_named(tmp_path):
     xr.Dataset({"ucov": (("TIME", "LEVEL", "LATU", "LONU"), np.zeros((1, 1, 2, 2)))}).to_netcdf(tmp_path / "g.nc")
     with pytest.raises(InputError, match=r"g\.nc.*'vcov'"):

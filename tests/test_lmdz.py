@@ -234,6 +234,7 @@ echo "Everything is cool"
     ref.mkdir()
     for f in ("start.nc", "startphy.nc", "limit.nc", "gcm.def", "physiq.def", "config.def", "output.def"):
         (ref / f).write_text("initial\n" if f.startswith("start") else f"# {f}\n")
+    (ref / "gcm.def").write_text("# gcm.def\nday_step=480\niperiod=5\n")  # 480/4 = 120 steps, 24 Matsuno steps
     forcing = tmp_path / "forcing"
     forcing.mkdir()
     for tag in months:
@@ -293,3 +294,24 @@ def test_missing_nudging_file_stops_the_job(raw, tmp_path):
     assert f"nudging file missing for 200002: {tmp_path}/forcing/u_200002.nc" in r.stderr
     assert (tmp_path / "runs" / "guided" / "output" / "200001" / ".done").exists()
     assert not (tmp_path / "runs" / "guided" / "output" / "200002").exists()
+
+
+@pytest.mark.parametrize(("gcm_def", "message"), [
+    ("day_step=480\niperiod=7\n", "iguide_read=4: day_step/iguide_read = 480/4 is not a multiple of iperiod=7"),
+    ("day_step=480\n   iperiod = 5\n", None),
+    ("day_step=100\niperiod=5\n", "iguide_sav=8: day_step/iguide_sav = 100/8 is not a multiple of iperiod=5"),
+    ("iperiod=5\n", "day_step and iperiod must be set in gcm.def"),
+])
+def test_nudging_steps_are_checked_against_iperiod(raw, tmp_path, gcm_def, message):
+    """guide_main runs at the Matsuno steps only: a read or save between two of them is skipped."""
+    env = _fake_world(tmp_path, ["200001", "200002", "200003"])
+    (tmp_path / "ref" / "gcm.def").write_text(gcm_def)
+    cfg = small(raw, tmp_path)
+    cfg["nudging"]["save_per_day"] = 8
+    files = render(cfg, tmp_path / "kit")
+    r = subprocess.run(["bash", str(files["guided/job_001.slurm"])], env=env, capture_output=True, text=True)
+    if message is None:
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert not (tmp_path / "log").exists() or "gcm " not in (tmp_path / "log").read_text()

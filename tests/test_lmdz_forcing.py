@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import subprocess
+
 from factories import TIMES, fine_source, smooth, write_era5
 from nudgeml.errors import InputError
 from nudgeml.lmdz_forcing import lmdz_points, write_lmdz_forcing
@@ -19,11 +21,21 @@ def test_lmdz_144x142_grid_points():
     assert lon_u[0] == pytest.approx(-180.0 + 1.25), "u half a cell east"
 
 
+def next_month(root, lat, lon, hours=18, grib=False):
+    """ERA5 files whose first record is ``hours`` after TIMES[0] (18: 6 h after the month's last)."""
+    paths = write_era5(root, lat, lon, grib=grib)
+    for kind in ("pressure_levels", "single_levels"):
+        shifted = paths[kind].with_name(f"shifted_{kind}{paths[kind].suffix}")
+        subprocess.run(["cdo", "-s", f"shifttime,{hours}hour", str(paths[kind]), str(shifted)], check=True)
+        paths[kind] = shifted
+    return paths
+
+
 @pytest.mark.parametrize("grib", [False, True], ids=["netcdf", "grib"])
 def test_files_in_lmdz_names_and_units(tmp_path, grib):
     lat, lon = fine_source()
     this = write_era5(tmp_path / "feb", lat, lon, grib=grib)
-    nxt = write_era5(tmp_path / "mar", lat, lon, grib=grib)
+    nxt = next_month(tmp_path / "mar", lat, lon, grib=grib)
     out = month_file_names("{var}_{year:04d}{month:02d}.nc", ["u", "v", "T", "ps"], 2000, 2, tmp_path / "lmdz")
     write_lmdz_forcing(month_file=this, next_month_file=nxt, out_paths=out, iim=48, jjm=36)
     u = xr.open_dataset(tmp_path / "lmdz" / "u_200002.nc")
@@ -47,3 +59,33 @@ def test_relative_humidity_is_refused_with_a_reason(tmp_path):
     this = write_era5(tmp_path / "feb", lat, lon)
     with pytest.raises(InputError, match="hur.*relative humidity"):
         write_lmdz_forcing(month_file=this, next_month_file=None, out_paths={"hur": tmp_path / "hur.nc"}, iim=48, jjm=36)
+
+
+def test_level_order_is_the_one_guide_invertp_expects(tmp_path):
+    """LMDZ's pres2lev wants the surface first and reverses the file when guide_invertp=y: with
+    invert_p the file is top first."""
+    lat, lon = fine_source()
+    this = write_era5(tmp_path / "feb", lat, lon)
+    nxt = next_month(tmp_path / "mar", lat, lon)
+    for invert_p, first in ((False, 1000.0), (True, 10.0)):
+        out = {"u": tmp_path / f"u_{invert_p}.nc"}
+        write_lmdz_forcing(month_file=this, next_month_file=nxt, out_paths=out, iim=48, jjm=36, invert_p=invert_p)
+        with xr.open_dataset(out["u"]) as u:
+            level = u["LEVEL"].values
+            assert level[0] == first and np.all(np.diff(level) > 0) == invert_p
+            # the values travel with their level: u = smooth + 2 ln p grows with p
+            k1000 = int(np.argmax(level))
+            assert np.all(u["UWND"].values[:, k1000] > u["UWND"].values[:, int(np.argmin(level))])
+
+
+def test_last_month_without_the_next_months_first_record_fails(tmp_path):
+    lat, lon = fine_source()
+    this = write_era5(tmp_path / "feb", lat, lon)
+    out = {"u": tmp_path / "u.nc"}
+    with pytest.raises(InputError, match="next month's ERA5 file is missing"):
+        write_lmdz_forcing(month_file=this, next_month_file=None, out_paths=out, iim=48, jjm=36)
+    # a "next month" whose first record is not 6 h after the month's last
+    wrong = next_month(tmp_path / "mar", lat, lon, hours=24)
+    with pytest.raises(InputError, match="is not the analysis 6 h after"):
+        write_lmdz_forcing(month_file=this, next_month_file=wrong, out_paths=out, iim=48, jjm=36)
+    assert not out["u"].exists()

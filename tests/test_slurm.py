@@ -97,10 +97,31 @@ def test_gpu_switch_sets_partition_constraint_account_and_cpus(monkeypatch, gpu)
                      "slurm_account": f"{PROJECT}@{suffix}", "gres": "gpu:1", "cpus_per_task": cpus, "mem_mb": 0}
 
 
-def test_gcm_switch_gives_mpi_tasks_for_lmdz(monkeypatch):
-    entries = load_profile(monkeypatch, NUDGEML_JZ_PROJECT=PROJECT, NUDGEML_JZ_GCM="lmdz")["set-resources"]
-    assert entries["nudged"] == entries["free_run"] == {"slurm_partition": "cpu_p1", "nodes": 1, "mpi": "srun", "tasks": 40, "cpus_per_task": 1, "mem_mb": 0}
-    assert entries["era5_standin"]["cpus_per_task"] == 2 and "mpi" not in entries["era5_standin"]
+def test_gcm_runs_are_placed_by_the_profile_and_sized_by_the_backend(monkeypatch):
+    """The profile no longer has a GCM switch (NUDGEML_JZ_GCM gave 40 MPI tasks to stand-in jobs): it
+    places nudged and free_run on cpu_p1 and leaves their CPUs to the backend's resources (tasks x
+    threads with mpi=srun for LMDZ, threads for the stand-in; tests/test_gcm_backends.py)."""
+    profile = load_profile(monkeypatch, NUDGEML_JZ_PROJECT=PROJECT, NUDGEML_JZ_GCM="lmdz")
+    entries = profile["set-resources"]
+    for rule in ("nudged", "free_run"):
+        assert entries[rule] == {"slurm_partition": "cpu_p1", "mem_mb": 0}, rule
+    for rule in ("era5_standin", "replay", "nudged_iter"):  # always the stand-in: one process
+        assert entries[rule]["cpus_per_task"] == 2 and "mpi" not in entries[rule] and "tasks" not in entries[rule]
+    assert "NUDGEML_JZ_GCM" not in PROFILE.read_text()
+
+
+def test_profile_turns_off_the_memory_fudge_and_loads_gpu_modules_in_the_job(monkeypatch):
+    profile = load_profile(monkeypatch, NUDGEML_JZ_PROJECT=PROJECT)
+    assert profile["slurm-disable-memory-fudge"] is True  # Jean Zay gives memory with cores: no --mem added
+    assert profile["software-deployment-method"] == ["env-modules"]
+    rules = {f.stem: f.read_text() for f in (REPO / "workflow" / "rules").glob("*.smk")}
+    for rule_file, rule in (("train", "train"), ("iterate", "train_iter")):
+        body = re.search(rf"^rule {rule}:\n((?:    .*\n|\n)*?)(?=^rule |\Z)", rules[rule_file], re.M).group(1)
+        assert "envmodules:\n        *gpu_envmodules()," in body, rule
+    modules = yaml.safe_load((REPO / "config" / "jeanzay.yaml").read_text())["envmodules"]["gpu"]
+    assert modules["a100"][0] == "arch/a100" and modules["h100"][0] == "arch/h100"
+    for kind, mods in modules.items():
+        assert kind in GPU_POLICY and mods[-1].startswith("pytorch-gpu/"), kind
 
 
 @pytest.mark.parametrize("env, named", [({}, "NUDGEML_JZ_PROJECT"), ({"NUDGEML_JZ_PROJECT": "nud", "NUDGEML_JZ_GPU": "p100"}, "NUDGEML_JZ_GPU='p100'")])

@@ -143,12 +143,12 @@ lmdz:
   reference_dir: $WORK/ref
   run_root: $SCRATCH/nudgeml
   nudging: {{forcing_dir: {tmp_path / 'forcing'}, variables: [u, v]}}
-  guided: {{start: "2000-02-01", end: "2000-03-01"}}
+  guided: {{start: "2000-01-01", end: "2000-02-01"}}  # January: February's first analysis closes it
   free: {{start: "2000-03-01", end: "2000-04-01", runs: {{control: {{correction: none}}, mean: {{correction: mean}}}}}}
   correction: {{mean_file: $WORK/mean_tendency.nc}}
 """)
     smk("lmdz_jobs", overlays=[overlay], outdir=workflow_run)
-    assert (tmp_path / "forcing" / "u_200002.nc").exists() and (tmp_path / "forcing" / "v_200002.nc").exists()
+    assert (tmp_path / "forcing" / "u_200001.nc").exists() and (tmp_path / "forcing" / "v_200001.nc").exists()
     jobs = workflow_run / "lmdz" / "jobs"
     scripts = sorted(p.name for p in jobs.rglob("*.slurm"))
     assert scripts, list(jobs.rglob("*"))

@@ -14,6 +14,7 @@ from typing import Any
 
 from nudgeml.config import parse_time, read_config, validate_config
 from nudgeml.errors import ConfigError
+from nudgeml.gcm.registry import check_backend
 from nudgeml.split import check_out_of_sample
 
 
@@ -43,6 +44,7 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config key 'free_runs.end' ({fend}) must be after 'free_runs.start' ({fstart})")
     if not (start <= fstart and fend <= end):
         raise ConfigError(f"config keys 'free_runs.start'/'free_runs.end' ({fstart} - {fend}) must lie inside period ({start} - {end})")
+    check_backend(config)
     if config["era5"]["source"] == "standin" and "standin" not in config["era5"]:
         raise ConfigError("config key 'era5.standin' is required when era5.source is 'standin'")
     for name, run in config["free_runs"]["runs"].items():

@@ -430,7 +430,12 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
         if dim not in ds.dims:
             raise InputError(f"{path}: guide_ins file has no dimension {dim!r} (has {sorted(ds.dims)})")
     per_day = 1.0 / SECONDS_PER_DAY
-    u_vars = {"du": ds["ucov"] / ds["cu"] * per_day}
+    # LMDZ has no zonal wind at the poles: cu = a cos(lat) dlambda is 0 there (to rounding) and its
+    # nudging sets ucov to 0 on the pole rows, so ucov / cu is 0/0 or noise over ~0. Those rows carry no
+    # increment: 0, not NaN or a huge value that destaggering would spread to the polar scalar points.
+    pole = np.abs(np.abs(ds["LATU"]) - 90.0) < 1e-6
+    du = (ds["ucov"] / ds["cu"].where(~pole, 1.0)).where(~pole, 0.0).transpose(*ds["ucov"].dims)
+    u_vars = {"du": du * per_day}
     v_vars = {"dv": ds["vcov"] / ds["cv"] * per_day}
     for name in ("u", "ua"):
         if name in ds:

@@ -19,6 +19,7 @@ times in days (``tau_min_u = tau_max_u``), nudging files ``u.nc`` (``UWND``), ``
 
 import calendar as _calendar
 import datetime as _dt
+import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,7 @@ class LmdzJobConfig:
     guided: MonthRange
     free: MonthRange
     free_runs: tuple[FreeRun, ...]
+    free_start_from: str = "reference"  # reference: start.nc of reference_dir; guided: the guided run's state
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     mpi_tasks: int = 40
     omp_threads: int = 8
@@ -237,6 +239,11 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
         raise LmdzConfigError("lmdz config must be a mapping")
     s = _get(cfg, "slurm", dict, "")
     account = _get(s, "account", str, "slurm")
+    if account.startswith("$"):  # $NUDGEML_JZ_PROJECT@cpu: the project the jeanzay profile is given
+        var = account[1:].split("@")[0]
+        if not os.environ.get(var):
+            raise _err("slurm.account", f"is {account!r} but the environment variable {var} is not set")
+        account = os.environ[var] + account[len(var) + 1:]
     if not re.fullmatch(r"[A-Za-z0-9_-]+@cpu", account):
         raise _err("slurm.account", f"must be <project>@cpu on Jean Zay's CPU partition, got {account!r}")
     time_limit = _get(s, "time_limit", str, "slurm", "20:00:00")
@@ -326,6 +333,9 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
             raise _err("correction.mean_file", f"is missing (run {name!r} needs the mean tendency)")
         runs.append(FreeRun(str(name), corr, model_dir))
 
+    start_from = _get(f, "start_from", str, "free", "reference")
+    if start_from not in ("reference", "guided"):
+        raise _err("free.start_from", f"must be reference or guided, got {start_from!r}")
     mpi_tasks = _get(cfg, "mpi_tasks", int, "", 40)
     omp_threads = _get(cfg, "omp_threads", int, "", 8)
     _positive(mpi_tasks, "mpi_tasks")
@@ -349,6 +359,7 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
         guided=_period(cfg, "guided"),
         free=_period(cfg, "free"),
         free_runs=tuple(runs),
+        free_start_from=start_from,
         correction=correction,
         mpi_tasks=mpi_tasks,
         omp_threads=omp_threads,
@@ -419,8 +430,25 @@ def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     return out
 
 
-def render_jobs(cfg: LmdzJobConfig, out_dir: Path) -> list[Path]:
-    """Render every run's job chain and ``.def`` files under ``out_dir``; returns the files written.
+def _free_start(cfg: LmdzJobConfig) -> tuple[str, str]:
+    """With ``free.start_from: guided``: the guided month whose end state starts the free runs (its
+    tag) and where the guided job keeps that state; ``("", "")`` otherwise."""
+    if cfg.free_start_from != "guided":
+        return "", ""
+    guided = month_segments(cfg.guided, cfg.calendar)
+    before = [m for m in guided if (m.year, m.month) < (cfg.free.start.year, cfg.free.start.month)]
+    if not before:
+        raise _err("free.start", f"({cfg.free.start}) must be after lmdz.guided.start with free.start_from: guided")
+    last = before[-1]
+    nxt = (last.year + last.month // 12, last.month % 12 + 1)
+    if nxt != (cfg.free.start.year, cfg.free.start.month):
+        raise _err("free.start", f"({cfg.free.start}) must be a guided month or the month after them, with free.start_from: guided")
+    return last.tag, f"{cfg.run_root}/guided/output/{last.tag}"
+
+
+def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
+    """Render every run's (or the named ``runs``') job chain and ``.def`` files under ``out_dir``;
+    returns the files written.
 
     Per run ``<out_dir>/<run>/``: ``job_NNN.slurm`` (``months_per_job`` months each), ``submit.sh``,
     ``nudgeml.def`` and, for the guided run, ``guide.def``. The jobs run in
@@ -429,12 +457,21 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     env = _environment()
     written: list[Path] = []
-    for run in _runs(cfg):
+    known = _runs(cfg)
+    restart_tag, start_dir = _free_start(cfg)
+    unknown = set(runs or ()) - {r.name for r in known}
+    if unknown:
+        raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {[r.name for r in known]}")
+    for run in known:
+        if runs is not None and run.name not in runs:
+            continue
         kit = out_dir / run.name
         segments = month_segments(run.period, cfg.calendar)
         chunks = _chunks(segments, cfg.months_per_job)
         defs = ["nudgeml.def"] + (["guide.def"] if run.kind == "guided" else [])
         ctx_common = dict(cfg=cfg, run=run, kit_dir=str(kit.resolve()), run_dir=f"{cfg.run_root}/{run.name}",
+                          keep_restart_tag=restart_tag if run.kind == "guided" else "",
+                          start_dir=start_dir if run.kind == "free" else "",
                           nudge_files=[(v, NUDGE_VARS[v][0]) for v in cfg.nudging.variables],
                           mode=CORRECTIONS[run.correction], defs=defs, n_jobs=len(chunks))
         if run.kind == "guided":

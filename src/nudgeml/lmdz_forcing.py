@@ -65,21 +65,29 @@ def write_lmdz_forcing(
     iim: int,
     jjm: int,
     method: str = "bilinear",
+    invert_p: bool = False,
 ) -> None:
     """Write one month of LMDZ nudging files.
 
     ``month_file``/``next_month_file`` map ERA5 kinds (``pressure_levels``, ``single_levels``) to the
     month's files; ``out_paths`` maps LMDZ variables (``u v T ps``) to the files to write.
+    ``next_month_file`` is required: LMDZ reads the records one after another and interpolates the
+    month's last 6 hours toward the next month's first analysis; without it LMDZ would hold the last
+    record (or read past the file's end). ``invert_p`` is the job kit's ``guide_invertp``: LMDZ's
+    ``pres2lev`` wants the levels surface first, and reverses the file's order when ``guide_invertp=y``,
+    so ``LEVEL`` is written top first (increasing pressure) then, surface first otherwise.
     """
     unknown = set(out_paths) - set(LMDZ_VARS)
     if unknown:
         raise InputError(f"LMDZ nudging variable(s) {sorted(unknown)} cannot be made from ERA5 here; use {sorted(LMDZ_VARS)}"
                          + (" ('hur' needs ERA5 relative humidity, not part of the download)" if "hur" in unknown else ""))
+    if next_month_file is None:
+        raise InputError(f"LMDZ nudging files {sorted(str(p) for p in out_paths.values())}: the next month's ERA5 file is missing; "
+                         "the month's last 6 hours interpolate toward its first analysis (extend period.end to the next month's 00 UTC)")
     for var, path in out_paths.items():
         kind = LMDZ_VARS[var][3]
         check_era5_file(month_file[kind], kind)
-        if next_month_file is not None:
-            check_era5_file(next_month_file[kind], kind)
+        check_era5_file(next_month_file[kind], kind)
     with tempfile.TemporaryDirectory(prefix="lmdz-forcing.") as tmpdir:
         tmp = Path(tmpdir)
         for var, path in out_paths.items():
@@ -87,16 +95,18 @@ def write_lmdz_forcing(
             lon, lat = lmdz_points(iim, jjm, point)
             grid = tmp / f"grid_{point}.txt"
             grid.write_text(cdo_grid_text(lon, lat))
-            src = [f"-selname,{era5_name}", str(month_file[kind])]
-            if next_month_file is not None:  # the month plus the next month's first analysis
-                merged = tmp / f"{var}_merged.nc"
-                cdo("-f", "nc4", "mergetime", f"-selname,{era5_name}", str(month_file[kind]), "-seltimestep,1", f"-selname,{era5_name}", str(next_month_file[kind]), str(merged))
-                src = [str(merged)]
+            merged = tmp / f"{var}_merged.nc"  # the month plus the next month's first analysis
+            cdo("-f", "nc4", "mergetime", f"-selname,{era5_name}", str(month_file[kind]), "-seltimestep,1", f"-selname,{era5_name}", str(next_month_file[kind]), str(merged))
             remapped = tmp / f"{var}_remapped.nc"
-            cdo("-f", "nc4", f"{CDO_METHODS[method]},{grid}", *src, str(remapped))
+            cdo("-f", "nc4", f"{CDO_METHODS[method]},{grid}", str(merged), str(remapped))
             with xr.open_dataset(remapped) as ds:
                 tdim = next(d for d in ("valid_time", "time") if d in ds.dims)
                 da = ds[era5_name].load()
+            times = da[tdim].values
+            if times.size < 2 or times[-1] - times[-2] != np.timedelta64(6, "h"):
+                raise InputError(f"{next_month_file[kind]}: its first record ({times[-1]}) is not the analysis 6 h after "
+                                 f"the month's last ({times[-2] if times.size > 1 else 'none'}) in {month_file[kind]}: "
+                                 "LMDZ would interpolate the month's last 6 hours toward the wrong state")
             da = da.sortby("lat", ascending=False) if "lat" in da.dims else da
             dims = {tdim: "TIME", "lat": "LAT", "lon": "LON"}
             zdim = next((d for d in da.dims if d not in dims), None)
@@ -108,6 +118,12 @@ def write_lmdz_forcing(
                 levels = np.asarray(ds[zdim].values if zdim in ds else da["LEVEL"].values, np.float64)
                 units = str(ds[zdim].attrs.get("units", "hPa")).lower() if zdim in ds else "hpa"
                 out = out.assign_coords(LEVEL=("LEVEL", levels / 100.0 if units in ("pa", "pascal") else levels, {"units": "hPa", "long_name": "pressure level"}))
+            if zdim is not None:  # the order guide_invertp expects (docstring), checked on what is written
+                out = out.sortby("LEVEL", ascending=invert_p)
+                step = np.diff(out["LEVEL"].values)
+                if not (np.all(step > 0) if invert_p else np.all(step < 0)):
+                    raise InputError(f"{month_file[kind]}: pressure levels {out['LEVEL'].values.tolist()} are not distinct")
+                out["LEVEL"].attrs["order"] = "top first (guide_invertp=y)" if invert_p else "surface first (guide_invertp=n)"
             out = out.assign_coords(LAT=("LAT", lat, {"units": "degrees_north"}), LON=("LON", lon, {"units": "degrees_east"}))
             out.attrs.update({"title": f"ERA5 {era5_name} for LMDZ nudging ({lmdz_name}), {point} points of the {iim}x{jjm} grid", "regrid": CDO_METHODS[method]})
             with atomic_path(path) as t:

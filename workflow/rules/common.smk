@@ -8,6 +8,7 @@ import re
 
 from nudgeml.cds import era5_suffix
 from nudgeml.config import expand_path, months_between
+from nudgeml.gcm.registry import backend_of, slurm_resources
 from nudgeml.models.registry import MODEL_KINDS
 from nudgeml.naming import (
     MEAN_CHAINS,
@@ -41,6 +42,7 @@ USES_MEAN = any(spec["correction"] in ("mean", "ml") for spec in config["free_ru
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 ERA5_EXT = era5_suffix(config["era5"])  # .grib for era5.cds.data_format: grib, else .nc
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
+BACKEND = backend_of(config)  # the GCM the nudged and free_run jobs run (nudgeml.gcm.registry)
 
 
 wildcard_constraints:
@@ -61,6 +63,20 @@ def res(rule_name):
     """mem_mb / runtime of a rule from config['resources'] (profiles map them to SLURM)."""
     r = config["resources"][rule_name]
     return {"mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+
+
+def gcm_res(rule_name):
+    """res() of a GCM run (nudged, free_run): for an MPI backend also its tasks, CPUs per task, nodes
+    and mpi=srun, from the lmdz block (the backend decides how its job is launched, not the profile)."""
+    return {**res(rule_name), **slurm_resources(config)}
+
+
+def gpu_envmodules():
+    """The modules a GPU job loads in itself (Snakemake's env-modules, on in the jeanzay profile):
+    config envmodules.gpu.<kind>, the kind being the GPU the jeanzay profile asks for (NUDGEML_JZ_GPU,
+    default v100): an A100/H100 node needs arch/a100 or arch/h100 before pytorch-gpu."""
+    kinds = config.get("envmodules", {}).get("gpu", {})
+    return kinds.get(os.environ.get("NUDGEML_JZ_GPU", "v100"), [])
 
 
 def threads_of(rule_name):
@@ -99,6 +115,14 @@ def replay_params():
     }
 
 
+def nudged_params():
+    """The guided run's keys: the stand-in's period/model/nudging; LMDZ's job kit block, the relaxation
+    time it defaults to and where the job renders its run kit."""
+    if BACKEND.needs_lmdz_block:
+        return {"lmdz": config["lmdz"], "tau_hours": config["nudging"]["tau_hours"], "kit_dir": f"{OUT}/lmdz/kit"}
+    return sections("period", "model", "nudging", "jax_cache_dir")
+
+
 def free_run_params(wildcards):
     """What one free run (or member) reads: its own entry of free_runs.runs, the shared free_runs keys,
     the model and the JAX cache; the column layout only for an ML run (the others never call a model)
@@ -109,6 +133,13 @@ def free_run_params(wildcards):
         free_runs["perturbation_k"] = config["free_runs"]["perturbation_k"]
     spec = config["free_runs"]["runs"][name]
     free_runs["runs"] = {name: spec}
+    if BACKEND.needs_lmdz_block:  # LMDZ: its own run's entry, the kit block (a free run reads no forcing)
+        return {
+            "free_runs": free_runs,
+            "lmdz": config["lmdz"],
+            "tau_hours": config["nudging"]["tau_hours"],
+            "kit_dir": f"{OUT}/lmdz/kit",
+        }
     names = ("model", "jax_cache_dir") + (("columns",) if spec["correction"] == "ml" else ())
     return {"free_runs": free_runs, **sections(*names)}
 
@@ -217,12 +248,20 @@ def nudged_iter_inputs(wildcards):
     return files
 
 
+def nudged_inputs(wildcards):
+    """The guided run reads the nudging files of its backend: the stand-in's regridded forcing, or
+    LMDZ's (lmdz_forcing, on LMDZ's grid)."""
+    if BACKEND.forcing == "lmdz":
+        return {"forcing": LMDZ_FORCING}
+    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
+
+
 def free_run_inputs(wildcards):
     spec = config["free_runs"]["runs"][split_member(wildcards.run)[0]]
-    files = {
-        "grid": rules.model_grid.output.nc,
-        "forcing": forcing_files(FREE_MONTHS[:1]),
-    }
+    if BACKEND.forcing == "lmdz":  # LMDZ starts from the guided run's restart at free_runs.start
+        files = {"nudged": rules.nudged.output.histhf}
+    else:
+        files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
     if spec["correction"] in ("mean", "ml"):
         files["mean"] = rules.mean_tendency.output.nc
     if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
@@ -269,6 +308,10 @@ def lmdz_forcing_inputs(wildcards):
     kinds = ("pressure_levels", "single_levels")
     files = {k: f"{ERA5_DIR}/{k}/{month}{ERA5_EXT}" for k in kinds}
     i = MONTHS.index(month)
-    if i + 1 < len(MONTHS):  # the next month's first analysis closes the month
-        files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}{ERA5_EXT}" for k in kinds})
+    if i + 1 == len(MONTHS):  # LMDZ would hold the month's last record for its last 6 hours
+        raise ValueError(
+            f"LMDZ nudging files of {month}: the next month's first analysis is needed and "
+            f"period.end ({config['period']['end']}) stops before it; end period at the next month's 00 UTC"
+        )
+    files.update({f"next_{k}": f"{ERA5_DIR}/{k}/{MONTHS[i + 1]}{ERA5_EXT}" for k in kinds})
     return files

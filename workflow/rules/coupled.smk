@@ -34,8 +34,9 @@ rule free_run:
         "../../envs/nudgeml.yaml"
     threads: threads_of("free_run")
     resources:
-        **res("free_run"),
+        **gcm_res("free_run"),
     params:
+        backend=config["backend"],
         cfg=free_run_params,  # its own run's entry, not the other runs'
     script:
         "../scripts/coupled.py"

@@ -66,6 +66,8 @@ rule train_iter:
         f"{OUT}/benchmarks/train_{{model}}_k{{k}}.tsv"
     conda:
         "../../envs/nudgeml.yaml"
+    envmodules:
+        *gpu_envmodules(),
     threads: threads_of("train")
     resources:
         **res("train"),

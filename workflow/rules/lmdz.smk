@@ -24,6 +24,7 @@ if "lmdz" in config:
         params:
             grid=lmdz_grid_size(LMDZ),
             method=config["regrid"]["method"],
+            invert_p=LMDZ["nudging"].get("invert_p", False),  # guide_invertp: the LEVEL order LMDZ expects
         script:
             "../scripts/lmdz_forcing.py"
 

@@ -1,10 +1,11 @@
 # Nudged run: the model relaxed toward ERA5 u, v; its relaxation tendency is the training target.
+# The model is the backend's (config `backend`, nudgeml.gcm.registry): the stand-in in this job's
+# process, or LMDZ's gcm.e run by the job kit with srun inside this rule's SLURM job.
 
 
 rule nudged:
     input:
-        grid=rules.model_grid.output.nc,
-        forcing=forcing_files(),
+        unpack(nudged_inputs),
     output:
         histhf=f"{OUT}/nudged/histhf.nc",
         guide=f"{OUT}/nudged/guide_ins.nc",
@@ -16,8 +17,9 @@ rule nudged:
         "../../envs/nudgeml.yaml"
     threads: threads_of("nudged")
     resources:
-        **res("nudged"),
+        **gcm_res("nudged"),
     params:
-        cfg=sections("period", "model", "nudging", "jax_cache_dir"),
+        backend=config["backend"],
+        cfg=nudged_params(),
     script:
         "../scripts/nudged.py"

@@ -14,6 +14,8 @@ rule train:
         f"{OUT}/benchmarks/train_{{model}}.tsv"
     conda:
         "../../envs/nudgeml.yaml"
+    envmodules:
+        *gpu_envmodules(),
     threads: threads_of("train")
     resources:
         **res("train"),

@@ -1,0 +1,140 @@
+"""The GCM backends (config key ``backend``): which model the ``nudged`` and ``free_run`` jobs run.
+
+One registry, :data:`BACKENDS`. Each backend says how its guided (nudged) run and its free runs are run
+(the dotted path of a runner, imported only inside the job: this module is light, the rule files import
+it at parse time), which workflow files those jobs need, and how SLURM must launch them. Every backend
+writes the same two outputs per run, a history ``histhf.nc`` and, for the guided run, ``guide_ins.nc``,
+in LMDZ's conventions (``docs/lmdz-conventions.md``), so the same extract / shard / train / export /
+report stages read any backend's runs.
+
+- ``standin``: the jcm stand-in GCM, run inside the job's Python process (``nudgeml.nudged``,
+  ``nudgeml.coupled``).
+- ``lmdz``: LMDZ6's ``gcm.e`` on Jean Zay. The job renders the job kit's run directory
+  (:mod:`nudgeml.lmdz`) and runs its month-by-month script inside the rule's own SLURM job, whose
+  ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
+  are then joined into the rule's outputs.
+- ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Registered so that
+  ``backend: lmdze`` validates and dry-runs; its runners stop with one line (the build missing, or the
+  workflow's LMDZE run not written yet: its start/limit files from the truth, issue 15 item 2). Until
+  then its jobs read the stand-in's inputs (``forcing="standin"``), not the ``lmdz`` block.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nudgeml.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GcmBackend:
+    name: str
+    description: str
+    guided: str  # "module:function" running the guided (nudged) run
+    free: str  # "module:function" running one free run
+    needs_lmdz_block: bool  # reads the `lmdz:` block (the job kit's settings)
+    mpi: bool  # the job launches MPI tasks with srun: SLURM must give it tasks, not threads
+    forcing: str  # which nudging files the guided run reads: "standin" (forcing/*.nc) or "lmdz" (lmdz_forcing)
+    ensembles: bool  # free-run members > 0 (perturbed initial states) are supported
+    iterations: bool  # corrected nudged runs (iterative training) and replay targets are supported
+
+    def runner(self, which: str) -> Callable[..., Any]:
+        """The guided (``which="guided"``) or free (``"free"``) runner, imported now."""
+        module, _, func = getattr(self, which).partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+BACKENDS: dict[str, GcmBackend] = {
+    b.name: b
+    for b in (
+        GcmBackend("standin", "jcm stand-in GCM (SPEEDY physics on a JAX spectral core), in the job's process",
+                   guided="nudgeml.gcm.runners:standin_guided", free="nudgeml.gcm.runners:standin_free", needs_lmdz_block=False,
+                   mpi=False, forcing="standin", ensembles=True, iterations=True),
+        GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
+                   guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
+                   needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False),
+        GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
+                   guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
+                   needs_lmdz_block=False, mpi=False, forcing="standin", ensembles=False, iterations=False),
+    )
+}
+
+
+def backend_of(config: Mapping[str, Any]) -> GcmBackend:
+    name = config.get("backend", "standin")
+    if name not in BACKENDS:
+        raise ConfigError(f"config key 'backend' is {name!r}; known backends: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def slurm_resources(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What SLURM must give a GCM job beyond mem_mb/runtime: for an MPI backend, ``tasks`` x
+    ``cpus_per_task`` on whole nodes and ``mpi=srun`` (the SLURM executor then runs the job as it is,
+    and the job's own srun starts the tasks); nothing for a one-process backend (the executor gives it
+    the rule's threads)."""
+    backend = backend_of(config)
+    if not backend.mpi:
+        return {}
+    lm = config["lmdz"]
+    tasks, omp = lm.get("mpi_tasks", 40), lm.get("omp_threads", 8)
+    per_node = lm.get("slurm", {}).get("cores_per_node", 40)
+    return {"tasks": tasks, "cpus_per_task": omp, "nodes": -(-tasks * omp // per_node), "mpi": "srun"}
+
+
+def check_backend(config: Mapping[str, Any]) -> None:
+    """The configuration a backend can run, one error naming the key: an LMDZ backend needs the
+    ``lmdz`` block, guided and free months that are the workflow's (``period``, ``free_runs``), the
+    next month's first analysis for the last guided month, and only what it supports (no perturbed
+    ensemble members, no iterative training or replay targets: those run the stand-in)."""
+    backend = backend_of(config)
+    if backend.needs_lmdz_block:
+        if "lmdz" not in config:
+            raise ConfigError(f"config key 'lmdz' is required by backend {backend.name!r} (example: lmdz/config.example.yaml)")
+        _check_lmdz_months(config)
+    if not backend.ensembles:
+        for name, spec in config["free_runs"]["runs"].items():
+            if spec.get("members", 1) > 1:
+                raise ConfigError(f"config key 'free_runs.runs.{name}.members' is {spec['members']}: backend {backend.name!r} "
+                                  "has no perturbed initial states; use 1")
+    if not backend.iterations:
+        for name, spec in config["free_runs"]["runs"].items():
+            for key in ("iterations", "mean_residual"):
+                if spec.get(key):
+                    raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' needs corrected nudged runs, which backend {backend.name!r} does not run")
+        for name, section in config.get("models", {}).items():
+            if name in config.get("train", {}).get("models", []) and (section.get("iterations") or section.get("target", "nudging") != "nudging"):
+                raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run or a replay, which backend {backend.name!r} does not run; "
+                                  "use target: nudging without iterations")
+
+
+def _month(t: Any) -> str:
+    return str(t)[:7]
+
+
+def _next_month(m: str) -> str:
+    y, mo = int(m[:4]), int(m[5:7])
+    return f"{y + mo // 12:04d}-{mo % 12 + 1:02d}"
+
+
+def _check_lmdz_months(config: Mapping[str, Any]) -> None:
+    lm, period, free = config["lmdz"], config["period"], config["free_runs"]
+    # LMDZ runs whole months; the guided months are those of period, whose end is the next month's first
+    # analysis (LMDZ interpolates a month's last 6 hours toward it: without it LMDZ would hold the last record)
+    if not str(period["end"]).startswith(f"{_month(period['end'])}-01T00"):
+        raise ConfigError(f"config key 'period.end' ({period['end']}) must be the first analysis of a month with backend 'lmdz': "
+                          "the last guided month needs the next month's first record")
+    want = {"start": f"{_month(period['start'])}-01", "end": f"{_month(period['end'])}-01"}
+    if not str(period["start"]).startswith(want["start"] + "T00"):
+        raise ConfigError(f"config key 'period.start' ({period['start']}) must be the first analysis of a month with backend 'lmdz'")
+    got = {k: str(lm["guided"][k])[:10] for k in ("start", "end")}
+    if got != want:
+        raise ConfigError(f"config key 'lmdz.guided' ({got['start']} - {got['end']}) must be period's months ({want['start']} - {want['end']}, end exclusive)")
+    fwant = {"start": f"{_month(free['start'])}-01", "end": f"{_next_month(_month(free['end']))}-01"}
+    if not str(free["start"]).startswith(fwant["start"] + "T00"):
+        raise ConfigError(f"config key 'free_runs.start' ({free['start']}) must be the first analysis of a month with backend 'lmdz'")
+    fgot = {k: str(lm["free"][k])[:10] for k in ("start", "end")}
+    if fgot != fwant:
+        raise ConfigError(f"config key 'lmdz.free' ({fgot['start']} - {fgot['end']}) must be free_runs' months ({fwant['start']} - {fwant['end']}, end exclusive)")

@@ -1,0 +1,188 @@
+"""The runners of the GCM backends (:mod:`nudgeml.gcm.registry`): one guided and one free runner each.
+
+Every runner takes ``(cfg, inputs, outputs)`` (the free ones also the run name): ``cfg`` the
+configuration keys its job reads (the rule's params), ``inputs``/``outputs`` the rule's named files.
+Heavy imports (JAX, xarray) happen inside the runner, in the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nudgeml.errors import InputError, RunFailed
+
+log = logging.getLogger(__name__)
+
+Files = Mapping[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------
+# standin: the jcm GCM in this process (nudgeml.nudged, nudgeml.coupled, unchanged)
+# ------------------------------------------------------------------------------------------------
+
+
+def standin_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    from nudgeml.nudged import run_nudged
+
+    run_nudged(cfg, inputs["grid"], list(inputs["forcing"]), outputs["histhf"], outputs["guide"])
+
+
+def standin_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
+    from nudgeml.coupled import run_free
+    from nudgeml.mean_tendency import training_blocks
+
+    run_free(
+        cfg, run, inputs["grid"], list(inputs["forcing"]), outputs["histhf"], outputs["status"],
+        mean_file=inputs.get("mean"),
+        model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
+        nudged_histhf=inputs.get("nudged"),
+        training=training_blocks(inputs["store"]) if "store" in inputs else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# lmdz: LMDZ6's gcm.e, run by the job kit's script inside this SLURM job
+# ------------------------------------------------------------------------------------------------
+
+
+def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str, Any] | None = None,
+               *, mean_file: str | None = None, model_dir: str | None = None):
+    """The job kit's configuration of one run: the ``lmdz`` block with, for a free run, the workflow's
+    free run (its correction, the mean tendency and the model this workflow made) as its only run."""
+    from nudgeml.lmdz import LmdzJobConfig
+
+    block = json.loads(json.dumps(cfg["lmdz"]))  # a deep copy of plain data
+    block["free"]["start_from"] = "guided"  # free runs start from the guided run's state at free_runs.start
+    if run is not None:
+        assert spec is not None
+        entry: dict[str, Any] = {"correction": spec["correction"]}
+        if spec["correction"] == "ml":
+            entry["model"] = str(Path(model_dir).resolve()) if model_dir else ""
+        block["free"]["runs"] = {run: entry}
+        if mean_file:  # the job runs in the LMDZ run directory: absolute paths
+            block.setdefault("correction", {})["mean_file"] = str(Path(mean_file).resolve())
+        if spec.get("backend"):
+            block.setdefault("correction", {})["backend"] = spec["backend"]
+    return LmdzJobConfig.from_dict(block, tau_hours=cfg["tau_hours"])
+
+
+def run_kit_jobs(job_scripts: Sequence[Path], log_dir: Path) -> None:
+    """Run a rendered run's job scripts one after the other in this (SLURM) job.
+
+    A kit script is a batch script: its ``#SBATCH`` lines are comments to bash, its ``srun`` starts
+    LMDZ's MPI tasks in the allocation Snakemake's SLURM executor made for this rule. A month already
+    done (``output/<YYYYMM>/.done``) is skipped, so rerunning the rule after a time-out resumes.
+    """
+    for job in job_scripts:
+        out = log_dir / f"{job.stem}.out"
+        t0 = time.monotonic()
+        log.info("running %s (log %s)", job, out)
+        with out.open("w") as fh:
+            res = subprocess.run(["bash", str(job)], stdout=fh, stderr=subprocess.STDOUT, check=False)
+        if res.returncode != 0:
+            tail = out.read_text().strip().splitlines()[-5:]
+            raise RunFailed(f"LMDZ job {job} failed (exit {res.returncode}), see {out}: " + " | ".join(tail))
+        log.info("%s done in %.0f s", job.name, time.monotonic() - t0)
+
+
+def month_outputs(run_dir: Path, tags: Sequence[str], name: str) -> list[Path]:
+    """``<run_dir>/output/<YYYYMM>/<name>`` of every month, each required."""
+    files = [run_dir / "output" / tag / name for tag in tags]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"LMDZ wrote no {name} for {len(missing)} month(s): {', '.join(missing[:3])}"
+                         " (check lmdz.outputs and the history output configured in the reference output.def)")
+    return files
+
+
+def join_months(files: Sequence[Path], out: str | os.PathLike[str]) -> None:
+    """The months' files as one, in time order, written atomically. xarray, not ``cdo mergetime``:
+    cdo merges a guide file's identical u and v grids (``LATU``/``LATV``) into one, and the guide
+    reader needs both. Variables without the time axis (``cu``, ``cv``) come from the first month."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.atomic import atomic_path
+
+    with xr.open_dataset(files[0]) as first:
+        tdim = next((d for d in ("time_counter", "TIME", "time") if d in first.dims), None)
+    if tdim is None:
+        raise InputError(f"{files[0]}: no time axis (time_counter or TIME)")
+    with xr.open_mfdataset([str(f) for f in files], combine="nested", concat_dim=tdim, data_vars="minimal",
+                           coords="minimal", compat="override", join="exact") as ds:
+        times = ds[tdim].values
+        if times.size > 1 and not np.all(np.diff(times) > np.timedelta64(0)):
+            raise InputError(f"the months' times are not increasing ({files[0].parent.parent}): a month ran twice or out of order")
+        with atomic_path(out) as tmp:
+            ds.to_netcdf(tmp)
+
+
+def _run_lmdz(kit, kit_dir: Path, run: str) -> tuple[Path, list[str]]:
+    from nudgeml.lmdz import month_segments, render_jobs
+
+    paths = render_jobs(kit, kit_dir, runs=(run,))
+    jobs = sorted(p for p in paths if p.suffix == ".slurm")
+    run_kit_jobs(jobs, kit_dir / run)
+    period = kit.guided if run == "guided" else kit.free
+    tags = [m.tag for m in month_segments(period, kit.calendar)]
+    return Path(os.path.expandvars(kit.run_root)) / run, tags
+
+
+def lmdz_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    """The guided run: the kit's ``guided`` run, then its months' ``histhf.nc`` and ``guide_ins.nc``
+    (``guide_sav``) joined into the rule's outputs, which extract reads like the stand-in's."""
+    kit = kit_config(cfg)
+    run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), "guided")
+    join_months(month_outputs(run_dir, tags, "histhf.nc"), outputs["histhf"])
+    join_months(month_outputs(run_dir, tags, "guide_ins.nc"), outputs["guide"])
+
+
+def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
+    """One free run: control (no correction), mean tendency (the kit's ``nudgeml_mean.nc``) or ML
+    (the exported model through the bridge's ``nudgeml.def``); its months' histories joined."""
+    from nudgeml.atomic import write_text_atomic
+
+    spec = cfg["free_runs"]["runs"][run]
+    model_dir = str(Path(inputs["manifest"]).parent) if "manifest" in inputs else None
+    kit = kit_config(cfg, run, spec, mean_file=inputs.get("mean"), model_dir=model_dir)
+    t0 = time.monotonic()
+    run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), run)
+    join_months(month_outputs(run_dir, tags, "histhf.nc"), outputs["histhf"])
+    status = {"run": run, "name": run, "member": 0, "correction": spec["correction"], "status": "ok",
+              "backend": "lmdz", "months": len(tags), "wall_s": time.monotonic() - t0}
+    write_text_atomic(outputs["status"], json.dumps(status, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# lmdze: LMDZE built by scripts/build_lmdze.sh
+# ------------------------------------------------------------------------------------------------
+
+
+def lmdze_executable() -> Path:
+    from nudgeml.lmdze_build import DEFAULT_BUILD_DIR
+
+    return DEFAULT_BUILD_DIR / "work" / "LMDZE" / "dyn3d" / "gcm"
+
+
+def _lmdze_unavailable() -> RunFailed:
+    gcm = lmdze_executable()
+    if not gcm.is_file():
+        return RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {gcm} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
+    # Built, but the workflow's LMDZE run (start/limit files from the truth, ce0l, the guided and free
+    # runs) is issue 15's item 2, not written yet: say so rather than run something else.
+    return RunFailed(f"backend 'lmdze': LMDZE is built ({gcm}) but the workflow cannot run it yet (issue 15, item 2)")
+
+
+def lmdze_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    raise _lmdze_unavailable()
+
+
+def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
+    raise _lmdze_unavailable()

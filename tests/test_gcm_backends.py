@@ -1,0 +1,256 @@
+"""The GCM backends registry (nudgeml.gcm.registry): its configuration rules, the lmdz backend's job
+(the job kit run by a fake LMDZ, its months joined for extract), the lmdze backend's one-line failure,
+and the Jean Zay dry run with backend lmdz (no SLURM needed: Snakemake only renders the jobs)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from factories import write_history
+from nudgeml import lmdze_build
+from nudgeml.checks import validate
+from nudgeml.config import read_config
+from nudgeml.conventions import read_guide, read_histhf
+from nudgeml.errors import ConfigError, InputError, RunFailed
+from nudgeml.gcm import runners
+from nudgeml.gcm.registry import BACKENDS, backend_of, slurm_resources
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "jeanzay"
+PROJECT = "nud"
+
+
+@pytest.fixture()
+def jz_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """The variables config/jeanzay.yaml reads, pointed into the sandbox."""
+    env = {"NUDGEML_JZ_PROJECT": PROJECT, "WORK": str(tmp_path / "work"), "SCRATCH": str(tmp_path / "scratch")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("NUDGEML_JZ_GPU", raising=False)
+    return env
+
+
+def jeanzay_config() -> dict:
+    return read_config(REPO / "config" / "config.yaml", yaml.safe_load((REPO / "config" / "jeanzay.yaml").read_text()))
+
+
+# ------------------------------------------------------------------------------------------------
+# The registry and its configuration rules
+# ------------------------------------------------------------------------------------------------
+
+
+def test_registry_names_three_backends_and_their_runners():
+    assert set(BACKENDS) == {"standin", "lmdz", "lmdze"}
+    for b in BACKENDS.values():
+        assert callable(b.runner("guided")) and callable(b.runner("free"))
+    assert BACKENDS["lmdz"].mpi and not BACKENDS["standin"].mpi
+    with pytest.raises(ConfigError, match="'backend' is 'speedy'"):
+        backend_of({"backend": "speedy"})
+
+
+def test_jeanzay_config_is_lmdz_and_valid(jz_env):
+    config = jeanzay_config()
+    validate(config)
+    assert config["backend"] == "lmdz"
+    # 40 tasks x 8 threads on 40-core nodes: 8 whole nodes, launched by the job's own srun
+    assert slurm_resources(config) == {"tasks": 40, "cpus_per_task": 8, "nodes": 8, "mpi": "srun"}
+    assert slurm_resources({**config, "backend": "standin"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.pop("lmdz"), "'lmdz' is required by backend 'lmdz'"),
+        (lambda c: c["free_runs"]["runs"]["control"].update(members=3), "'free_runs.runs.control.members' is 3"),
+        (lambda c: c["lmdz"]["guided"].update(start="2011-01-01"), "'lmdz.guided' .* must be period's months"),
+        (lambda c: c["lmdz"]["free"].update(end="2016-12-01"), "'lmdz.free' .* must be free_runs' months"),
+        # the last guided month needs the next month's first record: period must end on it
+        (lambda c: c["period"].update(end="2016-12-31T18:00"), "'period.end' .* next month's first record"),
+        (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
+    ],
+)
+def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
+    config = copy.deepcopy(jeanzay_config())
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_lmdz_account_takes_the_profile_project(jz_env, monkeypatch):
+    from nudgeml.lmdz import LmdzJobConfig
+
+    block = jeanzay_config()["lmdz"]
+    assert LmdzJobConfig.from_dict(block, tau_hours=6.0).slurm.account == f"{PROJECT}@cpu"
+    monkeypatch.delenv("NUDGEML_JZ_PROJECT")
+    with pytest.raises(ValueError, match="slurm.account' is '\\$NUDGEML_JZ_PROJECT@cpu' but the environment variable NUDGEML_JZ_PROJECT is not set"):
+        LmdzJobConfig.from_dict(block, tau_hours=6.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# lmdze: one clear line while the build is missing
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lmdze_without_its_build_fails_in_one_line_naming_where_the_build_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", tmp_path / "build" / "lmdze")
+    for which, args in (("guided", ({}, {}, {})), ("free", ({}, "control", {}, {}))):
+        with pytest.raises(RunFailed) as err:
+            BACKENDS["lmdze"].runner(which)(*args)
+        msg = str(err.value)
+        assert "\n" not in msg and "LMDZE build is missing" in msg and "scripts/build_lmdze.sh" in msg
+        assert str(tmp_path / "build" / "lmdze" / "work" / "LMDZE" / "dyn3d" / "gcm") in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# lmdz: the rule's job runs the kit's script (fake LMDZ and srun), joins the months for extract
+# ------------------------------------------------------------------------------------------------
+
+FAKE_GCM = """#!/bin/bash
+# Fake LMDZ: checks the run directory as gcm.e would, writes the month's history (and guide_ins.nc
+# when nudging) from $FAKE_HIST/<anneeref><month> and the restart files.
+set -eu
+for f in start.nc startphy.nc limit.nc run.def gcm.def nudgeml.def; do [ -e "$f" ] || { echo "no $f"; exit 3; }; done
+get() { sed -n "s/^$1=//p" run.def; }
+day=$(get dayref); year=$(get anneeref)
+month=$(date -d "$year-01-01 +$((day - 1)) days" +%m)
+src="$FAKE_HIST/$year$month"
+echo "$(grep '^nudgeml_mode' nudgeml.def) $year$month from $(cat start.nc)" >> "$FAKE_LOG"
+cp "$src/histhf.nc" histhf.nc
+if grep -q '^INCLUDEDEF=guide.def' run.def; then
+  [ -e u.nc ] && [ -e v.nc ] || { echo "no nudging files"; exit 4; }
+  cp "$src/guide_ins.nc" guide_ins.nc
+fi
+echo "end of $year$month" > restart.nc
+cp restart.nc restartphy.nc
+"""
+
+
+def _month_files(root: Path, tag: str, day0: int) -> None:
+    """Two days of LMDZ-convention history and guide files for month ``tag``, starting ``day0`` days
+    after 2000-01-01 (the factory's epoch), written through the project's writers and shifted in time
+    (xarray: cdo would merge the guide file's identical u and v grids)."""
+    tmp = root / f"raw{tag}"
+    write_history(tmp, nlat=4, nlon=8, nlev=3, ntime=8)
+    (root / tag).mkdir(parents=True)
+    for f, tdim in (("histhf.nc", "time_counter"), ("guide_ins.nc", "TIME")):
+        with xr.open_dataset(tmp / f) as ds:
+            ds.assign_coords({tdim: ds[tdim] + np.timedelta64(day0, "D")}).to_netcdf(root / tag / f)
+
+
+@pytest.fixture()
+def lmdz_world(tmp_path, jz_env, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"gcm.e": FAKE_GCM, "srun": '#!/bin/bash\nexec "$@"\n', "module": "#!/bin/bash\nexit 0\n"}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755 | stat.S_IXUSR)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for f in ("start.nc", "startphy.nc", "limit.nc", "gcm.def", "physiq.def", "config.def", "output.def"):
+        (ref / f).write_text(f"# {f}\n")
+    (ref / "gcm.def").write_text("# gcm.def\nday_step=480\niperiod=5\n")  # 480/4 = 120 steps, 24 Matsuno steps
+    forcing = tmp_path / "forcing"
+    forcing.mkdir()
+    hist = tmp_path / "hist"
+    for i, tag in enumerate(("200001", "200002", "200003")):
+        for var in ("u", "v"):
+            (forcing / f"{var}_{tag}.nc").write_text(var)
+        _month_files(hist, tag, (0, 31, 60)[i])
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
+    monkeypatch.setenv("FAKE_HIST", str(hist))
+    block = jeanzay_config()["lmdz"]
+    block.update(executable=str(bin_dir / "gcm.e"), reference_dir=str(ref), run_root=str(tmp_path / "runs"), months_per_job=2)
+    block["nudging"]["forcing_dir"] = str(forcing)
+    block["guided"] = {"start": "2000-01-01", "end": "2000-03-01"}
+    block["free"] = {"start": "2000-02-01", "end": "2000-04-01", "runs": {"control": {"correction": "none"}}}
+    return {"lmdz": block, "tau_hours": 6.0, "kit_dir": str(tmp_path / "kit")}
+
+
+def test_lmdz_guided_job_runs_the_kit_and_joins_the_months_for_extract(lmdz_world, tmp_path):
+    out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log == ["nudgeml_mode=0 200001 from # start.nc", "nudgeml_mode=0 200002 from end of 200001"]
+    # the state the free runs start from (free_runs.start 2000-02) is kept
+    assert (tmp_path / "runs" / "guided" / "output" / "200001" / "start.nc").read_text() == "end of 200001\n"
+    hist = read_histhf(out["histhf"])
+    guide = read_guide(out["guide"])
+    assert hist.sizes["time"] == guide.sizes["time"] == 16  # two months of 8 windows, in order
+    assert np.all(np.diff(hist["time"].values) > np.timedelta64(0))
+    assert hist["time"].values[8] == np.datetime64("2000-02-01T00:00")
+    # the joined files carry each month's values unchanged
+    first = read_guide(tmp_path / "hist" / "200002" / "guide_ins.nc")
+    np.testing.assert_array_equal(guide["du"].values[8:], first["du"].values)
+    # a rerun resumes: the months done are not run again
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    assert len((tmp_path / "log").read_text().splitlines()) == 2
+
+
+def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
+    (tmp_path / "mean.nc").write_text("mean")
+    cfg = {**lmdz_world, "free_runs": {"runs": {"mean": {"correction": "mean", "climatology": "annual"}}}}
+    out = {"histhf": tmp_path / "free" / "histhf.nc", "status": tmp_path / "free" / "status.json"}
+    with pytest.raises(RunFailed, match="the guided run's restart is missing"):  # the guided run first
+        BACKENDS["lmdz"].runner("free")(cfg, "mean", {"mean": str(tmp_path / "mean.nc"), "nudged": "x"}, out)
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, {"histhf": tmp_path / "g" / "histhf.nc", "guide": tmp_path / "g" / "guide_ins.nc"})
+    BACKENDS["lmdz"].runner("free")(cfg, "mean", {"mean": str(tmp_path / "mean.nc"), "nudged": "x"}, out)
+    # it starts from the guided run's state at free_runs.start, not from the reference start.nc
+    assert (tmp_path / "log").read_text().splitlines()[2:] == ["nudgeml_mode=1 200002 from end of 200001", "nudgeml_mode=1 200003 from end of 200002"]
+    assert (tmp_path / "runs" / "mean" / "nudgeml_mean.nc").read_text() == "mean"
+    assert read_histhf(out["histhf"]).sizes["time"] == 16
+    status = yaml.safe_load(out["status"].read_text())
+    assert status["status"] == "ok" and status["correction"] == "mean" and status["months"] == 2
+
+
+def test_a_failing_month_fails_the_job_and_names_its_log(lmdz_world, tmp_path):
+    (tmp_path / "hist" / "200002" / "histhf.nc").unlink()
+    out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
+    with pytest.raises(RunFailed, match=r"LMDZ job .*job_001.slurm failed .*LMDZ failed for 200002"):
+        BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    assert not out["histhf"].exists() and not out["guide"].exists()
+
+
+def test_missing_month_history_is_named(tmp_path):
+    with pytest.raises(InputError, match="LMDZ wrote no histhf.nc for 1 month"):
+        runners.month_outputs(tmp_path, ["200001"], "histhf.nc")
+
+
+# ------------------------------------------------------------------------------------------------
+# Acceptance: the Jean Zay dry run with backend lmdz lists the LMDZ jobs, with MPI resources
+# ------------------------------------------------------------------------------------------------
+
+
+def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE), "--configfile", "config/jeanzay.yaml"],
+                         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", res.stdout, re.M)
+    counts: dict[str, int] = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    assert {"nudged", "lmdz_forcing", "extract", "shard", "train", "export", "free_run"} <= set(counts)
+    assert counts["lmdz_forcing"] == 84  # 2010-01 .. 2016-12, each with the next month's first record
+    assert counts["nudged"] == 1 and counts["free_run"] == 4  # control, mean, mean-monthly, ml-mlp
+    for rule, resources in jobs:
+        if rule in ("nudged", "free_run"):  # LMDZ's MPI job: 8 nodes, srun inside; no --mem
+            for want in ("slurm_partition=cpu_p1", f"slurm_account={PROJECT}@cpu", "tasks=40", "cpus_per_task=8", "nodes=8", "mpi=srun", "mem_mb=0,"):
+                assert want in resources, (rule, want, resources)
+        if rule == "train":
+            assert "gres=gpu:1" in resources and "mpi" not in resources
+    # the stand-in's regridded forcing is no input of the LMDZ guided run
+    nudged = re.search(r"^rule nudged:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
+    assert "forcing/lmdz/u_201001.nc" in nudged and "/forcing/2010-01.nc" not in nudged
