@@ -11,11 +11,11 @@ setup:
 run: setup
 	$(SNAKEMAKE) --cores all
 
-## lint: the workflow linted (the embedded default, then the Jean Zay overlay with the lmdz block, which
+## lint: the workflow linted (the embedded default, then the Jean Zay overlay, which runs the lmdz backend and
 ## adds the CDS and LMDZ rules; dummy $WORK/$SCRATCH, nothing is written), Snakemake files formatted, ruff
 lint: setup
 	$(SNAKEMAKE) --lint
-	WORK=/nonexistent SCRATCH=/nonexistent $(SNAKEMAKE) --lint --configfile config/jeanzay.yaml lmdz/config.example.yaml
+	WORK=/nonexistent SCRATCH=/nonexistent $(SNAKEMAKE) --lint --configfile config/jeanzay.yaml
 	.venv/bin/snakefmt --check .
 	.venv/bin/ruff check .
 
