@@ -48,6 +48,7 @@ import xarray as xr
 from nudgeml.atomic import atomic_path
 from nudgeml.config import months_between
 from nudgeml.conventions import ERA5_KINDS, check_era5_file
+from nudgeml.naming import DATA_FORMAT_SUFFIX
 from nudgeml.errors import CdsError, ConfigError, InputError
 from nudgeml.grib import check_era5_grib, is_grib
 
@@ -73,7 +74,6 @@ ERA5_PRESSURE_LEVELS_HPA = (1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 125, 150, 17
                             400, 450, 500, 550, 600, 650, 700, 750, 775, 800, 825, 850, 875, 900, 925, 950, 975, 1000)
 
 #: ``era5.cds.data_format`` -> the suffix of the ERA5 files: GRIB is the CDS's native format (nudgeml.grib)
-DATA_FORMAT_SUFFIX = {"netcdf": ".nc", "grib": ".grib"}
 
 ANALYSIS_HOURS = (0, 6, 12, 18)
 ALL_HOURS = tuple(range(24))
@@ -156,14 +156,6 @@ def build_request(kind: str, month: str, plev_hpa: Sequence[float], settings: Cd
     if settings.grid is not None:
         request["grid"] = list(settings.grid)
     return dataset, request
-
-
-def era5_suffix(era5: Mapping[str, Any]) -> str:
-    """Suffix of the ERA5 stage's files: ``.grib`` for ``source: cds`` with ``data_format: grib``, else ``.nc``
-    (the stand-in writes netCDF)."""
-    if era5.get("source") != "cds":
-        return ".nc"
-    return DATA_FORMAT_SUFFIX[(era5.get("cds") or {}).get("data_format", "netcdf")]
 
 
 def expected_times(kind: str, month: str) -> np.ndarray:

@@ -111,3 +111,15 @@ DEFAULT_LMDZ_GRID: dict[str, int] = {"iim": 144, "jjm": 142}
 def lmdz_grid_size(lmdz: Mapping[str, Any]) -> dict[str, int]:
     """``{"iim", "jjm"}`` of the ``lmdz:`` block: its ``grid`` keys over :data:`DEFAULT_LMDZ_GRID`."""
     return {**DEFAULT_LMDZ_GRID, **(lmdz.get("grid") or {})}
+
+
+# ERA5 files: the CDS's two formats (era5.cds.data_format) and the suffix each is stored under
+DATA_FORMAT_SUFFIX = {"netcdf": ".nc", "grib": ".grib"}
+
+
+def era5_suffix(era5: Mapping[str, Any]) -> str:
+    """Suffix of the ERA5 stage's files: ``.grib`` for ``source: cds`` with ``data_format: grib``, else ``.nc``
+    (the stand-in writes netCDF)."""
+    if era5.get("source") != "cds":
+        return ".nc"
+    return DATA_FORMAT_SUFFIX[(era5.get("cds") or {}).get("data_format", "netcdf")]

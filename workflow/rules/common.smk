@@ -6,7 +6,6 @@
 import os
 import re
 
-from nudgeml.cds import era5_suffix
 from nudgeml.config import expand_path, months_between
 from nudgeml.gcm.registry import backend_of, slurm_resources
 from nudgeml.models.registry import MODEL_KINDS
@@ -15,6 +14,7 @@ from nudgeml.naming import (
     chain_correction,
     chains,
     ensembles,
+    era5_suffix,
     lmdz_grid_size,
     mean_chain,
     month_file_names,
