@@ -79,6 +79,7 @@ def test_jeanzay_config_is_lmdz_and_valid(jz_env):
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
         # LMDZ's physics reads one annual mean tendency
         (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
+        (lambda c: c["lmdz"].update(calendar="earth_365d"), "'lmdz.calendar' is 'earth_365d'.* use gregorian"),
     ],
 )
 def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
@@ -141,13 +142,14 @@ cp restart.nc restartphy.nc
 IIM, JJM, LLM = 8, 4, 3
 
 
-def _month_files(root: Path, tag: str, day0: int) -> None:
+def _month_files(root: Path, tag: str, day0: int, guide_shift: int = 0) -> None:
     """Eight 6-hourly records of month ``tag`` (from ``day0`` days after 2000-01-01) as LMDZ writes
     them: ``histhf.nc`` on the physics grid (``iim`` longitudes from -180, ``jjm + 1`` latitudes north
     first with the poles, ``presnivs`` in Pa; IOIPSL's ``time_counter`` in seconds since the month's
     start) and ``guide_ins.nc`` as ``guide_out`` writes it: the staggered dynamics grid, ``TIME`` a
     dimension without values, ``SP`` on the levels, scalars on ``(LATU, LONV)``, ``cu`` = 0 and u = 0 on
-    the pole rows."""
+    the pole rows. The guide's model wind ``u`` is the history's ``vitu`` of the same record
+    (``guide_shift`` records later: guide and history written at different instants)."""
     from nudgeml.lmdz_forcing import lmdz_points
 
     (root / tag).mkdir(parents=True)
@@ -174,8 +176,10 @@ def _month_files(root: Path, tag: str, day0: int) -> None:
     du[:, :, [0, -1]] = 0.0
     dv = -1e-5 * (k + 1.0) * np.ones((1, LLM, JJM, IIM + 1))
     u4, v4, s4 = ("TIME", "LEVEL", "LATU", "LONU"), ("TIME", "LEVEL", "LATV", "LONV"), ("TIME", "LEVEL", "LATU", "LONV")
+    u_model = (k + guide_shift + presnivs[None, :, None, None] / 1e5 + lat_s[None, None, :, None] / 90.0) * np.ones((1, 1, 1, IIM + 1))
+    u_model[:, :, [0, -1]] = 0.0  # guide_out writes no u on the pole rows
     guide = xr.Dataset(
-        {"ucov": (u4, (du * 86400 * cu).astype(np.float32)), "u": (u4, 0 * du), "ua": (u4, 0 * du),
+        {"ucov": (u4, (du * 86400 * cu).astype(np.float32)), "u": (u4, u_model), "ua": (u4, 0 * du),
          "vcov": (v4, (dv * 86400 * cv).astype(np.float32)), "v": (v4, 0 * dv), "va": (v4, 0 * dv),
          "SP": (s4, np.broadcast_to(presnivs[None, :, None, None], (nt, LLM, JJM + 1, IIM + 1)).astype(np.float32)),
          "cu": (("LATU", "LONU"), cu), "cv": (("LATV", "LONV"), cv)},
@@ -275,6 +279,27 @@ def test_a_failing_month_fails_the_job_and_names_its_log(lmdz_world, tmp_path):
     (tmp_path / "hist" / "200002" / "histhf.nc").unlink()
     out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
     with pytest.raises(RunFailed, match=r"LMDZ job .*job_001.slurm failed .*LMDZ failed for 200002"):
+        BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    assert not out["histhf"].exists() and not out["guide"].exists()
+
+
+def test_guide_records_written_at_other_instants_than_the_history_are_refused(tmp_path, caplog):
+    """The join pairs guide_ins and histhf records one for one: checked on their model winds."""
+    _month_files(tmp_path / "ok", "200001", 0)
+    rms = runners.check_pairing(tmp_path / "ok" / "200001" / "histhf.nc", tmp_path / "ok" / "200001" / "guide_ins.nc")
+    assert rms[0] < 1e-6 < rms[1]
+    _month_files(tmp_path / "late", "200001", 0, guide_shift=1)
+    with pytest.raises(InputError, match=r"guide_ins.nc: its record t matches .*histhf.nc's record t\+1 \(6 h apart\)"):
+        runners.check_pairing(tmp_path / "late" / "200001" / "histhf.nc", tmp_path / "late" / "200001" / "guide_ins.nc")
+
+
+def test_lmdz_guided_job_with_misaligned_guide_records_writes_nothing(lmdz_world, tmp_path):
+    import shutil
+
+    shutil.rmtree(tmp_path / "hist" / "200001")
+    _month_files(tmp_path / "hist", "200001", 0, guide_shift=1)
+    out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
+    with pytest.raises(InputError, match=r"record t\+1 \(6 h apart\)"):
         BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
     assert not out["histhf"].exists() and not out["guide"].exists()
 

@@ -100,6 +100,11 @@ def check_backend(config: Mapping[str, Any]) -> None:
         if "lmdz" not in config:
             raise ConfigError(f"config key 'lmdz' is required by backend {backend.name!r} (example: lmdz/config.example.yaml)")
         _check_lmdz_months(config)
+        # the workflow pairs the runs' records with the truth (ERA5, real calendar) by date: a 365- or
+        # 360-day LMDZ year drifts off it (and its histories decode to cftime dates, not datetime64)
+        if config["lmdz"].get("calendar", "gregorian") != "gregorian":
+            raise ConfigError(f"config key 'lmdz.calendar' is {config['lmdz']['calendar']!r}: backend {backend.name!r} is compared with "
+                              "ERA5 date by date; use gregorian")
         for name, spec in config["free_runs"]["runs"].items():
             # LMDZ's nudgeml_physiq_init reads one constant du_mean/dv_mean (lmdz/INTEGRATION.md): a monthly
             # climatology would silently run as the annual mean

@@ -187,8 +187,51 @@ def lmdz_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
     kit = kit_config(cfg)
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), "guided")
     hist = month_outputs(run_dir, tags, "histhf.nc")
+    guide = month_outputs(run_dir, tags, "guide_ins.nc")
+    check_pairing(hist[0], guide[0])  # before writing anything: the pairing is the join's assumption
     join_months(hist, outputs["histhf"])
-    join_months(month_outputs(run_dir, tags, "guide_ins.nc"), outputs["guide"], times_from=hist)
+    join_months(guide, outputs["guide"], times_from=hist)
+
+
+def check_pairing(hist_file: Path, guide_file: Path, records: int = 8) -> dict[int, float]:
+    """Check that a month's ``guide_ins`` records pair with its ``histhf`` records one for one.
+
+    The join dates LMDZ's guide records (no ``TIME`` values) by the history's, record for record; if
+    the two outputs were written at instants 6 h apart (one at the start of each 6-h window, the
+    other at its end), extract would pair each nudging increment with the wrong state. Both files
+    hold the model's zonal wind (``u`` in ``guide_ins``, ``vitu`` in ``histhf``): at the right pairing
+    they are one time step apart at most, a 6-h shift changes them by the weather's 6-h evolution. The
+    RMS difference over the first ``records`` records at a mid level (pole rows left out: LMDZ writes
+    no u there) is computed for the pairing and the two shifts by one record; a shift that fits better
+    than half the pairing's is an error naming both files. Returns ``{shift: rms}`` (empty: no ``u``).
+    """
+    import numpy as np
+
+    from nudgeml.conventions import read_guide, read_histhf
+
+    g = read_guide(guide_file)
+    if "u" not in g:
+        return {}
+    h = read_histhf(hist_file, {"u": "vitu"})
+    if h["u"].shape[1:] != g["u"].shape[1:]:
+        raise InputError(f"{guide_file}: u is {g['u'].shape[1:]} (lev, lat, lon), {hist_file} vitu is {h['u'].shape[1:]}: not the same grid")
+    n = min(records, h.sizes["time"], g.sizes["time"])
+    if n < 3:
+        return {}
+    k = h.sizes["lev"] // 2
+    hu = h["u"].isel(time=slice(0, n), lev=k).values[:, 1:-1].astype(np.float64)
+    gu = g["u"].isel(time=slice(0, n), lev=k).values[:, 1:-1].astype(np.float64)
+    # shift s: guide record t against history record t + s
+    rms = {0: float(np.sqrt(np.mean((gu - hu) ** 2))),
+           1: float(np.sqrt(np.mean((gu[:-1] - hu[1:]) ** 2))),
+           -1: float(np.sqrt(np.mean((gu[1:] - hu[:-1]) ** 2)))}
+    log.info("guide_ins/histhf pairing, RMS of u - vitu (m/s), guide record t vs history record t + shift: %s", rms)
+    best = min((1, -1), key=lambda sh: rms[sh])
+    if rms[best] < 0.5 * rms[0]:
+        raise InputError(f"{guide_file}: its record t matches {hist_file}'s record t{best:+d} (6 h apart) "
+                         f"(RMS u - vitu {rms[best]:.3g} m/s there, {rms[0]:.3g} at t): guide_sav and the histhf output "
+                         "are written at different instants; the join would pair each increment with the wrong state")
+    return rms
 
 
 def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
