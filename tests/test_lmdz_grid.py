@@ -198,3 +198,22 @@ def test_truth_is_regridded_to_lmdz_hybrid_levels_and_poles(reference, tmp_path)
     sigma_p = grid.sigma[:, None, None] * 98000.0
     assert np.abs(2.0 * np.log(sigma_p[-1]) - 2.0 * np.log(p[-1])).max() > 0.01
     assert ds.attrs["model_levels"].startswith("hybrid")
+
+
+def test_cli_writes_the_mean_lmdz_reads(reference, tmp_path, capsys):
+    from nudgeml.cli import main
+
+    nc, _ = make_grid(reference, tmp_path)
+    grid = read_model_grid(nc)
+    shape = (grid.sigma.size, grid.lat_deg.size, grid.lon_deg.size)
+    field = np.ones(shape)
+    mean = xr.Dataset({n: (("lev", "lat", "lon"), field) for n in ("du_mean", "dv_mean")}
+                      | {n: (("month", "lev", "lat", "lon"), np.ones((12, *shape))) for n in ("du_monthly", "dv_monthly")},
+                      coords={"lev": grid.presnivs_pa, "lat": grid.lat_deg, "lon": grid.lon_deg})
+    mean.to_netcdf(tmp_path / "mean_tendency.nc")
+    assert main(["lmdz-mean", str(tmp_path / "mean_tendency.nc"), str(tmp_path / "nudgeml_mean.nc"), "--iim", str(IIM), "--jjm", str(JJM)]) == 0
+    with xr.open_dataset(tmp_path / "nudgeml_mean.nc") as out:
+        assert out["du_mean"].shape == (grid.sigma.size, klon(IIM, JJM))
+    # the stand-in's grid (or another LMDZ grid): one line naming the file, nothing written
+    assert main(["lmdz-mean", str(tmp_path / "mean_tendency.nc"), str(tmp_path / "other.nc"), "--iim", "144", "--jjm", "142"]) == 2
+    assert "mean_tendency.nc: mean tendency du_mean is" in capsys.readouterr().err and not (tmp_path / "other.nc").exists()
