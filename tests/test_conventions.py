@@ -170,6 +170,40 @@ def test_guide_pole_rows_are_masked_where_cu_is_zero(tmp_path):
     np.testing.assert_allclose(du[:, :, 1:-1], 1e-6, rtol=1e-6)
 
 
+def test_guide_scalars_on_lonv_as_lmdz_guide_out_writes_them(tmp_path):
+    """LMDZ's guide_out defines teta, q and SP on (LONV, LATU) (Fortran order), and TIME as a dimension
+    without values: the scalars are read on the scalar points, teta converted with SP."""
+    iim, jjm, llm = 8, 4, 2
+    lonv = -180.0 + np.arange(iim + 1) * 360.0 / iim
+    lonu = lonv + 180.0 / iim
+    latu = 90.0 - np.arange(jjm + 1) * 180.0 / jjm
+    latv = 0.5 * (latu[:-1] + latu[1:])
+    level = np.array([90000.0, 30000.0])
+    teta = np.broadcast_to((1.0 + np.arange(iim + 1))[None, None, None, :], (1, llm, jjm + 1, iim + 1))  # K/day, by longitude
+    sp = np.broadcast_to(level[None, :, None, None], (1, llm, jjm + 1, iim + 1))
+    ds = xr.Dataset(
+        {
+            "ucov": (("TIME", "LEVEL", "LATU", "LONU"), np.zeros((1, llm, jjm + 1, iim + 1))),
+            "vcov": (("TIME", "LEVEL", "LATV", "LONV"), np.zeros((1, llm, jjm, iim + 1))),
+            "teta": (("TIME", "LEVEL", "LATU", "LONV"), teta),
+            "q": (("TIME", "LEVEL", "LATU", "LONV"), 1e-3 * teta),
+            "SP": (("TIME", "LEVEL", "LATU", "LONV"), sp),
+            "cu": (("LATU", "LONU"), np.ones((jjm + 1, iim + 1))),
+            "cv": (("LATV", "LONV"), np.ones((jjm, iim + 1))),
+        },
+        coords={"LONU": lonu, "LATU": latu, "LONV": lonv, "LATV": latv, "LEVEL": level},
+    )
+    ds.to_netcdf(tmp_path / "guide_ins.nc")
+    g = read_guide(tmp_path / "guide_ins.nc")
+    assert g["dt"].dims == g["du"].dims and g["dt"].shape == (1, llm, jjm + 1, iim)
+    # the scalar point at longitude lonv[i] carries teta[i] (i < iim: the repeated point dropped)
+    lon = g["lon"].values
+    i = int(np.argmin(np.abs(np.mod(lonv[:iim], 360.0)[None, :] - lon[:, None]), axis=1)[2])
+    want = (1.0 + i) / 86400.0 * (level / 101325.0) ** 0.2857143
+    np.testing.assert_allclose(g["dt"].values[0, :, 2, 2], want, rtol=1e-5)
+    np.testing.assert_allclose(g["dq"].values[0, 0, 2, 2], 1e-3 * (1.0 + i) / 86400.0, rtol=1e-5)
+
+
 def test_guide_missing_variable_is_named(tmp_path):
     xr.Dataset({"ucov": (("TIME", "LEVEL", "LATU", "LONU"), np.zeros((1, 1, 2, 2)))}).to_netcdf(tmp_path / "g.nc")
     with pytest.raises(InputError, match=r"g\.nc.*'vcov'"):

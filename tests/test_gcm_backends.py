@@ -17,7 +17,6 @@ import pytest
 import xarray as xr
 import yaml
 
-from factories import write_history
 from nudgeml import lmdze_build
 from nudgeml.checks import validate
 from nudgeml.config import read_config
@@ -78,6 +77,9 @@ def test_jeanzay_config_is_lmdz_and_valid(jz_env):
         # the last guided month needs the next month's first record: period must end on it
         (lambda c: c["period"].update(end="2016-12-31T18:00"), "'period.end' .* next month's first record"),
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
+        # LMDZ's physics reads one annual mean tendency
+        (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
+        (lambda c: c["lmdz"].update(calendar="earth_365d"), "'lmdz.calendar' is 'earth_365d'.* use gregorian"),
     ],
 )
 def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
@@ -136,16 +138,54 @@ cp restart.nc restartphy.nc
 """
 
 
-def _month_files(root: Path, tag: str, day0: int) -> None:
-    """Two days of LMDZ-convention history and guide files for month ``tag``, starting ``day0`` days
-    after 2000-01-01 (the factory's epoch), written through the project's writers and shifted in time
-    (xarray: cdo would merge the guide file's identical u and v grids)."""
-    tmp = root / f"raw{tag}"
-    write_history(tmp, nlat=4, nlon=8, nlev=3, ntime=8)
+#: the fake LMDZ's grid: iim x jjm, llm levels (the lmdz block's grid in lmdz_world)
+IIM, JJM, LLM = 8, 4, 3
+
+
+def _month_files(root: Path, tag: str, day0: int, guide_shift: int = 0) -> None:
+    """Eight 6-hourly records of month ``tag`` (from ``day0`` days after 2000-01-01) as LMDZ writes
+    them: ``histhf.nc`` on the physics grid (``iim`` longitudes from -180, ``jjm + 1`` latitudes north
+    first with the poles, ``presnivs`` in Pa; IOIPSL's ``time_counter`` in seconds since the month's
+    start) and ``guide_ins.nc`` as ``guide_out`` writes it: the staggered dynamics grid, ``TIME`` a
+    dimension without values, ``SP`` on the levels, scalars on ``(LATU, LONV)``, ``cu`` = 0 and u = 0 on
+    the pole rows. The guide's model wind ``u`` is the history's ``vitu`` of the same record
+    (``guide_shift`` records later: guide and history written at different instants)."""
+    from nudgeml.lmdz_forcing import lmdz_points
+
     (root / tag).mkdir(parents=True)
-    for f, tdim in (("histhf.nc", "time_counter"), ("guide_ins.nc", "TIME")):
-        with xr.open_dataset(tmp / f) as ds:
-            ds.assign_coords({tdim: ds[tdim] + np.timedelta64(day0, "D")}).to_netcdf(root / tag / f)
+    nt = 8
+    t0 = np.datetime64("2000-01-01T00:00", "s") + np.timedelta64(day0, "D")
+    lon_s, lat_s = lmdz_points(IIM, JJM, "scalar")
+    lon_u, _ = lmdz_points(IIM, JJM, "u")
+    _, lat_v = lmdz_points(IIM, JJM, "v")
+    presnivs = np.array([95000.0, 50000.0, 10000.0])
+    k = np.arange(nt)[:, None, None, None] + day0  # a value per record, different in each month
+    field = (k + presnivs[None, :, None, None] / 1e5 + lat_s[None, None, :, None] / 90.0 + 0 * lon_s[None, None, None, :IIM]).astype(np.float32)
+    hist = xr.Dataset(
+        {"vitu": (("time_counter", "presnivs", "lat", "lon"), field), "vitv": (("time_counter", "presnivs", "lat", "lon"), -field),
+         "temp": (("time_counter", "presnivs", "lat", "lon"), 250 + field), "ovap": (("time_counter", "presnivs", "lat", "lon"), 1e-3 + 0 * field),
+         "psol": (("time_counter", "lat", "lon"), 1e5 + field[:, 0]), "precip": (("time_counter", "lat", "lon"), 0 * field[:, 0])},
+        coords={"time_counter": ("time_counter", 21600.0 * np.arange(nt), {"units": f"seconds since {str(t0).replace('T', ' ')}", "calendar": "gregorian"}),
+                "presnivs": ("presnivs", presnivs, {"units": "Pa"}), "lat": ("lat", lat_s), "lon": ("lon", lon_s[:IIM])},
+    )
+    hist.to_netcdf(root / tag / "histhf.nc")
+    cu = 6.371e6 * np.cos(np.deg2rad(lat_s))[:, None] * 2 * np.pi / IIM * np.ones((1, IIM + 1))
+    cu[[0, -1]] = 0.0
+    cv = 6.371e6 * np.pi / JJM * np.ones((JJM, IIM + 1))
+    du = 1e-5 * (k + 1.0) * np.ones((1, LLM, JJM + 1, IIM + 1))  # m s-2, uniform: destaggering keeps it
+    du[:, :, [0, -1]] = 0.0
+    dv = -1e-5 * (k + 1.0) * np.ones((1, LLM, JJM, IIM + 1))
+    u4, v4, s4 = ("TIME", "LEVEL", "LATU", "LONU"), ("TIME", "LEVEL", "LATV", "LONV"), ("TIME", "LEVEL", "LATU", "LONV")
+    u_model = (k + guide_shift + presnivs[None, :, None, None] / 1e5 + lat_s[None, None, :, None] / 90.0) * np.ones((1, 1, 1, IIM + 1))
+    u_model[:, :, [0, -1]] = 0.0  # guide_out writes no u on the pole rows
+    guide = xr.Dataset(
+        {"ucov": (u4, (du * 86400 * cu).astype(np.float32)), "u": (u4, u_model), "ua": (u4, 0 * du),
+         "vcov": (v4, (dv * 86400 * cv).astype(np.float32)), "v": (v4, 0 * dv), "va": (v4, 0 * dv),
+         "SP": (s4, np.broadcast_to(presnivs[None, :, None, None], (nt, LLM, JJM + 1, IIM + 1)).astype(np.float32)),
+         "cu": (("LATU", "LONU"), cu), "cv": (("LATV", "LONV"), cv)},
+        coords={"LONU": lon_u, "LONV": lon_s, "LATU": lat_s, "LATV": lat_v, "LEVEL": presnivs},
+    )
+    guide.to_netcdf(root / tag / "guide_ins.nc")
 
 
 @pytest.fixture()
@@ -171,7 +211,8 @@ def lmdz_world(tmp_path, jz_env, monkeypatch):
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
     monkeypatch.setenv("FAKE_HIST", str(hist))
     block = jeanzay_config()["lmdz"]
-    block.update(executable=str(bin_dir / "gcm.e"), reference_dir=str(ref), run_root=str(tmp_path / "runs"), months_per_job=2)
+    block.update(executable=str(bin_dir / "gcm.e"), reference_dir=str(ref), run_root=str(tmp_path / "runs"), months_per_job=2,
+                 grid={"iim": IIM, "jjm": JJM})
     block["nudging"]["forcing_dir"] = str(forcing)
     block["guided"] = {"start": "2000-01-01", "end": "2000-03-01"}
     block["free"] = {"start": "2000-02-01", "end": "2000-04-01", "runs": {"control": {"correction": "none"}}}
@@ -190,6 +231,8 @@ def test_lmdz_guided_job_runs_the_kit_and_joins_the_months_for_extract(lmdz_worl
     assert hist.sizes["time"] == guide.sizes["time"] == 16  # two months of 8 windows, in order
     assert np.all(np.diff(hist["time"].values) > np.timedelta64(0))
     assert hist["time"].values[8] == np.datetime64("2000-02-01T00:00")
+    # LMDZ's guide_ins has no TIME values: the joined file takes its months' history times
+    np.testing.assert_array_equal(guide["time"].values, hist["time"].values)
     # the joined files carry each month's values unchanged
     first = read_guide(tmp_path / "hist" / "200002" / "guide_ins.nc")
     np.testing.assert_array_equal(guide["du"].values[8:], first["du"].values)
@@ -198,8 +241,20 @@ def test_lmdz_guided_job_runs_the_kit_and_joins_the_months_for_extract(lmdz_worl
     assert len((tmp_path / "log").read_text().splitlines()) == 2
 
 
+def lmdz_mean(tmp_path: Path) -> Path:
+    """The workflow's mean tendency of the fake LMDZ's guided months (canonical, as mean_tendency writes it)."""
+    from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
+
+    months = [tmp_path / "hist" / tag for tag in ("200001", "200002")]
+    runners.join_months([m / "guide_ins.nc" for m in months], tmp_path / "g_all.nc", times_from=[m / "histhf.nc" for m in months])
+    blocks = [(np.datetime64("2000-01-01T00:00", "s"), np.datetime64("2000-02-28T18:00", "s"))]
+    return write_mean_tendency(mean_tendency(tmp_path / "g_all.nc", blocks), tmp_path / "mean.nc")
+
+
 def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
-    (tmp_path / "mean.nc").write_text("mean")
+    from nudgeml.lmdz_grid import klon
+
+    lmdz_mean(tmp_path)
     cfg = {**lmdz_world, "free_runs": {"runs": {"mean": {"correction": "mean", "climatology": "annual"}}}}
     out = {"histhf": tmp_path / "free" / "histhf.nc", "status": tmp_path / "free" / "status.json"}
     with pytest.raises(RunFailed, match="the guided run's restart is missing"):  # the guided run first
@@ -208,7 +263,13 @@ def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
     BACKENDS["lmdz"].runner("free")(cfg, "mean", {"mean": str(tmp_path / "mean.nc"), "nudged": "x"}, out)
     # it starts from the guided run's state at free_runs.start, not from the reference start.nc
     assert (tmp_path / "log").read_text().splitlines()[2:] == ["nudgeml_mode=1 200002 from end of 200001", "nudgeml_mode=1 200003 from end of 200002"]
-    assert (tmp_path / "runs" / "mean" / "nudgeml_mean.nc").read_text() == "mean"
+    # LMDZ reads the mean in its physics columns (presnivs, points_physiques), not the workflow's layout
+    with xr.open_dataset(tmp_path / "runs" / "mean" / "nudgeml_mean.nc") as m, xr.open_dataset(tmp_path / "mean.nc") as w:
+        assert m["du_mean"].dims == ("presnivs", "points_physiques") and m.sizes["points_physiques"] == klon(IIM, JJM)
+        # the fake's increments are uniform off the poles: 1e-5 * mean(k + 1) over the two months' records
+        interior = w["du_mean"].values[:, 1:-1]
+        np.testing.assert_allclose(m["du_mean"].values[:, 1:-1], interior.reshape(LLM, -1)[:, 0:1] * np.ones((1, klon(IIM, JJM) - 2)), rtol=1e-6)
+        np.testing.assert_allclose(m["dv_mean"].values, w["dv_mean"].values[:, :1, :1].reshape(LLM, 1) * np.ones((1, klon(IIM, JJM))), rtol=1e-6)
     assert read_histhf(out["histhf"]).sizes["time"] == 16
     status = yaml.safe_load(out["status"].read_text())
     assert status["status"] == "ok" and status["correction"] == "mean" and status["months"] == 2
@@ -218,6 +279,27 @@ def test_a_failing_month_fails_the_job_and_names_its_log(lmdz_world, tmp_path):
     (tmp_path / "hist" / "200002" / "histhf.nc").unlink()
     out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
     with pytest.raises(RunFailed, match=r"LMDZ job .*job_001.slurm failed .*LMDZ failed for 200002"):
+        BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    assert not out["histhf"].exists() and not out["guide"].exists()
+
+
+def test_guide_records_written_at_other_instants_than_the_history_are_refused(tmp_path, caplog):
+    """The join pairs guide_ins and histhf records one for one: checked on their model winds."""
+    _month_files(tmp_path / "ok", "200001", 0)
+    rms = runners.check_pairing(tmp_path / "ok" / "200001" / "histhf.nc", tmp_path / "ok" / "200001" / "guide_ins.nc")
+    assert rms[0] < 1e-6 < rms[1]
+    _month_files(tmp_path / "late", "200001", 0, guide_shift=1)
+    with pytest.raises(InputError, match=r"guide_ins.nc: its record t matches .*histhf.nc's record t\+1 \(6 h apart\)"):
+        runners.check_pairing(tmp_path / "late" / "200001" / "histhf.nc", tmp_path / "late" / "200001" / "guide_ins.nc")
+
+
+def test_lmdz_guided_job_with_misaligned_guide_records_writes_nothing(lmdz_world, tmp_path):
+    import shutil
+
+    shutil.rmtree(tmp_path / "hist" / "200001")
+    _month_files(tmp_path / "hist", "200001", 0, guide_shift=1)
+    out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
+    with pytest.raises(InputError, match=r"record t\+1 \(6 h apart\)"):
         BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
     assert not out["histhf"].exists() and not out["guide"].exists()
 
@@ -233,6 +315,10 @@ def test_missing_month_history_is_named(tmp_path):
 
 
 def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
+    ref = Path(jz_env["WORK"]) / "nudgeml" / "lmdz-reference"  # lmdz.reference_dir of config/jeanzay.yaml
+    ref.mkdir(parents=True)
+    for f in ("start.nc", "startphy.nc"):
+        (ref / f).write_text(f)  # a dry run only needs them to exist
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE), "--configfile", "config/jeanzay.yaml"],
@@ -244,7 +330,10 @@ def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
         counts[rule] = counts.get(rule, 0) + 1
     assert {"nudged", "lmdz_forcing", "extract", "shard", "train", "export", "free_run"} <= set(counts)
     assert counts["lmdz_forcing"] == 84  # 2010-01 .. 2016-12, each with the next month's first record
-    assert counts["nudged"] == 1 and counts["free_run"] == 4  # control, mean, mean-monthly, ml-mlp
+    assert counts["nudged"] == 1 and counts["free_run"] == 3  # control, mean, ml-mlp (LMDZ reads one annual mean)
+    # the model grid every downstream stage reads is LMDZ's, made from the reference files
+    grid = re.search(r"^rule model_grid:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
+    assert f"input: {ref}/start.nc, {ref}/startphy.nc" in grid, grid
     for rule, resources in jobs:
         if rule in ("nudged", "free_run"):  # LMDZ's MPI job: 8 nodes, srun inside; no --mem
             for want in ("slurm_partition=cpu_p1", f"slurm_account={PROJECT}@cpu", "tasks=40", "cpus_per_task=8", "nodes=8", "mpi=srun", "mem_mb=0,"):
@@ -254,3 +343,48 @@ def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
     # the stand-in's regridded forcing is no input of the LMDZ guided run
     nudged = re.search(r"^rule nudged:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
     assert "forcing/lmdz/u_201001.nc" in nudged and "/forcing/2010-01.nc" not in nudged
+
+
+def test_lmdz_chain_reads_the_joined_runs_on_lmdz_grid(lmdz_world, tmp_path):
+    """Downstream of the guided LMDZ run: extract pairs the joined history and guide_ins by date on
+    LMDZ's physics grid, its land fraction coming from the lmdz grid file (the reference files); a
+    stand-in grid file, or a truth on it, is refused naming the file rather than read point by point."""
+    from test_lmdz_grid import write_start, write_startphy
+
+    from nudgeml.extract import ColumnSpec, column_dataset
+    from nudgeml.grid import read_model_grid
+    from nudgeml.regrid import check_on_truth_grid
+
+    out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, out)
+    ap, bp = np.array([0.0, 0.0, 2000.0, 0.0]), np.array([1.0, 0.9, 0.1, 0.0])  # LLM layers
+    ref = {"start": write_start(tmp_path / "start.nc", iim=IIM, jjm=JJM, ap=ap, bp=bp), "startphy": write_startphy(tmp_path / "startphy.nc", iim=IIM, jjm=JJM)}
+    BACKENDS["lmdz"].runner("grid")({"lmdz": {"grid": {"iim": IIM, "jjm": JJM}}}, ref, tmp_path / "grid.nc", tmp_path / "grid.txt")
+    spec = ColumnSpec(geo=("land_fraction",))
+    ds = column_dataset(out["histhf"], out["guide"], tmp_path / "grid.nc", spec)
+    hist = read_histhf(out["histhf"])
+    assert ds.sizes["column"] == (JJM + 1) * IIM and ds.sizes["time"] == 16
+    np.testing.assert_array_equal(ds["time"].values, hist["time"].values)
+    grid = read_model_grid(tmp_path / "grid.nc")
+    feats = list(ds["feature"].values)
+    np.testing.assert_allclose(ds["inputs"].values[3, :, feats.index("land_fraction")], grid.land_fraction.ravel(), rtol=1e-6)
+    # targets: the fake's uniform increments 1e-5 (k + 1) (k: the record, from day0 = 31 in February) off the poles
+    targets = ds["targets"].values.reshape(16, JJM + 1, IIM, -1)
+    np.testing.assert_allclose(targets[9, 1:-1, :, 0], 1e-5 * (31 + 1 + 1), rtol=1e-5)
+    np.testing.assert_allclose(targets[9, :, :, LLM], -1e-5 * (31 + 1 + 1), rtol=1e-5)
+    # the stand-in's grid file beside LMDZ's histories: refused, naming the file
+    from nudgeml.gcm.standin import ModelGrid
+    from nudgeml.grid import write_model_grid
+
+    lat = np.linspace(-67.5, 67.5, 4)
+    standin = ModelGrid(lat, np.arange(8) * 45.0, np.array([0.9, 0.5, 0.1]), np.zeros((4, 8)), np.zeros((4, 8)), 5)
+    write_model_grid(standin, tmp_path / "standin.nc", tmp_path / "standin.txt")
+    with pytest.raises(InputError, match=r"standin.nc: model grid 4x8 is not the grid of .*histhf.nc \(5x8\)"):
+        column_dataset(out["histhf"], out["guide"], tmp_path / "standin.nc", spec)
+    # bias_check's and the report's comparison: a truth on LMDZ's grid passes, one on the stand-in's is named
+    def truth_on(g):
+        return xr.Dataset(coords={"lev": g.presnivs_pa, "lat": g.lat_deg, "lon": g.lon_deg})
+
+    check_on_truth_grid(hist, truth_on(grid), out["histhf"])
+    with pytest.raises(InputError, match=r"histhf.nc: history grid .* is not the regridded truth's"):
+        check_on_truth_grid(hist, truth_on(standin), out["histhf"])

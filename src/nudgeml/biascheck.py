@@ -16,7 +16,7 @@ from nudgeml.atomic import write_text_atomic
 from nudgeml.conventions import read_histhf
 from nudgeml.errors import InputError
 from nudgeml.metrics import weighted_rmse
-from nudgeml.regrid import open_forcing
+from nudgeml.regrid import check_on_truth_grid, open_forcing
 
 VARIABLES = ("u", "v", "t")
 
@@ -35,8 +35,7 @@ def bias_check(forcing_paths: Sequence[str | Path], runs: Mapping[str, str | Pat
     lat = truth["lat"].values
     out: dict[str, dict[str, float]] = {}
     for name, h in hists.items():
-        if not np.allclose(h["lat"].values, lat) or not np.allclose(h["lon"].values, truth["lon"].values):
-            raise InputError(f"{runs[name]}: history grid differs from the regridded truth's")
+        check_on_truth_grid(h, truth, runs[name])
         out[name] = {f"rmse_{v}": weighted_rmse(h[v].sel(time=sel).mean("time").values, truth_mean[v], lat) for v in VARIABLES}
     out["_period"] = {"start": str(common[0]), "end": str(common[-1]), "n_times": int(common.size)}  # type: ignore[dict-item]
     return out

@@ -21,9 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--anomalies", choices=["gridpoint", "level"], default="gridpoint", help="about each point's time mean (default) or each level's mean")
     t.add_argument("--skip-days", type=float, default=0.0, help="drop this much of the run's start")
     t.add_argument("--json", type=Path, default=None, help="also write the factors here")
+    m = sub.add_parser("lmdz-mean", help="the workflow's mean_tendency.nc in LMDZ's physics columns (the nudgeml_mean.nc LMDZ reads)")
+    m.add_argument("mean", type=Path, help="the workflow's mean_tendency.nc (backend lmdz: on LMDZ's physics grid)")
+    m.add_argument("out", type=Path, help="the file to write: du_mean, dv_mean (presnivs, points_physiques)")
+    m.add_argument("--iim", type=int, required=True, help="lmdz.grid.iim")
+    m.add_argument("--jjm", type=int, required=True, help="lmdz.grid.jjm")
     args = ap.parse_args(argv)
     if args.cmd == "tracking":
         return _tracking(args)
+    if args.cmd == "lmdz-mean":
+        return _lmdz_mean(args)
     from nudgeml.report import summary_markdown
 
     metrics_path = args.report_dir / "metrics.json"
@@ -52,6 +59,19 @@ def _tracking(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json is not None:
         write_json(result, args.json)
+    return 0
+
+
+def _lmdz_mean(args: argparse.Namespace) -> int:
+    from nudgeml.errors import InputError
+    from nudgeml.gcm.runners import lmdz_mean_file
+
+    try:
+        lmdz_mean_file(args.mean, {"grid": {"iim": args.iim, "jjm": args.jjm}}, args.out)
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.out}: du_mean, dv_mean on LMDZ's {args.iim}x{args.jjm} physics columns")
     return 0
 
 

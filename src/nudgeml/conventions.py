@@ -454,11 +454,14 @@ def read_guide(path: str | os.PathLike[str], grid_lat: np.ndarray | None = None,
             s_vars[name] = ds[name]
     u_ds = xr.Dataset(u_vars).rename({"LATU": "lat", "LONU": "lon"})
     v_ds = xr.Dataset(v_vars).rename({"LATV": "latv", "LONV": "lonv"})
-    s_ds = xr.Dataset(s_vars).rename({"LATU": "lat", "LONU": "lon"}) if s_vars else None
+    s_ds = None
+    if s_vars:  # LMDZ's guide_out writes its scalars (teta, q, SP) on (LATU, LONV), the stand-in on (LATU, LONU)
+        s_ds = xr.Dataset(s_vars)
+        s_ds = s_ds.rename({d: n for d, n in (("LATU", "lat"), ("LONU", "lon"), ("LONV", "lon")) if d in s_ds.dims})
     staggered = ds.sizes["LATV"] != ds.sizes["LATU"] or not np.allclose(ds["LONV"].values, ds["LONU"].values)
     if staggered:
         u_ds, v_ds = _destagger(u_ds, v_ds, ds)
-        if s_ds is not None:  # LMDZ writes its scalars on the scalar points under the U dimensions
+        if s_ds is not None:  # the scalars are on the scalar points already: drop the repeated longitude
             s_ds = s_ds.isel(lon=slice(0, u_ds.sizes["lon"])).assign_coords(lon=u_ds["lon"], lat=u_ds["lat"])
     else:
         v_ds = v_ds.rename({"latv": "lat", "lonv": "lon"}).assign_coords(lat=u_ds["lat"], lon=u_ds["lon"])

@@ -208,13 +208,22 @@ def column_dataset(histhf: str | os.PathLike[str], guide: str | os.PathLike[str]
         raise InputError(f"grids differ: {histhf} is {hist.sizes['lat']}x{hist.sizes['lon']}, {guide} is {g.sizes['lat']}x{g.sizes['lon']}")
     if hist.sizes["lev"] != g.sizes["lev"]:
         raise InputError(f"levels differ: {histhf} has {hist.sizes['lev']}, {guide} has {g.sizes['lev']}")
+    # both label the model levels by presnivs (Pa): LMDZ's histories and guide_out alike
+    if not np.allclose(hist["lev"].values, g["lev"].values, rtol=1e-3):
+        raise InputError(f"levels differ: {histhf} presnivs {hist['lev'].values[:2].tolist()}.., {guide} LEVEL {g['lev'].values[:2].tolist()}..")
     nlev = hist.sizes["lev"]
     lat, lon = hist["lat"].values.astype(np.float64), hist["lon"].values.astype(np.float64)
     land = None
     if "land_fraction" in spec.geo:
         if grid_nc is None:
             raise InputError("feature 'land_fraction' needs the model grid file")
-        land = read_model_grid(grid_nc).land_fraction
+        model_grid = read_model_grid(grid_nc)
+        if model_grid.land_fraction.shape != (lat.size, lon.size) or not (
+            np.allclose(model_grid.lat_deg, lat, atol=1e-3) and np.allclose(model_grid.lon_deg, lon, atol=1e-3)
+        ):  # e.g. the stand-in's grid file beside LMDZ's histories: the land fraction of other points
+            raise InputError(f"{grid_nc}: model grid {model_grid.lat_deg.size}x{model_grid.lon_deg.size} is not the grid of {histhf} "
+                             f"({lat.size}x{lon.size}): it must be the run's backend's grid")
+        land = model_grid.land_fraction
     times = hist["time"].values
     ncol = lat.size * lon.size
     fblocks, tblocks = spec.feature_blocks(nlev), spec.target_blocks(nlev)

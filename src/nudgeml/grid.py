@@ -1,8 +1,10 @@
 """The model grid as files: a NetCDF description (coordinates, levels, orography, land fraction) and the
 CDO grid description that the regridding step targets.
 
-For the stand-in the grid comes from jcm's coordinate system; the same two files describe LMDZ's grid
-for the ``lmdz`` backend, so everything downstream (regrid, extract, report) reads the grid from here.
+Each GCM backend makes them its own way (``grid`` in :mod:`nudgeml.gcm.registry`): the stand-in from
+jcm's coordinate system (:func:`standin_model_grid`), ``lmdz`` from LMDZ's reference files
+(:func:`nudgeml.lmdz_grid.lmdz_model_grid`: its physics grid, orography, land fraction and hybrid
+levels). Everything downstream (regrid, extract, bias_check, report) reads the grid from here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def model_grid_from_config(config: Mapping[str, Any]) -> ModelGrid:
     m = config["model"]
     gcm = StandinGCM(GCMConfig(truncation=m["truncation"], layers=m["layers"], physics=m["physics"]), np.datetime64(config["period"]["start"], "s"))
     return gcm.grid
+
+
+def standin_model_grid(cfg: Mapping[str, Any], inputs: Mapping[str, Any], nc_out: str | os.PathLike[str], cdo_out: str | os.PathLike[str]) -> None:
+    """The stand-in's grid maker (:mod:`nudgeml.gcm.registry`): from the config's ``model`` (no inputs)."""
+    write_model_grid(model_grid_from_config(cfg), nc_out, cdo_out)
 
 
 def grid_dataset(grid: ModelGrid) -> xr.Dataset:
@@ -90,3 +97,15 @@ def read_model_grid(nc_path: str | os.PathLike[str]) -> ModelGrid:
             land_fraction=ds["land_fraction"].values.astype(np.float64),
             truncation=int(ds.attrs.get("truncation", 0)),
         )
+
+
+def read_hybrid_levels(nc_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The layers' hybrid coefficients ``(ap_mid_pa, bp_mid)`` (surface first; p = a + b ps) of a grid
+    file that has them (LMDZ's, :mod:`nudgeml.lmdz_grid`); ``None`` for a sigma grid (the stand-in's)."""
+    with xr.open_dataset(nc_path) as ds:
+        if "ap_mid_pa" not in ds and "bp_mid" not in ds:
+            return None
+        for name in ("ap_mid_pa", "bp_mid"):
+            if name not in ds:
+                raise InputError(f"{nc_path}: model grid file has {'bp_mid' if name == 'ap_mid_pa' else 'ap_mid_pa'} but no {name!r}")
+        return ds["ap_mid_pa"].values.astype(np.float64), ds["bp_mid"].values.astype(np.float64)

@@ -12,7 +12,9 @@ Per month:
 3. vertical: ``cdo intlevelx3d`` from the pressure levels to the model's sigma levels, linear in
    ln p, with ``ln(p / ps_model)`` as the 3-D source coordinate. CDO 2.1 reads the 3-D coordinate
    fields of ``intlevel3d`` once per call (time-varying coordinates are not followed), and
-   ``ps_model`` changes every 6 h, so this step runs one CDO call per time step, in parallel.
+   ``ps_model`` changes every 6 h, so this step runs one CDO call per time step, in parallel. A grid
+   with hybrid levels (LMDZ's, ``hybrid`` = ``(ap_mid_pa, bp_mid)`` from the grid file) has the target
+   ``ln((a + b ps_model) / ps_model)``, which changes with ``ps_model`` too: one per time step as well.
 
 Outputs: ``u v t q`` on model levels and ``ps`` (the nudging targets, the initial states of every
 run, and the truth the report compares with), and ``tp`` hourly on the model grid.
@@ -101,8 +103,15 @@ def regrid_month(
     method: str = "bilinear",
     precip_method: str = "conservative",
     threads: int = 2,
+    hybrid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Regrid one month of ERA5 onto the model grid and levels (see the module docstring)."""
+    """Regrid one month of ERA5 onto the model grid and levels (see the module docstring).
+
+    ``hybrid``: the layers' ``(ap_mid_pa, bp_mid)`` (surface first) of a hybrid grid; ``None``: the
+    grid's sigma levels.
+    """
+    if hybrid is not None and not (np.size(hybrid[0]) == np.size(hybrid[1]) == grid.sigma.size):
+        raise InputError(f"hybrid coefficients have {np.size(hybrid[0])}/{np.size(hybrid[1])} levels, the model grid {grid.sigma.size}")
     for path, kind in ((pressure_levels, "pressure_levels"), (single_levels, "single_levels"), (precipitation, "precipitation"), (invariant, "invariant")):
         check_era5_file(path, kind)
     with tempfile.TemporaryDirectory(prefix="regrid.", dir=Path(out_state).parent if Path(out_state).parent.exists() else None) as tmpdir:
@@ -133,6 +142,12 @@ def regrid_month(
             src.to_netcdf(tmp / "coord.nc")
             state = pl[["u", "v", "t", "q"]]
             state.to_netcdf(tmp / "pl_sorted.nc")
+            if hybrid is not None:  # ln(p / ps) of the model layers changes with ps: one target per time
+                a, b = (np.asarray(x, np.float64)[None, :, None, None] for x in hybrid)
+                ps4 = ps_model[:, None].astype(np.float64)
+                lntgt = np.log((a + b * ps4) / ps4).astype(np.float32)
+                tcoords = {tdim: pl[tdim], "lev": ("lev", np.arange(1, grid.sigma.size + 1, dtype=np.float64), {"axis": "Z"}), "lat": pl["lat"], "lon": pl["lon"]}
+                xr.Dataset({"lnsig": ((tdim, "lev", "lat", "lon"), lntgt)}, coords=tcoords).to_netcdf(tmp / "target_t.nc")
         nlev = grid.sigma.size
         tgt = xr.Dataset(
             {"lnsig": (("lev", "lat", "lon"), np.broadcast_to(np.log(grid.sigma)[:, None, None], (nlev, grid.lat_deg.size, grid.lon_deg.size)).astype(np.float32))},
@@ -143,10 +158,15 @@ def regrid_month(
         coord_steps = _split_times(tmp / "coord.nc", tmp / "c_")
         if len(data_steps) != len(coord_steps):
             raise CdoError("cdo splitsel gave different numbers of time steps for data and coordinate")
+        target_steps = [tmp / "target.nc"] * len(data_steps)
+        if hybrid is not None:
+            target_steps = _split_times(tmp / "target_t.nc", tmp / "t_")
+            if len(target_steps) != len(data_steps):
+                raise CdoError("cdo splitsel gave different numbers of time steps for data and hybrid target")
         outs = [tmp / f"m_{i:06d}.nc" for i in range(len(data_steps))]
 
         def one(i: int) -> None:
-            cdo("-f", "nc4", f"intlevelx3d,{tmp / 'target.nc'}", str(data_steps[i]), str(coord_steps[i]), str(outs[i]))
+            cdo("-f", "nc4", f"intlevelx3d,{target_steps[i]}", str(data_steps[i]), str(coord_steps[i]), str(outs[i]))
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             list(pool.map(one, range(len(outs))))
@@ -173,6 +193,7 @@ def regrid_month(
                 "title": "ERA5 on the model grid and levels (nudging target, initial states, evaluation truth)",
                 "horizontal_method": method,
                 "vertical_method": "cdo intlevelx3d, linear in ln p",
+                "model_levels": "hybrid: p = ap_mid_pa + bp_mid * ps" if hybrid is not None else "sigma: p = sigma * ps",
                 "source": f"{pressure_levels.name}, {single_levels.name}, {invariant.name}",
             })
             if not all(np.isfinite(out[v].values).all() for v in out.data_vars):
@@ -264,3 +285,21 @@ def open_forcing(paths: Sequence[str | Path]) -> xr.Dataset:
     for path in paths:
         check_forcing_file(path)
     return xr.open_mfdataset([str(p) for p in paths], combine="by_coords", data_vars="minimal", coords="minimal", compat="override")
+
+
+def check_on_truth_grid(hist: xr.Dataset, truth: xr.Dataset, hist_path: str | Path) -> None:
+    """Raise :class:`InputError` naming ``hist_path`` unless the run's history (canonical, as
+    :func:`nudgeml.conventions.read_histhf` returns it) is on the regridded truth's grid and levels.
+
+    The truth is regridded to ``grid/model_grid.nc``, the backend's grid: a history on another grid
+    (e.g. LMDZ's next to a stand-in grid file) would otherwise be compared point by point with the
+    wrong points, or fail later in an unnamed broadcast.
+    """
+    shape = (hist.sizes.get("lev"), hist.sizes.get("lat"), hist.sizes.get("lon"))
+    tshape = (truth.sizes.get("lev"), truth.sizes.get("lat"), truth.sizes.get("lon"))
+    same = shape == tshape and np.allclose(hist["lat"].values, truth["lat"].values, atol=1e-3) and np.allclose(
+        hist["lon"].values, truth["lon"].values, atol=1e-3)
+    if not same:
+        raise InputError(f"{hist_path}: history grid (lev x lat x lon {shape[0]}x{shape[1]}x{shape[2]}, lat {float(hist['lat'][0]):.2f}..) "
+                         f"is not the regridded truth's ({tshape[0]}x{tshape[1]}x{tshape[2]}, lat {float(truth['lat'][0]):.2f}..): "
+                         "the truth is regridded to grid/model_grid.nc, which must be the run's backend's grid")

@@ -41,7 +41,7 @@ import xarray as xr
 from nudgeml.conventions import daily_totals_mm, read_histhf
 from nudgeml.errors import InputError
 from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse
-from nudgeml.regrid import open_forcing
+from nudgeml.regrid import check_on_truth_grid, open_forcing
 from nudgeml.significance import (
     NOT_CONCLUDED,
     RULE_TEXT,
@@ -248,6 +248,7 @@ def evaluate_runs(
     results: list[RunResult] = []
     for name, (hist_path, status_path) in {"nudged": (nudged, None), **runs}.items():
         h = read_histhf(hist_path)
+        check_on_truth_grid(h, truth, hist_path)
         status = json.loads(Path(status_path).read_text()) if status_path else {"status": "ok"}
         have = np.asarray(h["time"].values, dtype="datetime64[s]")
         common = np.intersect1d(window, have)

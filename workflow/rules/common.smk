@@ -101,8 +101,20 @@ def era5_standin_params():
 
 
 def model_grid_params():
-    """The grid is the model's (truncation, layers, physics); the GCM is built at period.start."""
+    """The grid is the backend's: the stand-in's from its model (truncation, layers, physics; the GCM
+    is built at period.start), LMDZ's from its reference files on the lmdz block's iim x jjm."""
+    if BACKEND.grid_from == "lmdz_reference":
+        return {"lmdz": {"grid": lmdz_grid_size(config["lmdz"])}}
     return {"period": {"start": config["period"]["start"]}, "model": config["model"]}
+
+
+def model_grid_inputs(wildcards):
+    """LMDZ's grid is read from the reference start.nc (coordinates, orography, levels) and
+    startphy.nc (land fraction) its runs start from; the stand-in's grid reads no file."""
+    if BACKEND.grid_from == "lmdz_reference":
+        ref = expand_path(config["lmdz"]["reference_dir"], "lmdz.reference_dir")
+        return {"start": f"{ref}/start.nc", "startphy": f"{ref}/startphy.nc"}
+    return {}
 
 
 def replay_params():

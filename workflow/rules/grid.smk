@@ -1,7 +1,10 @@
 # The model grid as files: NetCDF description (levels, orography, land fraction) + CDO grid text.
+# The backend's grid (nudgeml.gcm.registry): the stand-in's, or LMDZ's physics grid from its reference files.
 
 
 rule model_grid:
+    input:
+        unpack(model_grid_inputs),
     output:
         nc=f"{OUT}/grid/model_grid.nc",
         cdo=f"{OUT}/grid/model_grid.txt",
@@ -15,6 +18,7 @@ rule model_grid:
     resources:
         **res("model_grid"),
     params:
+        backend=config["backend"],
         cfg=model_grid_params(),
     script:
         "../scripts/grid.py"

@@ -1,5 +1,6 @@
-from nudgeml.grid import model_grid_from_config, write_model_grid
+from nudgeml.gcm.registry import BACKENDS
 from nudgeml.logs import rule_logging
 
 with rule_logging(snakemake.log[0]):
-    write_model_grid(model_grid_from_config(snakemake.params.cfg), snakemake.output.nc, snakemake.output.cdo)
+    make_grid = BACKENDS[snakemake.params.backend].runner("grid")
+    make_grid(snakemake.params.cfg, dict(snakemake.input.items()), snakemake.output.nc, snakemake.output.cdo)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from nudgeml.grid import read_model_grid
+from nudgeml.grid import read_hybrid_levels, read_model_grid
 from nudgeml.logs import rule_logging
 from nudgeml.regrid import regrid_month
 
@@ -18,4 +18,5 @@ with rule_logging(snakemake.log[0]):
         method=p.method,
         precip_method=p.precip_method,
         threads=snakemake.threads,
+        hybrid=read_hybrid_levels(i.grid),  # LMDZ's hybrid levels; None: sigma levels
     )

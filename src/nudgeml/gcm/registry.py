@@ -12,7 +12,8 @@ report stages read any backend's runs.
 - ``lmdz``: LMDZ6's ``gcm.e`` on Jean Zay. The job renders the job kit's run directory
   (:mod:`nudgeml.lmdz`) and runs its month-by-month script inside the rule's own SLURM job, whose
   ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
-  are then joined into the rule's outputs.
+  are then joined into the rule's outputs. Its model grid is LMDZ's physics grid, from the reference
+  ``start.nc``/``startphy.nc`` (:mod:`nudgeml.lmdz_grid`).
 - ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Registered so that
   ``backend: lmdze`` validates and dry-runs; its runners stop with one line (the build missing, or the
   workflow's LMDZE run not written yet: its start/limit files from the truth, issue 15 item 2). Until
@@ -40,9 +41,13 @@ class GcmBackend:
     forcing: str  # which nudging files the guided run reads: "standin" (forcing/*.nc) or "lmdz" (lmdz_forcing)
     ensembles: bool  # free-run members > 0 (perturbed initial states) are supported
     iterations: bool  # corrected nudged runs (iterative training) and replay targets are supported
+    # "module:function" writing grid/model_grid.nc and its CDO description from (cfg, inputs, nc, cdo):
+    # the grid the backend's histories are on, which the truth's regrid, extract, bias_check and the report use
+    grid: str = "nudgeml.grid:standin_model_grid"
+    grid_from: str = "model"  # what the grid job reads: "model" (config `model`) or "lmdz_reference" (start.nc, startphy.nc)
 
     def runner(self, which: str) -> Callable[..., Any]:
-        """The guided (``which="guided"``) or free (``"free"``) runner, imported now."""
+        """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
         module, _, func = getattr(self, which).partition(":")
         return getattr(importlib.import_module(module), func)
 
@@ -55,7 +60,8 @@ BACKENDS: dict[str, GcmBackend] = {
                    mpi=False, forcing="standin", ensembles=True, iterations=True),
         GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
                    guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
-                   needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False),
+                   needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False,
+                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference"),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
                    needs_lmdz_block=False, mpi=False, forcing="standin", ensembles=False, iterations=False),
@@ -94,6 +100,17 @@ def check_backend(config: Mapping[str, Any]) -> None:
         if "lmdz" not in config:
             raise ConfigError(f"config key 'lmdz' is required by backend {backend.name!r} (example: lmdz/config.example.yaml)")
         _check_lmdz_months(config)
+        # the workflow pairs the runs' records with the truth (ERA5, real calendar) by date: a 365- or
+        # 360-day LMDZ year drifts off it (and its histories decode to cftime dates, not datetime64)
+        if config["lmdz"].get("calendar", "gregorian") != "gregorian":
+            raise ConfigError(f"config key 'lmdz.calendar' is {config['lmdz']['calendar']!r}: backend {backend.name!r} is compared with "
+                              "ERA5 date by date; use gregorian")
+        for name, spec in config["free_runs"]["runs"].items():
+            # LMDZ's nudgeml_physiq_init reads one constant du_mean/dv_mean (lmdz/INTEGRATION.md): a monthly
+            # climatology would silently run as the annual mean
+            if spec.get("climatology", "annual") != "annual":
+                raise ConfigError(f"config key 'free_runs.runs.{name}.climatology' is {spec['climatology']!r}: backend {backend.name!r} "
+                                  "applies one annual mean tendency; use annual, or switch the run off with 'name: null'")
     if not backend.ensembles:
         for name, spec in config["free_runs"]["runs"].items():
             if spec.get("members", 1) > 1:

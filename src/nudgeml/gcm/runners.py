@@ -102,10 +102,17 @@ def month_outputs(run_dir: Path, tags: Sequence[str], name: str) -> list[Path]:
     return files
 
 
-def join_months(files: Sequence[Path], out: str | os.PathLike[str]) -> None:
+def join_months(files: Sequence[Path], out: str | os.PathLike[str], times_from: Sequence[Path] | None = None) -> None:
     """The months' files as one, in time order, written atomically. xarray, not ``cdo mergetime``:
     cdo merges a guide file's identical u and v grids (``LATU``/``LATV``) into one, and the guide
-    reader needs both. Variables without the time axis (``cu``, ``cv``) come from the first month."""
+    reader needs both. Variables without the time axis (``cu``, ``cv``) come from the first month.
+
+    ``times_from``: the same months' histories, whose times a file without time values takes. LMDZ's
+    ``guide_out`` defines ``TIME`` as a dimension only (no variable): its records pair with the
+    history's one for one (``iguide_sav`` and the history's output frequency are the kit's 6 h), which
+    is checked month by month, so that the joined guide file has dates (the mean tendency selects the
+    training blocks by date).
+    """
     import numpy as np
     import xarray as xr
 
@@ -115,13 +122,52 @@ def join_months(files: Sequence[Path], out: str | os.PathLike[str]) -> None:
         tdim = next((d for d in ("time_counter", "TIME", "time") if d in first.dims), None)
     if tdim is None:
         raise InputError(f"{files[0]}: no time axis (time_counter or TIME)")
+    stamps: dict[str, Any] = {}
+    if times_from is not None:
+        for f, h in zip(files, times_from, strict=True):
+            with xr.open_dataset(f, decode_times=False) as g, xr.open_dataset(h) as hist:
+                if tdim in g.variables:
+                    continue
+                htimes = hist["time_counter"].values if "time_counter" in hist.variables else None
+                if htimes is None:
+                    raise InputError(f"{h}: history has no time_counter to date {f} by")
+                if g.sizes[tdim] != htimes.size:
+                    raise InputError(f"{f}: {g.sizes[tdim]} records without time values, the month's history {h} has {htimes.size}: "
+                                     "they cannot be paired (iguide_sav and the history's output frequency must both be 6 h)")
+                stamps[str(Path(f).resolve())] = htimes
+
+    def dated(ds: xr.Dataset) -> xr.Dataset:
+        src = str(Path(ds.encoding.get("source", "")).resolve())
+        return ds.assign_coords({tdim: stamps[src]}) if src in stamps else ds
+
     with xr.open_mfdataset([str(f) for f in files], combine="nested", concat_dim=tdim, data_vars="minimal",
-                           coords="minimal", compat="override", join="exact") as ds:
+                           coords="minimal", compat="override", join="exact", preprocess=dated if stamps else None) as ds:
+        if not np.issubdtype(ds[tdim].dtype, np.datetime64):
+            raise InputError(f"{files[0]}: its {tdim} has no dates ({ds[tdim].dtype}); the workflow pairs runs and truth by date")
         times = ds[tdim].values
         if times.size > 1 and not np.all(np.diff(times) > np.timedelta64(0)):
             raise InputError(f"the months' times are not increasing ({files[0].parent.parent}): a month ran twice or out of order")
         with atomic_path(out) as tmp:
             ds.to_netcdf(tmp)
+
+
+def lmdz_mean_file(mean: str | os.PathLike[str], lmdz: Mapping[str, Any], out: Path) -> None:
+    """The workflow's mean tendency (``mean_tendency.nc``, canonical ``(lev, lat, lon)``) as the file
+    LMDZ's ``nudgeml_physiq_init`` reads: ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)``."""
+    from nudgeml.atomic import atomic_path
+    from nudgeml.lmdz_grid import mean_on_physics_grid
+    from nudgeml.mean_tendency import read_mean_tendency
+    from nudgeml.naming import lmdz_grid_size
+
+    size = lmdz_grid_size(lmdz)
+    mean_ds = read_mean_tendency(mean)
+    try:
+        ds = mean_on_physics_grid(mean_ds, size["iim"], size["jjm"])
+    except InputError as exc:
+        raise InputError(f"{mean}: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        ds.to_netcdf(tmp)
 
 
 def _run_lmdz(kit, kit_dir: Path, run: str) -> tuple[Path, list[str]]:
@@ -140,8 +186,52 @@ def lmdz_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
     (``guide_sav``) joined into the rule's outputs, which extract reads like the stand-in's."""
     kit = kit_config(cfg)
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), "guided")
-    join_months(month_outputs(run_dir, tags, "histhf.nc"), outputs["histhf"])
-    join_months(month_outputs(run_dir, tags, "guide_ins.nc"), outputs["guide"])
+    hist = month_outputs(run_dir, tags, "histhf.nc")
+    guide = month_outputs(run_dir, tags, "guide_ins.nc")
+    check_pairing(hist[0], guide[0])  # before writing anything: the pairing is the join's assumption
+    join_months(hist, outputs["histhf"])
+    join_months(guide, outputs["guide"], times_from=hist)
+
+
+def check_pairing(hist_file: Path, guide_file: Path, records: int = 8) -> dict[int, float]:
+    """Check that a month's ``guide_ins`` records pair with its ``histhf`` records one for one.
+
+    The join dates LMDZ's guide records (no ``TIME`` values) by the history's, record for record; if
+    the two outputs were written at instants 6 h apart (one at the start of each 6-h window, the
+    other at its end), extract would pair each nudging increment with the wrong state. Both files
+    hold the model's zonal wind (``u`` in ``guide_ins``, ``vitu`` in ``histhf``): at the right pairing
+    they are one time step apart at most, a 6-h shift changes them by the weather's 6-h evolution. The
+    RMS difference over the first ``records`` records at a mid level (pole rows left out: LMDZ writes
+    no u there) is computed for the pairing and the two shifts by one record; a shift that fits better
+    than half the pairing's is an error naming both files. Returns ``{shift: rms}`` (empty: no ``u``).
+    """
+    import numpy as np
+
+    from nudgeml.conventions import read_guide, read_histhf
+
+    g = read_guide(guide_file)
+    if "u" not in g:
+        return {}
+    h = read_histhf(hist_file, {"u": "vitu"})
+    if h["u"].shape[1:] != g["u"].shape[1:]:
+        raise InputError(f"{guide_file}: u is {g['u'].shape[1:]} (lev, lat, lon), {hist_file} vitu is {h['u'].shape[1:]}: not the same grid")
+    n = min(records, h.sizes["time"], g.sizes["time"])
+    if n < 3:
+        return {}
+    k = h.sizes["lev"] // 2
+    hu = h["u"].isel(time=slice(0, n), lev=k).values[:, 1:-1].astype(np.float64)
+    gu = g["u"].isel(time=slice(0, n), lev=k).values[:, 1:-1].astype(np.float64)
+    # shift s: guide record t against history record t + s
+    rms = {0: float(np.sqrt(np.mean((gu - hu) ** 2))),
+           1: float(np.sqrt(np.mean((gu[:-1] - hu[1:]) ** 2))),
+           -1: float(np.sqrt(np.mean((gu[1:] - hu[:-1]) ** 2)))}
+    log.info("guide_ins/histhf pairing, RMS of u - vitu (m/s), guide record t vs history record t + shift: %s", rms)
+    best = min((1, -1), key=lambda sh: rms[sh])
+    if rms[best] < 0.5 * rms[0]:
+        raise InputError(f"{guide_file}: its record t matches {hist_file}'s record t{best:+d} (6 h apart) "
+                         f"(RMS u - vitu {rms[best]:.3g} m/s there, {rms[0]:.3g} at t): guide_sav and the histhf output "
+                         "are written at different instants; the join would pair each increment with the wrong state")
+    return rms
 
 
 def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
@@ -151,7 +241,11 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
 
     spec = cfg["free_runs"]["runs"][run]
     model_dir = str(Path(inputs["manifest"]).parent) if "manifest" in inputs else None
-    kit = kit_config(cfg, run, spec, mean_file=inputs.get("mean"), model_dir=model_dir)
+    mean_file = None
+    if inputs.get("mean"):  # LMDZ reads it in its physics columns, not the workflow's (lev, lat, lon)
+        mean_file = Path(cfg["kit_dir"]) / run / "nudgeml_mean.nc"
+        lmdz_mean_file(inputs["mean"], cfg["lmdz"], mean_file)
+    kit = kit_config(cfg, run, spec, mean_file=str(mean_file) if mean_file else None, model_dir=model_dir)
     t0 = time.monotonic()
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), run)
     join_months(month_outputs(run_dir, tags, "histhf.nc"), outputs["histhf"])
