@@ -108,3 +108,61 @@ def test_gcm_runs_one_day(built, ce0l_outputs, tmp_path):
     with Dataset(tmp_path / "start.nc") as a, Dataset(tmp_path / "restart.nc") as b:
         u0, u1 = np.asarray(a["ucov"][:]), np.asarray(b["ucov"][:])
         assert np.all(np.isfinite(u1)) and not np.array_equal(u0, u1)  # one day later, the state moved
+
+
+# ------------------------------------------------------------------------------------------------
+# ce0l on inputs built from a truth (nudgeml.lmdze_inputs), as the lmdze backend builds them
+# ------------------------------------------------------------------------------------------------
+
+TRUTH_START = "2000-01-31T00:00"
+
+
+@pytest.fixture(scope="module")
+def truth_era5(tmp_path_factory):
+    import numpy as np
+    from lmdze_inputs import write_truth_era5
+
+    return write_truth_era5(tmp_path_factory.mktemp("lmdze_truth"), np.datetime64(TRUTH_START), records=5)
+
+
+@pytest.fixture(scope="module")
+def ce0l_from_truth(built, truth_era5, tmp_path_factory):
+    from nudgeml.lmdze_inputs import lmdze_day_ref, write_ce0l_inputs_from_truth
+
+    run = tmp_path_factory.mktemp("lmdze_ce0l_truth")
+    write_ce0l_inputs_from_truth(run, start=TRUTH_START, **truth_era5)
+    day_ref, year = lmdze_day_ref(TRUTH_START)
+    namelists = _namelists("ce0l_nml_control.txt").replace("&dynetat0_nml /", f"&dynetat0_nml day_ref = {day_ref}, annee_ref = {year} /")
+    out = _run(built.ce0l, run, namelists, timeout=300)
+    assert "ce0l: done" in out
+    return run
+
+
+def test_ce0l_on_the_truth_keeps_its_surface_pressure(ce0l_from_truth, truth_era5):
+    """ce0l's ps is the truth's moved onto LMDZE's smoother orography: the global mean (mass) within
+    0.5 %, and reduced to sea level with the same temperature, every column within 3 %."""
+    import numpy as np
+    import xarray as xr
+
+    for name in ("restart.nc", "restartphy.nc", "limit.nc"):
+        assert (ce0l_from_truth / name).is_file(), name
+    with xr.open_dataset(ce0l_from_truth / "restart.nc", decode_times=False) as r:
+        ps = r["ps"].values[0][:, :-1]  # the periodic column repeated
+        phis = r["phis"].values[:, :-1]
+        lat = np.rad2deg(r["rlatu"].values)
+        lon = np.rad2deg(r["rlonv"].values)[:-1]
+        bounds = np.deg2rad(np.concatenate([[90.0], 0.5 * (lat[:-1] + lat[1:]), [-90.0]]))
+    assert ps.shape == (13, 16)
+    area = (np.sin(bounds[:-1]) - np.sin(bounds[1:]))[:, None] * np.ones((1, lon.size))  # cell areas (pole caps)
+    with xr.open_dataset(truth_era5["single_levels"]) as s, xr.open_dataset(truth_era5["invariant"]) as inv:
+        sp = s["sp"].isel(valid_time=0)
+        z = inv["z"].isel(valid_time=0)
+        w = np.cos(np.deg2rad(sp["latitude"]))
+        truth_mean = float((sp * w).sum() / (w.sum() * sp.sizes["longitude"]))
+        model_mean = float((ps * area).sum() / area.sum())
+        assert abs(model_mean - truth_mean) / truth_mean < 0.005, (model_mean, truth_mean)
+        t_ref, rd = 288.0, 287.05
+        slp = (sp * np.exp(z / (rd * t_ref))).interp(latitude=xr.DataArray(lat[1:-1], dims="y"),
+                                                     longitude=xr.DataArray(lon % 360, dims="x"))
+    slp_model = ps[1:-1] * np.exp(phis[1:-1] / (rd * t_ref))
+    assert np.nanmax(np.abs(slp_model - slp.values) / slp.values) < 0.03
