@@ -166,3 +166,49 @@ def test_ce0l_on_the_truth_keeps_its_surface_pressure(ce0l_from_truth, truth_era
                                                      longitude=xr.DataArray(lon % 360, dims="x"))
     slp_model = ps[1:-1] * np.exp(phis[1:-1] / (rd * t_ref))
     assert np.nanmax(np.abs(slp_model - slp.values) / slp.values) < 0.03
+
+
+def _gcm_day(built, ce0l_dir: Path, run: Path, guide: str) -> Path:
+    run.mkdir()
+    return _gcm_day_in(built, ce0l_dir, run, guide)
+
+
+def _gcm_day_in(built, ce0l_dir: Path, run: Path, guide: str) -> Path:
+    """One day of gcm in ``run`` from ce0l's files, with ``conf_guide_nml`` set to ``guide``."""
+    import shutil
+
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc"), ("limit.nc", "limit.nc")):
+        shutil.copy(ce0l_dir / src, run / dest)
+    namelists = _namelists("gcm_nml_nudging.txt")
+    assert "&conf_guide_nml guide_u = t, guide_v = t /" in namelists and "&conf_gcm_nml\n/" in namelists
+    namelists = namelists.replace("&conf_gcm_nml\n/", "&conf_gcm_nml nday = 1 /").replace(
+        "&conf_guide_nml guide_u = t, guide_v = t /", f"&conf_guide_nml {guide} /")
+    out = _run(built.gcm, run, namelists, timeout=600)
+    assert "Everything is cool" in out
+    return run
+
+
+def test_guided_day_moves_toward_the_analysis(built, ce0l_from_truth, truth_era5, tmp_path):
+    """One day guided (u, v, tau 6 h) on the nudging files from the truth ends closer to the truth's
+    analysis at +24 h (LMDZE's own ucovrea2, the analysis on its levels) than the same day unguided."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    guided = tmp_path / "guided"
+    guided.mkdir()
+    write_lmdze_guide(era5_files={"pressure_levels": [truth_era5["pressure_levels"]]}, start=TRUTH_START, days=1,
+                      out_paths={"u": guided / "u.nc", "v": guided / "v.nc"}, iim=16, jjm=12)
+    _gcm_day_in(built, ce0l_from_truth, guided, "guide_u = t, guide_v = t, tau_max_u = 0.25, tau_max_v = 0.25")
+    free = _gcm_day(built, ce0l_from_truth, tmp_path / "free", "")
+    with xr.open_dataset(guided / "ucovrea2.nc") as a:
+        assert a.sizes["iter"] == 4  # the analyses at +6, +12, +18 and +24 h
+        analysis = a["ucovrea2"].values[-1]
+
+    def distance(run: Path) -> float:
+        with xr.open_dataset(run / "restart.nc", decode_times=False) as r:
+            ucov = r["ucov"].values[0]
+        return float(np.sqrt(np.mean((ucov[:, 1:-1] - analysis[:, 1:-1]) ** 2)))  # poles: ucov = 0
+
+    assert distance(guided) < 0.7 * distance(free), (distance(guided), distance(free))
