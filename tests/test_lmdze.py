@@ -212,3 +212,24 @@ def test_guided_day_moves_toward_the_analysis(built, ce0l_from_truth, truth_era5
         return float(np.sqrt(np.mean((ucov[:, 1:-1] - analysis[:, 1:-1]) ** 2)))  # poles: ucov = 0
 
     assert distance(guided) < 0.7 * distance(free), (distance(guided), distance(free))
+
+
+def test_run_guided_with_the_packages_namelists(built, truth_era5, tmp_path):
+    """nudgeml.lmdze_run: inputs from the truth, ce0l then a guided gcm day with namelists rendered by
+    the package (not LMDZE's test files); LMDZE reports the factt behind the package's alpha."""
+    import math
+
+    import xarray as xr
+
+    from nudgeml.lmdze_run import LmdzeSettings, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    res = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"])
+    log = (res.run_dir / "gcm.log").read_text()
+    factt = float(log.split("factt =")[1].split()[0])
+    assert res.alpha == pytest.approx(1.0 - math.exp(-factt / 0.25), rel=1e-6)
+    for name in ("restart.nc", "restartphy.nc", "ucov.nc", "ucovrea2.nc", "teta.nc", "tetarea2.nc", "T.nc"):
+        assert (res.run_dir / name).is_file(), name
+    with xr.open_dataset(res.run_dir / "tetarea2.nc") as a:
+        assert a.sizes["iter"] == 4

@@ -119,8 +119,9 @@ def test_start_date_not_in_the_file_is_refused(tmp_path):
 
 
 def test_day_ref_of_a_360_day_year():
-    assert lmdze_day_ref("2000-01-31T00") == (31, 2000)
-    assert lmdze_day_ref("2001-03-01") == (60, 2001)
+    assert lmdze_day_ref("2000-01-31T00") == (30, 2000)
+    assert lmdze_day_ref("2000-02-01") == (31, 2000)
+    assert lmdze_day_ref("2001-03-01") == (61, 2001)
     assert lmdze_day_ref("2000-12-31") == (360, 2000)
 
 

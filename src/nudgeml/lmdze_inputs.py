@@ -324,9 +324,9 @@ def write_ce0l_inputs_from_truth(
 
 
 def lmdze_day_ref(when: np.datetime64 | str) -> tuple[int, int]:
-    """``(day_ref, annee_ref)`` of ``dynetat0_nml`` for a start date: LMDZE counts 360-day years, so the
-    day of the year is capped at 360 (the last days of December map to its last day)."""
+    """``(day_ref, annee_ref)`` of ``dynetat0_nml`` for a start date. LMDZE's calendar has 360 days of
+    twelve 30-day months (its histories date day 31 as February 1st), so the date keeps its month and
+    the 31st becomes the 30th: the season (insolation, ``limit.nc``'s day) stays the truth's."""
     day = np.datetime64(when, "D")
-    year = int(str(day)[:4])
-    doy = int((day - np.datetime64(f"{year:04d}-01-01", "D")) / np.timedelta64(1, "D")) + 1
-    return min(doy, 360), year
+    year, month, dom = int(str(day)[:4]), int(str(day)[5:7]), int(str(day)[8:10])
+    return 30 * (month - 1) + min(dom, 30), year
