@@ -233,3 +233,34 @@ def test_run_guided_with_the_packages_namelists(built, truth_era5, tmp_path):
         assert (res.run_dir / name).is_file(), name
     with xr.open_dataset(res.run_dir / "tetarea2.nc") as a:
         assert a.sizes["iter"] == 4
+
+
+def test_recorded_increments_are_what_the_guide_applied(built, truth_era5, tmp_path):
+    """The build's guide diagnostic (fortran/lmdze_guide) records after - before around LMDZE's
+    relaxation. At a window's first call (tau = 0) the target is the analysis LMDZE read at the window
+    start, so there the recorded increment must be alpha * (analysis - state) from LMDZE's own
+    6-hourly files (ucovrea2 of the previous window, ucov written before the call), to float32
+    precision; the window sums hold the other calls too (12 per window at day_step 240, iperiod 5)."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.lmdze_run import LmdzeSettings, nudging_alpha, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    run = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"]).run_dir
+
+    def field(name):
+        with xr.open_dataset(run / f"{name}.nc") as ds:
+            return ds[name].values
+
+    for inc, state, analysis in (("du_guide0", "ucov", "ucovrea2"), ("dteta_guide0", "teta", "tetarea2")):
+        first, x, xa = field(inc), field(state), field(analysis)
+        assert first.shape[0] == x.shape[0] == 4  # four 6-hour windows in the day
+        for k in (1, 2, 3):
+            want = nudging_alpha(s) * (xa[k - 1] - x[k])
+            scale = np.abs(x[k]).max()
+            assert np.abs(first[k] - want).max() <= 4e-6 * scale, (inc, k, np.abs(first[k] - want).max(), scale)
+            assert np.abs(want).max() > 100 * 4e-6 * scale  # not vacuous: the relaxation did far more than the tolerance
+        total = field(inc[:-1])
+        assert np.all(np.isfinite(total)) and np.abs(total).max() > np.abs(first).max()
