@@ -264,3 +264,53 @@ def test_recorded_increments_are_what_the_guide_applied(built, truth_era5, tmp_p
             assert np.abs(want).max() > 100 * 4e-6 * scale  # not vacuous: the relaxation did far more than the tolerance
         total = field(inc[:-1])
         assert np.all(np.isfinite(total)) and np.abs(total).max() > np.abs(first).max()
+
+
+def test_guided_outputs_in_lmdz_conventions(built, truth_era5, tmp_path):
+    """histhf.nc and guide_ins.nc from a guided day (nudgeml.lmdze_history), read by the readers of
+    LMDZ's files: the window states are LMDZE's own 6-hourly ucov/teta, the analyses rebuilt from the
+    first increments equal LMDZE's own ucovrea2/tetarea2 (windows 1-3, float32 precision), the
+    increments are the recorded window sums, and the history's winds are the guide file's states."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.conventions import LMDZ_KAPPA, LMDZ_PREFF_PA, read_guide, read_histhf
+    from nudgeml.lmdze_history import metric, write_guided_outputs
+    from nudgeml.lmdze_run import LmdzeSettings, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    run = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"]).run_dir
+    n = write_guided_outputs(run, s, epoch=TRUTH_START, histhf=tmp_path / "histhf.nc", guide=tmp_path / "guide_ins.nc")
+    assert n == 4
+
+    def field(name):
+        with xr.open_dataset(run / f"{name}.nc") as ds:
+            return ds[name].values.astype(np.float64)
+
+    cu, _ = metric(16, 12)
+    inner = slice(1, -1)  # no zonal wind on the pole rows
+    with xr.open_dataset(tmp_path / "guide_ins.nc") as g:
+        u, ua, ucov = g["u"].values, g["ua"].values, g["ucov"].values
+        teta_inc, sp = g["teta"].values, g["SP"].values
+    lmdze_state, lmdze_analysis = field("ucov") / cu, field("ucovrea2") / cu
+    assert np.abs(u - lmdze_state)[:, :, inner].max() < 1e-4 * np.abs(lmdze_state).max()
+    assert np.abs(ua[1:] - lmdze_analysis[:3])[:, :, inner].max() < 1e-4 * np.abs(lmdze_analysis).max()
+    assert np.allclose(ucov, field("du_guide") * 4.0, rtol=1e-6)  # window sum over 6 h, per day
+    assert np.allclose(teta_inc, field("dteta_guide") * 4.0, rtol=1e-6)
+
+    g = read_guide(tmp_path / "guide_ins.nc")
+    h = read_histhf(tmp_path / "histhf.nc")
+    assert g.sizes == {"time": 4, "lev": 11, "lat": 13, "lon": 16} and dict(h["u"].sizes) == {"time": 4, "lev": 11, "lat": 13, "lon": 16}
+    for name in ("du", "dv", "dt", "u", "ua", "ta"):
+        assert np.all(np.isfinite(g[name].values)), name
+    assert np.array_equal(g["lat"].values, h["lat"].values) and np.array_equal(g["lon"].values, h["lon"].values)
+    # the reader's temperature increment: teta increment x (SP / preff)^kappa, LMDZE's T / theta
+    with xr.open_dataset(run / "dyn_hist.nc", decode_times=False) as d:
+        exner = (d["temp"] / d["theta"]).values[[0, 59, 119, 179]]  # records at the window starts (first: one step in)
+    assert np.allclose((sp / LMDZ_PREFF_PA) ** LMDZ_KAPPA, exner, rtol=1e-5)
+    # history and guide file hold the same window-start winds (the history's is one dynamics record,
+    # the guide's the state just before that step's relaxation): close, away from the poles
+    diff = np.abs(h["u"].values - g["u"].values)[:, :, 2:-2]
+    assert diff.max() < 1.0, diff.max()
+    assert float(h["precip"].min()) >= 0.0 and float(h["ps"].min()) > 5e4

@@ -10,7 +10,9 @@
 !   du_guide, dv_guide, dteta_guide  the window's summed increments of ucov, vcov, teta;
 !   du_guide0, dv_guide0, dteta_guide0  the increments of the window's first call (tau = 0: the
 !     target is then the analysis of the window start, so a test can check them against
-!     alpha * (analysis - state) from LMDZE's own 6-hourly files).
+!     alpha * (analysis - state) from LMDZE's own 6-hourly files);
+!   ucov_guide_state, vcov_guide_state, teta_guide_state  the state just before that first call
+!     (LMDZE itself writes ucov and teta there, not vcov).
 module nudgeml_guide_diag_m
 
   use conf_gcm_m, only: day_step, iperiod
@@ -54,6 +56,9 @@ contains
        call writefield("du_guide0", ucov - u0)
        call writefield("dv_guide0", vcov - v0)
        call writefield("dteta_guide0", teta - t0)
+       call writefield("ucov_guide_state", u0)
+       call writefield("vcov_guide_state", v0)
+       call writefield("teta_guide_state", t0)
     end if
     du = du + (ucov - u0)
     dv = dv + (vcov - v0)
