@@ -314,3 +314,25 @@ def test_guided_outputs_in_lmdz_conventions(built, truth_era5, tmp_path):
     diff = np.abs(h["u"].values - g["u"].values)[:, :, 2:-2]
     assert diff.max() < 1.0, diff.max()
     assert float(h["precip"].min()) >= 0.0 and float(h["ps"].min()) > 5e4
+
+
+def test_backend_guided_job_writes_what_extract_reads(built, truth_era5, tmp_path, monkeypatch):
+    """The lmdze backend's nudged job (registry runner, as workflow/scripts/nudged.py calls it) on the
+    truth's ERA5 files: histhf.nc and guide_ins.nc, read by the readers extract uses."""
+    import numpy as np
+
+    from nudgeml import lmdze_build
+    from nudgeml.conventions import read_guide, read_histhf
+    from nudgeml.gcm.registry import BACKENDS
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    cfg = {"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"}, "nudging": {"tau_hours": 6.0, "project_target": False},
+           "run_dir": str(tmp_path / "lmdze" / "guided")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    outputs = {"histhf": str(tmp_path / "nudged" / "histhf.nc"), "guide": str(tmp_path / "nudged" / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")(cfg, inputs, outputs)
+    g, h = read_guide(outputs["guide"]), read_histhf(outputs["histhf"])
+    assert g.sizes["time"] == h.sizes["time"] == 4 and "dt" not in g  # u, v only
+    assert np.all(np.isfinite(g["du"].values)) and float(np.abs(g["du"]).max()) > 0
+    assert str(h["time"].values[0])[:13] == "2000-01-31T00"

@@ -31,6 +31,13 @@ def test_grid_dates_length_and_nudging_time_scale():
     assert "guide_q" not in guide
 
 
+def test_temperature_has_its_own_time_scale():
+    s = LmdzeSettings(start="2000-02-01T00", days=1, guide=("u", "v", "t"), tau_hours=6.0, tau_t_hours=12.0)
+    guide = next(line for line in render_namelists(s)["gcm"].splitlines() if line.startswith("&conf_guide_nml"))
+    assert "tau_max_u = 0.25" in guide and "tau_max_t = 0.5" in guide
+    assert nudging_alpha(s, "t") == pytest.approx(1.0 - math.exp(-(5 / 240) / 0.5), rel=1e-15)
+
+
 def test_free_run_has_no_guide():
     gcm = render_namelists(LmdzeSettings(start="2000-02-01T00", days=1))["gcm"]
     assert "&conf_guide_nml /" in gcm.splitlines()
@@ -46,10 +53,37 @@ def test_alpha_is_lmdzes_regular_grid_formula():
     ({"iphysiq": 7}, r"iphysiq=7 must be a multiple of iperiod=5"),
     ({"guide": ("w",)}, r"cannot guide \['w'\]"),
     ({"days": 0}, r"at least 1"),
-    ({"tau_hours": 0.0}, r"tau_hours=0.0 must be > 0"),
+    ({"tau_hours": 0.0}, r"tau_hours=0.0 \(t: None\) must be > 0"),
     ({"extra": {"nosuch_nml": {"a": 1}}}, r"namelist group\(s\) \['nosuch_nml'\]"),
 ])
 def test_bad_settings_are_one_clear_error(kwargs, match):
     base = {"start": "2000-02-01T00", "days": 1, "guide": ("u", "v")}
     with pytest.raises(ConfigError, match=match):
         render_namelists(LmdzeSettings(**{**base, **kwargs}))
+
+
+# the lmdze backend's settings from the workflow's configuration (nudgeml.gcm.runners)
+
+
+def _cfg(**nudging):
+    return {"period": {"start": "2000-01-31T00:00", "end": "2000-02-03T00:00"}, "nudging": {"tau_hours": 6.0, "project_target": False, **nudging}}
+
+
+def test_backend_settings_from_the_workflow_config():
+    from nudgeml.gcm.runners import lmdze_settings
+
+    s = lmdze_settings({**_cfg(t={"tau_hours": 12.0}), "lmdze": {"iim": 48, "jjm": 32, "llm": 19}})
+    assert (s.days, s.guide, s.tau_hours, s.tau_t_hours, s.iim, s.jjm, s.llm) == (3, ("u", "v", "t"), 6.0, 12.0, 48, 32, 19)
+    assert s.start == "2000-01-31T00:00:00"
+    assert lmdze_settings(_cfg()).guide == ("u", "v")
+
+
+@pytest.mark.parametrize(("cfg", "match"), [
+    ({**_cfg(), "period": {"start": "2000-01-31T00:00", "end": "2000-02-01T06:00"}}, r"'period' .* whole days"),
+    (_cfg(q={"tau_hours": 6.0}), r"'nudging.q' is set: backend 'lmdze' cannot nudge q"),
+])
+def test_backend_settings_refuse_what_lmdze_cannot_run(cfg, match):
+    from nudgeml.gcm.runners import lmdze_settings
+
+    with pytest.raises(ConfigError, match=match):
+        lmdze_settings(cfg)

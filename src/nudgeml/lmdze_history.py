@@ -122,7 +122,7 @@ def write_guided_outputs(run_dir: str | os.PathLike[str], settings: LmdzeSetting
         dteta, dteta0, teta = _field(run, "dteta_guide"), _field(run, "dteta_guide0"), _field(run, "teta_guide_state")
         exner = temp / theta  # (p / preff)^kappa on the scalar points (lon iim + 1)
         data["teta"] = (("TIME", "LEVEL", "LATU", "LONU"), (dteta[:n] * per_day).astype(f4), {"units": "K/day", "long_name": "potential-temperature nudging increment applied, window mean"})
-        data["ta"] = (("TIME", "LEVEL", "LATU", "LONU"), ((teta[:n] + dteta0[:n] / alpha) * exner).astype(f4), {"units": "K", "long_name": "analysis temperature at the window start"})
+        data["ta"] = (("TIME", "LEVEL", "LATU", "LONU"), ((teta[:n] + dteta0[:n] / nudging_alpha(s, "t")) * exner).astype(f4), {"units": "K", "long_name": "analysis temperature at the window start"})
     data["SP"] = (("TIME", "LEVEL", "LATU", "LONU"), p_layer.astype(f4), {"units": "Pa", "long_name": "layer pressure of LMDZE's Exner function at the window start"})
     coords = {
         "TIME": ("TIME", times, tattrs),

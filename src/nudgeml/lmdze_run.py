@@ -60,6 +60,7 @@ class LmdzeSettings:
     iphysiq: int = 5
     guide: Sequence[str] = ()
     tau_hours: float = 6.0
+    tau_t_hours: float | None = None  # temperature's own time scale (nudging.t.tau_hours); None: tau_hours
     extra: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -74,8 +75,12 @@ class LmdzeSettings:
         unknown = set(self.guide) - set(GUIDE_FLAGS)
         if unknown:
             raise ConfigError(f"LMDZE cannot guide {sorted(unknown)}; use some of {sorted(GUIDE_FLAGS)}")
-        if self.tau_hours <= 0:
-            raise ConfigError(f"LMDZE nudging time scale tau_hours={self.tau_hours} must be > 0")
+        if self.tau_hours <= 0 or (self.tau_t_hours is not None and self.tau_t_hours <= 0):
+            raise ConfigError(f"LMDZE nudging time scale tau_hours={self.tau_hours} (t: {self.tau_t_hours}) must be > 0")
+
+    def tau_of(self, var: str) -> float:
+        """The relaxation time (hours) of ``var``."""
+        return self.tau_t_hours if var == "t" and self.tau_t_hours is not None else self.tau_hours
 
 
 def _value(v: object) -> str:
@@ -113,9 +118,9 @@ def render_namelists(s: LmdzeSettings) -> dict[str, str]:
     gcm["dimensions_nml"] = dims
     gcm["conf_gcm_nml"] = {**steps, "nday": s.days}
     if s.guide:
-        tau_days = s.tau_hours / 24.0  # on a regular grid LMDZE uses tau_max: alpha = 1 - exp(-factt / tau_max)
         guide: dict[str, object] = {}
         for var in s.guide:
+            tau_days = s.tau_of(var) / 24.0  # on a regular grid LMDZE uses tau_max: alpha = 1 - exp(-factt / tau_max)
             flag = GUIDE_FLAGS[var]
             guide.update({f"guide_{flag}": True, f"tau_min_{flag}": tau_days, f"tau_max_{flag}": tau_days})
         gcm["conf_guide_nml"] = guide
@@ -124,11 +129,11 @@ def render_namelists(s: LmdzeSettings) -> dict[str, str]:
     return {"ce0l": _groups(CE0L_GROUPS, ce0l), "gcm": _groups(GCM_GROUPS, gcm)}
 
 
-def nudging_alpha(s: LmdzeSettings) -> float:
-    """LMDZE's relaxation factor per guide call on a regular grid: ``1 - exp(-factt / tau_max)`` with
-    ``factt`` the Matsuno period in days (the guide acts once every ``iperiod`` steps)."""
+def nudging_alpha(s: LmdzeSettings, var: str = "u") -> float:
+    """LMDZE's relaxation factor of ``var`` per guide call on a regular grid: ``1 - exp(-factt / tau_max)``
+    with ``factt`` the Matsuno period in days (the guide acts once every ``iperiod`` steps)."""
     factt = s.iperiod / s.day_step
-    return float(1.0 - np.exp(-factt / (s.tau_hours / 24.0)))
+    return float(1.0 - np.exp(-factt / (s.tau_of(var) / 24.0)))
 
 
 def _run(exe: Path, cwd: Path, stdin: str, log_name: str, done: str, timeout_s: float) -> float:
