@@ -336,3 +336,12 @@ def test_backend_guided_job_writes_what_extract_reads(built, truth_era5, tmp_pat
     assert g.sizes["time"] == h.sizes["time"] == 4 and "dt" not in g  # u, v only
     assert np.all(np.isfinite(g["du"].values)) and float(np.abs(g["du"]).max()) > 0
     assert str(h["time"].values[0])[:13] == "2000-01-31T00"
+    # the extract stage's own function builds the training columns from them (the model grid file is
+    # the stand-in's, so no land_fraction feature yet)
+    from nudgeml.extract import ColumnSpec, column_dataset
+
+    spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
+                                   "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
+    cols = column_dataset(outputs["histhf"], outputs["guide"], None, spec)
+    assert str(cols.attrs["grid_shape"]) == "[13, 16]" and cols["targets"].shape == (4, 13 * 16, 22)
+    assert np.all(np.isfinite(cols["inputs"].values)) and np.all(np.isfinite(cols["targets"].values))
