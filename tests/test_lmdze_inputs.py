@@ -128,3 +128,19 @@ def test_day_ref_of_a_360_day_year():
 def test_truth_grid_has_no_poles():
     lat, _ = truth_lat_lon()
     assert abs(lat).max() < 90  # the regrid must fill the pole rows ce0l needs
+
+
+def test_grib_era5_gives_the_same_files(tmp_path, from_truth):
+    """era5.cds.data_format: grib -- the same inputs from GRIB files (16-bit packing apart)."""
+    from factories import to_grib
+
+    era5 = write_truth_era5(tmp_path / "era5", START)
+    grib = {k: v.with_suffix(".grib") for k, v in era5.items()}
+    for k in era5:
+        to_grib(era5[k], grib[k])
+    write_ce0l_inputs_from_truth(tmp_path / "ce0l", start=START + np.timedelta64(6, "h"), **grib)
+    folder, _ = from_truth
+    for name, tol in (("ECDYN.nc", {"Z": 0.5, "SP": 1.0, "U": 0.01, "V": 0.01, "TEMP": 0.01, "R": 0.5}), ("Relief.nc", {"RELIEF": 0.1})):
+        with xr.open_dataset(folder / name) as a, xr.open_dataset(tmp_path / "ce0l" / name) as b:
+            for var, t in tol.items():
+                assert float(np.abs(a[var] - b[var]).max()) < t, (name, var)
