@@ -87,3 +87,19 @@ def test_backend_settings_refuse_what_lmdze_cannot_run(cfg, match):
 
     with pytest.raises(ConfigError, match=match):
         lmdze_settings(cfg)
+
+
+def test_run_dir_is_emptied_only_when_it_is_ours(tmp_path):
+    from nudgeml.errors import InputError
+    from nudgeml.lmdze_run import RUN_MARKER, fresh_run_dir
+
+    run = fresh_run_dir(tmp_path / "run")
+    (run / "du_guide.nc").write_text("from an earlier run")
+    again = fresh_run_dir(tmp_path / "run")
+    assert sorted(p.name for p in again.iterdir()) == [RUN_MARKER]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match=r"other: not empty and not an LMDZE run folder"):
+        fresh_run_dir(other)
+    assert (other / "keep.txt").read_text() == "user data"

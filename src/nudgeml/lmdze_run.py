@@ -156,6 +156,23 @@ def _era5_paths(files: Sequence[str | os.PathLike[str]], kind: str) -> list[Path
     return paths
 
 
+RUN_MARKER = ".nudgeml-lmdze-run"
+
+
+def fresh_run_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``run_dir`` emptied for a new run: LMDZE's programs add to what they find (histories, the
+    guide's 6-hourly files), and a file left by an earlier run must not pass for this one's. Only a
+    folder this module made (it holds :data:`RUN_MARKER`) or an empty one is emptied."""
+    run = Path(run_dir)
+    if run.exists():
+        if any(run.iterdir()) and not (run / RUN_MARKER).is_file():
+            raise InputError(f"{run}: not empty and not an LMDZE run folder made by nudgeml (no {RUN_MARKER}); choose another run_dir")
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    (run / RUN_MARKER).write_text("made by nudgeml.lmdze_run; emptied at each run\n")
+    return run
+
+
 @dataclass
 class GuidedRun:
     run_dir: Path
@@ -183,8 +200,7 @@ def run_guided(
     from nudgeml.lmdze_inputs import write_ce0l_inputs_from_truth
 
     namelists = render_namelists(settings)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    run = fresh_run_dir(run_dir)
     pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
     start = np.datetime64(settings.start, "s")
     errors = []
