@@ -126,3 +126,18 @@ def test_lmdze_guide_refuses_missing_records(tmp_path):
         write_lmdze_guide(era5_files={"pressure_levels": [era5["pressure_levels"]]}, start=start, days=1,
                           out_paths={"u": tmp_path / "u.nc"}, iim=16, jjm=12)
     assert not (tmp_path / "u.nc").exists()
+
+
+def test_lmdze_relative_humidity_file(tmp_path):
+    """hur.nc:RH (%) from ERA5 q and t with LMDZ's q_sat: the synthetic truth's q is 0.6 q_sat."""
+    from lmdze_inputs import write_truth_era5
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    start = np.datetime64("2000-01-31T00:00", "s")
+    era5 = write_truth_era5(tmp_path / "era5", start)
+    write_lmdze_guide(era5_files={"pressure_levels": [era5["pressure_levels"]]}, start=start, days=1,
+                      out_paths={"hur": tmp_path / "hur.nc"}, iim=16, jjm=12)
+    with xr.open_dataset(tmp_path / "hur.nc") as h:
+        assert h["RH"].dims == ("TIME", "LEVEL", "LAT", "LON") and h["RH"].shape == (5, 17, 13, 17)
+        assert h["LAT"].values[0] == -90.0 and h["LEVEL"].attrs["units"] == "hPa"
+        assert np.allclose(h["RH"].values, 60.0, atol=1e-3)

@@ -345,3 +345,32 @@ def test_backend_guided_job_writes_what_extract_reads(built, truth_era5, tmp_pat
     cols = column_dataset(outputs["histhf"], outputs["guide"], None, spec)
     assert str(cols.attrs["grid_shape"]) == "[13, 16]" and cols["targets"].shape == (4, 13 * 16, 22)
     assert np.all(np.isfinite(cols["inputs"].values)) and np.all(np.isfinite(cols["targets"].values))
+
+
+def test_guided_humidity_through_relative_humidity(built, truth_era5, tmp_path, monkeypatch):
+    """nudging.q: hur.nc from the truth, LMDZE relaxes q toward q_sat(model T, p) x the analysis' RH;
+    guide_ins.nc holds the applied q increments (read_guide's dq) and that target (qa), which is 0.6
+    q_sat of the model's window-start temperature, as the truth's q is 0.6 q_sat."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml import lmdze_build
+    from nudgeml.conventions import read_guide, read_histhf
+    from nudgeml.gcm.registry import BACKENDS
+    from nudgeml.lmdze_inputs import q_sat
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    cfg = {"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"},
+           "nudging": {"tau_hours": 6.0, "project_target": False, "q": {"tau_hours": 6.0}}, "run_dir": str(tmp_path / "run")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    outputs = {"histhf": str(tmp_path / "histhf.nc"), "guide": str(tmp_path / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")(cfg, inputs, outputs)
+    assert (tmp_path / "run" / "hur.nc").is_file()
+    g, h = read_guide(outputs["guide"]), read_histhf(outputs["histhf"])
+    assert np.all(np.isfinite(g["dq"].values)) and float(np.abs(g["dq"]).max()) > 0
+    with xr.open_dataset(outputs["guide"]) as raw:
+        sp = raw["SP"].values[:, :, ::-1, :-1]  # LATU north first -> canonical; drop the repeated longitude
+    order = np.argsort(np.mod(np.linspace(-180, 180, 17)[:-1], 360.0))
+    ratio = g["qa"].values[1:] / q_sat(h["t"].values[1:], sp[1:][..., order])  # windows 1-3: history at the window start
+    assert abs(float(np.median(ratio)) - 0.6) < 0.01, float(np.median(ratio))

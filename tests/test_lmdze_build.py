@@ -29,8 +29,8 @@ def test_diagnostic_calls_wrap_the_relaxation(tmp_path):
     add_guide_diagnostic(tmp_path)
     lines = [line.strip() for line in (d / "guide.f90").read_text().splitlines()]
     use = lines.index("use nudgeml_guide_diag_m, only: nudgeml_guide_before, nudgeml_guide_after")
-    before = lines.index("call nudgeml_guide_before(ucov, vcov, teta)")
-    after = lines.index("call nudgeml_guide_after(itau, ucov, vcov, teta)")
+    before = lines.index("call nudgeml_guide_before(ucov, vcov, teta, q)")
+    after = lines.index("call nudgeml_guide_after(itau, ucov, vcov, teta, q)")
     assert lines[use - 1].startswith("use writefield_m")
     assert lines[before + 1].startswith("tau = mod(") and lines[after + 1] == "END SUBROUTINE guide"
     assert (d / GUIDE_DIAG_F90.name).read_text() == GUIDE_DIAG_F90.read_text()

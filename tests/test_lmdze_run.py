@@ -53,7 +53,7 @@ def test_alpha_is_lmdzes_regular_grid_formula():
     ({"iphysiq": 7}, r"iphysiq=7 must be a multiple of iperiod=5"),
     ({"guide": ("w",)}, r"cannot guide \['w'\]"),
     ({"days": 0}, r"at least 1"),
-    ({"tau_hours": 0.0}, r"tau_hours=0.0 \(t: None\) must be > 0"),
+    ({"tau_hours": 0.0}, r"tau_hours=0.0 \(t: None, q: None\) must be > 0"),
     ({"extra": {"nosuch_nml": {"a": 1}}}, r"namelist group\(s\) \['nosuch_nml'\]"),
 ])
 def test_bad_settings_are_one_clear_error(kwargs, match):
@@ -76,11 +76,14 @@ def test_backend_settings_from_the_workflow_config():
     assert (s.days, s.guide, s.tau_hours, s.tau_t_hours, s.iim, s.jjm, s.llm) == (3, ("u", "v", "t"), 6.0, 12.0, 48, 32, 19)
     assert s.start == "2000-01-31T00:00:00"
     assert lmdze_settings(_cfg()).guide == ("u", "v")
+    q = lmdze_settings(_cfg(q={"tau_hours": 24.0}))
+    assert q.guide == ("u", "v", "q") and q.tau_of("q") == 24.0 and q.tau_of("t") == 6.0
+    guide = next(line for line in render_namelists(q)["gcm"].splitlines() if line.startswith("&conf_guide_nml"))
+    assert "guide_q = t" in guide and "tau_max_q = 1.0" in guide
 
 
 @pytest.mark.parametrize(("cfg", "match"), [
     ({**_cfg(), "period": {"start": "2000-01-31T00:00", "end": "2000-02-01T06:00"}}, r"'period' .* whole days"),
-    (_cfg(q={"tau_hours": 6.0}), r"'nudging.q' is set: backend 'lmdze' cannot nudge q"),
 ])
 def test_backend_settings_refuse_what_lmdze_cannot_run(cfg, match):
     from nudgeml.gcm.runners import lmdze_settings

@@ -36,6 +36,14 @@ LMDZ_VARS = {
 }
 
 
+#: LMDZE's nudging variables: LMDZ's winds and temperature, and relative humidity (``hur.nc``:``RH``,
+#: %, from ERA5 q and t with LMDZ's q_sat: LMDZE's guide turns it back into q with the model's q_sat)
+LMDZE_VARS = {
+    "u": LMDZ_VARS["u"], "v": LMDZ_VARS["v"], "T": LMDZ_VARS["T"],
+    "hur": ("r", "RH", "scalar", "pressure_levels"),
+}
+
+
 def lmdz_points(iim: int, jjm: int, point: str) -> tuple[np.ndarray, np.ndarray]:
     """Longitudes and latitudes (degrees, LMDZ order) of LMDZ's u, v or scalar points."""
     dlon = 360.0 / iim
@@ -119,13 +127,15 @@ def write_nudging_var(
     source: Path,
     tmp: Path,
     check_times: Callable[[np.ndarray], None] | None = None,
+    spec: tuple[str, str, str, str] | None = None,
 ) -> None:
     """Regrid one ERA5 variable (``merged``: the records to write, in order) to the ``var`` points of the
     ``iim x jjm`` grid and write it in the nudging file's names (``TIME``, ``LEVEL`` in hPa, ``LAT``,
     ``LON``). ``north_first``: latitudes north to south (LMDZ6) or south to north (LMDZE, whose
     ``read_reanalyse`` interpolates on model pressures laid out south first). ``invert_p``: the
-    ``LEVEL`` order (see :func:`write_lmdz_forcing`). ``check_times`` sees the records' times."""
-    era5_name, lmdz_name, point, _ = LMDZ_VARS[var]
+    ``LEVEL`` order (see :func:`write_lmdz_forcing`). ``check_times`` sees the records' times.
+    ``spec``: ``(variable in merged, file variable, points, kind)``, default ``LMDZ_VARS[var]``."""
+    era5_name, lmdz_name, point, _ = spec or LMDZ_VARS[var]
     lon, lat = lmdz_points(iim, jjm, point)
     if not north_first:
         lat = lat[::-1]
@@ -178,21 +188,24 @@ def write_lmdze_guide(
     without matching dates, so the records must be exactly these: checked here. Latitudes south to
     north; levels in hPa (either order: LMDZE's ``pres2lev`` sorts them). ``era5_files`` maps ERA5
     kinds (``pressure_levels``) to the monthly files covering the run."""
-    unknown = set(out_paths) - {"u", "v", "T"}
+    unknown = set(out_paths) - set(LMDZE_VARS)
     if unknown:
-        raise InputError(f"LMDZE nudging variable(s) {sorted(unknown)} are not written here; use u, v, T")
+        raise InputError(f"LMDZE nudging variable(s) {sorted(unknown)} are not written here; use {', '.join(LMDZE_VARS)}")
     t0 = np.datetime64(start, "s")
     want = t0 + np.timedelta64(6, "h") * np.arange(4 * days + 1)
     with tempfile.TemporaryDirectory(prefix="lmdze-guide.") as tmpdir:
         tmp = Path(tmpdir)
         for var, path in out_paths.items():
-            era5_name, _, _, kind = LMDZ_VARS[var]
+            era5_name, _, _, kind = LMDZE_VARS[var]
             files = [Path(f) for f in era5_files[kind]]
             for f in files:
                 check_era5_file(f, kind)
             merged = tmp / f"{var}_merged.nc"
-            sources = [a for f in files for a in (f"-selname,{era5_name}", str(f))]
+            names = "q,t" if var == "hur" else era5_name
+            sources = [a for f in files for a in (f"-selname,{names}", str(f))]
             cdo("-f", "nc4", f"seldate,{want[0]},{want[-1]}", "-mergetime", *sources, str(merged))
+            if var == "hur":
+                merged = _relative_humidity_file(merged, tmp / "hur_rh.nc")
 
             def check_records(times: np.ndarray, files: list[Path] = files) -> None:
                 got = times.astype("datetime64[s]")
@@ -202,4 +215,19 @@ def write_lmdze_guide(
                                      + (f" ({got[0]} .. {got[-1]})" if got.size else ""))
 
             write_nudging_var(merged, var, path, iim=iim, jjm=jjm, method=method, invert_p=False, north_first=False,
-                              source=files[0], tmp=tmp, check_times=check_records)
+                              source=files[0], tmp=tmp, check_times=check_records, spec=LMDZE_VARS[var])
+
+
+def _relative_humidity_file(qt: Path, out: Path) -> Path:
+    """ERA5 q and t on pressure levels -> relative humidity ``r`` (%) with LMDZ's q_sat, same grid."""
+    from nudgeml.lmdze_inputs import relative_humidity_pct
+
+    with xr.open_dataset(qt) as ds:
+        zdim = next(d for d in ds["q"].dims if d not in ("valid_time", "time", "lat", "lon", "latitude", "longitude"))
+        p_hpa = ds[zdim].astype(np.float64)
+        if str(ds[zdim].attrs.get("units", "hPa")).lower() in ("pa", "pascal"):
+            p_hpa = p_hpa / 100.0
+        r = xr.DataArray(relative_humidity_pct(ds["q"].values, ds["t"].values, (100.0 * p_hpa).broadcast_like(ds["q"]).values),
+                         dims=ds["q"].dims, coords=ds["q"].coords, attrs={"units": "%", "long_name": "relative humidity (LMDZ q_sat)"})
+        xr.Dataset({"r": r.astype(np.float32)}).to_netcdf(out)
+    return out

@@ -169,8 +169,8 @@ def add_guide_diagnostic(tree: Path) -> None:
     guide = guide_dir / "guide.f90"
     _insert_once(guide, r"^\s*use writefield_m, only: writefield\s*$",
                  "    use nudgeml_guide_diag_m, only: nudgeml_guide_before, nudgeml_guide_after", before=False)
-    _insert_once(guide, r"^\s*tau = mod\(real\(itau\) / real\(day_step / 4\), 1\.\)", "    call nudgeml_guide_before(ucov, vcov, teta)", before=True)
-    _insert_once(guide, r"^\s*END SUBROUTINE guide\s*$", "    call nudgeml_guide_after(itau, ucov, vcov, teta)", before=True)
+    _insert_once(guide, r"^\s*tau = mod\(real\(itau\) / real\(day_step / 4\), 1\.\)", "    call nudgeml_guide_before(ucov, vcov, teta, q)", before=True)
+    _insert_once(guide, r"^\s*END SUBROUTINE guide\s*$", "    call nudgeml_guide_after(itau, ucov, vcov, teta, q)", before=True)
 
 
 def copy_with_cmake_modules(src: Path, dest: Path, cmake_src: Path) -> None:

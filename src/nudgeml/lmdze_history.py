@@ -10,7 +10,8 @@ periodic longitude repeated and the poles, ``LATV`` between them, ``cu``/``cv``)
   build's diagnostic (``du_guide.nc`` …, ``fortran/lmdze_guide``), as window means per day;
 - ``u``, ``v``: the model's winds at the window start, before that step's relaxation (the
   diagnostic's ``ucov_guide_state.nc``/``vcov_guide_state.nc`` divided by ``cu``/``cv``);
-- ``ua``, ``va``, ``ta``: the analysis at the window start. The window's first relaxation has
+- ``ua``, ``va``, ``ta``, ``qa``: the analysis at the window start (for q, LMDZE's target: the
+  analysis' relative humidity times the model's saturation humidity). The window's first relaxation has
   ``tau = 0``, so its recorded increment is ``alpha (analysis - state)`` and the analysis is
   ``state + increment / alpha``: exact for every window, the first included (LMDZE writes only the
   next window's analysis, ``ucovrea2``);
@@ -123,6 +124,10 @@ def write_guided_outputs(run_dir: str | os.PathLike[str], settings: LmdzeSetting
         exner = temp / theta  # (p / preff)^kappa on the scalar points (lon iim + 1)
         data["teta"] = (("TIME", "LEVEL", "LATU", "LONU"), (dteta[:n] * per_day).astype(f4), {"units": "K/day", "long_name": "potential-temperature nudging increment applied, window mean"})
         data["ta"] = (("TIME", "LEVEL", "LATU", "LONU"), ((teta[:n] + dteta0[:n] / nudging_alpha(s, "t")) * exner).astype(f4), {"units": "K", "long_name": "analysis temperature at the window start"})
+    if "q" in s.guide:  # LMDZE relaxes q toward q_sat(model T) x the analysis' relative humidity
+        dq, dq0, q_state = _field(run, "dq_guide"), _field(run, "dq_guide0"), _field(run, "q_guide_state")
+        data["q"] = (("TIME", "LEVEL", "LATU", "LONU"), (dq[:n] * per_day).astype(f4), {"units": "kg/kg/day", "long_name": "specific-humidity nudging increment applied, window mean"})
+        data["qa"] = (("TIME", "LEVEL", "LATU", "LONU"), (q_state[:n] + dq0[:n] / nudging_alpha(s, "q")).astype(f4), {"units": "kg/kg", "long_name": "nudging target of q at the window start"})
     data["SP"] = (("TIME", "LEVEL", "LATU", "LONU"), p_layer.astype(f4), {"units": "Pa", "long_name": "layer pressure of LMDZE's Exner function at the window start"})
     coords = {
         "TIME": ("TIME", times, tattrs),

@@ -61,6 +61,7 @@ class LmdzeSettings:
     guide: Sequence[str] = ()
     tau_hours: float = 6.0
     tau_t_hours: float | None = None  # temperature's own time scale (nudging.t.tau_hours); None: tau_hours
+    tau_q_hours: float | None = None  # humidity's (nudging.q.tau_hours); None: tau_hours
     extra: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -75,12 +76,13 @@ class LmdzeSettings:
         unknown = set(self.guide) - set(GUIDE_FLAGS)
         if unknown:
             raise ConfigError(f"LMDZE cannot guide {sorted(unknown)}; use some of {sorted(GUIDE_FLAGS)}")
-        if self.tau_hours <= 0 or (self.tau_t_hours is not None and self.tau_t_hours <= 0):
-            raise ConfigError(f"LMDZE nudging time scale tau_hours={self.tau_hours} (t: {self.tau_t_hours}) must be > 0")
+        if any(t is not None and t <= 0 for t in (self.tau_hours, self.tau_t_hours, self.tau_q_hours)):
+            raise ConfigError(f"LMDZE nudging time scale tau_hours={self.tau_hours} (t: {self.tau_t_hours}, q: {self.tau_q_hours}) must be > 0")
 
     def tau_of(self, var: str) -> float:
         """The relaxation time (hours) of ``var``."""
-        return self.tau_t_hours if var == "t" and self.tau_t_hours is not None else self.tau_hours
+        own = {"t": self.tau_t_hours, "q": self.tau_q_hours}.get(var)
+        return own if own is not None else self.tau_hours
 
 
 def _value(v: object) -> str:
@@ -217,9 +219,7 @@ def run_guided(
     for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
         shutil.copyfile(run / src, run / dest)
     if settings.guide:
-        names = {"u": "u", "v": "v", "t": "T"}
-        if "q" in settings.guide:
-            raise ConfigError("LMDZE's q nudging reads relative humidity (hur.nc:RH), not written yet; guide u, v, t")
+        names = {"u": "u", "v": "v", "t": "T", "q": "hur"}  # q: relative humidity, LMDZE's guide reads RH
         write_lmdze_guide(era5_files={"pressure_levels": pls}, start=start, days=settings.days,
                           out_paths={names[v]: run / f"{names[v]}.nc" for v in settings.guide},
                           iim=settings.iim, jjm=settings.jjm)

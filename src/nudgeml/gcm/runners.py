@@ -182,8 +182,8 @@ def _lmdze_built() -> None:
 def lmdze_settings(cfg: Mapping[str, Any]):
     """The guided run's :class:`~nudgeml.lmdze_run.LmdzeSettings`: period (both ends are analyses, so
     ``days`` whole days), the ``lmdze`` block's grid and steps, and the nudging: u and v at
-    ``nudging.tau_hours``, T at ``nudging.t.tau_hours`` when set (q: LMDZE reads relative humidity,
-    not written yet)."""
+    ``nudging.tau_hours``, T at ``nudging.t.tau_hours`` and q at ``nudging.q.tau_hours`` when set (q
+    through relative humidity, ``hur.nc``, as LMDZE's guide reads it)."""
     import numpy as np
 
     from nudgeml.errors import ConfigError
@@ -194,12 +194,11 @@ def lmdze_settings(cfg: Mapping[str, Any]):
     if days < 1 or days != int(days):
         raise ConfigError(f"config key 'period' ({start} - {end}) must span whole days (at least one) with backend 'lmdze'")
     nudging = cfg["nudging"]
-    if nudging.get("q"):
-        raise ConfigError("config key 'nudging.q' is set: backend 'lmdze' cannot nudge q yet (LMDZE reads relative humidity, hur.nc)")
-    t = nudging.get("t")
+    t, q = nudging.get("t"), nudging.get("q")
     block = dict(cfg.get("lmdze") or {})
-    return LmdzeSettings(start=str(start), days=int(days), guide=("u", "v", "t") if t else ("u", "v"),
-                         tau_hours=float(nudging["tau_hours"]), tau_t_hours=float(t["tau_hours"]) if t else None, **block)
+    return LmdzeSettings(start=str(start), days=int(days), guide=("u", "v") + (("t",) if t else ()) + (("q",) if q else ()),
+                         tau_hours=float(nudging["tau_hours"]), tau_t_hours=float(t["tau_hours"]) if t else None,
+                         tau_q_hours=float(q["tau_hours"]) if q else None, **block)
 
 
 def lmdze_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
