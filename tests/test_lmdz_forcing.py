@@ -89,3 +89,55 @@ def test_last_month_without_the_next_months_first_record_fails(tmp_path):
     with pytest.raises(InputError, match="is not the analysis 6 h after"):
         write_lmdz_forcing(month_file=this, next_month_file=wrong, out_paths=out, iim=48, jjm=36)
     assert not out["u"].exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# LMDZE's nudging files (write_lmdze_guide): south to north, 4 nday + 1 records from the start
+# ------------------------------------------------------------------------------------------------
+
+
+def test_lmdze_guide_files_south_to_north_records_from_start(tmp_path):
+    from lmdze_inputs import truth_fields, write_truth_era5
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    start = np.datetime64("2000-01-31T06:00", "s")
+    era5 = write_truth_era5(tmp_path / "era5", start - np.timedelta64(6, "h"), records=7)
+    out = {"u": tmp_path / "u.nc", "v": tmp_path / "v.nc", "T": tmp_path / "T.nc"}
+    write_lmdze_guide(era5_files={"pressure_levels": [era5["pressure_levels"]]}, start=start, days=1, out_paths=out, iim=16, jjm=12)
+    with xr.open_dataset(out["u"]) as u, xr.open_dataset(out["v"]) as v, xr.open_dataset(out["T"]) as t:
+        assert u["UWND"].shape == (5, 17, 13, 17) and v["VWND"].shape == (5, 17, 12, 17) and t["AIR"].shape == (5, 17, 13, 17)
+        assert u["LAT"].values[0] == -90.0 and u["LAT"].values[-1] == 90.0, "south to north"
+        assert np.all(np.diff(v["LAT"].values) > 0) and u["LEVEL"].attrs["units"] == "hPa"
+        assert u["TIME"].values[0] == start and u["TIME"].values[-1] == start + np.timedelta64(24, "h")
+        # record 0 is the truth's record 1 (start): a u point (lon -168.75, lat 45) on the 1000 hPa level
+        lon_u, lat_u = lmdz_points(16, 12, "u")
+        j = int(np.argmin(np.abs(u["LAT"].values - 45.0)))
+        want = truth_fields(1, np.array([45.0]), np.array([lon_u[0] % 360]))["u"][0, 0, 0]
+        assert u["UWND"].values[0, 0, j, 0] == pytest.approx(want, abs=0.3)
+
+
+def test_lmdze_guide_refuses_missing_records(tmp_path):
+    from lmdze_inputs import write_truth_era5
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    start = np.datetime64("2000-01-31T00:00", "s")
+    era5 = write_truth_era5(tmp_path / "era5", start, records=3)  # 12 h, a day needs 24 h
+    with pytest.raises(InputError, match=r"pressure_levels.nc: LMDZE's nudging needs the 5 analyses .* found 3"):
+        write_lmdze_guide(era5_files={"pressure_levels": [era5["pressure_levels"]]}, start=start, days=1,
+                          out_paths={"u": tmp_path / "u.nc"}, iim=16, jjm=12)
+    assert not (tmp_path / "u.nc").exists()
+
+
+def test_lmdze_relative_humidity_file(tmp_path):
+    """hur.nc:RH (%) from ERA5 q and t with LMDZ's q_sat: the synthetic truth's q is 0.6 q_sat."""
+    from lmdze_inputs import write_truth_era5
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    start = np.datetime64("2000-01-31T00:00", "s")
+    era5 = write_truth_era5(tmp_path / "era5", start)
+    write_lmdze_guide(era5_files={"pressure_levels": [era5["pressure_levels"]]}, start=start, days=1,
+                      out_paths={"hur": tmp_path / "hur.nc"}, iim=16, jjm=12)
+    with xr.open_dataset(tmp_path / "hur.nc") as h:
+        assert h["RH"].dims == ("TIME", "LEVEL", "LAT", "LON") and h["RH"].shape == (5, 17, 13, 17)
+        assert h["LAT"].values[0] == -90.0 and h["LEVEL"].attrs["units"] == "hPa"
+        assert np.allclose(h["RH"].values, 60.0, atol=1e-3)

@@ -108,3 +108,269 @@ def test_gcm_runs_one_day(built, ce0l_outputs, tmp_path):
     with Dataset(tmp_path / "start.nc") as a, Dataset(tmp_path / "restart.nc") as b:
         u0, u1 = np.asarray(a["ucov"][:]), np.asarray(b["ucov"][:])
         assert np.all(np.isfinite(u1)) and not np.array_equal(u0, u1)  # one day later, the state moved
+
+
+# ------------------------------------------------------------------------------------------------
+# ce0l on inputs built from a truth (nudgeml.lmdze_inputs), as the lmdze backend builds them
+# ------------------------------------------------------------------------------------------------
+
+TRUTH_START = "2000-01-31T00:00"
+
+
+@pytest.fixture(scope="module")
+def truth_era5(tmp_path_factory):
+    import numpy as np
+    from lmdze_inputs import write_truth_era5
+
+    return write_truth_era5(tmp_path_factory.mktemp("lmdze_truth"), np.datetime64(TRUTH_START), records=5)
+
+
+@pytest.fixture(scope="module")
+def ce0l_from_truth(built, truth_era5, tmp_path_factory):
+    from nudgeml.lmdze_inputs import lmdze_day_ref, write_ce0l_inputs_from_truth
+
+    run = tmp_path_factory.mktemp("lmdze_ce0l_truth")
+    write_ce0l_inputs_from_truth(run, start=TRUTH_START, **truth_era5)
+    day_ref, year = lmdze_day_ref(TRUTH_START)
+    namelists = _namelists("ce0l_nml_control.txt").replace("&dynetat0_nml /", f"&dynetat0_nml day_ref = {day_ref}, annee_ref = {year} /")
+    out = _run(built.ce0l, run, namelists, timeout=300)
+    assert "ce0l: done" in out
+    return run
+
+
+def test_ce0l_on_the_truth_keeps_its_surface_pressure(ce0l_from_truth, truth_era5):
+    """ce0l's ps is the truth's moved onto LMDZE's smoother orography: the global mean (mass) within
+    0.5 %, and reduced to sea level with the same temperature, every column within 3 %."""
+    import numpy as np
+    import xarray as xr
+
+    for name in ("restart.nc", "restartphy.nc", "limit.nc"):
+        assert (ce0l_from_truth / name).is_file(), name
+    with xr.open_dataset(ce0l_from_truth / "restart.nc", decode_times=False) as r:
+        ps = r["ps"].values[0][:, :-1]  # the periodic column repeated
+        phis = r["phis"].values[:, :-1]
+        lat = np.rad2deg(r["rlatu"].values)
+        lon = np.rad2deg(r["rlonv"].values)[:-1]
+        bounds = np.deg2rad(np.concatenate([[90.0], 0.5 * (lat[:-1] + lat[1:]), [-90.0]]))
+    assert ps.shape == (13, 16)
+    area = (np.sin(bounds[:-1]) - np.sin(bounds[1:]))[:, None] * np.ones((1, lon.size))  # cell areas (pole caps)
+    with xr.open_dataset(truth_era5["single_levels"]) as s, xr.open_dataset(truth_era5["invariant"]) as inv:
+        sp = s["sp"].isel(valid_time=0)
+        z = inv["z"].isel(valid_time=0)
+        w = np.cos(np.deg2rad(sp["latitude"]))
+        truth_mean = float((sp * w).sum() / (w.sum() * sp.sizes["longitude"]))
+        model_mean = float((ps * area).sum() / area.sum())
+        assert abs(model_mean - truth_mean) / truth_mean < 0.005, (model_mean, truth_mean)
+        t_ref, rd = 288.0, 287.05
+        slp = (sp * np.exp(z / (rd * t_ref))).interp(latitude=xr.DataArray(lat[1:-1], dims="y"),
+                                                     longitude=xr.DataArray(lon % 360, dims="x"))
+    slp_model = ps[1:-1] * np.exp(phis[1:-1] / (rd * t_ref))
+    assert np.nanmax(np.abs(slp_model - slp.values) / slp.values) < 0.03
+
+
+def _gcm_day(built, ce0l_dir: Path, run: Path, guide: str) -> Path:
+    run.mkdir()
+    return _gcm_day_in(built, ce0l_dir, run, guide)
+
+
+def _gcm_day_in(built, ce0l_dir: Path, run: Path, guide: str) -> Path:
+    """One day of gcm in ``run`` from ce0l's files, with ``conf_guide_nml`` set to ``guide``."""
+    import shutil
+
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc"), ("limit.nc", "limit.nc")):
+        shutil.copy(ce0l_dir / src, run / dest)
+    namelists = _namelists("gcm_nml_nudging.txt")
+    assert "&conf_guide_nml guide_u = t, guide_v = t /" in namelists and "&conf_gcm_nml\n/" in namelists
+    namelists = namelists.replace("&conf_gcm_nml\n/", "&conf_gcm_nml nday = 1 /").replace(
+        "&conf_guide_nml guide_u = t, guide_v = t /", f"&conf_guide_nml {guide} /")
+    out = _run(built.gcm, run, namelists, timeout=600)
+    assert "Everything is cool" in out
+    return run
+
+
+def test_guided_day_moves_toward_the_analysis(built, ce0l_from_truth, truth_era5, tmp_path):
+    """One day guided (u, v, tau 6 h) on the nudging files from the truth ends closer to the truth's
+    analysis at +24 h (LMDZE's own ucovrea2, the analysis on its levels) than the same day unguided."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+
+    guided = tmp_path / "guided"
+    guided.mkdir()
+    write_lmdze_guide(era5_files={"pressure_levels": [truth_era5["pressure_levels"]]}, start=TRUTH_START, days=1,
+                      out_paths={"u": guided / "u.nc", "v": guided / "v.nc"}, iim=16, jjm=12)
+    _gcm_day_in(built, ce0l_from_truth, guided, "guide_u = t, guide_v = t, tau_max_u = 0.25, tau_max_v = 0.25")
+    free = _gcm_day(built, ce0l_from_truth, tmp_path / "free", "")
+    with xr.open_dataset(guided / "ucovrea2.nc") as a:
+        assert a.sizes["iter"] == 4  # the analyses at +6, +12, +18 and +24 h
+        analysis = a["ucovrea2"].values[-1]
+
+    def distance(run: Path) -> float:
+        with xr.open_dataset(run / "restart.nc", decode_times=False) as r:
+            ucov = r["ucov"].values[0]
+        return float(np.sqrt(np.mean((ucov[:, 1:-1] - analysis[:, 1:-1]) ** 2)))  # poles: ucov = 0
+
+    assert distance(guided) < 0.7 * distance(free), (distance(guided), distance(free))
+
+
+def test_run_guided_with_the_packages_namelists(built, truth_era5, tmp_path):
+    """nudgeml.lmdze_run: inputs from the truth, ce0l then a guided gcm day with namelists rendered by
+    the package (not LMDZE's test files); LMDZE reports the factt behind the package's alpha."""
+    import math
+
+    import xarray as xr
+
+    from nudgeml.lmdze_run import LmdzeSettings, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    res = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"])
+    log = (res.run_dir / "gcm.log").read_text()
+    factt = float(log.split("factt =")[1].split()[0])
+    assert res.alpha == pytest.approx(1.0 - math.exp(-factt / 0.25), rel=1e-6)
+    for name in ("restart.nc", "restartphy.nc", "ucov.nc", "ucovrea2.nc", "teta.nc", "tetarea2.nc", "T.nc"):
+        assert (res.run_dir / name).is_file(), name
+    with xr.open_dataset(res.run_dir / "tetarea2.nc") as a:
+        assert a.sizes["iter"] == 4
+
+
+def test_recorded_increments_are_what_the_guide_applied(built, truth_era5, tmp_path):
+    """The build's guide diagnostic (fortran/lmdze_guide) records after - before around LMDZE's
+    relaxation. At a window's first call (tau = 0) the target is the analysis LMDZE read at the window
+    start, so there the recorded increment must be alpha * (analysis - state) from LMDZE's own
+    6-hourly files (ucovrea2 of the previous window, ucov written before the call), to float32
+    precision; the window sums hold the other calls too (12 per window at day_step 240, iperiod 5)."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.lmdze_run import LmdzeSettings, nudging_alpha, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    run = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"]).run_dir
+
+    def field(name):
+        with xr.open_dataset(run / f"{name}.nc") as ds:
+            return ds[name].values
+
+    for inc, state, analysis in (("du_guide0", "ucov", "ucovrea2"), ("dteta_guide0", "teta", "tetarea2")):
+        first, x, xa = field(inc), field(state), field(analysis)
+        assert first.shape[0] == x.shape[0] == 4  # four 6-hour windows in the day
+        for k in (1, 2, 3):
+            want = nudging_alpha(s) * (xa[k - 1] - x[k])
+            scale = np.abs(x[k]).max()
+            assert np.abs(first[k] - want).max() <= 4e-6 * scale, (inc, k, np.abs(first[k] - want).max(), scale)
+            assert np.abs(want).max() > 100 * 4e-6 * scale  # not vacuous: the relaxation did far more than the tolerance
+        total = field(inc[:-1])
+        assert np.all(np.isfinite(total)) and np.abs(total).max() > np.abs(first).max()
+
+
+def test_guided_outputs_in_lmdz_conventions(built, truth_era5, tmp_path):
+    """histhf.nc and guide_ins.nc from a guided day (nudgeml.lmdze_history), read by the readers of
+    LMDZ's files: the window states are LMDZE's own 6-hourly ucov/teta, the analyses rebuilt from the
+    first increments equal LMDZE's own ucovrea2/tetarea2 (windows 1-3, float32 precision), the
+    increments are the recorded window sums, and the history's winds are the guide file's states."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.conventions import LMDZ_KAPPA, LMDZ_PREFF_PA, read_guide, read_histhf
+    from nudgeml.lmdze_history import metric, write_guided_outputs
+    from nudgeml.lmdze_run import LmdzeSettings, run_guided
+
+    s = LmdzeSettings(start=TRUTH_START, days=1, guide=("u", "v", "t"), tau_hours=6.0)
+    run = run_guided(tmp_path / "run", s, ce0l=built.ce0l, gcm=built.gcm, pressure_levels=[truth_era5["pressure_levels"]],
+                     single_levels=[truth_era5["single_levels"]], invariant=truth_era5["invariant"]).run_dir
+    n = write_guided_outputs(run, s, epoch=TRUTH_START, histhf=tmp_path / "histhf.nc", guide=tmp_path / "guide_ins.nc")
+    assert n == 4
+
+    def field(name):
+        with xr.open_dataset(run / f"{name}.nc") as ds:
+            return ds[name].values.astype(np.float64)
+
+    cu, _ = metric(16, 12)
+    inner = slice(1, -1)  # no zonal wind on the pole rows
+    with xr.open_dataset(tmp_path / "guide_ins.nc") as g:
+        u, ua, ucov = g["u"].values, g["ua"].values, g["ucov"].values
+        teta_inc, sp = g["teta"].values, g["SP"].values
+    lmdze_state, lmdze_analysis = field("ucov") / cu, field("ucovrea2") / cu
+    assert np.abs(u - lmdze_state)[:, :, inner].max() < 1e-4 * np.abs(lmdze_state).max()
+    assert np.abs(ua[1:] - lmdze_analysis[:3])[:, :, inner].max() < 1e-4 * np.abs(lmdze_analysis).max()
+    assert np.allclose(ucov, field("du_guide") * 4.0, rtol=1e-6)  # window sum over 6 h, per day
+    assert np.allclose(teta_inc, field("dteta_guide") * 4.0, rtol=1e-6)
+
+    g = read_guide(tmp_path / "guide_ins.nc")
+    h = read_histhf(tmp_path / "histhf.nc")
+    assert g.sizes == {"time": 4, "lev": 11, "lat": 13, "lon": 16} and dict(h["u"].sizes) == {"time": 4, "lev": 11, "lat": 13, "lon": 16}
+    for name in ("du", "dv", "dt", "u", "ua", "ta"):
+        assert np.all(np.isfinite(g[name].values)), name
+    assert np.array_equal(g["lat"].values, h["lat"].values) and np.array_equal(g["lon"].values, h["lon"].values)
+    # the reader's temperature increment: teta increment x (SP / preff)^kappa, LMDZE's T / theta
+    with xr.open_dataset(run / "dyn_hist.nc", decode_times=False) as d:
+        exner = (d["temp"] / d["theta"]).values[[0, 59, 119, 179]]  # records at the window starts (first: one step in)
+    assert np.allclose((sp / LMDZ_PREFF_PA) ** LMDZ_KAPPA, exner, rtol=1e-5)
+    # history and guide file hold the same window-start winds (the history's is one dynamics record,
+    # the guide's the state just before that step's relaxation): close, away from the poles
+    diff = np.abs(h["u"].values - g["u"].values)[:, :, 2:-2]
+    assert diff.max() < 1.0, diff.max()
+    assert float(h["precip"].min()) >= 0.0 and float(h["ps"].min()) > 5e4
+
+
+def test_backend_guided_job_writes_what_extract_reads(built, truth_era5, tmp_path, monkeypatch):
+    """The lmdze backend's nudged job (registry runner, as workflow/scripts/nudged.py calls it) on the
+    truth's ERA5 files: histhf.nc and guide_ins.nc, read by the readers extract uses."""
+    import numpy as np
+
+    from nudgeml import lmdze_build
+    from nudgeml.conventions import read_guide, read_histhf
+    from nudgeml.gcm.registry import BACKENDS
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    cfg = {"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"}, "nudging": {"tau_hours": 6.0, "project_target": False},
+           "run_dir": str(tmp_path / "lmdze" / "guided")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    outputs = {"histhf": str(tmp_path / "nudged" / "histhf.nc"), "guide": str(tmp_path / "nudged" / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")(cfg, inputs, outputs)
+    g, h = read_guide(outputs["guide"]), read_histhf(outputs["histhf"])
+    assert g.sizes["time"] == h.sizes["time"] == 4 and "dt" not in g  # u, v only
+    assert np.all(np.isfinite(g["du"].values)) and float(np.abs(g["du"]).max()) > 0
+    assert str(h["time"].values[0])[:13] == "2000-01-31T00"
+    # the extract stage's own function builds the training columns from them (the model grid file is
+    # the stand-in's, so no land_fraction feature yet)
+    from nudgeml.extract import ColumnSpec, column_dataset
+
+    spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
+                                   "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
+    cols = column_dataset(outputs["histhf"], outputs["guide"], None, spec)
+    assert str(cols.attrs["grid_shape"]) == "[13, 16]" and cols["targets"].shape == (4, 13 * 16, 22)
+    assert np.all(np.isfinite(cols["inputs"].values)) and np.all(np.isfinite(cols["targets"].values))
+
+
+def test_guided_humidity_through_relative_humidity(built, truth_era5, tmp_path, monkeypatch):
+    """nudging.q: hur.nc from the truth, LMDZE relaxes q toward q_sat(model T, p) x the analysis' RH;
+    guide_ins.nc holds the applied q increments (read_guide's dq) and that target (qa), which is 0.6
+    q_sat of the model's window-start temperature, as the truth's q is 0.6 q_sat."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml import lmdze_build
+    from nudgeml.conventions import read_guide, read_histhf
+    from nudgeml.gcm.registry import BACKENDS
+    from nudgeml.lmdze_inputs import q_sat
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    cfg = {"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"},
+           "nudging": {"tau_hours": 6.0, "project_target": False, "q": {"tau_hours": 6.0}}, "run_dir": str(tmp_path / "run")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    outputs = {"histhf": str(tmp_path / "histhf.nc"), "guide": str(tmp_path / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")(cfg, inputs, outputs)
+    assert (tmp_path / "run" / "hur.nc").is_file()
+    g, h = read_guide(outputs["guide"]), read_histhf(outputs["histhf"])
+    assert np.all(np.isfinite(g["dq"].values)) and float(np.abs(g["dq"]).max()) > 0
+    with xr.open_dataset(outputs["guide"]) as raw:
+        sp = raw["SP"].values[:, :, ::-1, :-1]  # LATU north first -> canonical; drop the repeated longitude
+    order = np.argsort(np.mod(np.linspace(-180, 180, 17)[:-1], 360.0))
+    ratio = g["qa"].values[1:] / q_sat(h["t"].values[1:], sp[1:][..., order])  # windows 1-3: history at the window start
+    assert abs(float(np.median(ratio)) - 0.6) < 0.01, float(np.median(ratio))

@@ -15,6 +15,7 @@ kit (:mod:`nudgeml.lmdz`) links them as ``u.nc`` ... in the run directory.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,14 @@ LMDZ_VARS = {
     "v": ("v", "VWND", "v", "pressure_levels"),
     "T": ("t", "AIR", "scalar", "pressure_levels"),
     "ps": ("sp", "SP", "scalar", "single_levels"),
+}
+
+
+#: LMDZE's nudging variables: LMDZ's winds and temperature, and relative humidity (``hur.nc``:``RH``,
+#: %, from ERA5 q and t with LMDZ's q_sat: LMDZE's guide turns it back into q with the model's q_sat)
+LMDZE_VARS = {
+    "u": LMDZ_VARS["u"], "v": LMDZ_VARS["v"], "T": LMDZ_VARS["T"],
+    "hur": ("r", "RH", "scalar", "pressure_levels"),
 }
 
 
@@ -91,40 +100,134 @@ def write_lmdz_forcing(
     with tempfile.TemporaryDirectory(prefix="lmdz-forcing.") as tmpdir:
         tmp = Path(tmpdir)
         for var, path in out_paths.items():
-            era5_name, lmdz_name, point, kind = LMDZ_VARS[var]
-            lon, lat = lmdz_points(iim, jjm, point)
-            grid = tmp / f"grid_{point}.txt"
-            grid.write_text(cdo_grid_text(lon, lat))
+            era5_name, _, _, kind = LMDZ_VARS[var]
             merged = tmp / f"{var}_merged.nc"  # the month plus the next month's first analysis
             cdo("-f", "nc4", "mergetime", f"-selname,{era5_name}", str(month_file[kind]), "-seltimestep,1", f"-selname,{era5_name}", str(next_month_file[kind]), str(merged))
-            remapped = tmp / f"{var}_remapped.nc"
-            cdo("-f", "nc4", f"{CDO_METHODS[method]},{grid}", str(merged), str(remapped))
-            with xr.open_dataset(remapped) as ds:
-                tdim = next(d for d in ("valid_time", "time") if d in ds.dims)
-                da = ds[era5_name].load()
-            times = da[tdim].values
-            if times.size < 2 or times[-1] - times[-2] != np.timedelta64(6, "h"):
-                raise InputError(f"{next_month_file[kind]}: its first record ({times[-1]}) is not the analysis 6 h after "
-                                 f"the month's last ({times[-2] if times.size > 1 else 'none'}) in {month_file[kind]}: "
-                                 "LMDZ would interpolate the month's last 6 hours toward the wrong state")
-            da = da.sortby("lat", ascending=False) if "lat" in da.dims else da
-            dims = {tdim: "TIME", "lat": "LAT", "lon": "LON"}
-            zdim = next((d for d in da.dims if d not in dims), None)
-            if zdim is not None:
-                dims[zdim] = "LEVEL"
-            da = da.rename(dims)
-            out = xr.Dataset({lmdz_name: da.astype(np.float32)})
-            if zdim is not None:
-                levels = np.asarray(ds[zdim].values if zdim in ds else da["LEVEL"].values, np.float64)
-                units = str(ds[zdim].attrs.get("units", "hPa")).lower() if zdim in ds else "hpa"
-                out = out.assign_coords(LEVEL=("LEVEL", levels / 100.0 if units in ("pa", "pascal") else levels, {"units": "hPa", "long_name": "pressure level"}))
-            if zdim is not None:  # the order guide_invertp expects (docstring), checked on what is written
-                out = out.sortby("LEVEL", ascending=invert_p)
-                step = np.diff(out["LEVEL"].values)
-                if not (np.all(step > 0) if invert_p else np.all(step < 0)):
-                    raise InputError(f"{month_file[kind]}: pressure levels {out['LEVEL'].values.tolist()} are not distinct")
-                out["LEVEL"].attrs["order"] = "top first (guide_invertp=y)" if invert_p else "surface first (guide_invertp=n)"
-            out = out.assign_coords(LAT=("LAT", lat, {"units": "degrees_north"}), LON=("LON", lon, {"units": "degrees_east"}))
-            out.attrs.update({"title": f"ERA5 {era5_name} for LMDZ nudging ({lmdz_name}), {point} points of the {iim}x{jjm} grid", "regrid": CDO_METHODS[method]})
-            with atomic_path(path) as t:
-                out.to_netcdf(t, encoding={"TIME": {"units": "hours since 1900-01-01 00:00:00", "calendar": "gregorian", "dtype": "float64"}})
+
+            def check_last_step(times: np.ndarray, kind: str = kind) -> None:
+                if times.size < 2 or times[-1] - times[-2] != np.timedelta64(6, "h"):
+                    raise InputError(f"{next_month_file[kind]}: its first record ({times[-1]}) is not the analysis 6 h after "
+                                     f"the month's last ({times[-2] if times.size > 1 else 'none'}) in {month_file[kind]}: "
+                                     "LMDZ would interpolate the month's last 6 hours toward the wrong state")
+
+            write_nudging_var(merged, var, path, iim=iim, jjm=jjm, method=method, invert_p=invert_p, north_first=True,
+                              source=month_file[kind], tmp=tmp, check_times=check_last_step)
+
+
+def write_nudging_var(
+    merged: Path,
+    var: str,
+    path: Path,
+    *,
+    iim: int,
+    jjm: int,
+    method: str,
+    invert_p: bool,
+    north_first: bool,
+    source: Path,
+    tmp: Path,
+    check_times: Callable[[np.ndarray], None] | None = None,
+    spec: tuple[str, str, str, str] | None = None,
+) -> None:
+    """Regrid one ERA5 variable (``merged``: the records to write, in order) to the ``var`` points of the
+    ``iim x jjm`` grid and write it in the nudging file's names (``TIME``, ``LEVEL`` in hPa, ``LAT``,
+    ``LON``). ``north_first``: latitudes north to south (LMDZ6) or south to north (LMDZE, whose
+    ``read_reanalyse`` interpolates on model pressures laid out south first). ``invert_p``: the
+    ``LEVEL`` order (see :func:`write_lmdz_forcing`). ``check_times`` sees the records' times.
+    ``spec``: ``(variable in merged, file variable, points, kind)``, default ``LMDZ_VARS[var]``."""
+    era5_name, lmdz_name, point, _ = spec or LMDZ_VARS[var]
+    lon, lat = lmdz_points(iim, jjm, point)
+    if not north_first:
+        lat = lat[::-1]
+    grid = tmp / f"grid_{point}_{'n' if north_first else 's'}.txt"
+    grid.write_text(cdo_grid_text(lon, lat))
+    remapped = tmp / f"{var}_remapped.nc"
+    cdo("-f", "nc4", f"{CDO_METHODS[method]},{grid}", str(merged), str(remapped))
+    with xr.open_dataset(remapped) as ds:
+        tdim = next(d for d in ("valid_time", "time") if d in ds.dims)
+        da = ds[era5_name].load()
+        if check_times is not None:
+            check_times(da[tdim].values)
+        if "lat" in da.dims:
+            da = da.sortby("lat", ascending=not north_first)
+        dims = {tdim: "TIME", "lat": "LAT", "lon": "LON"}
+        zdim = next((d for d in da.dims if d not in dims), None)
+        if zdim is not None:
+            dims[zdim] = "LEVEL"
+        da = da.rename(dims)
+        out = xr.Dataset({lmdz_name: da.astype(np.float32)})
+        if zdim is not None:
+            levels = np.asarray(ds[zdim].values if zdim in ds else da["LEVEL"].values, np.float64)
+            units = str(ds[zdim].attrs.get("units", "hPa")).lower() if zdim in ds else "hpa"
+            out = out.assign_coords(LEVEL=("LEVEL", levels / 100.0 if units in ("pa", "pascal") else levels, {"units": "hPa", "long_name": "pressure level"}))
+    if zdim is not None:  # the order guide_invertp expects (write_lmdz_forcing), checked on what is written
+        out = out.sortby("LEVEL", ascending=invert_p)
+        step = np.diff(out["LEVEL"].values)
+        if not (np.all(step > 0) if invert_p else np.all(step < 0)):
+            raise InputError(f"{source}: pressure levels {out['LEVEL'].values.tolist()} are not distinct")
+        out["LEVEL"].attrs["order"] = "top first (guide_invertp=y)" if invert_p else "surface first (guide_invertp=n)"
+    out = out.assign_coords(LAT=("LAT", lat, {"units": "degrees_north"}), LON=("LON", lon, {"units": "degrees_east"}))
+    out.attrs.update({"title": f"ERA5 {era5_name} for LMDZ nudging ({lmdz_name}), {point} points of the {iim}x{jjm} grid", "regrid": CDO_METHODS[method]})
+    with atomic_path(path) as t:
+        out.to_netcdf(t, encoding={"TIME": {"units": "hours since 1900-01-01 00:00:00", "calendar": "gregorian", "dtype": "float64"}})
+
+
+def write_lmdze_guide(
+    *,
+    era5_files: dict[str, Sequence[Path]],
+    start: np.datetime64 | str,
+    days: int,
+    out_paths: dict[str, Path],
+    iim: int,
+    jjm: int,
+    method: str = "bilinear",
+) -> None:
+    """LMDZE's nudging files for a guided run of ``days`` days from ``start``: one file per variable
+    (``u.nc``:``UWND``, ``v.nc``:``VWND``, ``T.nc``:``AIR``), the ``4 days + 1`` six-hourly analyses from
+    ``start`` one after another. LMDZE's ``read_reanalyse`` reads record after record from the first
+    without matching dates, so the records must be exactly these: checked here. Latitudes south to
+    north; levels in hPa (either order: LMDZE's ``pres2lev`` sorts them). ``era5_files`` maps ERA5
+    kinds (``pressure_levels``) to the monthly files covering the run."""
+    unknown = set(out_paths) - set(LMDZE_VARS)
+    if unknown:
+        raise InputError(f"LMDZE nudging variable(s) {sorted(unknown)} are not written here; use {', '.join(LMDZE_VARS)}")
+    t0 = np.datetime64(start, "s")
+    want = t0 + np.timedelta64(6, "h") * np.arange(4 * days + 1)
+    with tempfile.TemporaryDirectory(prefix="lmdze-guide.") as tmpdir:
+        tmp = Path(tmpdir)
+        for var, path in out_paths.items():
+            era5_name, _, _, kind = LMDZE_VARS[var]
+            files = [Path(f) for f in era5_files[kind]]
+            for f in files:
+                check_era5_file(f, kind)
+            merged = tmp / f"{var}_merged.nc"
+            names = "q,t" if var == "hur" else era5_name
+            sources = [a for f in files for a in (f"-selname,{names}", str(f))]
+            cdo("-f", "nc4", f"seldate,{want[0]},{want[-1]}", "-mergetime", *sources, str(merged))
+            if var == "hur":
+                merged = _relative_humidity_file(merged, tmp / "hur_rh.nc")
+
+            def check_records(times: np.ndarray, files: list[Path] = files) -> None:
+                got = times.astype("datetime64[s]")
+                if got.size != want.size or np.any(got != want):
+                    raise InputError(f"{', '.join(str(f) for f in files)}: LMDZE's nudging needs the {want.size} analyses "
+                                     f"{want[0]} .. {want[-1]} every 6 h, found {got.size}"
+                                     + (f" ({got[0]} .. {got[-1]})" if got.size else ""))
+
+            write_nudging_var(merged, var, path, iim=iim, jjm=jjm, method=method, invert_p=False, north_first=False,
+                              source=files[0], tmp=tmp, check_times=check_records, spec=LMDZE_VARS[var])
+
+
+def _relative_humidity_file(qt: Path, out: Path) -> Path:
+    """ERA5 q and t on pressure levels -> relative humidity ``r`` (%) with LMDZ's q_sat, same grid."""
+    from nudgeml.lmdze_inputs import relative_humidity_pct
+
+    with xr.open_dataset(qt) as ds:
+        zdim = next(d for d in ds["q"].dims if d not in ("valid_time", "time", "lat", "lon", "latitude", "longitude"))
+        p_hpa = ds[zdim].astype(np.float64)
+        if str(ds[zdim].attrs.get("units", "hPa")).lower() in ("pa", "pascal"):
+            p_hpa = p_hpa / 100.0
+        r = xr.DataArray(relative_humidity_pct(ds["q"].values, ds["t"].values, (100.0 * p_hpa).broadcast_like(ds["q"]).values),
+                         dims=ds["q"].dims, coords=ds["q"].coords, attrs={"units": "%", "long_name": "relative humidity (LMDZ q_sat)"})
+        xr.Dataset({"r": r.astype(np.float32)}).to_netcdf(out)
+    return out

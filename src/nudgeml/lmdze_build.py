@@ -12,7 +12,9 @@ provides what LMDZE calls of them (``Numer_Rec_95::numer_rec_95``, ``XIOS::xios`
 NetCDF95, and LMDZE is configured with ``CMAKE_FIND_PACKAGE_PREFER_CONFIG=ON`` so that its
 ``find_package`` calls find them. The only change to LMDZE's own files is made in a copy under the
 build folder: ``nqmx = 4`` in ``dimensions.f90`` (with 5 the Cariolle ozone tracer is on and needs a
-``coefoz.nc``; with 4 the built-in tracers apply and no ``traceur.def`` is needed).
+``coefoz.nc``; with 4 the built-in tracers apply and no ``traceur.def`` is needed), and the record of
+the nudging increments: ``fortran/lmdze_guide/nudgeml_guide_diag.f90`` added to ``dyn3d/Guide`` and
+called around the relaxation in ``guide.f90`` (:func:`add_guide_diagnostic`).
 
 Every step records a fingerprint of its inputs (file contents, options) and is skipped on a rerun
 when the fingerprint and the step's outputs are unchanged. Imports nothing from Snakemake.
@@ -33,6 +35,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "fortran" / "lmdze_compat"
+GUIDE_DIAG_F90 = REPO_ROOT / "fortran" / "lmdze_guide" / "nudgeml_guide_diag.f90"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "lmdze"
 MIN_CMAKE = (3, 21)  # NetCDF95's cmake_minimum_required
 NQMX = 4
@@ -145,6 +148,30 @@ def _up_to_date(stamp: Path, digest: str, outputs: list[Path]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ steps
+
+def _insert_once(path: Path, pattern: str, text: str, *, before: bool) -> None:
+    """Insert ``text`` (a line) before or after the one line of ``path`` matching ``pattern``."""
+    lines = path.read_text().splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if re.search(pattern, line, re.IGNORECASE)]
+    if len(hits) != 1:
+        raise LmdzeBuildError(f"{path}: expected one line matching {pattern!r} to add nudgeml's guide diagnostic, found {len(hits)}")
+    lines.insert(hits[0] if before else hits[0] + 1, text + "\n")
+    path.write_text("".join(lines))
+
+
+def add_guide_diagnostic(tree: Path) -> None:
+    """Record the increments LMDZE's guide applies (the module's header says how): in the build copy,
+    add ``nudgeml_guide_diag.f90`` to ``dyn3d/Guide`` and call it just before and just after the
+    relaxation of ``guide`` (before ``tau = mod(...)``, at the end of the subroutine)."""
+    guide_dir = tree / "dyn3d" / "Guide"
+    shutil.copyfile(GUIDE_DIAG_F90, guide_dir / GUIDE_DIAG_F90.name)
+    _insert_once(guide_dir / "CMakeLists.txt", r"^target_sources\(LMDZE_objects PRIVATE", f"  {GUIDE_DIAG_F90.name}", before=False)
+    guide = guide_dir / "guide.f90"
+    _insert_once(guide, r"^\s*use writefield_m, only: writefield\s*$",
+                 "    use nudgeml_guide_diag_m, only: nudgeml_guide_before, nudgeml_guide_after", before=False)
+    _insert_once(guide, r"^\s*tau = mod\(real\(itau\) / real\(day_step / 4\), 1\.\)", "    call nudgeml_guide_before(ucov, vcov, teta, q)", before=True)
+    _insert_once(guide, r"^\s*END SUBROUTINE guide\s*$", "    call nudgeml_guide_after(itau, ucov, vcov, teta, q)", before=True)
+
 
 def copy_with_cmake_modules(src: Path, dest: Path, cmake_src: Path) -> None:
     """Copy a source tree whose ``cmake/`` is a git submodule (empty in a plain checkout) and fill it."""
@@ -267,12 +294,14 @@ def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = F
                        options=["-DBUILD_TESTING=OFF"], log=logfile)
 
     step("NetCDF95", netcdf95_digest, [prefix / "lib" / "cmake" / "NetCDF95"], netcdf95)
-    tree_digest_lmdze = tree_digest(sources["LMDZE"], cmake_digest + f"nqmx={NQMX}")
+    tree_digest_lmdze = tree_digest(sources["LMDZE"], cmake_digest + f"nqmx={NQMX}" + GUIDE_DIAG_F90.read_text()
+                                    + "guide-diag-1")
     tree = build_dir / "work" / "LMDZE-src"
 
     def lmdze_tree() -> None:
         copy_with_cmake_modules(sources["LMDZE"], tree, sources["cmake"])
         set_nqmx(tree / "dimensions.f90")
+        add_guide_diagnostic(tree)
 
     step("LMDZE-tree", tree_digest_lmdze, [tree / "dimensions.f90"], lmdze_tree)
     options = ["-DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON"]  # the compat packages before any Find module

@@ -132,6 +132,8 @@ def nudged_params():
     time it defaults to and where the job renders its run kit."""
     if BACKEND.needs_lmdz_block:
         return {"lmdz": config["lmdz"], "tau_hours": config["nudging"]["tau_hours"], "kit_dir": f"{OUT}/lmdz/kit"}
+    if BACKEND.forcing == "era5":  # LMDZE: its grid and steps, the run directory its programs fill
+        return {**sections("period", "nudging", "lmdze"), "run_dir": f"{OUT}/lmdze/guided"}
     return sections("period", "model", "nudging", "jax_cache_dir")
 
 
@@ -265,6 +267,12 @@ def nudged_inputs(wildcards):
     LMDZ's (lmdz_forcing, on LMDZ's grid)."""
     if BACKEND.forcing == "lmdz":
         return {"forcing": LMDZ_FORCING}
+    if BACKEND.forcing == "era5":  # LMDZE builds its start, boundary and nudging files from the truth
+        return {
+            "pressure_levels": era5_files("pressure_levels"),
+            "single_levels": era5_files("single_levels"),
+            "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
+        }
     return {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
 
 

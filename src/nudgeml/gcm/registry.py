@@ -14,10 +14,12 @@ report stages read any backend's runs.
   ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
   are then joined into the rule's outputs. Its model grid is LMDZ's physics grid, from the reference
   ``start.nc``/``startphy.nc`` (:mod:`nudgeml.lmdz_grid`).
-- ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Registered so that
-  ``backend: lmdze`` validates and dry-runs; its runners stop with one line (the build missing, or the
-  workflow's LMDZE run not written yet: its start/limit files from the truth, issue 15 item 2). Until
-  then its jobs read the stand-in's inputs (``forcing="standin"``), not the ``lmdz`` block.
+- ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Its guided run reads the
+  ERA5 files themselves (``forcing="era5"``): it builds LMDZE's start, boundary and nudging files from
+  them (:mod:`nudgeml.lmdze_inputs`, :mod:`nudgeml.lmdze_run`) and writes its history and recorded
+  increments in LMDZ's conventions (:mod:`nudgeml.lmdze_history`). Its free runs stop with one line
+  (not written yet, issue 15 item 2); both stop with one line when the build is missing. Its model
+  grid is still the stand-in's (the default ``grid``), not yet LMDZE's.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class GcmBackend:
     free: str  # "module:function" running one free run
     needs_lmdz_block: bool  # reads the `lmdz:` block (the job kit's settings)
     mpi: bool  # the job launches MPI tasks with srun: SLURM must give it tasks, not threads
-    forcing: str  # which nudging files the guided run reads: "standin" (forcing/*.nc) or "lmdz" (lmdz_forcing)
+    forcing: str  # what the guided run reads: "standin" (forcing/*.nc), "lmdz" (lmdz_forcing) or "era5" (the ERA5 files)
     ensembles: bool  # free-run members > 0 (perturbed initial states) are supported
     iterations: bool  # corrected nudged runs (iterative training) and replay targets are supported
     # "module:function" writing grid/model_grid.nc and its CDO description from (cfg, inputs, nc, cdo):
@@ -64,7 +66,7 @@ BACKENDS: dict[str, GcmBackend] = {
                    grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference"),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
-                   needs_lmdz_block=False, mpi=False, forcing="standin", ensembles=False, iterations=False),
+                   needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=False, iterations=False),
     )
 }
 

@@ -259,24 +259,61 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
 # ------------------------------------------------------------------------------------------------
 
 
-def lmdze_executable() -> Path:
-    from nudgeml.lmdze_build import DEFAULT_BUILD_DIR
+def lmdze_executable(name: str = "gcm") -> Path:
+    """LMDZE's ``gcm`` or ``ce0l`` where ``scripts/build_lmdze.sh`` builds them."""
+    from nudgeml import lmdze_build
 
-    return DEFAULT_BUILD_DIR / "work" / "LMDZE" / "dyn3d" / "gcm"
+    sub = "dyn3d" if name == "gcm" else "dynphy_lonlat"
+    return lmdze_build.DEFAULT_BUILD_DIR / "work" / "LMDZE" / sub / name
 
 
-def _lmdze_unavailable() -> RunFailed:
+def _lmdze_built() -> None:
     gcm = lmdze_executable()
     if not gcm.is_file():
-        return RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {gcm} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
-    # Built, but the workflow's LMDZE run (start/limit files from the truth, ce0l, the guided and free
-    # runs) is issue 15's item 2, not written yet: say so rather than run something else.
-    return RunFailed(f"backend 'lmdze': LMDZE is built ({gcm}) but the workflow cannot run it yet (issue 15, item 2)")
+        raise RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {gcm} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
+
+
+def lmdze_settings(cfg: Mapping[str, Any]):
+    """The guided run's :class:`~nudgeml.lmdze_run.LmdzeSettings`: period (both ends are analyses, so
+    ``days`` whole days), the ``lmdze`` block's grid and steps, and the nudging: u and v at
+    ``nudging.tau_hours``, T at ``nudging.t.tau_hours`` and q at ``nudging.q.tau_hours`` when set (q
+    through relative humidity, ``hur.nc``, as LMDZE's guide reads it)."""
+    import numpy as np
+
+    from nudgeml.errors import ConfigError
+    from nudgeml.lmdze_run import LmdzeSettings
+
+    start, end = (np.datetime64(cfg["period"][k], "s") for k in ("start", "end"))
+    days = (end - start) / np.timedelta64(1, "D")
+    if days < 1 or days != int(days):
+        raise ConfigError(f"config key 'period' ({start} - {end}) must span whole days (at least one) with backend 'lmdze'")
+    nudging = cfg["nudging"]
+    t, q = nudging.get("t"), nudging.get("q")
+    block = dict(cfg.get("lmdze") or {})
+    return LmdzeSettings(start=str(start), days=int(days), guide=("u", "v") + (("t",) if t else ()) + (("q",) if q else ()),
+                         tau_hours=float(nudging["tau_hours"]), tau_t_hours=float(t["tau_hours"]) if t else None,
+                         tau_q_hours=float(q["tau_hours"]) if q else None, **block)
 
 
 def lmdze_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
-    raise _lmdze_unavailable()
+    """The guided run: LMDZE's start and boundary files and its nudging files from the ERA5 files,
+    ``ce0l`` then ``gcm`` in ``cfg["run_dir"]`` (:func:`nudgeml.lmdze_run.run_guided`), then the run's
+    history and recorded increments as ``histhf.nc`` / ``guide_ins.nc`` (:mod:`nudgeml.lmdze_history`)."""
+    from nudgeml.lmdze_history import write_guided_outputs
+    from nudgeml.lmdze_run import run_guided
+
+    _lmdze_built()
+    settings = lmdze_settings(cfg)
+    res = run_guided(cfg["run_dir"], settings, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
+                     pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
+                     invariant=inputs["invariant"])
+    log.info("LMDZE %dx%dx%d, %d days guided: ce0l %.1f s, gcm %.1f s", settings.iim, settings.jjm, settings.llm,
+             settings.days, res.ce0l_s, res.gcm_s)
+    write_guided_outputs(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"], guide=outputs["guide"])
 
 
 def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
-    raise _lmdze_unavailable()
+    _lmdze_built()
+    # The free runs (control, mean tendency, ML through the bridge inside physiq) are issue 15's next
+    # step: say so rather than run something else.
+    raise RunFailed(f"backend 'lmdze': LMDZE's free runs are not written yet (run {run!r}; issue 15, item 2)")

@@ -1,0 +1,227 @@
+"""A guided LMDZE run from the truth: ``ce0l`` on the truth's start and boundary files, then ``gcm``
+relaxed toward the truth's analyses (the ``lmdze`` backend's nudged job, issue 15 item 2).
+
+LMDZE reads its settings as Fortran namelists on standard input, one group after another in the
+order its programs read them (:data:`CE0L_GROUPS`, :data:`GCM_GROUPS`: a group out of order stops
+the program). :func:`render_namelists` writes them from a :class:`LmdzeSettings`; the physics groups
+carry the values of LMDZE's own control case (``Tests_input/Namelists/gcm_nml_control.txt``), the
+rest are LMDZE's defaults unless set here. :func:`run_guided` builds the inputs
+(:mod:`nudgeml.lmdze_inputs`, :func:`nudgeml.lmdz_forcing.write_lmdze_guide`), runs both programs
+in ``run_dir`` and keeps their logs there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nudgeml.errors import ConfigError, InputError, RunFailed
+
+#: namelist groups in the order ce0l reads them
+CE0L_GROUPS = ("dimensions_nml", "logic_nml", "conf_gcm_nml", "comdissnew_nml", "serre_nml", "dynetat0_nml",
+               "etat0_nml", "disvert_nml", "limit_nml")
+#: namelist groups in the order gcm reads them
+GCM_GROUPS = ("dimensions_nml", "logic_nml", "conf_gcm_nml", "comdissnew_nml", "dynetat0_nml", "disvert_nml",
+              "conf_guide_nml", "physiq_nml", "ctherm_nml", "clesphys2_nml", "YOMCST_nml", "conf_phys_nml",
+              "fisrtilp_nml", "clesphys_nml", "nuagecom", "conf_interface_nml", "soil_nml")
+#: LMDZE's control case: horizontal dissipation times (s) and its physics choices
+CONTROL_GROUPS: dict[str, dict[str, object]] = {
+    "comdissnew_nml": {"tetagdiv": 3600.0, "tetagrot": 3600.0, "tetatemp": 3600.0},
+    "physiq_nml": {"iflag_cldcon": 3, "fact_cldcon": 1.0, "ratqsbas": 0.005, "ratqshaut": 0.33},
+    "conf_phys_nml": {"epmax": 0.99, "iflag_clw": 1},
+    "fisrtilp_nml": {"reevap_ice": True, "iflag_pdf": 1},
+    "clesphys_nml": {"ok_instan": True, "ksta_ter": 1e-7, "cdmmax": 0.0025, "cdhmax": 0.002},
+    "nuagecom": {"rad_chau1": 12, "rad_chau2": 11},
+}
+#: the variables LMDZE's guide relaxes, by the workflow's names
+GUIDE_FLAGS = {"u": "u", "v": "v", "t": "t", "q": "q"}
+
+
+@dataclass(frozen=True)
+class LmdzeSettings:
+    """One LMDZE run: grid (``iim`` x ``jjm`` x ``llm``), time stepping (``day_step`` dynamical steps a
+    day, a Matsuno step every ``iperiod``, physics every ``iphysiq``), its start and length, and the
+    nudging (variables and time scale; none: a free run)."""
+
+    start: str
+    days: int
+    iim: int = 16
+    jjm: int = 12
+    llm: int = 11
+    day_step: int = 240
+    iperiod: int = 5
+    iphysiq: int = 5
+    guide: Sequence[str] = ()
+    tau_hours: float = 6.0
+    tau_t_hours: float | None = None  # temperature's own time scale (nudging.t.tau_hours); None: tau_hours
+    tau_q_hours: float | None = None  # humidity's (nudging.q.tau_hours); None: tau_hours
+    extra: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.days < 1:
+            raise ConfigError(f"LMDZE run length is {self.days} days; at least 1")
+        if self.guide and self.day_step % (4 * self.iperiod):
+            # LMDZE's guide reads an analysis every day_step/4 steps and acts at the Matsuno steps
+            raise ConfigError(f"LMDZE day_step={self.day_step} must be a multiple of 4 * iperiod = {4 * self.iperiod} "
+                              "for a guided run (6-hourly analyses on Matsuno steps)")
+        if self.iphysiq % self.iperiod:
+            raise ConfigError(f"LMDZE iphysiq={self.iphysiq} must be a multiple of iperiod={self.iperiod}")
+        unknown = set(self.guide) - set(GUIDE_FLAGS)
+        if unknown:
+            raise ConfigError(f"LMDZE cannot guide {sorted(unknown)}; use some of {sorted(GUIDE_FLAGS)}")
+        if any(t is not None and t <= 0 for t in (self.tau_hours, self.tau_t_hours, self.tau_q_hours)):
+            raise ConfigError(f"LMDZE nudging time scale tau_hours={self.tau_hours} (t: {self.tau_t_hours}, q: {self.tau_q_hours}) must be > 0")
+
+    def tau_of(self, var: str) -> float:
+        """The relaxation time (hours) of ``var``."""
+        own = {"t": self.tau_t_hours, "q": self.tau_q_hours}.get(var)
+        return own if own is not None else self.tau_hours
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return f"'{v}'"
+    return str(v)
+
+
+def _groups(order: Sequence[str], values: Mapping[str, Mapping[str, object]]) -> str:
+    unknown = set(values) - set(order)
+    if unknown:
+        raise ConfigError(f"LMDZE namelist group(s) {sorted(unknown)} are not read here (known: {', '.join(order)})")
+    lines = []
+    for name in order:
+        items = ", ".join(f"{k} = {_value(v)}" for k, v in values.get(name, {}).items())
+        lines.append(f"&{name} {items} /" if items else f"&{name} /")
+    return "\n".join(lines) + "\n"
+
+
+def render_namelists(s: LmdzeSettings) -> dict[str, str]:
+    """The standard input of ``ce0l`` and of ``gcm`` for ``s`` (``{"ce0l": ..., "gcm": ...}``)."""
+    from nudgeml.lmdze_inputs import lmdze_day_ref
+
+    s.check()
+    day_ref, year = lmdze_day_ref(s.start)
+    dims = {"iim": s.iim, "jjm": s.jjm, "llm": s.llm}
+    steps = {"day_step": s.day_step, "iperiod": s.iperiod, "iphysiq": s.iphysiq}
+    ce0l = {"dimensions_nml": dims, "conf_gcm_nml": steps, "comdissnew_nml": CONTROL_GROUPS["comdissnew_nml"],
+            "dynetat0_nml": {"day_ref": day_ref, "annee_ref": year}}
+    gcm: dict[str, dict[str, object]] = {name: dict(v) for name, v in CONTROL_GROUPS.items()}
+    gcm["dimensions_nml"] = dims
+    gcm["conf_gcm_nml"] = {**steps, "nday": s.days}
+    if s.guide:
+        guide: dict[str, object] = {}
+        for var in s.guide:
+            tau_days = s.tau_of(var) / 24.0  # on a regular grid LMDZE uses tau_max: alpha = 1 - exp(-factt / tau_max)
+            flag = GUIDE_FLAGS[var]
+            guide.update({f"guide_{flag}": True, f"tau_min_{flag}": tau_days, f"tau_max_{flag}": tau_days})
+        gcm["conf_guide_nml"] = guide
+    for name, values in s.extra.items():
+        gcm.setdefault(name, {}).update(values)
+    return {"ce0l": _groups(CE0L_GROUPS, ce0l), "gcm": _groups(GCM_GROUPS, gcm)}
+
+
+def nudging_alpha(s: LmdzeSettings, var: str = "u") -> float:
+    """LMDZE's relaxation factor of ``var`` per guide call on a regular grid: ``1 - exp(-factt / tau_max)``
+    with ``factt`` the Matsuno period in days (the guide acts once every ``iperiod`` steps)."""
+    factt = s.iperiod / s.day_step
+    return float(1.0 - np.exp(-factt / (s.tau_of(var) / 24.0)))
+
+
+def _run(exe: Path, cwd: Path, stdin: str, log_name: str, done: str, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    (cwd / f"{log_name}.nml").write_text(stdin)
+    with (cwd / f"{log_name}.log").open("w") as log:
+        proc = subprocess.run([str(exe)], cwd=cwd, input=stdin, stdout=log, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout_s, check=False)
+    text = (cwd / f"{log_name}.log").read_text(errors="replace")
+    if proc.returncode != 0 or done not in text:
+        tail = " | ".join(text.strip().splitlines()[-5:])
+        raise RunFailed(f"LMDZE {exe.name} failed in {cwd} (exit {proc.returncode}), see {cwd / (log_name + '.log')}: {tail}")
+    return time.monotonic() - t0
+
+
+def _era5_paths(files: Sequence[str | os.PathLike[str]], kind: str) -> list[Path]:
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise InputError(f"no ERA5 {kind} file given for the LMDZE run")
+    return paths
+
+
+RUN_MARKER = ".nudgeml-lmdze-run"
+
+
+def fresh_run_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``run_dir`` emptied for a new run: LMDZE's programs add to what they find (histories, the
+    guide's 6-hourly files), and a file left by an earlier run must not pass for this one's. Only a
+    folder this module made (it holds :data:`RUN_MARKER`) or an empty one is emptied."""
+    run = Path(run_dir)
+    if run.exists():
+        if any(run.iterdir()) and not (run / RUN_MARKER).is_file():
+            raise InputError(f"{run}: not empty and not an LMDZE run folder made by nudgeml (no {RUN_MARKER}); choose another run_dir")
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    (run / RUN_MARKER).write_text("made by nudgeml.lmdze_run; emptied at each run\n")
+    return run
+
+
+@dataclass
+class GuidedRun:
+    run_dir: Path
+    alpha: float
+    ce0l_s: float
+    gcm_s: float
+
+
+def run_guided(
+    run_dir: str | os.PathLike[str],
+    settings: LmdzeSettings,
+    *,
+    ce0l: str | os.PathLike[str],
+    gcm: str | os.PathLike[str],
+    pressure_levels: Sequence[str | os.PathLike[str]],
+    single_levels: Sequence[str | os.PathLike[str]],
+    invariant: str | os.PathLike[str],
+    timeout_s: float = 3600.0,
+    **input_options: object,
+) -> GuidedRun:
+    """Build the inputs in ``run_dir`` from the ERA5 files (the monthly files covering the run, in time
+    order), run ``ce0l`` then ``gcm`` there (its ``restart.nc`` … and LMDZE's 6-hourly ``ucov.nc``/
+    ``ucovrea2.nc`` … of the guided state and analysis stay in ``run_dir``)."""
+    from nudgeml.lmdz_forcing import write_lmdze_guide
+    from nudgeml.lmdze_inputs import write_ce0l_inputs_from_truth
+
+    namelists = render_namelists(settings)
+    run = fresh_run_dir(run_dir)
+    pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
+    start = np.datetime64(settings.start, "s")
+    errors = []
+    for pl, sl in zip(pls, sls):  # the month holding the start
+        try:
+            write_ce0l_inputs_from_truth(run, pressure_levels=pl, single_levels=sl, invariant=invariant, start=start,
+                                         **input_options)  # type: ignore[arg-type]
+            break
+        except InputError as exc:
+            errors.append(str(exc))
+    else:
+        raise InputError(f"no ERA5 file holds the LMDZE start {start}: " + "; ".join(errors))
+    ce0l_s = _run(Path(ce0l).resolve(), run, namelists["ce0l"], "ce0l", "ce0l: done", timeout_s)
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
+        shutil.copyfile(run / src, run / dest)
+    if settings.guide:
+        names = {"u": "u", "v": "v", "t": "T", "q": "hur"}  # q: relative humidity, LMDZE's guide reads RH
+        write_lmdze_guide(era5_files={"pressure_levels": pls}, start=start, days=settings.days,
+                          out_paths={names[v]: run / f"{names[v]}.nc" for v in settings.guide},
+                          iim=settings.iim, jjm=settings.jjm)
+    gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
+    return GuidedRun(run, nudging_alpha(settings) if settings.guide else 0.0, ce0l_s, gcm_s)

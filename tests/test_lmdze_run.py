@@ -1,0 +1,108 @@
+"""LMDZE run settings and namelists (nudgeml.lmdze_run); the runs themselves are in test_lmdze.py."""
+
+import math
+
+import pytest
+
+from nudgeml.errors import ConfigError
+from nudgeml.lmdze_run import CE0L_GROUPS, GCM_GROUPS, LmdzeSettings, nudging_alpha, render_namelists
+
+
+def _groups(text):
+    return [line.split()[0][1:] for line in text.splitlines()]
+
+
+def test_groups_in_the_order_the_programs_read_them():
+    nml = render_namelists(LmdzeSettings(start="2000-01-31T00", days=2, guide=("u", "v")))
+    assert _groups(nml["ce0l"]) == list(CE0L_GROUPS)
+    assert _groups(nml["gcm"]) == list(GCM_GROUPS)
+    assert all(line.endswith("/") for line in nml["gcm"].splitlines())
+
+
+def test_grid_dates_length_and_nudging_time_scale():
+    nml = render_namelists(LmdzeSettings(start="2000-02-01T00", days=3, iim=48, jjm=32, llm=19, guide=("u", "v", "t"), tau_hours=3.0))
+    assert "&dimensions_nml iim = 48, jjm = 32, llm = 19 /" in nml["ce0l"].splitlines()
+    assert "&dynetat0_nml day_ref = 31, annee_ref = 2000 /" in nml["ce0l"].splitlines()
+    gcm = nml["gcm"]
+    assert "nday = 3" in gcm and "&dynetat0_nml /" in gcm.splitlines()  # gcm takes its date from start.nc
+    guide = next(line for line in gcm.splitlines() if line.startswith("&conf_guide_nml"))
+    for flag in ("u", "v", "t"):
+        assert f"guide_{flag} = t" in guide and f"tau_max_{flag} = 0.125" in guide  # days
+    assert "guide_q" not in guide
+
+
+def test_temperature_has_its_own_time_scale():
+    s = LmdzeSettings(start="2000-02-01T00", days=1, guide=("u", "v", "t"), tau_hours=6.0, tau_t_hours=12.0)
+    guide = next(line for line in render_namelists(s)["gcm"].splitlines() if line.startswith("&conf_guide_nml"))
+    assert "tau_max_u = 0.25" in guide and "tau_max_t = 0.5" in guide
+    assert nudging_alpha(s, "t") == pytest.approx(1.0 - math.exp(-(5 / 240) / 0.5), rel=1e-15)
+
+
+def test_free_run_has_no_guide():
+    gcm = render_namelists(LmdzeSettings(start="2000-02-01T00", days=1))["gcm"]
+    assert "&conf_guide_nml /" in gcm.splitlines()
+
+
+def test_alpha_is_lmdzes_regular_grid_formula():
+    s = LmdzeSettings(start="2000-02-01T00", days=1, guide=("u",), tau_hours=6.0)
+    assert nudging_alpha(s) == pytest.approx(1.0 - math.exp(-(5 / 240) / 0.25), rel=1e-15)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"day_step": 250}, r"day_step=250 must be a multiple of 4 \* iperiod = 20"),
+    ({"iphysiq": 7}, r"iphysiq=7 must be a multiple of iperiod=5"),
+    ({"guide": ("w",)}, r"cannot guide \['w'\]"),
+    ({"days": 0}, r"at least 1"),
+    ({"tau_hours": 0.0}, r"tau_hours=0.0 \(t: None, q: None\) must be > 0"),
+    ({"extra": {"nosuch_nml": {"a": 1}}}, r"namelist group\(s\) \['nosuch_nml'\]"),
+])
+def test_bad_settings_are_one_clear_error(kwargs, match):
+    base = {"start": "2000-02-01T00", "days": 1, "guide": ("u", "v")}
+    with pytest.raises(ConfigError, match=match):
+        render_namelists(LmdzeSettings(**{**base, **kwargs}))
+
+
+# the lmdze backend's settings from the workflow's configuration (nudgeml.gcm.runners)
+
+
+def _cfg(**nudging):
+    return {"period": {"start": "2000-01-31T00:00", "end": "2000-02-03T00:00"}, "nudging": {"tau_hours": 6.0, "project_target": False, **nudging}}
+
+
+def test_backend_settings_from_the_workflow_config():
+    from nudgeml.gcm.runners import lmdze_settings
+
+    s = lmdze_settings({**_cfg(t={"tau_hours": 12.0}), "lmdze": {"iim": 48, "jjm": 32, "llm": 19}})
+    assert (s.days, s.guide, s.tau_hours, s.tau_t_hours, s.iim, s.jjm, s.llm) == (3, ("u", "v", "t"), 6.0, 12.0, 48, 32, 19)
+    assert s.start == "2000-01-31T00:00:00"
+    assert lmdze_settings(_cfg()).guide == ("u", "v")
+    q = lmdze_settings(_cfg(q={"tau_hours": 24.0}))
+    assert q.guide == ("u", "v", "q") and q.tau_of("q") == 24.0 and q.tau_of("t") == 6.0
+    guide = next(line for line in render_namelists(q)["gcm"].splitlines() if line.startswith("&conf_guide_nml"))
+    assert "guide_q = t" in guide and "tau_max_q = 1.0" in guide
+
+
+@pytest.mark.parametrize(("cfg", "match"), [
+    ({**_cfg(), "period": {"start": "2000-01-31T00:00", "end": "2000-02-01T06:00"}}, r"'period' .* whole days"),
+])
+def test_backend_settings_refuse_what_lmdze_cannot_run(cfg, match):
+    from nudgeml.gcm.runners import lmdze_settings
+
+    with pytest.raises(ConfigError, match=match):
+        lmdze_settings(cfg)
+
+
+def test_run_dir_is_emptied_only_when_it_is_ours(tmp_path):
+    from nudgeml.errors import InputError
+    from nudgeml.lmdze_run import RUN_MARKER, fresh_run_dir
+
+    run = fresh_run_dir(tmp_path / "run")
+    (run / "du_guide.nc").write_text("from an earlier run")
+    again = fresh_run_dir(tmp_path / "run")
+    assert sorted(p.name for p in again.iterdir()) == [RUN_MARKER]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match=r"other: not empty and not an LMDZE run folder"):
+        fresh_run_dir(other)
+    assert (other / "keep.txt").read_text() == "user data"
