@@ -251,8 +251,10 @@ def test_external_temperature_and_humidity_tendency_stored_is_applied_step_by_st
     lat = np.deg2rad(g.grid.lat_deg)[None, :, None]
     lon = np.deg2rad(g.grid.lon_deg)[None, None, :]
     shape = g.grid.shape
-    dt_kps = (1e-5 * np.cos(lat) ** 2 * (1 + 0.3 * np.sin(2 * lon)) * np.ones(shape)).astype(np.float32)  # ~0.9 K/day
-    dq_per_s = (-2e-9 * np.cos(lat) ** 4 * np.ones(shape)).astype(np.float32)
+    # large, so that one step's increment (up to 2.3 K, 3.6e-5 kg/kg) stands far above the float32
+    # round-off of T ~ 280 K (3e-5 K): at 1e-5 K s-1 that round-off alone was 1.2e-3 of the increment
+    dt_kps = (1e-3 * np.cos(lat) ** 2 * (1 + 0.3 * np.sin(2 * lon)) * np.ones(shape)).astype(np.float32)
+    dq_per_s = (2e-8 * np.cos(lat) ** 4 * np.ones(shape)).astype(np.float32)
     applied_t, applied_q = g.applied_thermo_tendency(dt_kps, dq_per_s)
     for n in range(3):
         zero = jnp.zeros(to_jcm(dt_kps).shape)
