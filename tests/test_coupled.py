@@ -304,22 +304,23 @@ def test_tree_model_runs_through_its_compiled_library(setup, tmp_path):
 # ---------------------------------------------------------------- temperature and humidity corrections
 
 
-def thermo_mean(root, grid, name, *, dt=2e-6, dq=None):
-    """A mean file with the winds' means of ``setup`` and a constant dt (K s-1) / dq (kg kg-1 s-1)."""
+def thermo_mean(root, grid, out, *, dt=2e-6, dq=None):
+    """``out``: a mean file with the winds' means of ``setup`` (in ``root``) and a constant dt (K s-1) /
+    dq (kg kg-1 s-1)."""
     mean = xr.open_dataset(root / "mean.nc").load()
     for k, value in (("dt", dt), ("dq", dq)):
         if value is not None:
             mean[f"{k}_mean"] = (("lev", "lat", "lon"), np.full(grid.shape, value, np.float32))
             mean[f"{k}_monthly"] = (("month", "lev", "lat", "lon"), np.full((12, *grid.shape), value, np.float32))
-    mean.to_netcdf(root / name)
-    return root / name
+    mean.to_netcdf(out)
+    return out
 
 
 def test_mean_correction_applies_t_and_q_when_the_file_holds_them_unless_told_winds_only(setup, tmp_path):
     from nudgeml.coupled import MeanCorrector
 
     root, grid, _ = setup
-    path = thermo_mean(tmp_path, grid, "mean-tq.nc", dt=2e-6, dq=-1e-9)
+    path = thermo_mean(root, grid, tmp_path / "mean-tq.nc", dt=2e-6, dq=-1e-9)
     mean = xr.open_dataset(path).load()
     both = MeanCorrector(mean, "annual")
     assert both.variables == ("du", "dv", "dt", "dq")
@@ -347,7 +348,7 @@ def test_ml_correction_with_dt_targets_applies_dt_and_falls_back_to_its_mean(set
     columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
     with pytest.raises(InputError, match=r"mean\.nc: the model .*model\.json corrects 'dt' but the mean tendency file has no 'dt_mean'"):
         make_corrector({"correction": "ml", "model": "const-dt"}, columns=columns, grid=grid, mean_file=root / "mean.nc", model_dir=model)
-    path = thermo_mean(tmp_path, grid, "mean-t.nc", dt=2e-6)
+    path = thermo_mean(root, grid, tmp_path / "mean-t.nc", dt=2e-6)
     ml = make_corrector({"correction": "ml", "model": "const-dt"}, columns=columns, grid=grid, mean_file=path, model_dir=model)
     assert ml.variables == ("du", "dv", "dt")
     forcing = xr.open_dataset(root / "forcing.nc")
@@ -369,7 +370,7 @@ def test_ml_targets_must_be_winds_then_t_and_q(setup, tmp_path):
     root, grid, _ = setup
     model = export_constant(tmp_path, grid, "dt-first", 0.0, targets=("dt", "du", "dv"))
     with pytest.raises(InputError, match=r"model\.json: key 'targets'.*\['dt', 'du', 'dv'\] are not du, dv"):
-        make_corrector({"correction": "ml", "model": "dt-first"}, columns=ColumnSpec(), grid=grid, mean_file=thermo_mean(tmp_path, grid, "m.nc"), model_dir=model)
+        make_corrector({"correction": "ml", "model": "dt-first"}, columns=ColumnSpec(), grid=grid, mean_file=thermo_mean(root, grid, tmp_path / "m.nc"), model_dir=model)
 
 
 @pytest.mark.slow
@@ -377,7 +378,7 @@ def test_free_run_applies_the_mean_temperature_correction(setup, tmp_path):
     """A mean correction with dt_mean warms the free run against the same run without it, by about
     dt_mean x time (the model's own response makes it less than that, not the opposite sign)."""
     root, grid, cfg = setup
-    path = thermo_mean(tmp_path, grid, "mean-t.nc", dt=1e-5)  # 0.86 K/day
+    path = thermo_mean(root, grid, tmp_path / "mean-dt1e-5.nc", dt=1e-5)  # 0.86 K/day; not a run name (its history)
     runs = {"mean-t": {"correction": "mean"}, "mean-uv": {"correction": "mean", "variables": ["du", "dv"]}}
     cfg = cfg | {"free_runs": cfg["free_runs"] | {"runs": runs}}
     temps = {}
