@@ -171,3 +171,28 @@ def test_null_given_as_a_string_switches_a_run_off(cfg):
     drop_switched_off(c)
     assert "mean" not in c["free_runs"]["runs"]
     validate(c)
+
+
+def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
+    """config/tq.yaml validates; a mean run's T / q needs their nudging, variables and ML targets are
+    du, dv then dt / dq: each bad combination is one error naming the key, before any run."""
+    from nudgeml.config import deep_merge, drop_switched_off
+
+    tq = deep_merge(copy.deepcopy(cfg), yaml.safe_load((repo_root / "config" / "tq.yaml").read_text()))
+    drop_switched_off(tq)
+    validate(tq)
+    assert tq["free_runs"]["runs"]["mean-uv"]["variables"] == ["du", "dv"] and "mean-monthly" not in tq["free_runs"]["runs"]
+    cases = [
+        (lambda c: c["nudging"].update(t=None), r"'columns.targets' has 'dt', which needs 'nudging.t'"),
+        (lambda c: (c["columns"].update(targets=["du", "dv"]), c["nudging"].update(t=None), c["free_runs"]["runs"]["mean-uv"].update(variables=["du", "dv", "dt"])),
+         r"'free_runs.runs.mean-uv.variables' has 'dt', which needs 'nudging.t'"),
+        (lambda c: c["free_runs"]["runs"]["mean-uv"].update(variables=["du", "dv", "dq", "dt"]), r"'free_runs.runs.mean-uv.variables'.*not du, dv optionally followed"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(variables=["du", "dv"]), r"'free_runs.runs.ml-mlp.variables': only a mean correction"),
+        (lambda c: c["columns"].update(targets=["dt", "du", "dv"]), r"'columns.targets'.*not du, dv optionally followed.*free run 'ml-mlp'"),
+        (lambda c: c["free_runs"]["runs"]["mean-uv"].update(variables=["du"]), r"free_runs.runs.mean-uv.variables"),
+    ]
+    for change, named in cases:
+        bad = copy.deepcopy(tq)
+        change(bad)
+        with pytest.raises(ConfigError, match=named):
+            validate(bad)

@@ -30,6 +30,7 @@ def test_correction_descriptions():
     assert describe_correction({"correction": "none"}) == "none"
     assert describe_correction({"correction": "mean", "climatology": "monthly"}) == "mean (monthly)"
     assert describe_correction({"correction": "mean", "climatology": "annual", "iterations": 2}) == "mean (annual, 2 iterations)"
+    assert describe_correction({"correction": "mean", "variables": ["du", "dv"]}) == "mean (annual, du dv)"
     spec = {"correction": "ml", "model": "mlp-replay", "mean_residual": True, "filter_truncation": 6, "scale": 0.5}
     assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
 
@@ -75,8 +76,8 @@ def setup(tmp_path_factory):
     return root, grid, cfg
 
 
-def export_constant(root, grid, name, value, *, levels=None):
-    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv")):
+    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"), targets=tuple(targets))
     nlev = grid.sigma.size
     fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
     nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
@@ -162,9 +163,10 @@ def test_large_scale_filter_of_the_model_part(setup):
     ml = make_corrector(spec, **kw)
     forcing = xr.open_dataset(root / "forcing.nc")
     s = GridState(**{k: forcing[k].values[0] for k in ("u", "v", "t", "q", "ps")})
-    du, dv = ml(T0, s)
+    du, dv, dt, dq = ml(T0, s)
+    assert dt is None and dq is None, "a du, dv model corrects the winds only"
     assert np.abs(du).max() < 1e-9 and np.abs(dv).max() < 1e-9
-    full, _ = make_corrector(spec | {"filter_truncation": 21}, **kw)(T0, s)
+    full = make_corrector(spec | {"filter_truncation": 21}, **kw)(T0, s).du
     assert np.abs(full).max() > 5e-6  # the unfiltered constant field (projected) is there
     ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, s)]))
     np.testing.assert_allclose(ml(T0, s)[0], 1e-6, rtol=1e-5)
@@ -181,7 +183,7 @@ def test_fallback_columns_get_the_mean_tendency_with_a_mean_residual(setup):
     fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
     ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, GridState(**fields))]))
     fields["u"][0, 3, 5] = np.nan  # one column outside the training range
-    du, dv = ml(T0, GridState(**fields))
+    du, dv, _, _ = ml(T0, GridState(**fields))
     assert ml.status()["guard"]["fallback_columns"] == 1
     np.testing.assert_allclose(du, 1e-6, rtol=1e-5)  # before: -8e-6 in that column (mean + 1e-6 - 1e-5)
     np.testing.assert_allclose(dv, 0.0, atol=1e-12)
@@ -244,9 +246,9 @@ def test_cnn_runs_on_the_whole_grid_with_both_backends(setup):
     columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
     ts = MLCorrector(model_dir, "torchscript", columns, grid, fallback).predict(T0, state)
     pt2 = MLCorrector(model_dir, "aoti", columns, grid, fallback).predict(T0, state)
-    assert 0 < np.abs(ts[0]).max() < 1e-4
-    np.testing.assert_allclose(pt2[0], ts[0], rtol=0, atol=1e-5 * np.abs(ts[0]).max())
-    np.testing.assert_allclose(pt2[1], ts[1], rtol=0, atol=1e-5 * np.abs(ts[1]).max())
+    assert 0 < np.abs(ts[0][0]).max() < 1e-4
+    np.testing.assert_allclose(pt2[0][0], ts[0][0], rtol=0, atol=1e-5 * np.abs(ts[0][0]).max())
+    np.testing.assert_allclose(pt2[0][1], ts[0][1], rtol=0, atol=1e-5 * np.abs(ts[0][1]).max())
 
 
 def test_cnn_for_another_grid_is_refused_before_the_run(setup, tmp_path):
@@ -294,6 +296,97 @@ def test_tree_model_runs_through_its_compiled_library(setup, tmp_path):
     trees = MLCorrector(trees_dir, "torchscript", spec, grid, fallback)
     assert walker.backend == "torchscript" and trees.backend == "tl2cgen"
     want, got = walker.predict(T0, state), trees.predict(T0, state)
-    assert 0 < np.abs(want[0]).max() and got[2].fallback.sum() == 0
-    for a, b in zip(got[:2], want[:2], strict=True):
+    assert 0 < np.abs(want[0][0]).max() and got[1].fallback.sum() == 0
+    for a, b in zip(got[0], want[0], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * 1e-5)
+
+
+# ---------------------------------------------------------------- temperature and humidity corrections
+
+
+def thermo_mean(root, grid, out, *, dt=2e-6, dq=None):
+    """``out``: a mean file with the winds' means of ``setup`` (in ``root``) and a constant dt (K s-1) /
+    dq (kg kg-1 s-1)."""
+    mean = xr.open_dataset(root / "mean.nc").load()
+    for k, value in (("dt", dt), ("dq", dq)):
+        if value is not None:
+            mean[f"{k}_mean"] = (("lev", "lat", "lon"), np.full(grid.shape, value, np.float32))
+            mean[f"{k}_monthly"] = (("month", "lev", "lat", "lon"), np.full((12, *grid.shape), value, np.float32))
+    mean.to_netcdf(out)
+    return out
+
+
+def test_mean_correction_applies_t_and_q_when_the_file_holds_them_unless_told_winds_only(setup, tmp_path):
+    from nudgeml.coupled import MeanCorrector
+
+    root, grid, _ = setup
+    path = thermo_mean(root, grid, tmp_path / "mean-tq.nc", dt=2e-6, dq=-1e-9)
+    mean = xr.open_dataset(path).load()
+    both = MeanCorrector(mean, "annual")
+    assert both.variables == ("du", "dv", "dt", "dq")
+    c = both(T0, None)
+    np.testing.assert_allclose(c.dt, 2e-6)
+    np.testing.assert_allclose(c.dq, -1e-9)
+    np.testing.assert_allclose(MeanCorrector(mean, "monthly")(T0, None).dt, 2e-6)
+    uv = MeanCorrector(mean, "annual", ["du", "dv"])
+    assert uv.variables == ("du", "dv") and uv(T0, None).dt is None
+    winds_only = xr.open_dataset(root / "mean.nc").load()
+    assert MeanCorrector(winds_only, "annual")(T0, None).dt is None, "a winds-only file: the winds, as before"
+    with pytest.raises(InputError, match=r"mean\.nc: the mean correction applies 'dt' but the file has no 'dt_mean'"):
+        MeanCorrector(winds_only, "annual", ["du", "dv", "dt"], source=str(root / "mean.nc"))
+    with pytest.raises(InputError, match=r"key 'variables'.*\['dt'\] are not du, dv"):
+        MeanCorrector(mean, "annual", ["dt"])
+    with pytest.raises(ConfigError, match="'variables' is a key of the mean correction"):
+        make_corrector({"correction": "ml", "model": "x", "variables": ["du", "dv"]}, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=tmp_path)
+
+
+def test_ml_correction_with_dt_targets_applies_dt_and_falls_back_to_its_mean(setup, tmp_path):
+    """A model with targets du, dv, dt: the correction carries dt (a column on the guard's fallback gets
+    dt_mean), the mean residual covers dt too; without dt_mean in the mean file: one error naming it."""
+    root, grid, _ = setup
+    model = export_constant(tmp_path, grid, "const-dt", 1e-5, targets=("du", "dv", "dt"))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    with pytest.raises(InputError, match=r"mean\.nc: the model .*model\.json corrects 'dt' but the mean tendency file has no 'dt_mean'"):
+        make_corrector({"correction": "ml", "model": "const-dt"}, columns=columns, grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    path = thermo_mean(root, grid, tmp_path / "mean-t.nc", dt=2e-6)
+    ml = make_corrector({"correction": "ml", "model": "const-dt"}, columns=columns, grid=grid, mean_file=path, model_dir=model)
+    assert ml.variables == ("du", "dv", "dt")
+    forcing = xr.open_dataset(root / "forcing.nc")
+    fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    c = ml(T0, GridState(**fields))
+    np.testing.assert_allclose(c.dt, 1e-5)
+    np.testing.assert_allclose(c.du, 1e-5)
+    assert c.dq is None
+    fields["t"][2, 4, 6] = np.nan  # one column outside the training range
+    c = ml(T0, GridState(**fields))
+    assert c.dt[:, 4, 6] == pytest.approx(2e-6) and c.du[:, 4, 6] == pytest.approx(1e-6), "the fallback is each target's mean"
+    assert np.delete(c.dt.reshape(c.dt.shape[0], -1), 4 * grid.lon_deg.size + 6, axis=1) == pytest.approx(1e-5)
+    clean = GridState(**{k: forcing[k].values[0] for k in ("u", "v", "t", "q", "ps")})
+    ml.add_mean_residual((np.full(grid.shape, 1e-6), np.zeros(grid.shape), np.full(grid.shape, 2e-6)), iter([(T0, clean)]))
+    np.testing.assert_allclose(ml(T0, clean).dt, 2e-6, rtol=1e-5)
+
+
+def test_ml_targets_must_be_winds_then_t_and_q(setup, tmp_path):
+    root, grid, _ = setup
+    model = export_constant(tmp_path, grid, "dt-first", 0.0, targets=("dt", "du", "dv"))
+    with pytest.raises(InputError, match=r"model\.json: key 'targets'.*\['dt', 'du', 'dv'\] are not du, dv"):
+        make_corrector({"correction": "ml", "model": "dt-first"}, columns=ColumnSpec(), grid=grid, mean_file=thermo_mean(root, grid, tmp_path / "m.nc"), model_dir=model)
+
+
+@pytest.mark.slow
+def test_free_run_applies_the_mean_temperature_correction(setup, tmp_path):
+    """A mean correction with dt_mean warms the free run against the same run without it, by about
+    dt_mean x time (the model's own response makes it less than that, not the opposite sign)."""
+    root, grid, cfg = setup
+    path = thermo_mean(root, grid, tmp_path / "mean-dt1e-5.nc", dt=1e-5)  # 0.86 K/day; not a run name (its history)
+    runs = {"mean-t": {"correction": "mean"}, "mean-uv": {"correction": "mean", "variables": ["du", "dv"]}}
+    cfg = cfg | {"free_runs": cfg["free_runs"] | {"runs": runs}}
+    temps = {}
+    for name in runs:
+        status = run_free(cfg, name, root / "grid.nc", [root / "forcing.nc"], tmp_path / f"{name}.nc", tmp_path / f"{name}.json", mean_file=path)
+        assert status["status"] == "ok" and status["corrected"] == (["du", "dv", "dt"] if name == "mean-t" else ["du", "dv"])
+        h = xr.open_dataset(tmp_path / f"{name}.nc")
+        assert h.attrs["corrected"] == " ".join(status["corrected"])
+        temps[name] = h["temp"].values
+    warming = float(np.mean(temps["mean-t"][-1] - temps["mean-uv"][-1]))  # at the last window start: 12 h
+    assert 0.2 * 1e-5 * 12 * 3600 < warming < 1.2 * 1e-5 * 12 * 3600, warming

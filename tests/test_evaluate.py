@@ -45,3 +45,20 @@ def test_manifest_must_match_the_dataset(tmp_path):
     with pytest.raises(ManifestError, match="targets differ"):
         check_manifest_matches_store(fewer, store, "model.json")
     assert json.loads(json.dumps(good.to_dict()))["guard"]["margin"] == 0.1
+
+
+def test_variance_is_judged_within_each_variable_not_across_units():
+    """dq (kg kg-1 s-1, ~1e-9) beside du (m s-2, ~1e-5): against du's variance every dq target looked
+    constant and got no R² (NaN, as on config/tq.yaml); judged within its own block it has one."""
+    rng = np.random.default_rng(1)
+    du = rng.normal(scale=1e-5, size=(500, 2))
+    dq = rng.normal(scale=1e-9, size=(500, 2))
+    y = np.concatenate([du, dq], axis=1)
+    pred = y + np.concatenate([rng.normal(scale=5e-6, size=du.shape), rng.normal(scale=5e-10, size=dq.shape)], axis=1)
+    one_block = MetricAccumulator(4)
+    one_block.update(y, pred)
+    assert np.isnan(one_block.result()[1][2:]).all(), "the old threshold, across units"
+    acc = MetricAccumulator(4, [slice(0, 2), slice(2, 4)])
+    acc.update(y, pred)
+    r2 = acc.result()[1]
+    assert np.isfinite(r2).all() and (0.5 < r2).all() and (r2 < 0.95).all()

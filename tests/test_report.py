@@ -267,3 +267,17 @@ def test_mean_coverage_names_the_window_months_without_training_data(tmp_path):
     full = mean_coverage(tmp_path / "mean.nc", np.datetime64("2000-01-31T00:00"), np.datetime64("2000-02-21T00:00"))
     assert "Every month of the evaluation window had training data" in _coverage_html(full)
     assert _share(16330, 65536) == "16330 of 65536 (25 %)" and _share(None, 10) == "–"
+
+
+def test_offline_table_has_a_column_per_learned_target():
+    """A model on du dv dt dq gets four labelled columns (the header named du, dv only, so dt's R² sat
+    under no label); a winds-only model beside it shows dashes for dt, dq."""
+    from nudgeml.report import offline_table
+
+    def res(**r2):
+        return {"targets": {k: {"r2_overall": v} for k, v in r2.items()}}
+
+    html = offline_table({"mlp": res(du=0.108, dv=0.195, dt=0.149, dq=float("nan")), "xgb": res(du=0.2, dv=0.3)})
+    assert "<th>R² du</th><th>R² dv</th><th>R² dt</th><th>R² dq</th>" in html
+    assert "<tr><td>mlp</td><td>0.108</td><td>0.195</td><td>0.149</td><td>–</td></tr>" in html
+    assert "<tr><td>xgb</td><td>0.200</td><td>0.300</td><td>–</td><td>–</td></tr>" in html

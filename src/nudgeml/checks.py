@@ -31,6 +31,33 @@ def load_config(path: str | os.PathLike[str], overrides: Mapping[str, Any] | Non
     return config
 
 
+def check_corrections(config: Mapping[str, Any]) -> None:
+    """What the free runs correct can be backed: a mean run's ``variables`` are du, dv then dt and/or dq,
+    each T / q one nudged (the mean file holds it only then); an ml run applies ``columns.targets`` in that
+    order. Caught here, before the nudged run, not at the free run's start."""
+    from nudgeml.coupled import check_corrected
+    from nudgeml.errors import InputError
+
+    targets = list(config.get("columns", {}).get("targets", ()))
+    for name, run in config["free_runs"]["runs"].items():
+        key = f"free_runs.runs.{name}.variables"
+        if run.get("variables") is not None:
+            if run["correction"] != "mean":
+                raise ConfigError(f"config key {key!r}: only a mean correction takes 'variables' (an ml run applies its model's targets)")
+            try:
+                check_corrected(run["variables"], f"config key {key!r}")
+            except InputError as exc:
+                raise ConfigError(str(exc)) from None
+            for target, var in (("dt", "t"), ("dq", "q")):
+                if target in run["variables"] and config.get("nudging", {}).get(var) is None:
+                    raise ConfigError(f"config key {key!r} has {target!r}, which needs 'nudging.{var}' (the mean file holds '{target}_mean' only then)")
+        if run["correction"] == "ml" and targets:
+            try:
+                check_corrected(targets, "config key 'columns.targets'")
+            except InputError as exc:
+                raise ConfigError(f"{exc} (free run {name!r} applies them)") from None
+
+
 def check_consistency(config: Mapping[str, Any]) -> None:
     """Cross-key rules a JSON schema cannot express."""
     start, end = parse_time(config["period"]["start"], "period.start"), parse_time(config["period"]["end"], "period.end")
@@ -64,6 +91,7 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for target, var in (("dt", "t"), ("dq", "q")):  # a T / q target is the T / q nudging's tendency
         if target in config.get("columns", {}).get("targets", ()) and config.get("nudging", {}).get(var) is None:
             raise ConfigError(f"config key 'columns.targets' has {target!r}, which needs 'nudging.{var}' (the {var} nudging it is the tendency of)")
+    check_corrections(config)
     # imported here, not at the top: iterate imports the GCM (JAX) and cds the download client, which
     # a library caller pays for only when it validates
     from nudgeml.iterate import check_iterations

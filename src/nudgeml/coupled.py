@@ -4,10 +4,13 @@ Corrections (``free_runs.runs.<name>.correction``):
 
 * ``none``: the control;
 * ``mean``: the mean nudging tendency of the training period, every step (``climatology: annual`` or
-  ``monthly``);
+  ``monthly``); with T / q nudged the mean file holds their mean tendencies too, applied unless
+  ``variables`` names the winds only (``[du, dv]``);
 * ``ml``: every 6 h the exported model (``model.pt`` through ``torch.jit.load``, or ``model.pt2``
   through AOTInductor — the two ways the Fortran bridge loads it) is called on the current state; its
-  output, through the guard, times ``scale``, is applied as a constant tendency for the next 6 h.
+  output, through the guard, times ``scale``, is applied as a constant tendency for the next 6 h:
+  du, dv and, when the model's targets include them, dt and dq (the mean file must then hold
+  ``dt_mean`` / ``dq_mean``, the guard's fallback for them).
   With ``mean_residual``, the mean nudging tendency minus the model's own mean over the training
   states is added, so the correction's mean is the nudging's and its state dependence the model's.
   With ``filter_truncation: N``, the model's part is kept at total wavenumbers <= N only (vorticity
@@ -33,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,7 +58,9 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     kind = spec["correction"]
     if kind == "mean":
         n = int(spec.get("iterations", 0))
-        return f"mean ({spec.get('climatology', 'annual')}" + (f", {n} iteration{'s' if n > 1 else ''})" if n else ")")
+        extra = [" ".join(spec["variables"])] if "variables" in spec else []
+        extra += [f"{n} iteration{'s' if n > 1 else ''}"] if n else []
+        return f"mean ({', '.join([spec.get('climatology', 'annual'), *extra])})"
     if kind != "ml":
         return kind
     parts = [f"ml: {spec['model']}"]
@@ -66,6 +71,33 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
     return ", ".join(parts)
+
+
+#: what a correction may apply, in the order of the model's target blocks (winds first, always)
+CORRECTED = ("du", "dv", "dt", "dq")
+
+
+class Correction(NamedTuple):
+    """One window's external tendency, canonical ``(lev, lat, lon)``: du, dv (m s-2), dt (K s-1),
+    dq (kg kg-1 s-1); ``None``: not corrected."""
+
+    du: np.ndarray | None = None
+    dv: np.ndarray | None = None
+    dt: np.ndarray | None = None
+    dq: np.ndarray | None = None
+
+    def window_kwargs(self) -> dict[str, np.ndarray | None]:
+        """Keyword arguments of :meth:`StandinGCM.run_window` (``du_extra`` ...)."""
+        return {"du_extra": self.du, "dv_extra": self.dv, "dt_extra": self.dt, "dq_extra": self.dq}
+
+
+def check_corrected(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """``names`` as the corrected tendencies: du, dv first, then dt and/or dq, in :data:`CORRECTED` order."""
+    names = tuple(names)
+    allowed = [("du", "dv") + extra for extra in ((), ("dt",), ("dq",), ("dt", "dq"))]
+    if names not in allowed:
+        raise InputError(f"{where}: corrected tendencies {list(names)} are not du, dv optionally followed by dt and/or dq (in this order)")
+    return names
 
 
 @dataclass
@@ -79,9 +111,11 @@ class Corrector:
     """The external tendency of a run for the window starting at ``t``, from the state then."""
 
     kind = "none"
+    #: the tendencies it corrects (``CORRECTED`` names)
+    variables: tuple[str, ...] = ()
 
-    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-        return None, None
+    def __call__(self, t: np.datetime64, state: Any) -> Correction:
+        return Correction()
 
     def status(self) -> dict[str, Any]:
         return {}
@@ -90,18 +124,28 @@ class Corrector:
 class MeanCorrector(Corrector):
     kind = "mean"
 
-    def __init__(self, mean: Any, climatology: str) -> None:
+    def __init__(self, mean: Any, climatology: str, variables: Sequence[str] | None = None, *, source: str = "mean tendency file") -> None:
+        """``variables``: the tendencies to apply (default: every one ``mean`` holds); one the file
+        lacks is an error naming ``source`` and the missing key."""
+        from nudgeml.mean_tendency import mean_variables
+
         if climatology not in ("annual", "monthly"):
             raise ConfigError(f"climatology must be 'annual' or 'monthly', got {climatology!r}")
         self.climatology = climatology
-        self.annual = (mean["du_mean"].values, mean["dv_mean"].values)
-        self.monthly = (mean["du_monthly"].values, mean["dv_monthly"].values)
+        have = mean_variables(mean)
+        self.variables = check_corrected(have if variables is None else variables, f"{source} (key 'variables')")
+        for k in self.variables:
+            if k not in have:
+                hint = " (it holds T / q only when the nudged run nudged them: nudging.t, nudging.q)" if k in ("dt", "dq") else ""
+                raise InputError(f"{source}: the mean correction applies {k!r} but the file has no '{k}_mean'{hint}")
+        self.annual = tuple(mean[f"{k}_mean"].values for k in self.variables)
+        self.monthly = tuple(mean[f"{k}_monthly"].values for k in self.variables)
 
-    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, t: np.datetime64, state: Any) -> Correction:
         if self.climatology == "annual":
-            return self.annual
+            return Correction(*self.annual)
         m = int(str(np.datetime64(t, "M"))[5:7]) - 1
-        return self.monthly[0][m], self.monthly[1][m]
+        return Correction(*(a[m] for a in self.monthly))
 
 
 class MLCorrector(Corrector):
@@ -115,7 +159,7 @@ class MLCorrector(Corrector):
         backend: str,
         spec: ColumnSpec,
         grid: Any,
-        fallback: tuple[np.ndarray, np.ndarray],
+        fallback: Sequence[np.ndarray],
         *,
         scale: float = 1.0,
         large_scale: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
@@ -130,8 +174,12 @@ class MLCorrector(Corrector):
         if list(self.manifest.feature_names) != expected:
             raise InputError(f"{model_dir / 'model.json'}: {first_difference('features', list(self.manifest.feature_names), expected)} (the run's columns config)")
         nlev = grid.sigma.size
-        if list(self.manifest.target_names) != expand_names([{"name": "du", "levels": nlev}, {"name": "dv", "levels": nlev}]):
-            raise InputError(f"{model_dir / 'model.json'}: targets {self.manifest.target_names[:2]}... are not du, dv on {nlev} levels")
+        names = check_corrected([b.name for b in self.manifest.targets], f"{model_dir / 'model.json'}: key 'targets'")
+        if any(b.levels != nlev for b in self.manifest.targets):
+            raise InputError(f"{model_dir / 'model.json'}: key 'targets': blocks {[(b.name, b.levels) for b in self.manifest.targets]} are not on the run's {nlev} levels")
+        if len(fallback) != len(names):
+            raise InputError(f"{model_dir / 'model.json'}: the model corrects {list(names)}, the fallback (mean tendency) has {len(fallback)} field(s)")
+        self.variables = names
         if not np.allclose(self.manifest.levels.values, grid.presnivs_pa, rtol=1e-5):
             raise InputError(f"{model_dir / 'model.json'}: key 'levels.values' does not match the run's model levels")
         if self.manifest.grid is not None and (self.manifest.grid.nlat, self.manifest.grid.nlon) != (grid.lat_deg.size, grid.lon_deg.size):
@@ -161,7 +209,7 @@ class MLCorrector(Corrector):
         self.bounds = guard_bounds(self.manifest.guard)
         nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
         self.shape = (nlev, nlat, nlon)
-        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1)  # (ncol, 2 nlev)
+        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1)  # (ncol, ntargets)
         self.fallback_fields = tuple(np.asarray(f, np.float32).reshape(self.shape) for f in fallback)
         self.counts = GuardCounts()
         self.per_window: list[tuple[str, int, int]] = []
@@ -169,11 +217,12 @@ class MLCorrector(Corrector):
         self.calls = 0
         self.scale = float(scale)
         self.large_scale = large_scale
-        self.residual: tuple[np.ndarray, np.ndarray] | None = None
+        self.residual: tuple[np.ndarray, ...] | None = None
         self.residual_counts: dict[str, int] = {}
 
-    def predict(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-        """The guarded model output for the columns of ``state`` at ``t``, canonical (lev, lat, lon)."""
+    def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
+        """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
+        field per target block (``variables``), and the guard's result."""
         import torch
 
         from nudgeml.guard import apply_guard
@@ -185,20 +234,19 @@ class MLCorrector(Corrector):
         y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
         g = apply_guard(x, y, self.fallback, self.bounds)
         nlev = self.shape[0]
-        du = g.tendency[:, :nlev].T.reshape(self.shape).astype(np.float32)
-        dv = g.tendency[:, nlev:].T.reshape(self.shape).astype(np.float32)
-        return du, dv, g
+        fields = tuple(g.tendency[:, i * nlev:(i + 1) * nlev].T.reshape(self.shape).astype(np.float32) for i in range(len(self.variables)))
+        return fields, g
 
-    def model_part(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    def model_part(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded output times ``scale``, large-scale filtered if asked: what the model adds."""
-        du, dv, g = self.predict(t, state)
+        fields, g = self.predict(t, state)
         if self.scale != 1.0:
-            du, dv = self.scale * du, self.scale * dv
-        if self.large_scale is not None:
-            du, dv = self.large_scale(du, dv)
-        return du, dv, g
+            fields = tuple(self.scale * f for f in fields)
+        if self.large_scale is not None:  # winds only (make_corrector refuses a filter with dt / dq)
+            fields = (*self.large_scale(fields[0], fields[1]), *fields[2:])
+        return fields, g
 
-    def add_mean_residual(self, mean: tuple[np.ndarray, np.ndarray], states: Any) -> None:
+    def add_mean_residual(self, mean: Sequence[np.ndarray], states: Any) -> None:
         """Make the correction's time mean over the training states equal the mean nudging tendency.
 
         ``states`` yields ``(time, state)`` of the nudged run's training blocks; the residual
@@ -210,15 +258,16 @@ class MLCorrector(Corrector):
         out of that column's mean (and counted): per column, the correction's mean over the training
         states is then the nudging mean exactly, fallbacks or not.
         """
-        su = np.zeros(self.shape)
-        sv = np.zeros(self.shape)
+        if len(mean) != len(self.variables):
+            raise ValueError(f"the mean residual needs one mean per corrected tendency {list(self.variables)}, got {len(mean)}")
+        sums = [np.zeros(self.shape) for _ in self.variables]
         n_used = np.zeros(self.shape[1:])  # per column: training states not on the fallback
         n = n_fallback = 0
         for t, state in states:
-            du, dv, g = self.model_part(t, state)
+            fields, g = self.model_part(t, state)
             used = ~g.fallback.reshape(self.shape[1:])
-            su += np.where(used, du, 0.0)
-            sv += np.where(used, dv, 0.0)
+            for acc, f in zip(sums, fields):
+                acc += np.where(used, f, 0.0)
             n_used += used
             n += 1
             n_fallback += g.n_fallback
@@ -226,30 +275,31 @@ class MLCorrector(Corrector):
             raise InputError("no training state to compute the mean residual from")
         denom = np.maximum(n_used, 1)
         # a column on the fallback in every training state never uses the residual: 0 there
-        self.residual = tuple(np.where(n_used > 0, m - s_ / denom, 0.0).astype(np.float32) for m, s_ in ((mean[0], su), (mean[1], sv)))
+        self.residual = tuple(np.where(n_used > 0, m - s_ / denom, 0.0).astype(np.float32) for m, s_ in zip(mean, sums))
         self.residual_counts = {"training_states": n, "fallback_column_states": int(n_fallback), "column_states": int(n * n_used.size)}
         log.info("mean residual over %d training states (%d of %d column-states on the guard's fallback, left out): rms du %.2e m s-2",
                  n, n_fallback, n * n_used.size, float(np.sqrt(np.mean(self.residual[0] ** 2))))
 
-    def __call__(self, t: np.datetime64, state: Any) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, t: np.datetime64, state: Any) -> Correction:
         t0 = time.perf_counter()
-        du, dv, g = self.model_part(t, state)
+        fields, g = self.model_part(t, state)
         if self.residual is not None:
-            du, dv = du + self.residual[0], dv + self.residual[1]
+            fields = tuple(f + r for f, r in zip(fields, self.residual))
         if g.n_fallback:
             # a column that falls back gets the mean tendency itself, not the mean passed on to the
             # model part and then scaled, filtered or shifted by the mean residual (which made it
             # 2 x mean - the model's mean)
             cols = g.fallback.reshape(self.shape[1:])
-            du, dv = du.copy(), dv.copy()
-            du[:, cols], dv[:, cols] = self.fallback_fields[0][:, cols], self.fallback_fields[1][:, cols]
+            fields = tuple(f.copy() for f in fields)
+            for f, fb in zip(fields, self.fallback_fields):
+                f[:, cols] = fb[:, cols]
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.counts.columns += g.fallback.size
         self.counts.fallback += g.n_fallback
         self.counts.clipped += g.n_clipped
         self.per_window.append((str(t), g.n_fallback, g.n_clipped))
-        return du, dv
+        return Correction(**dict(zip(self.variables, fields)))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -314,23 +364,35 @@ def make_corrector(
     if mean["du_mean"].shape != grid.shape:
         raise InputError(f"{mean_file}: mean tendency is {mean['du_mean'].shape}, the model grid is {grid.shape}")
     if kind == "mean":
-        return MeanCorrector(mean, spec.get("climatology", "annual"))
+        return MeanCorrector(mean, spec.get("climatology", "annual"), spec.get("variables"), source=str(mean_file))
+    if "variables" in spec:
+        raise ConfigError(f"'variables' is a key of the mean correction; an ml correction applies its model's targets (got correction {kind!r})")
     if kind == "ml":
         if model_dir is None:
             raise ConfigError("correction 'ml' needs a model")
+        from nudgeml.manifest import read_manifest
+
+        # the guard's fallback for every target is its mean tendency: the mean file must hold each one
+        targets = check_corrected([b.name for b in read_manifest(Path(model_dir), klev=grid.sigma.size).targets], f"{Path(model_dir) / 'model.json'}: key 'targets'")
+        for k in targets:
+            if f"{k}_mean" not in mean:
+                raise InputError(f"{mean_file}: the model {Path(model_dir) / 'model.json'} corrects {k!r} but the mean tendency file has no '{k}_mean' (the guard's fallback and mean residual need it; was the nudged run nudging T / q? nudging.t, nudging.q)")
+        fallback = tuple(mean[f"{k}_mean"].values for k in targets)
         large_scale = None
         if "filter_truncation" in spec:
             if gcm is None:
                 raise ConfigError("filter_truncation needs the model (its spectral transform)")
+            if targets != ("du", "dv"):
+                raise ConfigError(f"filter_truncation filters winds (vorticity, divergence); the model {model_dir} corrects {list(targets)}")
             n = int(spec["filter_truncation"])
             if not 0 <= n <= gcm.grid.truncation:
                 raise ConfigError(f"filter_truncation {n} is outside 0..{gcm.grid.truncation} (the model truncation)")
             large_scale = lambda du, dv: gcm.large_scale_winds(du, dv, n)  # noqa: E731
-        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, (mean["du_mean"].values, mean["dv_mean"].values), scale=float(spec.get("scale", 1.0)), large_scale=large_scale)
+        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)), large_scale=large_scale)
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
-            ml.add_mean_residual((mean["du_mean"].values, mean["dv_mean"].values), training_states(nudged_histhf, training))
+            ml.add_mean_residual(fallback, training_states(nudged_histhf, training))
         return ml
     raise ConfigError(f"unknown correction {kind!r}")
 
@@ -368,7 +430,7 @@ def run_free(
         rng = np.random.default_rng(member)
         state.t = (state.t + rng.normal(scale=float(config["free_runs"]["perturbation_k"]), size=state.t.shape)).astype(np.float32)
     gcm.start(state)
-    attrs = {"run": run, "correction": spec["correction"], "member": member, "model_truncation": gcm.grid.truncation}
+    attrs = {"run": run, "correction": spec["correction"], "corrected": " ".join(corrector.variables), "member": member, "model_truncation": gcm.grid.truncation}
     hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
     max_wind = float(config["free_runs"]["max_wind_ms"])
     n_windows = len(period.times) - 1
@@ -378,8 +440,7 @@ def run_free(
     try:
         state = gcm.current_state()
         for i in range(n_windows):
-            du, dv = corrector(gcm.time, state)
-            w = gcm.run_window(du, dv)
+            w = gcm.run_window(**corrector(gcm.time, state).window_kwargs())
             hist.append(w)
             state = gcm.current_state()
             status["windows_done"] = i + 1
@@ -398,7 +459,7 @@ def run_free(
     wall = time.perf_counter() - t0
     hist.set_attrs(status=status["status"], **({"failure": f"{status.get('failed_at')}: {status.get('reason')}"} if status["status"] == "failed" else {}))
     hist.close()
-    status.update(wall_s=wall, max_abs_u=max_abs_u, **corrector.status())
+    status.update(wall_s=wall, max_abs_u=max_abs_u, corrected=list(corrector.variables), **corrector.status())
     if "inference_s" in status:
         status["inference_share"] = status["inference_s"] / wall if wall > 0 else 0.0
         log.info("ML inference: %.2f s of %.1f s (%.2f %% of the run's wall time, %d calls)", status["inference_s"], wall, 100 * status["inference_share"], status["calls"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,11 @@ def check_manifest_matches_store(manifest: Manifest, store: str | os.PathLike[st
 class MetricAccumulator:
     """Streaming SSE and SST per target (SST via the running sum and sum of squares)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, blocks: Sequence[slice] | None = None) -> None:
+        """``blocks``: the targets of one variable each (one unit): a target's variance is judged
+        against its own variable's, not against another unit's (dq in kg kg-1 s-1 is ~1e-4 of du in
+        m s-2, so against du's every dq looked constant). Default: one block."""
+        self.blocks = list(blocks) if blocks is not None else [slice(0, n)]
         self.count = 0
         self.sse = np.zeros(n)
         self.sum = np.zeros(n)
@@ -66,7 +70,10 @@ class MetricAccumulator:
         """Targets whose test values vary (a target that is ~0 everywhere, e.g. a physics tendency
         aloft where the physics does nothing to the wind, has no meaningful R^2)."""
         sst = self.sst
-        return sst > 1e-6 * max(float(sst.max()), 1e-300)
+        ok = np.zeros(sst.shape, bool)
+        for sl in self.blocks:
+            ok[sl] = sst[sl] > 1e-6 * max(float(sst[sl].max()), 1e-300)
+        return ok
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         mse = self.sse / max(self.count, 1)
@@ -90,7 +97,8 @@ def evaluate(model_dir: str | os.PathLike[str], store: str | os.PathLike[str], s
     manifest = read_manifest(model_dir)
     check_manifest_matches_store(manifest, store, str(model_dir / "model.json"))
     module = torch.jit.load(str(model_dir / manifest.artifacts["torchscript"]), map_location="cpu").eval()
-    acc = MetricAccumulator(manifest.n_targets)
+    starts = np.cumsum([0] + [b.levels for b in manifest.targets])
+    acc = MetricAccumulator(manifest.n_targets, [slice(a, b) for a, b in zip(starts[:-1], starts[1:])])
     kind = MODEL_KINDS.get(manifest.kind)
     if kind is None:
         raise ManifestError(f"{model_dir / 'model.json'}: key 'kind' is {manifest.kind!r}, not a model kind of this package ({', '.join(MODEL_KINDS)})")

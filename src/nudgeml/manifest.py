@@ -9,7 +9,8 @@ the training code.
 Conventions (from the format):
 
 * input ``x``: ``(n, n_features)`` float32, physical units, columns in ``feature_names`` order;
-* output: ``(n, n_targets)`` float32, wind tendency in m s-2, columns in ``target_names`` order;
+* output: ``(n, n_targets)`` float32, tendencies in the target blocks' units (du, dv m s-2; dt K s-1,
+  dq kg kg-1 s-1), columns in ``target_names`` order;
 * per-level blocks are surface first.
 """
 

@@ -6,7 +6,9 @@ month without training data takes the overall mean (a single-season mean hurts i
 the report shows which months were actually covered).
 
 Output (canonical layout, m s-2): ``du_mean``/``dv_mean`` ``(lev, lat, lon)``; ``du_monthly``/``dv_monthly``
-``(month, lev, lat, lon)``; ``samples_per_month``.
+``(month, lev, lat, lon)``; ``samples_per_month``. When the nudged run relaxed temperature / humidity
+too (``nudging.t`` / ``nudging.q``: ``guide_ins`` holds LMDZ's ``teta`` / ``q``), the same for them:
+``dt_mean``, ``dt_monthly`` (K s-1) and ``dq_mean``, ``dq_monthly`` (kg kg-1 s-1), over the same blocks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from nudgeml.split import in_blocks
 
 
 TimeBlocks = Sequence[tuple[np.datetime64, np.datetime64]]
+
+#: the tendencies a mean file can hold, in this order, with their units (the winds always)
+VARIABLES = {"du": "m s-2", "dv": "m s-2", "dt": "K s-1", "dq": "kg kg-1 s-1"}
+_LONG_NAMES = {"du": "zonal wind", "dv": "meridional wind", "dt": "temperature", "dq": "specific humidity"}
 
 
 def training_blocks(store: str | os.PathLike[str]) -> list[tuple[np.datetime64, np.datetime64]]:
@@ -54,7 +60,8 @@ def mean_tendency(guide: str | os.PathLike[str], blocks: TimeBlocks, correction:
     if not np.issubdtype(g["time"].dtype, np.datetime64):
         raise InputError(f"{guide}: has no TIME values; the training period cannot be selected")
     spans = [(str(np.datetime64(a, "s")), str(np.datetime64(b, "s"))) for a, b in blocks]
-    sel = g[["du", "dv"]].isel(time=np.flatnonzero(in_blocks(g["time"].values, spans)))
+    names = [k for k in VARIABLES if k in g]  # du, dv and, when nudged, dt, dq
+    sel = g[names].isel(time=np.flatnonzero(in_blocks(g["time"].values, spans)))
     if sel.sizes["time"] == 0:
         raise InputError(f"{guide}: no nudging tendency in the training blocks {spans}")
     annual = sel.mean("time").load()
@@ -64,18 +71,23 @@ def mean_tendency(guide: str | os.PathLike[str], blocks: TimeBlocks, correction:
     months = np.arange(1, 13)
     monthly = monthly.reindex(month=months)
     counts = counts.reindex(month=months, fill_value=0)
-    filled = {k: monthly[k].where(counts > 0, annual[k]) for k in ("du", "dv")}
+    variables: dict[str, xr.DataArray] = {}
+    for k in names:
+        variables[f"{k}_mean"] = annual[k].astype(np.float32).assign_attrs(units=VARIABLES[k], long_name=f"mean {_LONG_NAMES[k]} nudging tendency over the training period")
+        variables[f"{k}_monthly"] = monthly[k].where(counts > 0, annual[k]).astype(np.float32).assign_attrs(
+            units=VARIABLES[k], long_name=f"monthly climatology of the {_LONG_NAMES[k]} nudging tendency (months without data: the overall mean)"
+        )
     ds = xr.Dataset(
-        {
-            "du_mean": annual["du"].astype(np.float32).assign_attrs(units="m s-2", long_name="mean zonal nudging tendency over the training period"),
-            "dv_mean": annual["dv"].astype(np.float32).assign_attrs(units="m s-2", long_name="mean meridional nudging tendency over the training period"),
-            "du_monthly": filled["du"].astype(np.float32).assign_attrs(units="m s-2", long_name="monthly climatology (months without data: the overall mean)"),
-            "dv_monthly": filled["dv"].astype(np.float32).assign_attrs(units="m s-2"),
-            "samples_per_month": counts.astype(np.int32).drop_vars([c for c in counts.coords if c != "month"]),
-        },
+        {**variables, "samples_per_month": counts.astype(np.int32).drop_vars([c for c in counts.coords if c != "month"])},
         attrs={"training_start": spans[0][0], "training_end": spans[-1][1], "training_blocks": json.dumps(spans), "n_samples": int(sel.sizes["time"]), "source": str(guide), **({"correction": str(correction)} if correction is not None else {})},
     )
+    ds.attrs["variables"] = " ".join(names)
     return ds
+
+
+def mean_variables(ds: xr.Dataset) -> tuple[str, ...]:
+    """The tendencies a mean file holds (annual and monthly), in :data:`VARIABLES` order."""
+    return tuple(k for k in VARIABLES if f"{k}_mean" in ds and f"{k}_monthly" in ds)
 
 
 def write_mean_tendency(ds: xr.Dataset, out: str | os.PathLike[str]) -> Path:
@@ -92,4 +104,7 @@ def read_mean_tendency(path: str | os.PathLike[str]) -> xr.Dataset:
     for name in ("du_mean", "dv_mean", "du_monthly", "dv_monthly"):
         if name not in ds:
             raise InputError(f"{path}: mean tendency file has no {name!r}")
+    for k in ("dt", "dq"):  # optional, but as a pair of annual and monthly
+        if (f"{k}_mean" in ds) != (f"{k}_monthly" in ds):
+            raise InputError(f"{path}: mean tendency file has {k + '_mean' if k + '_mean' in ds else k + '_monthly'!r} without {k + '_monthly' if k + '_mean' in ds else k + '_mean'!r}")
     return ds

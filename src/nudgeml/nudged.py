@@ -29,7 +29,7 @@ import numpy as np
 
 from nudgeml.config import Period
 from nudgeml.conventions import guide_record, open_guide_writer
-from nudgeml.coupled import Corrector
+from nudgeml.coupled import Correction, Corrector
 from nudgeml.errors import RunFailed
 from nudgeml.grid import read_model_grid
 from nudgeml.ncstream import seconds_since
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: the scalars the stand-in can relax besides the winds: config key -> what the analysis must hold
 THERMO_VARIABLES = {"t": "temperature", "q": "specific humidity"}
+#: their increments' names in guide_ins (LMDZ's guide_out)
+GUIDE_NAMES = {"t": "teta", "q": "q"}
 
 
 def thermo_nudging(nudging: Mapping[str, Any]) -> dict[str, float]:
@@ -128,14 +130,17 @@ def run_nudged(
     grid = lmdz_grid(gcm.grid)
     guide = open_guide_writer(out_guide, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=attrs, thermo=tuple(thermo))
     writers = [guide]
+    # the correction's T / q go into correction_ins where the run nudges them too (their analysis is the
+    # record's companion, and the target, nudging + correction, is summed only where both exist)
+    corr_thermo = tuple(name for name in thermo if corrector is not None and f"d{name}" in corrector.variables)
     if out_correction is not None:
-        corr_attrs = {**attrs, "content": "applied correction (ucov/vcov), not nudging; target = this + guide_ins"}
-        writers.append(open_guide_writer(out_correction, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=corr_attrs))
+        corr_attrs = {**attrs, "content": "applied correction (ucov/vcov" + "".join(f", {GUIDE_NAMES[n]}" for n in corr_thermo) + "), not nudging; target = this + guide_ins"}
+        writers.append(open_guide_writer(out_correction, grid, epoch=period.start, alpha=alpha, window_hours=gcm.window_hours, attrs=corr_attrs, thermo=corr_thermo))
     sigma = gcm.grid.sigma
     try:
         for i in range(len(times) - 1):
-            du, dv = corrector(gcm.time, gcm.current_state()) if corrector is not None else (None, None)
-            w = gcm.run_window(du, dv)
+            correction = corrector(gcm.time, gcm.current_state()) if corrector is not None else Correction()
+            w = gcm.run_window(**correction.window_kwargs())
             check_finite(w, attrs["run"])
             hist.append(w)
             s = w.state
@@ -149,7 +154,12 @@ def run_nudged(
             guide.append(when, **guide_record(grid, du_ms2=w.du_nudge, dv_ms2=w.dv_nudge, **common, **scalars))
             if out_correction is not None:
                 # the applied (projected) window mean, as for the nudging: the two add up to the target
-                writers[1].append(when, **guide_record(grid, du_ms2=w.du_extra, dv_ms2=w.dv_extra, **common))
+                corr_scalars: dict[str, Any] = {}
+                if "t" in corr_thermo:
+                    corr_scalars.update(dt_kps=w.dt_extra, ta=thermo_targets["t"][i])
+                if "q" in corr_thermo:
+                    corr_scalars.update(dq_per_s=w.dq_extra, qa=thermo_targets["q"][i])
+                writers[1].append(when, **guide_record(grid, du_ms2=w.du_extra, dv_ms2=w.dv_extra, **common, **corr_scalars))
             if i % 40 == 0:
                 log.info("%s %s", attrs["run"], w.start)
     except RunFailed:

@@ -793,12 +793,21 @@ def _stability_table(statuses: Mapping[str, Mapping[str, Any]]) -> str:
             "<th>fallback column-windows</th><th>clipped values</th><th>inference share</th><th>wall (s)</th></tr>" + "".join(rows) + "</table>")
 
 
+def offline_table(offline: Mapping[str, Any]) -> str:
+    """The offline R² table: one column per target any model learned (du, dv, and dt / dq when T / q
+    were nudged), by name; a model without that target shows a dash."""
+    targets = list(dict.fromkeys(t for res in offline.values() for t in res["targets"])) or ["du", "dv"]
+    head = "".join(f"<th>R² {html.escape(t)}</th>" for t in targets)
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(res['targets'][t]['r2_overall']) if t in res['targets'] else '–'}</td>" for t in targets) + "</tr>"
+        for m, res in offline.items()
+    )
+    return f"<table><tr><th>model</th>{head}</tr>{rows}</table>"
+
+
 def render_html(ev: Mapping[str, Any], *, figures: Mapping[str, bytes | None], statuses: Mapping[str, Mapping[str, Any]], offline: Mapping[str, Any], config: Mapping[str, Any], versions: Mapping[str, str], commit: str, coverage: Mapping[str, Any] | None = None) -> str:
     cfg_text = json.dumps({k: v for k, v in config.items() if k != "resources"}, indent=1, default=str)
     floor = ", ".join(f"{v} {_fmt(x)} {UNITS[v]}" for v, x in ev["noise_floor"].items()) or "not available (needs >= 2 control members)"
-    offline_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(r['r2_overall'])}</td>" for r in res["targets"].values()) + "</tr>" for m, res in offline.items()
-    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>nudgeml report</title><style>{CSS}</style></head><body>
 <h1>nudgeml: free runs against the truth</h1>
@@ -819,7 +828,7 @@ differ by more than it): {html.escape(floor)}.</p>
 (overlap of the binned distributions, dry days as one bin; 1 is identical) and Wasserstein distance (mm/day) to the truth.</p>
 {_precip_table(ev)}{_img(figures.get('precip'), 'precipitation distribution')}
 <h2>Offline skill</h2>
-<table><tr><th>model</th><th>R² du</th><th>R² dv</th></tr>{offline_rows}</table>{_img(figures.get('offline'), 'offline skill')}
+{offline_table(offline)}{_img(figures.get('offline'), 'offline skill')}
 <h2>Stability and the guard</h2>{_stability_table(statuses)}{_img(figures.get('guard'), 'guard counts')}
 <h2>Configuration</h2><details><summary>the configuration this report was made with (less <code>resources</code>)</summary><pre>{html.escape(cfg_text)}</pre></details>
 <h2>Software</h2><pre>{html.escape(json.dumps(dict(versions), indent=1))}</pre>

@@ -238,6 +238,55 @@ def test_external_tendency_is_recorded_and_free_run_has_no_relaxation(truth):
         g.run_window(du[:, :-1], None)
 
 
+def test_external_temperature_and_humidity_tendency_stored_is_applied_step_by_step(truth):
+    """A correction of T and q (K s-1, kg kg-1 s-1, constant over the window) goes through the path the
+    T/q nudging uses: step by step the model adds dt x the stored term to the state the dynamics start
+    from, and the stored window value is the projection of the constant given."""
+    import jax.numpy as jnp
+    from jcm.physics_interface import PhysicsTendency
+
+    _, states = truth
+    g = StandinGCM(GCMConfig(21, physics=PERTURBED), T0)
+    g.start(states[2])
+    lat = np.deg2rad(g.grid.lat_deg)[None, :, None]
+    lon = np.deg2rad(g.grid.lon_deg)[None, None, :]
+    shape = g.grid.shape
+    # large, so that one step's increment (up to 2.3 K, 3.6e-5 kg/kg) stands far above the float32
+    # round-off of T ~ 280 K (3e-5 K): at 1e-5 K s-1 that round-off alone was 1.2e-3 of the increment
+    dt_kps = (1e-3 * np.cos(lat) ** 2 * (1 + 0.3 * np.sin(2 * lon)) * np.ones(shape)).astype(np.float32)
+    dq_per_s = (2e-8 * np.cos(lat) ** 4 * np.ones(shape)).astype(np.float32)
+    applied_t, applied_q = g.applied_thermo_tendency(dt_kps, dq_per_s)
+    for n in range(3):
+        zero = jnp.zeros(to_jcm(dt_kps).shape)
+        tend = PhysicsTendency(u_wind=zero, v_wind=zero, temperature=jnp.asarray(to_jcm(dt_kps)), specific_humidity=jnp.asarray(to_jcm(dq_per_s)), tracers={})
+        dyn = g.model.dycore
+        before = dyn.to_physics_state(g.model.dycore_state)
+        after = dyn.after_physics_state(g.model.dycore_state, tend)
+        free = g.checkpoint()
+        step = g.run_window(dt_extra=dt_kps, dq_extra=dq_per_s, hours=g.dt_seconds / 3600.0)
+        added_t = from_jcm(after.temperature) - from_jcm(before.temperature)
+        added_q = from_jcm(after.specific_humidity) - from_jcm(before.specific_humidity)
+        assert rel_rms(added_t, g.dt_seconds * step.dt_extra) < 1e-3, f"step {n}: T added = dt x stored"
+        assert rel_rms(added_q, g.dt_seconds * step.dq_extra) < 1e-3, f"step {n}: q added = dt x stored"
+        assert rel_rms(step.dt_extra, applied_t) < 1e-4 and rel_rms(step.dq_extra, applied_q) < 1e-4
+        assert np.abs(step.du_extra).max() < 1e-10 and np.abs(step.dt_nudge).max() == 0.0, "only what was given"
+        # and the state moved: the same step without the correction ends colder where dt > 0
+        with_corr = g.current_state()
+        g.restore(free)
+        g.run_window(hours=g.dt_seconds / 3600.0)
+        without = g.current_state()
+        assert 0.5 < float(np.mean(with_corr.t - without.t)) / float(g.dt_seconds * np.mean(dt_kps)) < 1.5
+        g.restore(free)
+        g.run_window(dt_extra=dt_kps, dq_extra=dq_per_s, hours=g.dt_seconds / 3600.0)
+    window = g.run_window(dt_extra=dt_kps, dq_extra=dq_per_s)  # the whole window: the same constant, stored once
+    assert rel_rms(window.dt_extra, applied_t) < 1e-4 and rel_rms(window.dq_extra, applied_q) < 1e-4
+    assert rel_rms(window.dt_extra, dt_kps) < 0.02, "a smooth tendency is applied almost whole"
+    without = g.run_window()
+    assert np.abs(without.dt_extra).max() == 0.0 and np.abs(without.dq_extra).max() == 0.0
+    with pytest.raises(ValueError, match="external tendency has shape"):
+        g.run_window(dt_extra=dt_kps[:, :-1])
+
+
 def test_bad_initial_state_is_rejected(truth):
     _, states = truth
     g = StandinGCM(GCMConfig(21), T0)

@@ -112,6 +112,10 @@ class WindowOutput:
     dq_nudge: np.ndarray | None = None
     dt_nudge_raw: np.ndarray | None = None
     dq_nudge_raw: np.ndarray | None = None
+    #: external temperature (K s-1) and humidity (kg kg-1 s-1) tendency (a correction), applied
+    #: window means as ``du_extra``; zero when none was given
+    dt_extra: np.ndarray | None = None
+    dq_extra: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,8 @@ def _wind_term_classes() -> tuple[type, type]:
         array, jcm layout. ``inv_tau_per_s``: ``(nlev,)``, top first; zero means a free run.
         ``du_extra``/``dv_extra``: external tendency (m s-2), constant over the window.
         ``t_target``/``q_target`` with ``inv_tau_t_per_s``/``inv_tau_q_per_s``: the same for
-        temperature and specific humidity (zero rates: not relaxed).
+        temperature and specific humidity (zero rates: not relaxed); ``dt_extra``/``dq_extra``: their
+        external tendency (K s-1, kg kg-1 s-1), constant over the window.
         """
 
         u_target: Any
@@ -223,6 +228,8 @@ def _wind_term_classes() -> tuple[type, type]:
         q_target: Any
         inv_tau_t_per_s: Any
         inv_tau_q_per_s: Any
+        dt_extra: Any
+        dq_extra: Any
 
     class WindTendencyTerm(PhysicsTerm):
         """Relaxation toward the target plus an external tendency, both recorded as diagnostics.
@@ -230,7 +237,8 @@ def _wind_term_classes() -> tuple[type, type]:
         ``du_nudge = inv_tau * (u_target(t_n) - u(t_n))`` with the state at the start of the step, the
         same formula as jcm's ``NudgingTerm``; the sum is what the model applies (forward Euler,
         projected to the model's spectral space by the dycore). ``dt_nudge``, ``dq_nudge``: the same
-        for temperature and specific humidity.
+        for temperature and specific humidity, whose external tendencies ``dt_extra``, ``dq_extra`` are
+        added the same way as the winds' (one path: what is recorded is what is applied).
         """
 
         name: ClassVar[str] = "nudgeml"
@@ -240,7 +248,7 @@ def _wind_term_classes() -> tuple[type, type]:
             wind = getattr(forcing, "nudging_target", None)
             zero = jnp.zeros_like(state.u_wind)
             if wind is None:
-                du_n = dv_n = du_e = dv_e = dt_n = dq_n = zero
+                du_n = dv_n = du_e = dv_e = dt_n = dq_n = dt_e = dq_e = zero
             else:
                 shape = state.u_wind.shape
                 per_level = lambda rate: jnp.reshape(rate, (-1,) + (1,) * (state.u_wind.ndim - 1))  # noqa: E731
@@ -251,6 +259,8 @@ def _wind_term_classes() -> tuple[type, type]:
                 dv_e = jnp.reshape(wind.dv_extra, shape)
                 dt_n = per_level(wind.inv_tau_t_per_s) * (jnp.reshape(wind.t_target, shape) - state.temperature)
                 dq_n = per_level(wind.inv_tau_q_per_s) * (jnp.reshape(wind.q_target, shape) - state.specific_humidity)
+                dt_e = jnp.reshape(wind.dt_extra, shape)
+                dq_e = jnp.reshape(wind.dq_extra, shape)
             # this term runs last: the running sum is every SPEEDY term's wind tendency this step
             run = diagnostics.get("_tendency_run", {})
             du_p = jnp.reshape(run.get("u_wind", zero), state.u_wind.shape)
@@ -259,14 +269,14 @@ def _wind_term_classes() -> tuple[type, type]:
                 **diagnostics,
                 "nudgeml": {
                     "du_nudge": du_n, "dv_nudge": dv_n, "du_extra": du_e, "dv_extra": dv_e, "du_physics": du_p, "dv_physics": dv_p,
-                    "dt_nudge": dt_n, "dq_nudge": dq_n,
+                    "dt_nudge": dt_n, "dq_nudge": dq_n, "dt_extra": dt_e, "dq_extra": dq_e,
                 },
             }
             tendency = PhysicsTendency(
                 u_wind=du_n + du_e,
                 v_wind=dv_n + dv_e,
-                temperature=dt_n,
-                specific_humidity=dq_n,
+                temperature=dt_n + dt_e,
+                specific_humidity=dq_n + dq_e,
                 tracers={k: jnp.zeros_like(v) for k, v in state.tracers.items()},
             )
             return tendency, diagnostics
@@ -630,7 +640,9 @@ class StandinGCM:
         """Whether temperature or humidity is relaxed (their tendencies are then projected and kept)."""
         return any(bool(np.any(np.asarray(r) > 0)) for r in self._inv_tau_thermo)
 
-    def _forcing(self, du_extra: np.ndarray | None, dv_extra: np.ndarray | None) -> Any:
+    def _forcing(
+        self, du_extra: np.ndarray | None, dv_extra: np.ndarray | None, dt_extra: np.ndarray | None = None, dq_extra: np.ndarray | None = None
+    ) -> Any:
         import jax.numpy as jnp
 
         def extra(a: np.ndarray | None) -> Any:
@@ -651,14 +663,23 @@ class StandinGCM:
             q_target=self._thermo_targets[1],
             inv_tau_t_per_s=self._inv_tau_thermo[0],
             inv_tau_q_per_s=self._inv_tau_thermo[1],
+            dt_extra=extra(dt_extra),
+            dq_extra=extra(dq_extra),
         )
         return self._base_forcing.copy(nudging_target=wind)
 
     # ------------------------------------------------------------------ integration
     def run_window(
-        self, du_extra: np.ndarray | None = None, dv_extra: np.ndarray | None = None, *, hours: float | None = None
+        self,
+        du_extra: np.ndarray | None = None,
+        dv_extra: np.ndarray | None = None,
+        *,
+        dt_extra: np.ndarray | None = None,
+        dq_extra: np.ndarray | None = None,
+        hours: float | None = None,
     ) -> WindowOutput:
-        """Integrate one window; ``du_extra``/``dv_extra`` (m s-2, canonical) are held constant in it."""
+        """Integrate one window; the external tendencies ``du_extra``/``dv_extra`` (m s-2),
+        ``dt_extra`` (K s-1) and ``dq_extra`` (kg kg-1 s-1), canonical, are held constant in it."""
         if not self._started:
             raise RuntimeError("call start() before run_window()")
         hours = self.window_hours if hours is None else float(hours)
@@ -666,7 +687,7 @@ class StandinGCM:
         start = self.time
         state = self.current_state()
         pred = self.model.resume(
-            forcing=self._forcing(du_extra, dv_extra),
+            forcing=self._forcing(du_extra, dv_extra, dt_extra, dq_extra),
             save_interval=sub / 24.0,
             total_time=hours / 24.0,
             output_averages=True,
@@ -685,6 +706,10 @@ class StandinGCM:
             dt_nudge, dq_nudge = self.applied_thermo_tendency(dt_raw, dq_raw)
         else:  # nothing relaxed: zero, no projection to pay for
             dt_nudge, dq_nudge = dt_raw, dq_raw
+        thermo_extra = dt_extra is not None or dq_extra is not None
+        dt_ext, dq_ext = mean_over_frames(diag["dt_extra"]), mean_over_frames(diag["dq_extra"])
+        if thermo_extra:  # the applied (projected) window mean, as for the winds' correction
+            dt_ext, dq_ext = self.applied_thermo_tendency(dt_ext, dq_ext)
         return WindowOutput(
             start=start,
             state=state,
@@ -701,4 +726,6 @@ class StandinGCM:
             dq_nudge=dq_nudge,
             dt_nudge_raw=dt_raw,
             dq_nudge_raw=dq_raw,
+            dt_extra=dt_ext,
+            dq_extra=dq_ext,
         )
