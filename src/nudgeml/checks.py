@@ -35,7 +35,7 @@ def check_corrections(config: Mapping[str, Any]) -> None:
     """What the free runs correct can be backed: a mean run's ``variables`` are du, dv then dt and/or dq,
     each T / q one nudged (the mean file holds it only then); an ml run applies ``columns.targets`` in that
     order. Caught here, before the nudged run, not at the free run's start."""
-    from nudgeml.coupled import check_corrected
+    from nudgeml.targets import check_corrected
     from nudgeml.errors import InputError
 
     targets = list(config.get("columns", {}).get("targets", ()))

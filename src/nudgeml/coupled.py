@@ -48,6 +48,7 @@ from nudgeml.grid import read_model_grid
 from nudgeml.manifest import first_difference
 from nudgeml.naming import split_member
 from nudgeml.regrid import open_forcing
+from nudgeml.targets import check_corrected
 from nudgeml.simulate import HistoryWriter, check_same_grid, model_gcm, select_times, state_at
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,6 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-#: what a correction may apply, in the order of the model's target blocks (winds first, always)
-CORRECTED = ("du", "dv", "dt", "dq")
-
-
 class Correction(NamedTuple):
     """One window's external tendency, canonical ``(lev, lat, lon)``: du, dv (m s-2), dt (K s-1),
     dq (kg kg-1 s-1); ``None``: not corrected."""
@@ -91,15 +88,6 @@ class Correction(NamedTuple):
         return {"du_extra": self.du, "dv_extra": self.dv, "dt_extra": self.dt, "dq_extra": self.dq}
 
 
-def check_corrected(names: Sequence[str], where: str) -> tuple[str, ...]:
-    """``names`` as the corrected tendencies: du, dv first, then dt and/or dq, in :data:`CORRECTED` order."""
-    names = tuple(names)
-    allowed = [("du", "dv") + extra for extra in ((), ("dt",), ("dq",), ("dt", "dq"))]
-    if names not in allowed:
-        raise InputError(f"{where}: corrected tendencies {list(names)} are not du, dv optionally followed by dt and/or dq (in this order)")
-    return names
-
-
 @dataclass
 class GuardCounts:
     columns: int = 0
@@ -111,7 +99,7 @@ class Corrector:
     """The external tendency of a run for the window starting at ``t``, from the state then."""
 
     kind = "none"
-    #: the tendencies it corrects (``CORRECTED`` names)
+    #: the tendencies it corrects (names of :data:`nudgeml.targets.CORRECTED`)
     variables: tuple[str, ...] = ()
 
     def __call__(self, t: np.datetime64, state: Any) -> Correction:

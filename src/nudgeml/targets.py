@@ -14,9 +14,11 @@ corrected nudged runs of :mod:`nudgeml.iterate`, written by the rule ``nudged_it
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from nudgeml.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,16 @@ def store_path(outdir: str, target: str) -> str:
 def columns_path(outdir: str, target: str) -> str:
     """The column table (sample = column x time) extracted from ``target``'s history."""
     return f"{outdir}/columns/{target}/columns.nc"
+
+
+#: what a correction may apply, in the order of the model's target blocks (winds first, always)
+CORRECTED = ("du", "dv", "dt", "dq")
+
+
+def check_corrected(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """``names`` as the corrected tendencies: du, dv first, then dt and/or dq, in :data:`CORRECTED` order."""
+    names = tuple(names)
+    allowed = [("du", "dv") + extra for extra in ((), ("dt",), ("dq",), ("dt", "dq"))]
+    if names not in allowed:
+        raise InputError(f"{where}: corrected tendencies {list(names)} are not du, dv optionally followed by dt and/or dq (in this order)")
+    return names
