@@ -36,6 +36,7 @@ import xarray as xr
 from nudgeml.atomic import atomic_path
 from nudgeml.conventions import LMDZ_KAPPA, LMDZ_PREFF_PA, LmdzGrid, histhf_record, open_histhf_writer
 from nudgeml.errors import InputError
+from nudgeml.lmdz_forcing import lmdz_points
 from nudgeml.lmdze_run import LmdzeSettings, nudging_alpha
 
 #: LMDZE's Earth radius (m, dyn3d/comconst.f90: ra)
@@ -47,9 +48,10 @@ WINDOW_S = 6 * 3600.0
 def lmdze_axes(iim: int, jjm: int) -> dict[str, np.ndarray]:
     """Degrees of LMDZE's regular grid: ``lonu``/``lonv`` (``iim + 1``, the periodic point repeated),
     ``latu`` (``jjm + 1``, north to south, poles included), ``latv`` (``jjm``)."""
-    lonv = -180.0 + 360.0 / iim * np.arange(iim + 1)
-    latu = 90.0 - 180.0 / jjm * np.arange(jjm + 1)
-    return {"lonv": lonv, "lonu": lonv + 180.0 / iim, "latu": latu, "latv": 0.5 * (latu[:-1] + latu[1:])}
+    # LMDZE's grid is LMDZ's: the same points as the nudging files' writer uses
+    lonu, latu = lmdz_points(iim, jjm, "u")
+    lonv, latv = lmdz_points(iim, jjm, "v")
+    return {"lonv": lonv, "lonu": lonu, "latu": latu, "latv": latv}
 
 
 def metric(iim: int, jjm: int) -> tuple[np.ndarray, np.ndarray]:
