@@ -47,7 +47,7 @@ def test_gcm_and_ce0l_are_built_with_the_compat_libraries(built):
 
 def test_rerun_skips_every_step(built):
     again = lmdze_build.build(BUILD_DIR)
-    assert again.skipped == ["compat", "Jumble", "NetCDF95", "LMDZE-tree", "LMDZE"]
+    assert again.skipped == ["compat", "Jumble", "NetCDF95", "bridge", "LMDZE-tree", "LMDZE"]
     assert again.gcm == built.gcm
 
 
@@ -374,3 +374,106 @@ def test_guided_humidity_through_relative_humidity(built, truth_era5, tmp_path, 
     order = np.argsort(np.mod(np.linspace(-180, 180, 17)[:-1], 360.0))
     ratio = g["qa"].values[1:] / q_sat(h["t"].values[1:], sp[1:][..., order])  # windows 1-3: history at the window start
     assert abs(float(np.median(ratio)) - 0.6) < 0.01, float(np.median(ratio))
+
+
+def _small_model(cols, out_dir):
+    """An untrained MLP on the guided run's columns (normalised by them, guard from their range),
+    exported as the training stage exports: what the physics hook loads in an ML free run."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from nudgeml import export as ex
+    from nudgeml import manifest as mf
+    from nudgeml.models import normalized as nn_models
+
+    x = cols["inputs"].values.reshape(-1, cols.sizes["feature"]).astype(np.float32)
+    y = cols["targets"].values.reshape(-1, cols.sizes["target"]).astype(np.float32)
+    torch.manual_seed(7)
+    net = nn_models.mlp(x.shape[1], [16], y.shape[1])
+    model = nn_models.NormalizedModel(net, torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0) + 1e-6),
+                                      y_mean=torch.from_numpy(y.mean(0)), y_std=torch.from_numpy(y.std(0) + 1e-9)).eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x)).numpy().astype(np.float64)
+    klev = 11
+    feats = (*(mf.Block(v, u, klev) for v, u in (("u", "m s-1"), ("v", "m s-1"), ("t", "K"), ("q", "kg kg-1"))),
+             mf.Block("ps", "Pa", 1), mf.Block("sin_lat", "1", 1), mf.Block("cos_lat", "1", 1))
+    targs = (mf.Block("du", "m s-2", klev), mf.Block("dv", "m s-2", klev))
+    manifest = mf.Manifest(
+        name="lmdze-test", kind="mlp", features=feats, targets=targs,
+        levels=mf.Levels(tuple(float(p) for p in cols["lev"].values)),
+        guard=mf.Guard(margin=0.05, feature_min=tuple(map(float, x.min(0))), feature_max=tuple(map(float, x.max(0))),
+                       target_min=tuple(map(float, np.percentile(out, 10, axis=0))),
+                       target_max=tuple(map(float, np.percentile(out, 90, axis=0)))),
+        grid=mf.Grid("lmdze", 13, 16), dataset_sha256=hashlib.sha256(x.tobytes()).hexdigest())
+    ex.export_model(model, manifest, out_dir, aoti=False)
+    return out_dir
+
+
+def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp_path, monkeypatch):
+    """The lmdze backend's free runs (registry runner, as workflow/scripts/coupled.py calls it): the
+    control adds nothing, the mean run adds the guided run's mean tendency every step, the ML run the
+    exported model through the bridge inside physiq (refreshed every 6 h, guarded), and its first
+    refresh equals the Python model on the same columns bit for bit (issue 15, items 2 and 3)."""
+    import json
+
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml import lmdze_build
+    from nudgeml.conventions import read_histhf
+    from nudgeml.extract import ColumnSpec, column_dataset
+    from nudgeml.gcm.registry import BACKENDS
+    from nudgeml.lmdze_run import check_refresh
+    from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    era5 = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+            "invariant": str(truth_era5["invariant"])}
+    guided = {"histhf": str(tmp_path / "nudged" / "histhf.nc"), "guide": str(tmp_path / "nudged" / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")({"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"}, "nudging": {"tau_hours": 6.0},
+                                        "run_dir": str(tmp_path / "lmdze" / "guided")}, era5, guided)
+    mean = tmp_path / "mean_tendency.nc"
+    write_mean_tendency(mean_tendency(guided["guide"], [(np.datetime64("2000-01-01"), np.datetime64("2000-03-01"))]), mean)
+    spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
+                                   "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
+    model_dir = _small_model(column_dataset(guided["histhf"], guided["guide"], None, spec), tmp_path / "model")
+
+    runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"}}
+    hist, status = {}, {}
+    for name, run_spec in runs.items():
+        cfg = {"free_runs": {"start": TRUTH_START, "end": "2000-02-01T00:00", "runs": {name: run_spec}},
+               "run_dir": str(tmp_path / "lmdze" / "free" / name)}
+        inputs = dict(era5, **({"mean": str(mean)} if name != "control" else {}),
+                      **({"manifest": str(model_dir / "model.json")} if name == "ml" else {}))
+        outputs = {"histhf": str(tmp_path / "free" / name / "histhf.nc"), "status": str(tmp_path / "free" / name / "status.json")}
+        BACKENDS["lmdze"].runner("free")(cfg, name, inputs, outputs)
+        hist[name] = read_histhf(outputs["histhf"]).load()
+        status[name] = json.loads(Path(outputs["status"]).read_text())
+        log = (tmp_path / "lmdze" / "free" / name / "gcm.log").read_text()
+        assert f"nudgeml: correction {'off' if name == 'control' else name}" in log
+
+    for name in runs:
+        assert hist[name].sizes["time"] == 4 and str(hist[name]["time"].values[0])[:13] == "2000-01-31T00"
+        assert all(np.all(np.isfinite(hist[name][v].values)) for v in ("u", "v", "t", "q", "ps", "precip"))
+    # the first record is the state one step in; afterwards each correction moves the winds
+    rms = {n: float(np.sqrt(((hist[n]["u"] - hist["control"]["u"]).isel(time=-1) ** 2).mean())) for n in ("mean", "ml")}
+    assert rms["mean"] > 1e-3 and rms["ml"] > 1e-3, rms
+    assert float(np.abs(hist["ml"]["u"] - hist["mean"]["u"]).isel(time=-1).max()) > 1e-3
+    klon = 16 * 11 + 2
+    guard = status["ml"]["guard"]
+    assert guard["refreshes"] == 4 and guard["columns"] == 4 * klon and 0 <= guard["fallback_columns"] < guard["columns"]
+    assert status["ml"]["refresh_check"]["bitwise"] is True and status["ml"]["refresh_check"]["columns"] == klon
+    assert "guard" not in status["control"] and "guard" not in status["mean"]
+
+    # the check can fail: the same dump against another model is not bit for bit
+    dump = tmp_path / "lmdze" / "free" / "ml" / "refresh_dump.nc"
+    mean_phys = tmp_path / "lmdze" / "free" / "ml.mean_physics.nc"
+    assert check_refresh(dump, model_dir, mean_phys).bitwise
+    with xr.open_dataset(dump) as ds:
+        changed = ds.load()
+    changed["d_u"][0, 5] = np.nextafter(changed["d_u"].values[0, 5], np.inf)  # one increment one ulp off
+    changed.to_netcdf(tmp_path / "dump_changed.nc")
+    bad = check_refresh(tmp_path / "dump_changed.nc", model_dir, mean_phys)
+    assert not bad.bitwise and 0 < bad.max_abs_diff < 1e-12

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nudgeml.lmdze_build import GUIDE_DIAG_F90, LmdzeBuildError, add_guide_diagnostic
+from nudgeml.lmdze_build import GUIDE_DIAG_F90, PHYSICS_HOOK_F90, LmdzeBuildError, add_guide_diagnostic, add_physics_hook
 
 GUIDE = """MODULE guide_m
 CONTAINS
@@ -41,3 +41,43 @@ def test_a_changed_guide_is_one_clear_error(tmp_path):
     _tree(tmp_path, GUIDE.replace("    tau = mod(real(itau) / real(day_step / 4), 1.)\n", ""))
     with pytest.raises(LmdzeBuildError, match=r"guide.f90: expected one line matching .*tau = mod.*found 0"):
         add_guide_diagnostic(tmp_path)
+
+
+PHYSIQ = """module physiq_m
+contains
+  SUBROUTINE physiq(lafin, dayvrai, gmtime, paprs, play, zphi, pphis, u, v, t, qx, omega, d_u, d_v, d_t, d_qx)
+    use zenang_m, only: zenang
+    u_seri = u
+    ! SORTIES
+    d_u = (u_seri - u) / dtphys
+  END SUBROUTINE physiq
+end module physiq_m
+"""
+
+
+def _physics_tree(tmp_path, physiq=PHYSIQ):
+    (tmp_path / "phylmd").mkdir()
+    (tmp_path / "phylmd" / "physiq.f90").write_text(physiq)
+    (tmp_path / "CMakeLists.txt").write_text("project(LMDZE)\nadd_subdirectory(phylmd)\ninclude(TAGS)\n")
+
+
+def test_physics_hook_is_called_before_the_outputs_and_built_with_the_bridge(tmp_path):
+    _physics_tree(tmp_path)
+    add_physics_hook(tmp_path)
+    lines = [line.strip() for line in (tmp_path / "phylmd" / "physiq.f90").read_text().splitlines()]
+    call = next(i for i, line in enumerate(lines) if line.startswith("call nudgeml_lmdze_correct("))
+    # after the physics (and its kinetic-energy-to-heat conversion), just before the outputs
+    assert lines[call + 2] == "! SORTIES" and lines.index("u_seri = u") < call
+    assert lines[lines.index("use zenang_m, only: zenang") + 2] == "use nudgeml_lmdze_m, only: nudgeml_lmdze_correct"
+    top = (tmp_path / "CMakeLists.txt").read_text().splitlines()
+    assert top.index("add_subdirectory(nudgeml)") == top.index("include(TAGS)") - 1
+    hook = (tmp_path / "nudgeml" / "CMakeLists.txt").read_text()
+    for f90 in PHYSICS_HOOK_F90:
+        assert (tmp_path / "nudgeml" / f90.name).read_text() == f90.read_text() and f90.name in hook
+    assert "${NUDGEML_TORCH_LIBRARY}" in hook and "-ffp-contract=off" in hook
+
+
+def test_a_changed_physiq_is_one_clear_error(tmp_path):
+    _physics_tree(tmp_path, PHYSIQ.replace("    ! SORTIES\n", ""))
+    with pytest.raises(LmdzeBuildError, match=r"physiq.f90: expected one line matching .*SORTIES.*found 0"):
+        add_physics_hook(tmp_path)

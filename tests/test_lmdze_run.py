@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nudgeml.errors import ConfigError
+from nudgeml.errors import ConfigError, InputError
 from nudgeml.lmdze_run import CE0L_GROUPS, GCM_GROUPS, LmdzeSettings, nudging_alpha, render_namelists
 
 
@@ -106,3 +106,59 @@ def test_run_dir_is_emptied_only_when_it_is_ours(tmp_path):
     with pytest.raises(InputError, match=r"other: not empty and not an LMDZE run folder"):
         fresh_run_dir(other)
     assert (other / "keep.txt").read_text() == "user data"
+
+
+def test_free_run_correction_namelist_for_the_physics_hook(tmp_path):
+    from nudgeml.lmdze_run import Correction
+
+    assert Correction("none").namelist() == ("&nudgeml_nml mode_name = 'off', interval_hours = 6.0, mean_file = '', "
+                                             "model_dir = '', dump_file = '' /\n")
+    text = Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", interval_hours=3.0, dump="d.nc").namelist()
+    assert "mode_name = 'ml'" in text and f"mean_file = '{tmp_path / 'm.nc'}'" in text and "interval_hours = 3.0" in text
+    assert "dump_file = 'd.nc'" in text and f"model_dir = '{tmp_path / 'model'}'" in text
+    with pytest.raises(ConfigError, match="'mean' needs the mean tendency file"):
+        Correction("mean").namelist()
+    with pytest.raises(ConfigError, match="'ml' needs the exported model's folder"):
+        Correction("ml", mean_file=tmp_path / "m.nc").namelist()
+    with pytest.raises(ConfigError, match="correction 'replay': use one of none, mean, ml"):
+        Correction("replay").namelist()
+
+
+def test_hook_counts_from_the_gcm_log():
+    from nudgeml.lmdze_run import hook_counts
+
+    log = "x\n nudgeml: mode 2 refreshes 4 columns 712 fallbacks 244\n nudgeml: clipped 1395\nEverything is cool\n"
+    assert hook_counts(log) == {"mode": 2, "refreshes": 4, "columns": 712, "fallbacks": 244, "clipped": 1395}
+    assert hook_counts("Everything is cool\n") == {}
+
+
+def test_features_are_built_as_the_lmdz_routine_builds_them():
+    import numpy as np
+
+    from nudgeml.lmdze_run import lmdz_routine_features
+    from nudgeml.manifest import Block
+
+    rng = np.random.default_rng(0)
+    klon, klev = 5, 3
+    cols = {k: rng.normal(size=(klon, klev)) for k in ("u", "v", "t", "q", "play")}
+    cols |= {"paprs": rng.normal(size=(klon, klev + 1)), "lat_deg": rng.uniform(-90, 90, klon),
+             "land_fraction": rng.uniform(0, 1, klon), "cos_zenith": rng.uniform(0, 1, klon)}
+    blocks = [Block("v", "m s-1", klev), Block("p", "Pa", klev), Block("ps", "Pa", 1), Block("cos_lat", "1", 1),
+              Block("land_fraction", "1", 1)]
+    x = lmdz_routine_features(blocks, cols)
+    assert x.dtype == np.float32 and x.shape == (klon, 2 * klev + 3)
+    np.testing.assert_array_equal(x[:, :klev], cols["v"].astype(np.float32))
+    np.testing.assert_array_equal(x[:, klev:2 * klev], cols["play"].astype(np.float32))
+    np.testing.assert_array_equal(x[:, 2 * klev], cols["paprs"][:, 0].astype(np.float32))
+    np.testing.assert_array_equal(x[:, 2 * klev + 1], np.cos(cols["lat_deg"] * (np.pi / 180)).astype(np.float32))
+    with pytest.raises(InputError, match="'omega' has no LMDZ source"):
+        lmdz_routine_features([Block("omega", "Pa s-1", klev)], cols)
+
+
+def test_free_settings_span_whole_days():
+    from nudgeml.gcm.runners import lmdze_free_settings
+
+    s = lmdze_free_settings({"free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00"}, "lmdze": {"iim": 8}})
+    assert (s.start, s.days, s.iim, tuple(s.guide)) == ("2000-02-06T00:00:00", 2, 8, ())
+    with pytest.raises(ConfigError, match="'free_runs.start', 'free_runs.end'.*whole days"):
+        lmdze_free_settings({"free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-07T06:00"}})

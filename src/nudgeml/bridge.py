@@ -41,8 +41,12 @@ def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = N
 
 
 def configure_and_build(build_dir: Path = DEFAULT_BUILD_DIR, *, python: str = sys.executable,
-                        jobs: int = 2, build_type: str = "Release", timeout: float = 900) -> Path:
+                        jobs: int = 2, build_type: str = "Release", timeout: float = 900,
+                        targets: tuple[str, ...] = (), testing: bool = True) -> Path:
     """Configure (if needed) and build ``fortran/`` into ``build_dir``; returns ``build_dir``.
+
+    ``targets``: build only those (default: everything); ``testing=False`` configures without the
+    ctest suite and its fixtures (LMDZE's build needs only the shim, ``nudgeml_torch``).
 
     A cache left by another torch or interpreter is detected by CMake failing to configure; the
     directory is then wiped and configured once more from scratch.
@@ -58,6 +62,7 @@ def configure_and_build(build_dir: Path = DEFAULT_BUILD_DIR, *, python: str = sy
         f"-DNUDGEML_PYTHON={python}",
         f"-DNUDGEML_TORCH_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
         f"-DCMAKE_BUILD_TYPE={build_type}",
+        f"-DBUILD_TESTING={'ON' if testing else 'OFF'}",
     ]
     proc = _run(configure, timeout=timeout)
     if proc.returncode != 0 and build_dir.exists():
@@ -65,7 +70,10 @@ def configure_and_build(build_dir: Path = DEFAULT_BUILD_DIR, *, python: str = sy
         proc = _run(configure, timeout=timeout)
     if proc.returncode != 0:
         raise BridgeBuildError(f"cmake configure failed:\n{(proc.stdout + proc.stderr)[-6000:]}")
-    proc = _run(["cmake", "--build", str(build_dir), "-j", str(jobs)], timeout=timeout)
+    build = ["cmake", "--build", str(build_dir), "-j", str(jobs)]
+    for target in targets:
+        build += ["--target", target]
+    proc = _run(build, timeout=timeout)
     if proc.returncode != 0:
         raise BridgeBuildError(f"build failed:\n{(proc.stdout + proc.stderr)[-6000:]}")
     return build_dir

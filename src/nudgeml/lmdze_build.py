@@ -14,7 +14,11 @@ NetCDF95, and LMDZE is configured with ``CMAKE_FIND_PACKAGE_PREFER_CONFIG=ON`` s
 build folder: ``nqmx = 4`` in ``dimensions.f90`` (with 5 the Cariolle ozone tracer is on and needs a
 ``coefoz.nc``; with 4 the built-in tracers apply and no ``traceur.def`` is needed), and the record of
 the nudging increments: ``fortran/lmdze_guide/nudgeml_guide_diag.f90`` added to ``dyn3d/Guide`` and
-called around the relaxation in ``guide.f90`` (:func:`add_guide_diagnostic`).
+called around the relaxation in ``guide.f90`` (:func:`add_guide_diagnostic`); and nudgeml's online
+correction in the physics: the bridge's Fortran module, the LMDZ routine ``nudgeml_lmdz`` and the
+LMDZE hook ``fortran/lmdze_physiq/nudgeml_lmdze.f90`` compiled into LMDZE and called from ``physiq``
+(:func:`add_physics_hook`), linked to the bridge's C shim over the venv's libtorch, built first
+(``nudgeml.bridge``, target ``nudgeml_torch`` only).
 
 Every step records a fingerprint of its inputs (file contents, options) and is skipped on a rerun
 when the fingerprint and the step's outputs are unchanged. Imports nothing from Snakemake.
@@ -36,6 +40,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / "fortran" / "lmdze_compat"
 GUIDE_DIAG_F90 = REPO_ROOT / "fortran" / "lmdze_guide" / "nudgeml_guide_diag.f90"
+#: nudgeml's online correction compiled into LMDZE's physics: the Fortran side of the bridge, the
+#: LMDZ-shaped routine LMDZ6 calls on Jean Zay, and the LMDZE hook that calls it from physiq
+PHYSICS_HOOK_F90 = (REPO_ROOT / "fortran" / "src" / "nudgeml_torch.f90", REPO_ROOT / "fortran" / "lmdz" / "nudgeml_lmdz.F90",
+                    REPO_ROOT / "fortran" / "lmdze_physiq" / "nudgeml_lmdze.f90")
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "lmdze"
 MIN_CMAKE = (3, 21)  # NetCDF95's cmake_minimum_required
 NQMX = 4
@@ -154,7 +162,7 @@ def _insert_once(path: Path, pattern: str, text: str, *, before: bool) -> None:
     lines = path.read_text().splitlines(keepends=True)
     hits = [i for i, line in enumerate(lines) if re.search(pattern, line, re.IGNORECASE)]
     if len(hits) != 1:
-        raise LmdzeBuildError(f"{path}: expected one line matching {pattern!r} to add nudgeml's guide diagnostic, found {len(hits)}")
+        raise LmdzeBuildError(f"{path}: expected one line matching {pattern!r} to add nudgeml's code, found {len(hits)}")
     lines.insert(hits[0] if before else hits[0] + 1, text + "\n")
     path.write_text("".join(lines))
 
@@ -171,6 +179,37 @@ def add_guide_diagnostic(tree: Path) -> None:
                  "    use nudgeml_guide_diag_m, only: nudgeml_guide_before, nudgeml_guide_after", before=False)
     _insert_once(guide, r"^\s*tau = mod\(real\(itau\) / real\(day_step / 4\), 1\.\)", "    call nudgeml_guide_before(ucov, vcov, teta, q)", before=True)
     _insert_once(guide, r"^\s*END SUBROUTINE guide\s*$", "    call nudgeml_guide_after(itau, ucov, vcov, teta, q)", before=True)
+
+
+HOOK_CMAKE = """# nudgeml's online correction in LMDZE's physics (added to this build copy by nudgeml.lmdze_build)
+target_sources(LMDZE_objects PRIVATE {sources})
+# the guard's float64 arithmetic must be numpy's, bit for bit: no FMA contraction
+set_source_files_properties({sources} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
+# the C shim over libtorch (nudgeml.bridge); its RUNPATH finds libtorch
+target_link_libraries(LMDZE_objects PUBLIC "${{NUDGEML_TORCH_LIBRARY}}")
+"""
+
+
+def add_physics_hook(tree: Path) -> None:
+    """Put nudgeml's online correction into LMDZE's physics, in the build copy: the Fortran files of
+    :data:`PHYSICS_HOOK_F90` in a new ``nudgeml/`` folder compiled into ``LMDZE_objects`` and linked to
+    the bridge's shim (the CMake variable ``NUDGEML_TORCH_LIBRARY``), and one call in ``physiq``, just
+    before its outputs (``! SORTIES``): after LMDZE's conversion of the physics' kinetic-energy change
+    into heat, so the correction is not converted (``fortran/lmdze_physiq/nudgeml_lmdze.f90`` says
+    what it reads and does). Without a ``nudgeml.nml`` in the run directory the call does nothing."""
+    hook = tree / "nudgeml"
+    hook.mkdir(exist_ok=True)
+    for f90 in PHYSICS_HOOK_F90:
+        shutil.copyfile(f90, hook / f90.name)
+    (hook / "CMakeLists.txt").write_text(HOOK_CMAKE.format(sources=" ".join(f.name for f in PHYSICS_HOOK_F90)))
+    _insert_once(tree / "CMakeLists.txt", r"^include\(TAGS\)", "add_subdirectory(nudgeml)", before=True)
+    physiq = tree / "phylmd" / "physiq.f90"
+    _insert_once(physiq, r"^\s*use zenang_m, only: zenang\s*$",
+                 "    use phyetat0_m, only: nml_rlat => rlat, nml_masque => masque\n"
+                 "    use nudgeml_lmdze_m, only: nudgeml_lmdze_correct", before=False)
+    _insert_once(physiq, r"^\s*! SORTIES\s*$",
+                 "    call nudgeml_lmdze_correct(itap, dtphys, u, v, t, qx(:, :, ivap), paprs, play, nml_rlat, nml_masque, mu0, &\n"
+                 "         lafin, u_seri, v_seri)", before=True)
 
 
 def copy_with_cmake_modules(src: Path, dest: Path, cmake_src: Path) -> None:
@@ -294,18 +333,35 @@ def build(build_dir: Path = DEFAULT_BUILD_DIR, *, jobs: int = 2, clone: bool = F
                        options=["-DBUILD_TESTING=OFF"], log=logfile)
 
     step("NetCDF95", netcdf95_digest, [prefix / "lib" / "cmake" / "NetCDF95"], netcdf95)
+    # the bridge's shim (C++ over the venv's libtorch), which the physics hook links
+    import torch
+
+    bridge_dir = build_dir / "work" / "bridge"
+    torch_lib = bridge_dir / "libnudgeml_torch.so"
+    bridge_digest = tree_digest(REPO_ROOT / "fortran" / "src", (REPO_ROOT / "fortran" / "CMakeLists.txt").read_text()
+                                + f"torch={torch.__version__}")
+
+    def bridge() -> None:
+        from nudgeml.bridge import configure_and_build
+
+        configure_and_build(bridge_dir, jobs=jobs, targets=("nudgeml_torch",), testing=False)
+
+    step("bridge", bridge_digest, [torch_lib], bridge)
+    hook_text = "".join(f.read_text() for f in PHYSICS_HOOK_F90) + HOOK_CMAKE
     tree_digest_lmdze = tree_digest(sources["LMDZE"], cmake_digest + f"nqmx={NQMX}" + GUIDE_DIAG_F90.read_text()
-                                    + "guide-diag-1")
+                                    + "guide-diag-1" + hook_text + "physics-hook-1")
     tree = build_dir / "work" / "LMDZE-src"
 
     def lmdze_tree() -> None:
         copy_with_cmake_modules(sources["LMDZE"], tree, sources["cmake"])
         set_nqmx(tree / "dimensions.f90")
         add_guide_diagnostic(tree)
+        add_physics_hook(tree)
 
     step("LMDZE-tree", tree_digest_lmdze, [tree / "dimensions.f90"], lmdze_tree)
-    options = ["-DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON"]  # the compat packages before any Find module
-    step("LMDZE", "".join((compat_digest, jumble_digest, netcdf95_digest, tree_digest_lmdze, *options)),
+    options = ["-DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON",  # the compat packages before any Find module
+               f"-DNUDGEML_TORCH_LIBRARY={torch_lib}"]
+    step("LMDZE", "".join((compat_digest, jumble_digest, netcdf95_digest, bridge_digest, tree_digest_lmdze, *options)),
          [result.gcm, result.ce0l],
          lambda: _cmake_project("LMDZE", tree, lmdze_work, prefix, jobs=jobs, install=False,
                                 targets=["gcm", "ce0l"], options=options, log=logfile))

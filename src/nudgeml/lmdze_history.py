@@ -93,12 +93,8 @@ def write_guided_outputs(run_dir: str | os.PathLike[str], settings: LmdzeSetting
     n = du.shape[0]
     if ucov.shape[0] < n or du0.shape[0] < n:
         raise InputError(f"{run}: {n} windows of increments but {ucov.shape[0]} states and {du0.shape[0]} first increments")
-    dyn, dyn_u, dyn_v = _history(run, "dyn_hist.nc"), _history(run, "dyn_histu.nc"), _history(run, "dyn_histv.nc")
-    step_s = SECONDS_PER_DAY / s.day_step
-    t_dyn = dyn["time_counter"].values
-    rec = [int(np.argmin(np.abs(t_dyn - max(k * WINDOW_S, step_s)))) for k in range(n)]
-    if np.any(np.abs(t_dyn[rec] - np.maximum(np.arange(n) * WINDOW_S, step_s)) > 1.0):
-        raise InputError(f"{run / 'dyn_hist.nc'}: no record at every window start (times {t_dyn[:3]} …)")
+    dyn = _history(run, "dyn_hist.nc")
+    rec = _window_records(run, dyn, s, n)
     temp, theta = dyn["temp"].values[rec].astype(np.float64), dyn["theta"].values[rec].astype(np.float64)
     p_layer = LMDZ_PREFF_PA * (temp / theta) ** (1.0 / LMDZ_KAPPA)  # (window, lev, latu, lonv)
     presnivs = 100.0 * dyn["presnivs"].values.astype(np.float64)  # mb -> Pa, surface first
@@ -148,7 +144,37 @@ def write_guided_outputs(run_dir: str | os.PathLike[str], settings: LmdzeSetting
     with atomic_path(guide) as tmp:
         ds.to_netcdf(tmp, encoding={"TIME": {"dtype": "float64"}})
 
-    # histhf: scalar points, canonical order in (lat ascending, lon in [0, 360))
+    write_history(run, s, epoch=epoch, histhf=histhf, windows=n)
+    return n
+
+
+def _window_records(run: Path, dyn: xr.Dataset, s: LmdzeSettings, n: int) -> list[int]:
+    """The dynamics history's record at each window start (the first window's: one step in)."""
+    step_s = SECONDS_PER_DAY / s.day_step
+    t_dyn = dyn["time_counter"].values
+    rec = [int(np.argmin(np.abs(t_dyn - max(k * WINDOW_S, step_s)))) for k in range(n)]
+    if np.any(np.abs(t_dyn[rec] - np.maximum(np.arange(n) * WINDOW_S, step_s)) > 1.0):
+        raise InputError(f"{run / 'dyn_hist.nc'}: no record at every window start (times {t_dyn[:3]} …)")
+    return rec
+
+
+def write_history(run_dir: str | os.PathLike[str], settings: LmdzeSettings, *, epoch: np.datetime64 | str,
+                  histhf: str | os.PathLike[str], windows: int | None = None) -> int:
+    """Write ``histhf`` from the LMDZE run in ``run_dir`` (guided or free): the state at each 6-hour
+    window start and the window's mean precipitation, ``windows`` windows (default: the run's
+    ``4 days``); returns their number."""
+    run = Path(run_dir)
+    s = settings
+    n = 4 * s.days if windows is None else windows
+    ax = lmdze_axes(s.iim, s.jjm)
+    dyn, dyn_u, dyn_v = _history(run, "dyn_hist.nc"), _history(run, "dyn_histu.nc"), _history(run, "dyn_histv.nc")
+    rec = _window_records(run, dyn, s, n)
+    temp = dyn["temp"].values[rec].astype(np.float64)
+    presnivs = 100.0 * dyn["presnivs"].values.astype(np.float64)  # mb -> Pa, surface first
+    epoch64 = np.datetime64(epoch, "s")
+    times = np.arange(n) * WINDOW_S
+
+    # scalar points, canonical order in (lat ascending, lon in [0, 360))
     lon_s = np.mod(ax["lonv"][:-1], 360.0)
     order = np.argsort(lon_s)
     grid = LmdzGrid(lat_deg=ax["latu"][::-1].copy(), lon_deg=lon_s[order], presnivs_pa=presnivs)
@@ -165,7 +191,7 @@ def write_guided_outputs(run_dir: str | os.PathLike[str], settings: LmdzeSetting
     ps = dyn["ps"].values[rec].astype(np.float64)
     phys = _history(run, "histins.nc")
     t_phys, precip = phys["time_counter"].values, phys["precip"].values.astype(np.float64)  # (time, lat, lon iim)
-    writer = open_histhf_writer(histhf, grid, epoch=epoch64, window_hours=6.0, attrs={"production": "nudgeml from LMDZE's guided run"})
+    writer = open_histhf_writer(histhf, grid, epoch=epoch64, window_hours=6.0, attrs={"production": f"nudgeml from LMDZE's {'guided' if s.guide else 'free'} run"})
     try:
         for k in range(n):
             inside = (t_phys > k * WINDOW_S) & (t_phys <= (k + 1) * WINDOW_S)  # physics instants in the window

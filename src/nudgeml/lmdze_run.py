@@ -13,6 +13,7 @@ in ``run_dir`` and keeps their logs there.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -183,6 +184,30 @@ class GuidedRun:
     gcm_s: float
 
 
+def _start_from_truth(run: Path, settings: LmdzeSettings, ce0l: str | os.PathLike[str], ce0l_stdin: str,
+                      pls: Sequence[Path], sls: Sequence[Path], invariant: str | os.PathLike[str], timeout_s: float,
+                      input_options: Mapping[str, object]) -> float:
+    """``ce0l``'s inputs from the truth at ``settings.start`` (from the monthly file holding it), ``ce0l``,
+    and its ``restart.nc``/``restartphy.nc`` as the run's ``start.nc``/``startphy.nc``; returns ce0l's seconds."""
+    from nudgeml.lmdze_inputs import write_ce0l_inputs_from_truth
+
+    start = np.datetime64(settings.start, "s")
+    errors = []
+    for pl, sl in zip(pls, sls):  # the month holding the start
+        try:
+            write_ce0l_inputs_from_truth(run, pressure_levels=pl, single_levels=sl, invariant=invariant, start=start,
+                                         **input_options)  # type: ignore[arg-type]
+            break
+        except InputError as exc:
+            errors.append(str(exc))
+    else:
+        raise InputError(f"no ERA5 file holds the LMDZE start {start}: " + "; ".join(errors))
+    seconds = _run(Path(ce0l).resolve(), run, ce0l_stdin, "ce0l", "ce0l: done", timeout_s)
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
+        shutil.copyfile(run / src, run / dest)
+    return seconds
+
+
 def run_guided(
     run_dir: str | os.PathLike[str],
     settings: LmdzeSettings,
@@ -199,29 +224,174 @@ def run_guided(
     order), run ``ce0l`` then ``gcm`` there (its ``restart.nc`` … and LMDZE's 6-hourly ``ucov.nc``/
     ``ucovrea2.nc`` … of the guided state and analysis stay in ``run_dir``)."""
     from nudgeml.lmdz_forcing import write_lmdze_guide
-    from nudgeml.lmdze_inputs import write_ce0l_inputs_from_truth
 
     namelists = render_namelists(settings)
     run = fresh_run_dir(run_dir)
     pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
-    start = np.datetime64(settings.start, "s")
-    errors = []
-    for pl, sl in zip(pls, sls):  # the month holding the start
-        try:
-            write_ce0l_inputs_from_truth(run, pressure_levels=pl, single_levels=sl, invariant=invariant, start=start,
-                                         **input_options)  # type: ignore[arg-type]
-            break
-        except InputError as exc:
-            errors.append(str(exc))
-    else:
-        raise InputError(f"no ERA5 file holds the LMDZE start {start}: " + "; ".join(errors))
-    ce0l_s = _run(Path(ce0l).resolve(), run, namelists["ce0l"], "ce0l", "ce0l: done", timeout_s)
-    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
-        shutil.copyfile(run / src, run / dest)
+    ce0l_s = _start_from_truth(run, settings, ce0l, namelists["ce0l"], pls, sls, invariant, timeout_s, input_options)
     if settings.guide:
         names = {"u": "u", "v": "v", "t": "T", "q": "hur"}  # q: relative humidity, LMDZE's guide reads RH
-        write_lmdze_guide(era5_files={"pressure_levels": pls}, start=start, days=settings.days,
+        write_lmdze_guide(era5_files={"pressure_levels": pls}, start=np.datetime64(settings.start, "s"), days=settings.days,
                           out_paths={names[v]: run / f"{names[v]}.nc" for v in settings.guide},
                           iim=settings.iim, jjm=settings.jjm)
     gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
     return GuidedRun(run, nudging_alpha(settings) if settings.guide else 0.0, ce0l_s, gcm_s)
+
+
+#: the correction modes of the physics hook (``fortran/lmdze_physiq/nudgeml_lmdze.f90``) by the
+#: workflow's ``free_runs.runs.<name>.correction``
+HOOK_MODES = {"none": "off", "mean": "mean", "ml": "ml"}
+HOOK_FILE = "nudgeml.nml"
+COUNTS_LINE = re.compile(r"nudgeml: mode (\d+) refreshes (\d+) columns (\d+) fallbacks (\d+)")
+CLIPPED_LINE = re.compile(r"nudgeml: clipped (\d+)")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What the physics hook applies in a free run: ``correction`` (none, mean or ml), the mean tendency
+    on the physics columns (``du_mean``/``dv_mean`` ``(presnivs, points_physiques)``, m s-2: the mean
+    run's correction and the ML guard's fallback), the exported model's folder, the refresh interval,
+    and ``dump`` (a file name in the run folder: the first refresh's columns and increments)."""
+
+    correction: str = "none"
+    mean_file: str | os.PathLike[str] | None = None
+    model_dir: str | os.PathLike[str] | None = None
+    interval_hours: float = 6.0
+    dump: str | None = None
+
+    def namelist(self) -> str:
+        if self.correction not in HOOK_MODES:
+            raise ConfigError(f"LMDZE free-run correction {self.correction!r}: use one of {', '.join(HOOK_MODES)}")
+        if self.correction != "none" and self.mean_file is None:
+            raise ConfigError(f"LMDZE free-run correction {self.correction!r} needs the mean tendency file")
+        if self.correction == "ml" and self.model_dir is None:
+            raise ConfigError("LMDZE free-run correction 'ml' needs the exported model's folder")
+        values = {"mode_name": HOOK_MODES[self.correction], "interval_hours": float(self.interval_hours),
+                  "mean_file": str(Path(self.mean_file).resolve()) if self.mean_file else "",
+                  "model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else "",
+                  "dump_file": self.dump or ""}
+        return _groups(("nudgeml_nml",), {"nudgeml_nml": values})
+
+
+@dataclass
+class FreeRun:
+    run_dir: Path
+    ce0l_s: float
+    gcm_s: float
+    counts: dict[str, int]
+
+
+def hook_counts(log_text: str) -> dict[str, int]:
+    """The hook's last-step counts from ``gcm``'s log (empty when the correction was off)."""
+    m, c = COUNTS_LINE.search(log_text), CLIPPED_LINE.search(log_text)
+    if m is None:
+        return {}
+    out = dict(zip(("mode", "refreshes", "columns", "fallbacks"), map(int, m.groups())))
+    out["clipped"] = int(c.group(1)) if c else 0
+    return out
+
+
+def run_free(
+    run_dir: str | os.PathLike[str],
+    settings: LmdzeSettings,
+    correction: Correction,
+    *,
+    ce0l: str | os.PathLike[str],
+    gcm: str | os.PathLike[str],
+    pressure_levels: Sequence[str | os.PathLike[str]],
+    single_levels: Sequence[str | os.PathLike[str]],
+    invariant: str | os.PathLike[str],
+    timeout_s: float = 3600.0,
+    **input_options: object,
+) -> FreeRun:
+    """A free LMDZE run from the truth at ``settings.start`` (no nudging): ``ce0l`` as for the guided run,
+    then ``gcm`` with the physics hook's ``nudgeml.nml`` for ``correction``."""
+    if settings.guide:
+        raise ConfigError(f"a free LMDZE run nudges nothing (guide: {list(settings.guide)})")
+    namelists = render_namelists(settings)
+    hook = correction.namelist()
+    run = fresh_run_dir(run_dir)
+    pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
+    ce0l_s = _start_from_truth(run, settings, ce0l, namelists["ce0l"], pls, sls, invariant, timeout_s, input_options)
+    (run / HOOK_FILE).write_text(hook)
+    gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
+    counts = hook_counts((run / "gcm.log").read_text(errors="replace"))
+    if correction.correction != "none" and not counts:
+        raise RunFailed(f"{run / 'gcm.log'}: no 'nudgeml:' counts line: this gcm has no physics hook "
+                        "(rebuild with scripts/build_lmdze.sh)")
+    return FreeRun(run, ce0l_s, gcm_s, counts)
+
+
+# ------------------------------------------------------------------------------------------------
+# the first ML refresh inside LMDZE against the Python model, bit for bit (issue 15, item 3)
+# ------------------------------------------------------------------------------------------------
+
+#: where the LMDZ routine (``nudgeml_lmdz``) takes each feature block from (its ``SRC_*``)
+_LEVEL_SOURCES = {"u": "u", "v": "v", "t": "t", "q": "q", "p": "play"}
+
+
+def lmdz_routine_features(blocks: Sequence, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The feature matrix ``(klon, n_features)`` float32 the LMDZ routine builds from the physics
+    columns (``u v t q play`` ``(klon, klev)``, ``paprs`` ``(klon, klev + 1)``, ``lat_deg``,
+    ``land_fraction``, ``cos_zenith`` ``(klon,)``, float64), block by block as
+    ``fortran/lmdz/nudgeml_lmdz.F90`` does: each value computed in float64, then rounded to float32."""
+    deg2rad = np.float64(np.pi) / np.float64(180.0)
+    cols = []
+    for b in blocks:
+        if b.name in _LEVEL_SOURCES:
+            cols.append(columns[_LEVEL_SOURCES[b.name]][:, : b.levels])
+        elif b.name == "ps":
+            cols.append(columns["paprs"][:, :1])
+        elif b.name in ("sin_lat", "cos_lat"):
+            f = np.sin if b.name == "sin_lat" else np.cos
+            cols.append(f(columns["lat_deg"] * deg2rad)[:, None])
+        elif b.name in ("land_fraction", "cos_zenith"):
+            cols.append(columns[b.name][:, None])
+        else:
+            raise InputError(f"feature block {b.name!r} has no LMDZ source")
+    return np.concatenate([np.asarray(c, np.float64) for c in cols], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RefreshCheck:
+    columns: int
+    fallbacks: int
+    max_abs_diff: float  # m s-1 over the step, LMDZE minus Python
+    bitwise: bool
+
+
+def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLike[str],
+                  mean_file: str | os.PathLike[str]) -> RefreshCheck:
+    """Recompute in Python the refresh LMDZE's physics hook dumped (``dump_file``: the columns given
+    to the LMDZ routine and the increments it returned, :class:`Correction` ``dump``): the exported
+    TorchScript model on the same float32 features (one intra-op thread, as the hook loads it), the
+    guard (:mod:`nudgeml.guard`) with the same mean-tendency fallback, times the physics step.
+    ``bitwise`` is whether every increment is the same float64."""
+    import torch
+    import xarray as xr
+
+    from nudgeml.guard import apply_guard, guard_bounds
+    from nudgeml.manifest import read_manifest
+
+    model_dir = Path(model_dir)
+    with xr.open_dataset(dump_file) as ds:
+        # the Fortran (klon, klev) arrays are (presnivs, points_physiques) in the file
+        cols = {k: ds[k].values.astype(np.float64).T for k in ds.data_vars}
+        dt = float(ds.attrs["dtphys_s"])
+    with xr.open_dataset(mean_file) as m:  # (presnivs, points_physiques) -> (klon, klev)
+        fallback = np.concatenate([m["du_mean"].values.T, m["dv_mean"].values.T], axis=1).astype(np.float64)
+    manifest = read_manifest(model_dir / "model.json")
+    x = lmdz_routine_features(manifest.features, cols)
+    torch.set_num_threads(1)
+    model = torch.jit.load(str(model_dir / manifest.artifacts["torchscript"]), map_location="cpu").eval()
+    with torch.inference_mode():
+        y = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    names = [b.name for b in manifest.targets]
+    if names != ["du", "dv"]:
+        raise InputError(f"{model_dir / 'model.json'}: targets {names}; the LMDZ routine applies du, dv")
+    g = apply_guard(x, y, fallback, guard_bounds(manifest.guard))
+    klev = cols["u"].shape[1]
+    want = {"d_u": g.tendency[:, :klev] * dt, "d_v": g.tendency[:, klev:] * dt}
+    diff = max(float(np.max(np.abs(cols[k] - want[k]))) for k in want)
+    bitwise = all(np.array_equal(cols[k].view(np.int64), want[k].view(np.int64)) for k in want)
+    return RefreshCheck(columns=x.shape[0], fallbacks=g.n_fallback, max_abs_diff=diff, bitwise=bitwise)

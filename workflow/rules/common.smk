@@ -154,6 +154,8 @@ def free_run_params(wildcards):
             "tau_hours": config["nudging"]["tau_hours"],
             "kit_dir": f"{OUT}/lmdz/kit",
         }
+    if BACKEND.forcing == "era5":  # LMDZE: its grid and steps, the run directory its programs fill
+        return {"free_runs": free_runs, **sections("lmdze"), "run_dir": f"{OUT}/lmdze/free/{wildcards.run}"}
     names = ("model", "jax_cache_dir") + (("columns",) if spec["correction"] == "ml" else ())
     return {"free_runs": free_runs, **sections(*names)}
 
@@ -280,6 +282,12 @@ def free_run_inputs(wildcards):
     spec = config["free_runs"]["runs"][split_member(wildcards.run)[0]]
     if BACKEND.forcing == "lmdz":  # LMDZ starts from the guided run's restart at free_runs.start
         files = {"nudged": rules.nudged.output.histhf}
+    elif BACKEND.forcing == "era5":  # LMDZE starts from the truth at free_runs.start (its month's files)
+        files = {
+            "pressure_levels": era5_files("pressure_levels", FREE_MONTHS[:1]),
+            "single_levels": era5_files("single_levels", FREE_MONTHS[:1]),
+            "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
+        }
     else:
         files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
     if spec["correction"] in ("mean", "ml"):

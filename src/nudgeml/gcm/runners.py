@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nudgeml.errors import InputError, RunFailed
+from nudgeml.errors import ConfigError, InputError, RunFailed
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +312,73 @@ def lmdze_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
     write_guided_outputs(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"], guide=outputs["guide"])
 
 
+def lmdze_free_settings(cfg: Mapping[str, Any]):
+    """A free run's :class:`~nudgeml.lmdze_run.LmdzeSettings`: ``free_runs`` start and end (whole days),
+    the ``lmdze`` block's grid and steps, nothing nudged."""
+    import numpy as np
+
+    from nudgeml.lmdze_run import LmdzeSettings
+
+    start, end = (np.datetime64(cfg["free_runs"][k], "s") for k in ("start", "end"))
+    days = (end - start) / np.timedelta64(1, "D")
+    if days < 1 or days != int(days):
+        raise ConfigError(f"config keys 'free_runs.start', 'free_runs.end' ({start} - {end}) must span whole days "
+                          "(at least one) with backend 'lmdze'")
+    return LmdzeSettings(start=str(start), days=int(days), **dict(cfg.get("lmdze") or {}))
+
+
 def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
+    """One free LMDZE run from the truth at ``free_runs.start``: control (nothing added), the mean
+    tendency, or the exported model through the bridge inside LMDZE's ``physiq`` (refreshed every
+    ``free_runs.correction_interval_hours``, default 6 h, with the guard; the mean tendency is its
+    fallback). The physics hook reads the mean tendency on LMDZ's physics columns, as LMDZ6 does."""
+    from nudgeml.atomic import atomic_path, write_text_atomic
+    from nudgeml.lmdz_grid import mean_on_physics_grid
+    from nudgeml.lmdze_history import write_history
+    from nudgeml.lmdze_run import Correction, check_refresh, run_free
+    from nudgeml.mean_tendency import read_mean_tendency
+
     _lmdze_built()
-    # The free runs (control, mean tendency, ML through the bridge inside physiq) are issue 15's next
-    # step: say so rather than run something else.
-    raise RunFailed(f"backend 'lmdze': LMDZE's free runs are not written yet (run {run!r}; issue 15, item 2)")
+    settings = lmdze_free_settings(cfg)
+    spec = cfg["free_runs"]["runs"][run]
+    run_dir = Path(cfg["run_dir"])
+    mean_file = None
+    if inputs.get("mean"):
+        mean_file = run_dir.parent / f"{run}.mean_physics.nc"
+        try:
+            ds = mean_on_physics_grid(read_mean_tendency(inputs["mean"]), settings.iim, settings.jjm)
+        except InputError as exc:
+            raise InputError(f"{inputs['mean']}: {exc}") from None
+        mean_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(mean_file) as tmp:
+            ds.to_netcdf(tmp)
+    correction = Correction(spec["correction"], mean_file=mean_file,
+                            model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
+                            interval_hours=float(cfg["free_runs"].get("correction_interval_hours", 6.0)),
+                            dump="refresh_dump.nc" if spec["correction"] == "ml" else None)
+    t0 = time.monotonic()
+    res = run_free(run_dir, settings, correction, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
+                   pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
+                   invariant=inputs["invariant"])
+    log.info("LMDZE %dx%dx%d, %d days free (%s): ce0l %.1f s, gcm %.1f s; hook %s", settings.iim, settings.jjm, settings.llm,
+             settings.days, spec["correction"], res.ce0l_s, res.gcm_s, res.counts or "off")
+    n = write_history(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"])
+    from nudgeml.conventions import read_histhf
+
+    with read_histhf(outputs["histhf"], {"u": "vitu"}) as h:
+        max_abs_u = float(abs(h["u"]).max())
+    status = {"run": run, "name": run, "member": 0, "correction": spec["correction"], "status": "ok", "backend": "lmdze",
+              "n_windows": n, "windows_done": n, "max_abs_u": max_abs_u, "gcm_s": res.gcm_s, "wall_s": time.monotonic() - t0}
+    if spec["correction"] == "ml":  # the hook's counts over the run: one column-call per column and refresh
+        c = res.counts
+        status["guard"] = {"columns": c["columns"], "fallback_columns": c["fallbacks"], "clipped_values": c["clipped"],
+                           "refreshes": c["refreshes"]}
+        # the first refresh inside LMDZE against the Python model on the same columns: the Fortran
+        # path must be the model the workflow exported, bit for bit, or the run is not what it claims
+        check = check_refresh(res.run_dir / correction.dump, correction.model_dir, mean_file)
+        status["refresh_check"] = {"columns": check.columns, "fallbacks": check.fallbacks, "max_abs_diff": check.max_abs_diff,
+                                   "bitwise": check.bitwise}
+        if not check.bitwise:
+            raise RunFailed(f"{res.run_dir / correction.dump}: LMDZE's first ML refresh differs from the Python model on the same "
+                            f"columns (max |diff| {check.max_abs_diff:.3g} m/s over a step): the bridge does not run the exported model")
+    write_text_atomic(outputs["status"], json.dumps(status, indent=1) + "\n")
