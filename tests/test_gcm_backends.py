@@ -112,6 +112,13 @@ def test_lmdze_without_its_build_fails_in_one_line_naming_where_the_build_goes(t
         msg = str(err.value)
         assert "\n" not in msg and "LMDZE build is missing" in msg and "scripts/build_lmdze.sh" in msg
         assert str(tmp_path / "build" / "lmdze" / "work" / "LMDZE" / "dyn3d" / "gcm") in msg
+    # the grid job runs only ce0l (LMDZE's start files at period.start): it names ce0l, writes nothing
+    out = tmp_path / "grid"
+    out.mkdir()
+    with pytest.raises(RunFailed, match=r"LMDZE build is missing: no .*/work/LMDZE/dynphy_lonlat/ce0l \(scripts/build_lmdze.sh") as err:
+        BACKENDS["lmdze"].runner("grid")({"period": {"start": "2000-01-31T00:00"}, "run_dir": str(tmp_path / "run")}, {},
+                                         out / "model_grid.nc", out / "model_grid.txt")
+    assert "\n" not in str(err.value) and not list(out.iterdir()) and not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,3 +395,23 @@ def test_lmdz_chain_reads_the_joined_runs_on_lmdz_grid(lmdz_world, tmp_path):
     check_on_truth_grid(hist, truth_on(grid), out["histhf"])
     with pytest.raises(InputError, match=r"histhf.nc: history grid .* is not the regridded truth's"):
         check_on_truth_grid(hist, truth_on(standin), out["histhf"])
+
+
+def test_lmdze_dry_run_makes_the_model_grid_from_the_start_month_of_the_truth(tmp_path):
+    """backend lmdze: the model_grid job reads the ERA5 files of period.start's month (the start files
+    its ce0l makes are the guided run's), and everything that reads the model grid waits for it."""
+    out = tmp_path / "out"
+    overlay = {"outdir": str(out), "backend": "lmdze", "lmdze": {"iim": 16, "jjm": 12, "llm": 11},
+               "free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00", "runs": {"control": {"correction": "none", "members": 1}}}}
+    (tmp_path / "lmdze.yaml").write_text(yaml.safe_dump(overlay))
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/tiny.yaml", str(tmp_path / "lmdze.yaml")],
+                         cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    grid = re.search(r"^rule model_grid:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
+    era5 = out / "era5"  # config/tiny.yaml's period: 2000-01-31 .. 2000-02-08, two months of files
+    want = f"input: {era5}/pressure_levels/2000-01.nc, {era5}/single_levels/2000-01.nc, {era5}/invariant.nc\n"
+    assert want in grid, grid
+    for rule in ("regrid", "extract"):  # the truth's regrid and the land fraction feature read LMDZE's grid
+        block = re.search(rf"^rule {rule}:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
+        assert f"{out}/grid/model_grid" in block, (rule, block)

@@ -43,8 +43,9 @@ def land(lat_deg, lon_deg):
     return np.clip(np.sin(np.deg2rad(lon_deg)) + 0.5 * np.sin(np.deg2rad(lat_deg)), 0.0, 1.0)
 
 
-def write_start(path: Path, *, iim=IIM, jjm=JJM, phis=None, drop=(), ap=AP, bp=BP) -> Path:
-    """start.nc as LMDZ's dynredem0 writes it: radians, north first, the periodic longitude repeated."""
+def write_start(path: Path, *, iim=IIM, jjm=JJM, phis=None, drop=(), ap=AP, bp=BP, phis_name="phisinit", dtype=np.float64) -> Path:
+    """start.nc as LMDZ's dynredem0 writes it: radians, north first, the periodic longitude repeated
+    (LMDZE's restart.nc: ``phis_name="phis"``, float32)."""
     lon_s, lat_s = lmdz_points(iim, jjm, "scalar")
     lon_u, _ = lmdz_points(iim, jjm, "u")
     _, lat_v = lmdz_points(iim, jjm, "v")
@@ -57,11 +58,11 @@ def write_start(path: Path, *, iim=IIM, jjm=JJM, phis=None, drop=(), ap=AP, bp=B
             "rlonv": (("rlonv",), np.deg2rad(lon_s)), "rlatv": (("rlatv",), np.deg2rad(lat_v)),
             "ap": (("sig",), ap), "bp": (("sig",), bp), "presnivs": (("sigs",), presnivs),
             "cu": (("rlatu", "rlonu"), np.ones((jjm + 1, iim + 1))), "cv": (("rlatv", "rlonv"), np.ones((jjm, iim + 1))),
-            "phisinit": (("rlatu", "rlonv"), orography(la, lo) if phis is None else phis),
+            phis_name: (("rlatu", "rlonv"), orography(la, lo) if phis is None else phis),
             "ps": (("temps", "rlatu", "rlonv"), np.full((1, jjm + 1, iim + 1), 1e5)),
         }
     ).drop_vars(list(drop))
-    ds.to_netcdf(path)
+    ds.astype(dtype).to_netcdf(path)
     return path
 
 
@@ -72,11 +73,12 @@ def physics_columns(iim=IIM, jjm=JJM):
     return np.concatenate([[90.0], la.ravel(), [-90.0]]), np.concatenate([[0.0], lo.ravel(), [0.0]])
 
 
-def write_startphy(path: Path, *, iim=IIM, jjm=JJM, drop=()) -> Path:
+def write_startphy(path: Path, *, iim=IIM, jjm=JJM, drop=(), dim="points_physiques", dtype=np.float64) -> Path:
+    """startphy.nc (LMDZE's restartphy.nc: ``dim="klon"``, float32)."""
     lat, lon = physics_columns(iim, jjm)
-    ds = xr.Dataset({"longitude": (("points_physiques",), lon), "latitude": (("points_physiques",), lat),
-                     "masque": (("points_physiques",), land(lat, lon))}).drop_vars(list(drop))
-    ds.to_netcdf(path)
+    ds = xr.Dataset({"longitude": ((dim,), lon), "latitude": ((dim,), lat),
+                     "masque": ((dim,), land(lat, lon))}).drop_vars(list(drop))
+    ds.astype(dtype).to_netcdf(path)
     return path
 
 
@@ -114,6 +116,46 @@ def test_grid_file_is_lmdz_physics_grid_with_its_orography_land_and_levels(refer
     assert f"xsize     = {IIM}" in text and f"ysize     = {JJM + 1}" in text and "-90.0000000000" in text
 
 
+def test_lmdze_start_files_give_the_grid_of_lmdze_histories(tmp_path):
+    """LMDZE's ce0l writes restart.nc with the orography as ``phis`` (float32, radians) and
+    restartphy.nc with ``masque(klon)``: read by the same reader, the grid is on the points of the
+    histhf.nc LMDZE's guided run writes (nudgeml.lmdze_history), as read_histhf returns them (the
+    orientation every stage reads), levels presnivs."""
+    from nudgeml.conventions import histhf_record, open_histhf_writer, read_histhf
+    from nudgeml.lmdz_grid import lmdz_grid_dataset, read_lmdz_grid
+    from nudgeml.lmdze_history import histhf_grid
+
+    iim, jjm = 16, 12  # LMDZE's default grid
+    start = write_start(tmp_path / "restart.nc", iim=iim, jjm=jjm, phis_name="phis", dtype=np.float32)
+    startphy = write_startphy(tmp_path / "restartphy.nc", iim=iim, jjm=jjm, dim="klon", dtype=np.float32)
+    grid, ap_mid, bp_mid = read_lmdz_grid(start, startphy, iim, jjm, model="LMDZE", origin="ce0l", grid_key="lmdze")
+    lo, la = np.meshgrid(grid.lon_deg, grid.lat_deg)
+    np.testing.assert_allclose(grid.surface_geopotential, orography(la, lo), rtol=1e-5, atol=1e-2)  # phis, not phisinit
+    np.testing.assert_allclose(grid.land_fraction[1:-1], land(la, lo)[1:-1], atol=1e-6)
+    np.testing.assert_allclose(ap_mid, 0.5 * (AP[:-1] + AP[1:]), rtol=1e-6)
+    nc = tmp_path / "model_grid.nc"
+    lmdz_grid_dataset(grid, ap_mid, bp_mid, iim=iim, jjm=jjm, sources="test", backend="lmdze").to_netcdf(nc)
+    g = read_model_grid(nc)
+    with xr.open_dataset(nc) as ds:
+        assert ds.attrs["backend"] == "lmdze" and "LMDZE" in ds.attrs["title"]
+    # a histhf.nc as lmdze_history writes it (LMDZ's order in the file: north first, from -180 deg)
+    hgrid = histhf_grid(iim, jjm, g.presnivs_pa)
+    shape = (g.presnivs_pa.size, jjm + 1, iim)
+    writer = open_histhf_writer(tmp_path / "histhf.nc", hgrid, epoch=np.datetime64("2000-01-31T00:00:00"), window_hours=6.0)
+    writer.append(0.0, **histhf_record(hgrid, u=np.zeros(shape), v=np.zeros(shape), t=np.zeros(shape), q=np.zeros(shape),
+                                        ps=np.zeros(shape[1:]), precip=np.zeros(shape[1:])))
+    writer.close()
+    with xr.open_dataset(tmp_path / "histhf.nc") as raw:
+        assert raw["lat"].values[0] == 90.0 and raw["lon"].values[0] == -180.0  # the file itself: LMDZ's order
+    h = read_histhf(tmp_path / "histhf.nc")
+    np.testing.assert_array_equal(h["lat"].values, g.lat_deg.astype(np.float32))
+    np.testing.assert_array_equal(h["lon"].values, g.lon_deg.astype(np.float32))
+    np.testing.assert_allclose(h["lev"].values, g.presnivs_pa, rtol=1e-6)
+    np.testing.assert_array_equal(g.lat_deg, hgrid.lat_deg)  # the grid is histhf_grid's, in float64 too
+    np.testing.assert_array_equal(g.lon_deg, hgrid.lon_deg)
+    assert g.lat_deg[0] == -90.0 and g.lat_deg[-1] == 90.0 and g.lon_deg[0] == 0.0 and g.lon_deg[-1] < 360.0
+
+
 def test_standin_grid_has_no_hybrid_levels(tmp_path):
     from nudgeml.gcm.standin import ModelGrid
     from nudgeml.grid import write_model_grid
@@ -127,7 +169,7 @@ def test_standin_grid_has_no_hybrid_levels(tmp_path):
     ("edit", "message"),
     [
         (lambda d: (d / "start.nc").unlink(), r"start.nc: LMDZ start file not found"),
-        (lambda d: write_start(d / "start.nc", drop=("phisinit",)), r"start.nc: LMDZ start file has no variable\(s\) \['phisinit'\]"),
+        (lambda d: write_start(d / "start.nc", drop=("phisinit",)), r"start.nc: LMDZ start file has no orography \(none of \['phisinit', 'phis'\]"),
         (lambda d: write_start(d / "start.nc", drop=("ap",)), r"start.nc: LMDZ start file has no variable\(s\) \['ap'\]"),
         (lambda d: write_startphy(d / "startphy.nc", drop=("masque",)), r"startphy.nc: LMDZ physics start file has no variable\(s\) \['masque'\]"),
         (lambda d: write_start(d / "start.nc", iim=20), r"start.nc: rlonv has 21 points; lmdz.grid \{iim: 16, jjm: 10\} has 17"),

@@ -336,8 +336,8 @@ def test_backend_guided_job_writes_what_extract_reads(built, truth_era5, tmp_pat
     assert g.sizes["time"] == h.sizes["time"] == 4 and "dt" not in g  # u, v only
     assert np.all(np.isfinite(g["du"].values)) and float(np.abs(g["du"]).max()) > 0
     assert str(h["time"].values[0])[:13] == "2000-01-31T00"
-    # the extract stage's own function builds the training columns from them (the model grid file is
-    # the stand-in's, so no land_fraction feature yet)
+    # the extract stage's own function builds the training columns from them (the land_fraction feature
+    # reads the backend's grid file: test_lmdze_model_grid_is_the_guided_runs_grid)
     from nudgeml.extract import ColumnSpec, column_dataset
 
     spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
@@ -477,3 +477,90 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     changed.to_netcdf(tmp_path / "dump_changed.nc")
     bad = check_refresh(tmp_path / "dump_changed.nc", model_dir, mean_phys)
     assert not bad.bitwise and 0 < bad.max_abs_diff < 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# The lmdze model grid (registry grid hook): ce0l's start files at period.start, histhf.nc's points
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lmdze_grid(built, truth_era5, tmp_path_factory):
+    """The backend's grid job (registry hook, as workflow/scripts/grid.py calls it) on the truth."""
+    from nudgeml.gcm.registry import BACKENDS
+
+    out = tmp_path_factory.mktemp("lmdze_grid")
+    cfg = {"period": {"start": TRUTH_START}, "lmdze": {"iim": 16, "jjm": 12, "llm": 11}, "run_dir": str(out / "lmdze" / "grid")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+        BACKENDS["lmdze"].runner("grid")(cfg, inputs, out / "grid" / "model_grid.nc", out / "grid" / "model_grid.txt")
+    return out
+
+
+def test_lmdze_model_grid_is_ce0l_start_files(lmdze_grid):
+    """The grid file holds ce0l's orography (restart.nc phis), land fraction (restartphy.nc masque, in
+    [0, 1], land and sea both present), levels (presnivs) and hybrid coefficients, on histhf.nc's points."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.grid import read_hybrid_levels, read_model_grid
+    from nudgeml.lmdz_grid import physics_to_rows, rows_to_canonical
+    from nudgeml.lmdze_history import histhf_grid
+
+    run = lmdze_grid / "lmdze" / "grid"
+    assert "ce0l: done" in (run / "ce0l.log").read_text()
+    g = read_model_grid(lmdze_grid / "grid" / "model_grid.nc")
+    assert g.land_fraction.shape == (13, 16) and g.sigma.size == 11
+    with xr.open_dataset(run / "restart.nc", decode_times=False) as r, xr.open_dataset(run / "restartphy.nc") as p:
+        presnivs, ap, bp = (r[n].values.astype(np.float64) for n in ("presnivs", "ap", "bp"))
+        phis = rows_to_canonical(r["phis"].values[:, :-1], 16)
+        masque = rows_to_canonical(physics_to_rows(p["masque"].values, 16, 12), 16)
+    np.testing.assert_allclose(g.presnivs_pa, presnivs, rtol=1e-6)
+    np.testing.assert_allclose(g.surface_geopotential, phis, rtol=1e-6)
+    np.testing.assert_allclose(g.land_fraction, masque, atol=1e-7)
+    assert g.land_fraction.min() >= 0.0 and g.land_fraction.max() <= 1.0
+    assert 0.0 < float(g.land_fraction.mean()) < 1.0 and g.surface_geopotential.max() > 100.0
+    a_mid, b_mid = read_hybrid_levels(lmdze_grid / "grid" / "model_grid.nc")
+    np.testing.assert_allclose(a_mid + b_mid * 101325.0, 0.5 * (ap[:-1] + ap[1:]) + 0.5 * (bp[:-1] + bp[1:]) * 101325.0, rtol=1e-6)
+    h = histhf_grid(16, 12, presnivs)
+    assert np.array_equal(g.lat_deg, h.lat_deg) and np.array_equal(g.lon_deg, h.lon_deg)
+    text = (lmdze_grid / "grid" / "model_grid.txt").read_text()
+    assert "xsize     = 16" in text and "ysize     = 13" in text and "xfirst    = 0.0000000000" in text
+
+
+def test_lmdze_model_grid_is_the_guided_runs_grid(built, lmdze_grid, truth_era5, tmp_path, monkeypatch):
+    """The guided job from the same truth starts from the same start files, its histhf.nc is on the grid
+    file's points and levels, and extract's land_fraction feature reads the grid file's land fraction."""
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.conventions import read_histhf
+    from nudgeml.extract import ColumnSpec, column_dataset
+    from nudgeml.gcm.registry import BACKENDS
+    from nudgeml.grid import read_model_grid
+
+    monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", BUILD_DIR)
+    cfg = {"period": {"start": TRUTH_START, "end": "2000-02-01T00:00"}, "nudging": {"tau_hours": 6.0, "project_target": False},
+           "lmdze": {"iim": 16, "jjm": 12, "llm": 11}, "run_dir": str(tmp_path / "lmdze" / "guided")}
+    inputs = {"pressure_levels": [str(truth_era5["pressure_levels"])], "single_levels": [str(truth_era5["single_levels"])],
+              "invariant": str(truth_era5["invariant"])}
+    outputs = {"histhf": str(tmp_path / "nudged" / "histhf.nc"), "guide": str(tmp_path / "nudged" / "guide_ins.nc")}
+    BACKENDS["lmdze"].runner("guided")(cfg, inputs, outputs)
+    grid_run = lmdze_grid / "lmdze" / "grid"
+    for name, var in (("start.nc", "phis"), ("startphy.nc", "masque")):
+        with xr.open_dataset(tmp_path / "lmdze" / "guided" / name, decode_times=False) as a, \
+                xr.open_dataset(grid_run / f"re{name}", decode_times=False) as b:
+            np.testing.assert_array_equal(a[var].values, b[var].values)
+    g = read_model_grid(lmdze_grid / "grid" / "model_grid.nc")
+    h = read_histhf(outputs["histhf"])
+    np.testing.assert_array_equal(h["lat"].values, g.lat_deg)  # float32 in the file; exact on this grid
+    np.testing.assert_array_equal(h["lon"].values, g.lon_deg)
+    np.testing.assert_allclose(h["lev"].values, g.presnivs_pa, rtol=1e-6)
+    spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "land_fraction"],
+                                   "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
+    cols = column_dataset(outputs["histhf"], outputs["guide"], lmdze_grid / "grid" / "model_grid.nc", spec)
+    feats = list(cols["feature"].values)
+    assert np.all(np.isfinite(cols["inputs"].values))
+    np.testing.assert_allclose(cols["inputs"].values[0, :, feats.index("land_fraction")], g.land_fraction.ravel(), rtol=1e-6)

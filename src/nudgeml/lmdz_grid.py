@@ -1,4 +1,4 @@
-"""LMDZ's physics grid as the workflow's model grid (the ``lmdz`` backend's ``grid/model_grid.nc``).
+"""LMDZ's physics grid as the workflow's model grid (the ``lmdz`` and ``lmdze`` backends' ``grid/model_grid.nc``).
 
 LMDZ's histories are on its physics grid: ``iim`` longitudes from -180 deg (the dynamics' periodic
 point not repeated) by the ``jjm + 1`` scalar latitudes, poles included, over LMDZ's own orography,
@@ -16,10 +16,17 @@ from (``lmdz.reference_dir``):
 
 The physics' column vector ``klon = iim (jjm - 1) + 2`` runs from the north pole (one point) along the
 rows of the dynamics' scalar grid, west to east from -180 deg, to the south pole (one point).
+
+LMDZE (the ``lmdze`` backend) writes the same files with the same layout, but names the orography
+``phis`` (its ``dynredem0``), and has no reference files: its runs start from what its ``ce0l`` makes
+from the truth at ``period.start`` (:func:`lmdze_model_grid` runs it, as the guided run does, and
+reads its ``restart.nc`` and ``restartphy.nc``). The grid file is on the points of LMDZE's ``histhf.nc``
+(:func:`nudgeml.lmdze_history.histhf_grid`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +36,15 @@ import numpy as np
 import xarray as xr
 
 from nudgeml.atomic import atomic_path, write_text_atomic
-from nudgeml.errors import InputError
+from nudgeml.errors import InputError, RunFailed
 from nudgeml.gcm.standin import PREFF_PA, ModelGrid
 from nudgeml.grid import cdo_grid_description, grid_dataset
 from nudgeml.lmdz_forcing import lmdz_points
+
+log = logging.getLogger(__name__)
+
+#: the start file's surface geopotential: LMDZ6's dynredem0 writes ``phisinit``, LMDZE's ``phis``
+OROGRAPHY_NAMES = ("phisinit", "phis")
 
 
 def klon(iim: int, jjm: int) -> int:
@@ -82,18 +94,18 @@ def canonical_to_rows(values: np.ndarray, iim: int) -> np.ndarray:
     return out[..., ::-1, :]
 
 
-def _open(path: Path, what: str, names: tuple[str, ...]) -> xr.Dataset:
+def _open(path: Path, what: str, names: tuple[str, ...], origin: str) -> xr.Dataset:
     if not path.is_file():
-        raise InputError(f"{path}: LMDZ {what} not found (lmdz.reference_dir)")
+        raise InputError(f"{path}: {what} not found ({origin})")
     try:
         ds = xr.open_dataset(path, decode_times=False)
     except Exception as exc:  # not NetCDF: say which file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InputError(f"{path}: LMDZ {what} cannot be read as NetCDF ({type(exc).__name__}: {first})") from None
+        raise InputError(f"{path}: {what} cannot be read as NetCDF ({type(exc).__name__}: {first})") from None
     missing = [n for n in names if n not in ds.variables]
     if missing:
         ds.close()
-        raise InputError(f"{path}: LMDZ {what} has no variable(s) {missing} (has {sorted(ds.variables)})")
+        raise InputError(f"{path}: {what} has no variable(s) {missing} (has {sorted(ds.variables)})")
     return ds
 
 
@@ -103,38 +115,44 @@ def _degrees(values: np.ndarray) -> np.ndarray:
     return np.rad2deg(v) if np.abs(v).max() <= 2 * np.pi + 1e-6 else v
 
 
-def read_lmdz_grid(start_nc: str | os.PathLike[str], startphy_nc: str | os.PathLike[str], iim: int, jjm: int) -> tuple[ModelGrid, np.ndarray, np.ndarray]:
-    """The model grid of LMDZ's reference files, and its layers' hybrid coefficients.
+def read_lmdz_grid(start_nc: str | os.PathLike[str], startphy_nc: str | os.PathLike[str], iim: int, jjm: int, *,
+                   model: str = "LMDZ", origin: str = "lmdz.reference_dir", grid_key: str = "lmdz.grid") -> tuple[ModelGrid, np.ndarray, np.ndarray]:
+    """The model grid of an LMDZ-family start file and physics start file, and its layers' hybrid coefficients.
 
     Returns ``(grid, ap_mid_pa, bp_mid)``: ``grid`` canonical (see :class:`ModelGrid`; ``sigma`` is
     ``presnivs / preff``, so its ``presnivs_pa`` labels levels as LMDZ's histories do), and the layer
     mid-points' pressure ``ap_mid_pa + bp_mid * ps`` (the mean of the two interfaces), surface first.
+    The orography is the first of :data:`OROGRAPHY_NAMES` the start file has (LMDZ6's or LMDZE's).
     Raises :class:`InputError` naming the file and variable when one is missing or is not the
-    ``iim x jjm`` grid of ``lmdz.grid`` (the grid the nudging files are written on).
+    ``iim x jjm`` grid of ``grid_key`` (the grid the nudging files are written on); ``model`` and
+    ``origin`` (where the files come from) word the messages.
     """
     start, startphy = Path(start_nc), Path(startphy_nc)
-    with _open(start, "start file", ("rlonv", "rlatu", "phisinit", "ap", "bp", "presnivs")) as ds:
+    with _open(start, f"{model} start file", ("rlonv", "rlatu", "ap", "bp", "presnivs"), origin) as ds:
+        oro = next((n for n in OROGRAPHY_NAMES if n in ds.variables), None)
+        if oro is None:
+            raise InputError(f"{start}: {model} start file has no orography (none of {list(OROGRAPHY_NAMES)}; has {sorted(ds.variables)})")
         rlonv, rlatu = _degrees(ds["rlonv"].values), _degrees(ds["rlatu"].values)
-        phis = np.asarray(ds["phisinit"].values, np.float64)
+        phis = np.asarray(ds[oro].values, np.float64)
         ap, bp = np.asarray(ds["ap"].values, np.float64), np.asarray(ds["bp"].values, np.float64)
         presnivs = np.asarray(ds["presnivs"].values, np.float64)
-        phis_dims = ds["phisinit"].dims
+        phis_dims = ds[oro].dims
     lon_want, lat_want = lmdz_points(iim, jjm, "scalar")
     for name, got, want in (("rlonv", rlonv, lon_want), ("rlatu", rlatu, lat_want)):
         if got.size != want.size:
-            raise InputError(f"{start}: {name} has {got.size} points; lmdz.grid {{iim: {iim}, jjm: {jjm}}} has {want.size} "
-                             "(the reference files are for another grid)")
+            raise InputError(f"{start}: {name} has {got.size} points; {grid_key} {{iim: {iim}, jjm: {jjm}}} has {want.size} "
+                             "(the start files are for another grid)")
         if not np.allclose(got, want, atol=1e-3):
             raise InputError(f"{start}: {name} is not the regular {iim}x{jjm} grid the nudging files are written on "
                              f"(first points {got[:3].round(4).tolist()}, expected {want[:3].round(4).tolist()}; a zoomed grid is not supported)")
     if phis.shape != (jjm + 1, iim + 1):
-        raise InputError(f"{start}: phisinit is {dict(zip(phis_dims, phis.shape))}, expected (rlatu: {jjm + 1}, rlonv: {iim + 1})")
+        raise InputError(f"{start}: {oro} is {dict(zip(phis_dims, phis.shape))}, expected (rlatu: {jjm + 1}, rlonv: {iim + 1})")
     nlev = presnivs.size
     if ap.size != nlev + 1 or bp.size != nlev + 1:
         raise InputError(f"{start}: ap/bp have {ap.size}/{bp.size} interfaces, presnivs {nlev} layers (need presnivs + 1)")
     if not np.all(np.diff(presnivs) < 0):
         raise InputError(f"{start}: presnivs is not decreasing upward (surface first): {presnivs[:3].tolist()}...")
-    with _open(startphy, "physics start file", ("masque",)) as ds:
+    with _open(startphy, f"{model} physics start file", ("masque",), origin) as ds:
         masque = np.asarray(ds["masque"].values, np.float64).reshape(-1)
         lat_phy = np.asarray(ds["latitude"].values, np.float64).reshape(-1) if "latitude" in ds.variables else None
     if masque.size != klon(iim, jjm):
@@ -154,12 +172,14 @@ def read_lmdz_grid(start_nc: str | os.PathLike[str], startphy_nc: str | os.PathL
     return grid, 0.5 * (ap[:-1] + ap[1:]), 0.5 * (bp[:-1] + bp[1:])
 
 
-def lmdz_grid_dataset(grid: ModelGrid, ap_mid_pa: np.ndarray, bp_mid: np.ndarray, *, iim: int, jjm: int, sources: str) -> xr.Dataset:
+def lmdz_grid_dataset(grid: ModelGrid, ap_mid_pa: np.ndarray, bp_mid: np.ndarray, *, iim: int, jjm: int, sources: str,
+                      backend: str = "lmdz") -> xr.Dataset:
     ds = grid_dataset(grid)
     ds["ap_mid_pa"] = (("lev",), ap_mid_pa, {"units": "Pa", "long_name": "hybrid coefficient A at layer mid-points: p = ap_mid_pa + bp_mid * ps"})
     ds["bp_mid"] = (("lev",), bp_mid, {"units": "1", "long_name": "hybrid coefficient B at layer mid-points"})
     ds["sigma"].attrs["long_name"] = "presnivs / preff (nominal; the levels are hybrid: ap_mid_pa, bp_mid)"
-    ds.attrs.update({"title": "nudgeml model grid: LMDZ physics grid", "backend": "lmdz", "iim": iim, "jjm": jjm, "source": sources})
+    model = {"lmdz": "LMDZ", "lmdze": "LMDZE"}.get(backend, backend)
+    ds.attrs.update({"title": f"nudgeml model grid: {model} physics grid", "backend": backend, "iim": iim, "jjm": jjm, "source": sources})
     return ds
 
 
@@ -169,9 +189,43 @@ def lmdz_model_grid(cfg: Mapping[str, Any], inputs: Mapping[str, Any], nc_out: s
     iim, jjm = int(cfg["lmdz"]["grid"]["iim"]), int(cfg["lmdz"]["grid"]["jjm"])
     grid, ap_mid, bp_mid = read_lmdz_grid(inputs["start"], inputs["startphy"], iim, jjm)
     ds = lmdz_grid_dataset(grid, ap_mid, bp_mid, iim=iim, jjm=jjm, sources=f"{inputs['start']}, {inputs['startphy']}")
+    _write_grid(ds, grid, nc_out, cdo_out)
+
+
+def _write_grid(ds: xr.Dataset, grid: ModelGrid, nc_out: str | os.PathLike[str], cdo_out: str | os.PathLike[str]) -> None:
     with atomic_path(nc_out) as tmp:
         ds.to_netcdf(tmp)
     write_text_atomic(cdo_out, cdo_grid_description(grid))
+
+
+def lmdze_model_grid(cfg: Mapping[str, Any], inputs: Mapping[str, Any], nc_out: str | os.PathLike[str], cdo_out: str | os.PathLike[str]) -> None:
+    """The ``lmdze`` backend's grid maker (:mod:`nudgeml.gcm.registry`): LMDZE's start files made from the
+    truth at ``period.start`` exactly as the guided run makes them (:func:`nudgeml.lmdze_run.run_ce0l`,
+    same ``lmdze`` block, in ``cfg["run_dir"]``), read as LMDZ's (:func:`read_lmdz_grid`).
+
+    ``inputs``: ``pressure_levels``, ``single_levels`` (the monthly ERA5 files, the start's month
+    first), ``invariant``; ``cfg``: ``{"period": {"start"}, "lmdze": {...} (optional), "run_dir"}``.
+    The grid is that of LMDZE's ``histhf.nc`` (:func:`nudgeml.lmdze_history.histhf_grid`): the scalar
+    points, poles included, canonical order; its levels are the layers' ``presnivs`` (Pa).
+    """
+    from nudgeml.gcm.runners import lmdze_executable
+    from nudgeml.lmdze_run import LmdzeSettings, run_ce0l
+
+    ce0l = lmdze_executable("ce0l")
+    if not ce0l.is_file():
+        raise RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {ce0l} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
+    # days does not enter ce0l's namelists: the start files depend on the start, the grid and the steps only
+    settings = LmdzeSettings(start=str(np.datetime64(cfg["period"]["start"], "s")), days=1, **dict(cfg.get("lmdze") or {}))
+    run, ce0l_s = run_ce0l(cfg["run_dir"], settings, ce0l=ce0l, pressure_levels=list(inputs["pressure_levels"]),
+                           single_levels=list(inputs["single_levels"]), invariant=inputs["invariant"])
+    log.info("LMDZE %dx%dx%d start files at %s: ce0l %.1f s in %s", settings.iim, settings.jjm, settings.llm, settings.start, ce0l_s, run)
+    start, startphy = run / "restart.nc", run / "restartphy.nc"
+    grid, ap_mid, bp_mid = read_lmdz_grid(start, startphy, settings.iim, settings.jjm, model="LMDZE", origin=f"written by ce0l in {run}",
+                                          grid_key="lmdze")
+    if grid.sigma.size != settings.llm:
+        raise InputError(f"{start}: presnivs has {grid.sigma.size} levels, the lmdze block's llm is {settings.llm}")
+    ds = lmdz_grid_dataset(grid, ap_mid, bp_mid, iim=settings.iim, jjm=settings.jjm, sources=f"{start}, {startphy}", backend="lmdze")
+    _write_grid(ds, grid, nc_out, cdo_out)
 
 
 def mean_on_physics_grid(mean: xr.Dataset, iim: int, jjm: int) -> xr.Dataset:

@@ -54,6 +54,15 @@ def lmdze_axes(iim: int, jjm: int) -> dict[str, np.ndarray]:
     return {"lonv": lonv, "lonu": lonu, "latu": latu, "latv": latv}
 
 
+def histhf_grid(iim: int, jjm: int, presnivs_pa: np.ndarray) -> LmdzGrid:
+    """The points of ``histhf.nc``: LMDZE's scalar points without the periodic longitude, poles included,
+    in canonical order (latitudes ascending, longitudes ascending in [0, 360)); the ``lmdze`` model grid
+    (:func:`nudgeml.lmdz_grid.lmdze_model_grid`) is on the same points."""
+    ax = lmdze_axes(iim, jjm)
+    return LmdzGrid(lat_deg=ax["latu"][::-1].copy(), lon_deg=np.sort(np.mod(ax["lonv"][:-1], 360.0)),
+                    presnivs_pa=np.asarray(presnivs_pa, np.float64))
+
+
 def metric(iim: int, jjm: int) -> tuple[np.ndarray, np.ndarray]:
     """LMDZE's ``cu`` ``(jjm + 1, iim + 1)`` and ``cv`` ``(jjm, iim + 1)`` on its regular grid (m)."""
     ax = lmdze_axes(iim, jjm)
@@ -175,9 +184,8 @@ def write_history(run_dir: str | os.PathLike[str], settings: LmdzeSettings, *, e
     times = np.arange(n) * WINDOW_S
 
     # scalar points, canonical order in (lat ascending, lon in [0, 360))
-    lon_s = np.mod(ax["lonv"][:-1], 360.0)
-    order = np.argsort(lon_s)
-    grid = LmdzGrid(lat_deg=ax["latu"][::-1].copy(), lon_deg=lon_s[order], presnivs_pa=presnivs)
+    order = np.argsort(np.mod(ax["lonv"][:-1], 360.0))
+    grid = histhf_grid(s.iim, s.jjm, presnivs)
 
     def canon(a: np.ndarray) -> np.ndarray:  # (..., latu N->S, lon iim + 1) -> (..., lat S->N, lon ascending)
         return np.asarray(a)[..., ::-1, :-1][..., order]

@@ -7,7 +7,8 @@ the program). :func:`render_namelists` writes them from a :class:`LmdzeSettings`
 carry the values of LMDZE's own control case (``Tests_input/Namelists/gcm_nml_control.txt``), the
 rest are LMDZE's defaults unless set here. :func:`run_guided` builds the inputs
 (:mod:`nudgeml.lmdze_inputs`, :func:`nudgeml.lmdz_forcing.write_lmdze_guide`), runs both programs
-in ``run_dir`` and keeps their logs there.
+in ``run_dir`` and keeps their logs there; :func:`run_ce0l`, its first half, makes only the start
+files (the ``lmdze`` model grid's job).
 """
 
 from __future__ import annotations
@@ -184,13 +185,27 @@ class GuidedRun:
     gcm_s: float
 
 
-def _start_from_truth(run: Path, settings: LmdzeSettings, ce0l: str | os.PathLike[str], ce0l_stdin: str,
-                      pls: Sequence[Path], sls: Sequence[Path], invariant: str | os.PathLike[str], timeout_s: float,
-                      input_options: Mapping[str, object]) -> float:
-    """``ce0l``'s inputs from the truth at ``settings.start`` (from the monthly file holding it), ``ce0l``,
-    and its ``restart.nc``/``restartphy.nc`` as the run's ``start.nc``/``startphy.nc``; returns ce0l's seconds."""
+def run_ce0l(
+    run_dir: str | os.PathLike[str],
+    settings: LmdzeSettings,
+    *,
+    ce0l: str | os.PathLike[str],
+    pressure_levels: Sequence[str | os.PathLike[str]],
+    single_levels: Sequence[str | os.PathLike[str]],
+    invariant: str | os.PathLike[str],
+    timeout_s: float = 3600.0,
+    **input_options: object,
+) -> tuple[Path, float]:
+    """Build ``ce0l``'s inputs in ``run_dir`` (emptied first, :func:`fresh_run_dir`) from the ERA5
+    files at ``settings.start`` (the monthly files covering the run, in time order: the first that
+    holds the start is read), then run ``ce0l`` there; returns ``(run_dir, seconds of ce0l)``. Its
+    ``restart.nc``, ``restartphy.nc`` and ``limit.nc`` are LMDZE's start and boundary files: the guided
+    run starts from them, the ``lmdze`` model grid is read from them (:mod:`nudgeml.lmdz_grid`)."""
     from nudgeml.lmdze_inputs import write_ce0l_inputs_from_truth
 
+    namelists = render_namelists(settings)  # a bad setting stops before run_dir is emptied
+    run = fresh_run_dir(run_dir)
+    pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
     start = np.datetime64(settings.start, "s")
     errors = []
     for pl, sl in zip(pls, sls):  # the month holding the start
@@ -202,10 +217,7 @@ def _start_from_truth(run: Path, settings: LmdzeSettings, ce0l: str | os.PathLik
             errors.append(str(exc))
     else:
         raise InputError(f"no ERA5 file holds the LMDZE start {start}: " + "; ".join(errors))
-    seconds = _run(Path(ce0l).resolve(), run, ce0l_stdin, "ce0l", "ce0l: done", timeout_s)
-    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
-        shutil.copyfile(run / src, run / dest)
-    return seconds
+    return run, _run(Path(ce0l).resolve(), run, namelists["ce0l"], "ce0l", "ce0l: done", timeout_s)
 
 
 def run_guided(
@@ -221,17 +233,19 @@ def run_guided(
     **input_options: object,
 ) -> GuidedRun:
     """Build the inputs in ``run_dir`` from the ERA5 files (the monthly files covering the run, in time
-    order), run ``ce0l`` then ``gcm`` there (its ``restart.nc`` … and LMDZE's 6-hourly ``ucov.nc``/
-    ``ucovrea2.nc`` … of the guided state and analysis stay in ``run_dir``)."""
+    order), run ``ce0l`` (:func:`run_ce0l`) then ``gcm`` there (its ``restart.nc`` … and LMDZE's 6-hourly
+    ``ucov.nc``/``ucovrea2.nc`` … of the guided state and analysis stay in ``run_dir``)."""
     from nudgeml.lmdz_forcing import write_lmdze_guide
 
     namelists = render_namelists(settings)
-    run = fresh_run_dir(run_dir)
-    pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
-    ce0l_s = _start_from_truth(run, settings, ce0l, namelists["ce0l"], pls, sls, invariant, timeout_s, input_options)
+    run, ce0l_s = run_ce0l(run_dir, settings, ce0l=ce0l, pressure_levels=pressure_levels, single_levels=single_levels,
+                           invariant=invariant, timeout_s=timeout_s, **input_options)
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
+        shutil.copyfile(run / src, run / dest)
     if settings.guide:
         names = {"u": "u", "v": "v", "t": "T", "q": "hur"}  # q: relative humidity, LMDZE's guide reads RH
-        write_lmdze_guide(era5_files={"pressure_levels": pls}, start=np.datetime64(settings.start, "s"), days=settings.days,
+        write_lmdze_guide(era5_files={"pressure_levels": _era5_paths(pressure_levels, "pressure_levels")},
+                          start=np.datetime64(settings.start, "s"), days=settings.days,
                           out_paths={names[v]: run / f"{names[v]}.nc" for v in settings.guide},
                           iim=settings.iim, jjm=settings.jjm)
     gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
@@ -309,10 +323,11 @@ def run_free(
     if settings.guide:
         raise ConfigError(f"a free LMDZE run nudges nothing (guide: {list(settings.guide)})")
     namelists = render_namelists(settings)
-    hook = correction.namelist()
-    run = fresh_run_dir(run_dir)
-    pls, sls = _era5_paths(pressure_levels, "pressure_levels"), _era5_paths(single_levels, "single_levels")
-    ce0l_s = _start_from_truth(run, settings, ce0l, namelists["ce0l"], pls, sls, invariant, timeout_s, input_options)
+    hook = correction.namelist()  # a bad setting stops before run_dir is emptied
+    run, ce0l_s = run_ce0l(run_dir, settings, ce0l=ce0l, pressure_levels=pressure_levels, single_levels=single_levels,
+                           invariant=invariant, timeout_s=timeout_s, **input_options)
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
+        shutil.copyfile(run / src, run / dest)
     (run / HOOK_FILE).write_text(hook)
     gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
     counts = hook_counts((run / "gcm.log").read_text(errors="replace"))

@@ -102,18 +102,32 @@ def era5_standin_params():
 
 def model_grid_params():
     """The grid is the backend's: the stand-in's from its model (truncation, layers, physics; the GCM
-    is built at period.start), LMDZ's from its reference files on the lmdz block's iim x jjm."""
+    is built at period.start), LMDZ's from its reference files on the lmdz block's iim x jjm, LMDZE's
+    from the start files its ce0l makes at period.start with the lmdze block (in its own folder)."""
     if BACKEND.grid_from == "lmdz_reference":
         return {"lmdz": {"grid": lmdz_grid_size(config["lmdz"])}}
+    if BACKEND.grid_from == "lmdze_start":
+        return {
+            "period": {"start": config["period"]["start"]},
+            **sections("lmdze"),
+            "run_dir": f"{OUT}/lmdze/grid",
+        }
     return {"period": {"start": config["period"]["start"]}, "model": config["model"]}
 
 
 def model_grid_inputs(wildcards):
     """LMDZ's grid is read from the reference start.nc (coordinates, orography, levels) and
-    startphy.nc (land fraction) its runs start from; the stand-in's grid reads no file."""
+    startphy.nc (land fraction) its runs start from; LMDZE's from the start files ce0l makes from the
+    ERA5 month holding period.start; the stand-in's grid reads no file."""
     if BACKEND.grid_from == "lmdz_reference":
         ref = expand_path(config["lmdz"]["reference_dir"], "lmdz.reference_dir")
         return {"start": f"{ref}/start.nc", "startphy": f"{ref}/startphy.nc"}
+    if BACKEND.grid_from == "lmdze_start":  # the truth at period.start, which the guided run starts from too
+        return {
+            "pressure_levels": era5_files("pressure_levels", MONTHS[:1]),
+            "single_levels": era5_files("single_levels", MONTHS[:1]),
+            "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
+        }
     return {}
 
 

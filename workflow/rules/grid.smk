@@ -1,5 +1,6 @@
 # The model grid as files: NetCDF description (levels, orography, land fraction) + CDO grid text.
-# The backend's grid (nudgeml.gcm.registry): the stand-in's, or LMDZ's physics grid from its reference files.
+# The backend's grid (nudgeml.gcm.registry): the stand-in's, LMDZ's physics grid from its reference files, or
+# LMDZE's from the start files its ce0l makes from the truth at period.start.
 
 
 rule model_grid:

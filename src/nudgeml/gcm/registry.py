@@ -19,7 +19,8 @@ report stages read any backend's runs.
   them (:mod:`nudgeml.lmdze_inputs`, :mod:`nudgeml.lmdze_run`) and writes its history and recorded
   increments in LMDZ's conventions (:mod:`nudgeml.lmdze_history`). Its free runs stop with one line
   (not written yet, issue 15 item 2); both stop with one line when the build is missing. Its model
-  grid is still the stand-in's (the default ``grid``), not yet LMDZE's.
+  grid is LMDZE's, that of its ``histhf.nc``: the grid job runs ``ce0l`` on the truth at
+  ``period.start`` as the guided run does and reads its start files (:func:`nudgeml.lmdz_grid.lmdze_model_grid`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class GcmBackend:
     # "module:function" writing grid/model_grid.nc and its CDO description from (cfg, inputs, nc, cdo):
     # the grid the backend's histories are on, which the truth's regrid, extract, bias_check and the report use
     grid: str = "nudgeml.grid:standin_model_grid"
-    grid_from: str = "model"  # what the grid job reads: "model" (config `model`) or "lmdz_reference" (start.nc, startphy.nc)
+    # what the grid job reads: "model" (config `model`), "lmdz_reference" (start.nc, startphy.nc) or "lmdze_start"
+    # (the ERA5 files at period.start, from which it makes LMDZE's start files)
+    grid_from: str = "model"
 
     def runner(self, which: str) -> Callable[..., Any]:
         """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
@@ -66,7 +69,8 @@ BACKENDS: dict[str, GcmBackend] = {
                    grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference"),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
-                   needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=False, iterations=False),
+                   needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=False, iterations=False,
+                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start"),
     )
 }
 
