@@ -2,7 +2,7 @@
 SNAKEMAKE := .venv/bin/snakemake
 PYTEST := .venv/bin/python -m pytest
 
-.PHONY: setup run lint test bench clean
+.PHONY: setup run lint test bench lmdze clean
 
 setup:
 	./scripts/setup.sh
@@ -23,6 +23,13 @@ lint: setup
 test: lint
 	./scripts/setup.sh --test
 	$(PYTEST) -q
+
+## lmdze: set up with LMDZE's system packages, build LMDZE (LMDZE_SOURCES=/path/to/checkouts, or
+## LMDZE_BUILD=--clone where a network allows), run the workflow with backend lmdze (docs/lmdze.md)
+lmdze:
+	./scripts/setup.sh --lmdze
+	./scripts/build_lmdze.sh $(LMDZE_BUILD)
+	$(SNAKEMAKE) --cores all --configfile config/lmdze.yaml
 
 ## bench: wall time of the embedded default on this machine (see benchmarks/)
 bench: setup

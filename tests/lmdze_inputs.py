@@ -118,3 +118,41 @@ def write_truth_era5(root: Path, start: np.datetime64, records: int = 5) -> dict
     w.append(0, **era5_record({"z": GRAVITY_M_S2 * height, "lsm": lsm}, with_expver=False))
     w.close()
     return paths
+
+
+def export_untrained_mlp(cols, out_dir: Path, hidden=(16,), seed: int = 7) -> Path:
+    """An untrained MLP on an LMDZE run's training columns (``nudgeml.extract.column_dataset``: u v t q
+    on every level, ps, sin_lat, cos_lat -> du dv), normalised by them, its guard their range, exported
+    as the training stage exports: what LMDZE's physics hook loads in an ML free run (its weights do
+    not matter to the tests and the benchmark, its inputs, outputs and size do)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import torch
+
+    from nudgeml import export as ex
+    from nudgeml import manifest as mf
+    from nudgeml.models import normalized as nn_models
+
+    x = cols["inputs"].values.reshape(-1, cols.sizes["feature"]).astype(np.float32)
+    y = cols["targets"].values.reshape(-1, cols.sizes["target"]).astype(np.float32)
+    torch.manual_seed(seed)
+    net = nn_models.mlp(x.shape[1], list(hidden), y.shape[1])
+    model = nn_models.NormalizedModel(net, torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0) + 1e-6),
+                                      y_mean=torch.from_numpy(y.mean(0)), y_std=torch.from_numpy(y.std(0) + 1e-9)).eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x)).numpy().astype(np.float64)
+    klev = len(cols["lev"])
+    feats = (*(mf.Block(v, u, klev) for v, u in (("u", "m s-1"), ("v", "m s-1"), ("t", "K"), ("q", "kg kg-1"))),
+             mf.Block("ps", "Pa", 1), mf.Block("sin_lat", "1", 1), mf.Block("cos_lat", "1", 1))
+    targs = (mf.Block("du", "m s-2", klev), mf.Block("dv", "m s-2", klev))
+    manifest = mf.Manifest(
+        name="lmdze-test", kind="mlp", features=feats, targets=targs,
+        levels=mf.Levels(tuple(float(p) for p in cols["lev"].values)),
+        guard=mf.Guard(margin=0.05, feature_min=tuple(map(float, x.min(0))), feature_max=tuple(map(float, x.max(0))),
+                       target_min=tuple(map(float, np.percentile(out, 10, axis=0))),
+                       target_max=tuple(map(float, np.percentile(out, 90, axis=0)))),
+        grid=mf.Grid("lmdze", *json.loads(str(cols.attrs["grid_shape"]))), dataset_sha256=hashlib.sha256(x.tobytes()).hexdigest())
+    ex.export_model(model, manifest, out_dir, aoti=False)
+    return out_dir

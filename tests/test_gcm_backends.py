@@ -104,6 +104,39 @@ def test_lmdz_account_takes_the_profile_project(jz_env, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 
+def lmdze_config() -> dict:
+    return read_config(REPO / "config" / "config.yaml", yaml.safe_load((REPO / "config" / "lmdze.yaml").read_text()))
+
+
+def test_lmdze_config_is_valid():
+    config = lmdze_config()
+    validate(config)
+    assert config["backend"] == "lmdze" and backend_of(config).lmdz_routine
+    assert {n for n, s in config["free_runs"]["runs"].items() if s} == {"control", "mean", "ml-mlp"}
+    # initial-condition ensembles (LMDZE's start perturbed), T nudged, the winds-only mean of LMDZ's routine
+    assert config["free_runs"]["runs"]["control"]["members"] >= 5 and config["free_runs"]["runs"]["mean"]["members"] >= 3
+    assert config["nudging"]["t"] and config["free_runs"]["runs"]["mean"]["variables"] == ["du", "dv"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # LMDZ's physics routine (inside LMDZE): one annual mean, du/dv, the TorchScript model
+        (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(backend="aoti"), "'free_runs.runs.ml-mlp.backend' is 'aoti'.* use torchscript"),
+        # T is nudged: the mean file holds dt, which LMDZ's routine would silently leave out
+        (lambda c: c["free_runs"]["runs"]["mean"].pop("variables"), r"'free_runs.runs.mean.variables' is \['du', 'dv', 'dt'\].* set variables: \[du, dv\]"),
+        (lambda c: c["columns"].update(targets=["du", "dv", "dt"]), r"'columns.targets' is \['du', 'dv', 'dt'\].* du, dv only"),
+        (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
+    ],
+)
+def test_lmdze_configuration_errors_name_the_key(edit, message):
+    config = copy.deepcopy(lmdze_config())
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
 def test_lmdze_without_its_build_fails_in_one_line_naming_where_the_build_goes(tmp_path, monkeypatch):
     monkeypatch.setattr(lmdze_build, "DEFAULT_BUILD_DIR", tmp_path / "build" / "lmdze")
     for which, args in (("guided", ({}, {}, {})), ("free", ({}, "control", {}, {}))):
@@ -402,7 +435,9 @@ def test_lmdze_dry_run_makes_the_model_grid_from_the_start_month_of_the_truth(tm
     its ce0l makes are the guided run's), and everything that reads the model grid waits for it."""
     out = tmp_path / "out"
     overlay = {"outdir": str(out), "backend": "lmdze", "lmdze": {"iim": 16, "jjm": 12, "llm": 11},
-               "free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00", "runs": {"control": {"correction": "none", "members": 1}}}}
+               # LMDZ's physics routine applies one annual mean: config.yaml's monthly-mean run is switched off
+               "free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00",
+                             "runs": {"control": {"correction": "none", "members": 1}, "mean-monthly": None}}}
     (tmp_path / "lmdze.yaml").write_text(yaml.safe_dump(overlay))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/tiny.yaml", str(tmp_path / "lmdze.yaml")],

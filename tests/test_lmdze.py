@@ -376,41 +376,6 @@ def test_guided_humidity_through_relative_humidity(built, truth_era5, tmp_path, 
     assert abs(float(np.median(ratio)) - 0.6) < 0.01, float(np.median(ratio))
 
 
-def _small_model(cols, out_dir):
-    """An untrained MLP on the guided run's columns (normalised by them, guard from their range),
-    exported as the training stage exports: what the physics hook loads in an ML free run."""
-    import hashlib
-
-    import numpy as np
-    import torch
-
-    from nudgeml import export as ex
-    from nudgeml import manifest as mf
-    from nudgeml.models import normalized as nn_models
-
-    x = cols["inputs"].values.reshape(-1, cols.sizes["feature"]).astype(np.float32)
-    y = cols["targets"].values.reshape(-1, cols.sizes["target"]).astype(np.float32)
-    torch.manual_seed(7)
-    net = nn_models.mlp(x.shape[1], [16], y.shape[1])
-    model = nn_models.NormalizedModel(net, torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0) + 1e-6),
-                                      y_mean=torch.from_numpy(y.mean(0)), y_std=torch.from_numpy(y.std(0) + 1e-9)).eval()
-    with torch.no_grad():
-        out = model(torch.from_numpy(x)).numpy().astype(np.float64)
-    klev = 11
-    feats = (*(mf.Block(v, u, klev) for v, u in (("u", "m s-1"), ("v", "m s-1"), ("t", "K"), ("q", "kg kg-1"))),
-             mf.Block("ps", "Pa", 1), mf.Block("sin_lat", "1", 1), mf.Block("cos_lat", "1", 1))
-    targs = (mf.Block("du", "m s-2", klev), mf.Block("dv", "m s-2", klev))
-    manifest = mf.Manifest(
-        name="lmdze-test", kind="mlp", features=feats, targets=targs,
-        levels=mf.Levels(tuple(float(p) for p in cols["lev"].values)),
-        guard=mf.Guard(margin=0.05, feature_min=tuple(map(float, x.min(0))), feature_max=tuple(map(float, x.max(0))),
-                       target_min=tuple(map(float, np.percentile(out, 10, axis=0))),
-                       target_max=tuple(map(float, np.percentile(out, 90, axis=0)))),
-        grid=mf.Grid("lmdze", 13, 16), dataset_sha256=hashlib.sha256(x.tobytes()).hexdigest())
-    ex.export_model(model, manifest, out_dir, aoti=False)
-    return out_dir
-
-
 def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp_path, monkeypatch):
     """The lmdze backend's free runs (registry runner, as workflow/scripts/coupled.py calls it): the
     control adds nothing, the mean run adds the guided run's mean tendency every step, the ML run the
@@ -425,6 +390,8 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     from nudgeml.conventions import read_histhf
     from nudgeml.extract import ColumnSpec, column_dataset
     from nudgeml.gcm.registry import BACKENDS
+    from lmdze_inputs import export_untrained_mlp
+
     from nudgeml.lmdze_run import check_refresh
     from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
 
@@ -438,7 +405,7 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     write_mean_tendency(mean_tendency(guided["guide"], [(np.datetime64("2000-01-01"), np.datetime64("2000-03-01"))]), mean)
     spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
                                    "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
-    model_dir = _small_model(column_dataset(guided["histhf"], guided["guide"], None, spec), tmp_path / "model")
+    model_dir = export_untrained_mlp(column_dataset(guided["histhf"], guided["guide"], None, spec), tmp_path / "model")
 
     runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"}}
     hist, status = {}, {}

@@ -287,6 +287,21 @@ class Correction:
         return _groups(("nudgeml_nml",), {"nudgeml_nml": values})
 
 
+def perturb_start(start_nc: Path, member: int, k: float) -> None:
+    """Member ``member``'s initial state: LMDZE's start potential temperature ``teta`` plus independent
+    normal noise of standard deviation ``k`` (K) at every point, drawn from a generator seeded by the
+    member (as the stand-in's members perturb their temperature: the same members every rerun)."""
+    import netCDF4
+
+    if not k > 0:
+        raise ConfigError(f"free_runs.perturbation_k is {k}: member {member} of an ensemble needs a perturbation > 0")
+    with netCDF4.Dataset(start_nc, "r+") as ds:
+        teta = ds.variables["teta"]
+        values = np.asarray(teta[:], dtype=np.float64)
+        rng = np.random.default_rng(member)
+        teta[:] = (values + rng.normal(scale=k, size=values.shape)).astype(teta.dtype)
+
+
 @dataclass
 class FreeRun:
     run_dir: Path
@@ -315,11 +330,15 @@ def run_free(
     pressure_levels: Sequence[str | os.PathLike[str]],
     single_levels: Sequence[str | os.PathLike[str]],
     invariant: str | os.PathLike[str],
+    member: int = 0,
+    perturbation_k: float = 0.0,
     timeout_s: float = 3600.0,
     **input_options: object,
 ) -> FreeRun:
     """A free LMDZE run from the truth at ``settings.start`` (no nudging): ``ce0l`` as for the guided run,
-    then ``gcm`` with the physics hook's ``nudgeml.nml`` for ``correction``."""
+    then ``gcm`` with the physics hook's ``nudgeml.nml`` for ``correction``. A ``member`` > 0 of an
+    initial-condition ensemble starts from the same state with its potential temperature perturbed
+    (:func:`perturb_start`)."""
     if settings.guide:
         raise ConfigError(f"a free LMDZE run nudges nothing (guide: {list(settings.guide)})")
     namelists = render_namelists(settings)
@@ -328,6 +347,8 @@ def run_free(
                            invariant=invariant, timeout_s=timeout_s, **input_options)
     for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
         shutil.copyfile(run / src, run / dest)
+    if member > 0:
+        perturb_start(run / "start.nc", member, perturbation_k)
     (run / HOOK_FILE).write_text(hook)
     gcm_s = _run(Path(gcm).resolve(), run, namelists["gcm"], "gcm", "Everything is cool", timeout_s)
     counts = hook_counts((run / "gcm.log").read_text(errors="replace"))

@@ -50,6 +50,9 @@ class GcmBackend:
     # what the grid job reads: "model" (config `model`), "lmdz_reference" (start.nc, startphy.nc) or "lmdze_start"
     # (the ERA5 files at period.start, from which it makes LMDZE's start files)
     grid_from: str = "model"
+    # free runs corrected by LMDZ's physics routine (fortran/lmdz/nudgeml_lmdz.F90): one annual mean tendency,
+    # du/dv only, the TorchScript model; the stand-in's corrector does more (monthly means, T/q, AOTInductor)
+    lmdz_routine: bool = False
 
     def runner(self, which: str) -> Callable[..., Any]:
         """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
@@ -66,11 +69,11 @@ BACKENDS: dict[str, GcmBackend] = {
         GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
                    guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
                    needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference"),
+                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference", lmdz_routine=True),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
-                   needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=False, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start"),
+                   needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=True, iterations=False,
+                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start", lmdz_routine=True),
     )
 }
 
@@ -111,12 +114,26 @@ def check_backend(config: Mapping[str, Any]) -> None:
         if config["lmdz"].get("calendar", "gregorian") != "gregorian":
             raise ConfigError(f"config key 'lmdz.calendar' is {config['lmdz']['calendar']!r}: backend {backend.name!r} is compared with "
                               "ERA5 date by date; use gregorian")
+    if backend.lmdz_routine:
         for name, spec in config["free_runs"]["runs"].items():
-            # LMDZ's nudgeml_physiq_init reads one constant du_mean/dv_mean (lmdz/INTEGRATION.md): a monthly
+            # LMDZ's physics routine reads one constant du_mean/dv_mean (lmdz/INTEGRATION.md): a monthly
             # climatology would silently run as the annual mean
             if spec.get("climatology", "annual") != "annual":
                 raise ConfigError(f"config key 'free_runs.runs.{name}.climatology' is {spec['climatology']!r}: backend {backend.name!r} "
                                   "applies one annual mean tendency; use annual, or switch the run off with 'name: null'")
+            if spec.get("correction") == "ml" and spec.get("backend", "torchscript") != "torchscript":
+                raise ConfigError(f"config key 'free_runs.runs.{name}.backend' is {spec['backend']!r}: backend {backend.name!r} "
+                                  "runs the model through the bridge's TorchScript path; use torchscript")
+            # the routine applies du, dv: a mean of a T/q-nudged run would silently lose its dt/dq
+            nudging = config.get("nudging", {})
+            held = ["du", "dv"] + [f"d{v}" for v in ("t", "q") if nudging.get(v)]
+            if spec.get("correction") == "mean" and set(spec.get("variables") or held) - {"du", "dv"}:
+                raise ConfigError(f"config key 'free_runs.runs.{name}.variables' is {spec.get('variables') or held}: backend {backend.name!r} "
+                                  "applies du, dv only (LMDZ's physics routine); set variables: [du, dv]")
+            targets = config.get("columns", {}).get("targets", ["du", "dv"])
+            if spec.get("correction") == "ml" and list(targets) != ["du", "dv"]:
+                raise ConfigError(f"config key 'columns.targets' is {targets}: backend {backend.name!r} applies a model of du, dv only "
+                                  f"(LMDZ's physics routine; run {name!r})")
     if not backend.ensembles:
         for name, spec in config["free_runs"]["runs"].items():
             if spec.get("members", 1) > 1:

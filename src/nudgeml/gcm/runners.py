@@ -338,13 +338,16 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     from nudgeml.lmdze_run import Correction, check_refresh, run_free
     from nudgeml.mean_tendency import read_mean_tendency
 
+    from nudgeml.naming import split_member
+
     _lmdze_built()
     settings = lmdze_free_settings(cfg)
-    spec = cfg["free_runs"]["runs"][run]
+    name, member = split_member(run)
+    spec = cfg["free_runs"]["runs"][name]
     run_dir = Path(cfg["run_dir"])
     mean_file = None
     if inputs.get("mean"):
-        mean_file = run_dir.parent / f"{run}.mean_physics.nc"
+        mean_file = run_dir.parent / f"{run}.mean_physics.nc"  # beside the run folder, which the run empties
         try:
             ds = mean_on_physics_grid(read_mean_tendency(inputs["mean"]), settings.iim, settings.jjm)
         except InputError as exc:
@@ -359,7 +362,8 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     t0 = time.monotonic()
     res = run_free(run_dir, settings, correction, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
                    pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
-                   invariant=inputs["invariant"])
+                   invariant=inputs["invariant"], member=member,
+                   perturbation_k=float(cfg["free_runs"].get("perturbation_k", 0.0)))
     log.info("LMDZE %dx%dx%d, %d days free (%s): ce0l %.1f s, gcm %.1f s; hook %s", settings.iim, settings.jjm, settings.llm,
              settings.days, spec["correction"], res.ce0l_s, res.gcm_s, res.counts or "off")
     n = write_history(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"])
@@ -367,7 +371,7 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
 
     with read_histhf(outputs["histhf"], {"u": "vitu"}) as h:
         max_abs_u = float(abs(h["u"]).max())
-    status = {"run": run, "name": run, "member": 0, "correction": spec["correction"], "status": "ok", "backend": "lmdze",
+    status = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok", "backend": "lmdze",
               "n_windows": n, "windows_done": n, "max_abs_u": max_abs_u, "gcm_s": res.gcm_s, "wall_s": time.monotonic() - t0}
     if spec["correction"] == "ml":  # the hook's counts over the run: one column-call per column and refresh
         c = res.counts
