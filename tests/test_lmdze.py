@@ -433,6 +433,9 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     assert guard["refreshes"] == 4 and guard["columns"] == 4 * klon and 0 <= guard["fallback_columns"] < guard["columns"]
     assert status["ml"]["refresh_check"]["bitwise"] is True and status["ml"]["refresh_check"]["columns"] == klon
     assert "guard" not in status["control"] and "guard" not in status["mean"]
+    # the hook's own wall time (settings and model load, steps) comes back from gcm's log; none when off
+    assert status["ml"]["hook"]["init_s"] > 0 and status["ml"]["hook"]["steps_s"] > 0 and "hook" in status["mean"]
+    assert "hook" in status["control"]
 
     # the check can fail: the same dump against another model is not bit for bit
     dump = tmp_path / "lmdze" / "free" / "ml" / "refresh_dump.nc"

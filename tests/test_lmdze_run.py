@@ -129,6 +129,9 @@ def test_hook_counts_from_the_gcm_log():
 
     log = "x\n nudgeml: mode 2 refreshes 4 columns 712 fallbacks 244\n nudgeml: clipped 1395\nEverything is cool\n"
     assert hook_counts(log) == {"mode": 2, "refreshes": 4, "columns": 712, "fallbacks": 244, "clipped": 1395}
+    # gfortran's f0.6 writes no leading zero
+    timed = log + " nudgeml: wall seconds init .213000 steps 1.500000\n"
+    assert hook_counts(timed)["hook_init_s"] == 0.213 and hook_counts(timed)["hook_steps_s"] == 1.5
     assert hook_counts("Everything is cool\n") == {}
 
 

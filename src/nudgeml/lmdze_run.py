@@ -258,6 +258,7 @@ HOOK_MODES = {"none": "off", "mean": "mean", "ml": "ml"}
 HOOK_FILE = "nudgeml.nml"
 COUNTS_LINE = re.compile(r"nudgeml: mode (\d+) refreshes (\d+) columns (\d+) fallbacks (\d+)")
 CLIPPED_LINE = re.compile(r"nudgeml: clipped (\d+)")
+WALL_LINE = re.compile(r"nudgeml: wall seconds init ([0-9.]+) steps ([0-9.]+)")
 
 
 @dataclass(frozen=True)
@@ -310,13 +311,15 @@ class FreeRun:
     counts: dict[str, int]
 
 
-def hook_counts(log_text: str) -> dict[str, int]:
+def hook_counts(log_text: str) -> dict[str, float]:
     """The hook's last-step counts from ``gcm``'s log (empty when the correction was off)."""
     m, c = COUNTS_LINE.search(log_text), CLIPPED_LINE.search(log_text)
     if m is None:
         return {}
     out = dict(zip(("mode", "refreshes", "columns", "fallbacks"), map(int, m.groups())))
     out["clipped"] = int(c.group(1)) if c else 0
+    if w := WALL_LINE.search(log_text):  # the hook's own wall time (s): settings and model load, every step
+        out["hook_init_s"], out["hook_steps_s"] = float(w.group(1)), float(w.group(2))
     return out
 
 

@@ -17,8 +17,9 @@ report stages read any backend's runs.
 - ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Its guided run reads the
   ERA5 files themselves (``forcing="era5"``): it builds LMDZE's start, boundary and nudging files from
   them (:mod:`nudgeml.lmdze_inputs`, :mod:`nudgeml.lmdze_run`) and writes its history and recorded
-  increments in LMDZ's conventions (:mod:`nudgeml.lmdze_history`). Its free runs stop with one line
-  (not written yet, issue 15 item 2); both stop with one line when the build is missing. Its model
+  increments in LMDZ's conventions (:mod:`nudgeml.lmdze_history`). Its free runs start from the truth
+  (members: a perturbed start) and are corrected inside LMDZE's physics by LMDZ's own routine through
+  the bridge (``fortran/lmdze_physiq``); both stop with one line when the build is missing. Its model
   grid is LMDZE's, that of its ``histhf.nc``: the grid job runs ``ce0l`` on the truth at
   ``period.start`` as the guided run does and reads its start files (:func:`nudgeml.lmdz_grid.lmdze_model_grid`).
 """

@@ -373,6 +373,9 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
         max_abs_u = float(abs(h["u"]).max())
     status = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok", "backend": "lmdze",
               "n_windows": n, "windows_done": n, "max_abs_u": max_abs_u, "gcm_s": res.gcm_s, "wall_s": time.monotonic() - t0}
+    if "hook_steps_s" in res.counts:  # the physics hook's own wall time, its share of gcm's
+        status["hook"] = {"init_s": res.counts["hook_init_s"], "steps_s": res.counts["hook_steps_s"],
+                          "share": (res.counts["hook_init_s"] + res.counts["hook_steps_s"]) / res.gcm_s if res.gcm_s > 0 else None}
     if spec["correction"] == "ml":  # the hook's counts over the run: one column-call per column and refresh
         c = res.counts
         status["guard"] = {"columns": c["columns"], "fallback_columns": c["fallbacks"], "clipped_values": c["clipped"],
