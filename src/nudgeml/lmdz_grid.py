@@ -208,10 +208,10 @@ def lmdze_model_grid(cfg: Mapping[str, Any], inputs: Mapping[str, Any], nc_out: 
     The grid is that of LMDZE's ``histhf.nc`` (:func:`nudgeml.lmdze_history.histhf_grid`): the scalar
     points, poles included, canonical order; its levels are the layers' ``presnivs`` (Pa).
     """
-    from nudgeml.gcm.runners import lmdze_executable
+    from nudgeml.lmdze_build import executable
     from nudgeml.lmdze_run import LmdzeSettings, run_ce0l
 
-    ce0l = lmdze_executable("ce0l")
+    ce0l = executable("ce0l")
     if not ce0l.is_file():
         raise RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {ce0l} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
     # days does not enter ce0l's namelists: the start files depend on the start, the grid and the steps only

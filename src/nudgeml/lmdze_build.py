@@ -73,6 +73,13 @@ class BuildResult:
 
 # ----------------------------------------------------------------------------------------- sources
 
+def executable(name: str = "gcm") -> Path:
+    """LMDZE's ``gcm`` or ``ce0l`` where :func:`build` puts them in the default build folder (read at
+    the call, so a test may point :data:`DEFAULT_BUILD_DIR` elsewhere)."""
+    sub = "dyn3d" if name == "gcm" else "dynphy_lonlat"
+    return DEFAULT_BUILD_DIR / "work" / "LMDZE" / sub / name
+
+
 def find_sources(build_dir: Path = DEFAULT_BUILD_DIR, *, env: dict[str, str] | None = None) -> tuple[dict[str, Path], list[str]]:
     """The source folder of each repository found without a network, and a line for each missing one."""
     env = dict(os.environ) if env is None else env

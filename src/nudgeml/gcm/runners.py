@@ -260,11 +260,9 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
 
 
 def lmdze_executable(name: str = "gcm") -> Path:
-    """LMDZE's ``gcm`` or ``ce0l`` where ``scripts/build_lmdze.sh`` builds them."""
-    from nudgeml import lmdze_build
+    from nudgeml.lmdze_build import executable
 
-    sub = "dyn3d" if name == "gcm" else "dynphy_lonlat"
-    return lmdze_build.DEFAULT_BUILD_DIR / "work" / "LMDZE" / sub / name
+    return executable(name)
 
 
 def _lmdze_built() -> None:
