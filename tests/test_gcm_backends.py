@@ -89,6 +89,16 @@ def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
         validate(config)
 
 
+def test_lmdz_ml_run_may_use_the_aoti_artifact(jz_env):
+    """LMDZ6's kit passes nudgeml_backend=aoti to the routine; only LMDZE's hook is TorchScript-only."""
+    config = copy.deepcopy(jeanzay_config())
+    ml = [n for n, s in config["free_runs"]["runs"].items() if s and s.get("correction") == "ml"]
+    assert ml
+    for name in ml:
+        config["free_runs"]["runs"][name]["backend"] = "aoti"
+    validate(config)
+
+
 def test_lmdz_account_takes_the_profile_project(jz_env, monkeypatch):
     from nudgeml.lmdz import LmdzJobConfig
 

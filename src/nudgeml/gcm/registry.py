@@ -52,8 +52,11 @@ class GcmBackend:
     # (the ERA5 files at period.start, from which it makes LMDZE's start files)
     grid_from: str = "model"
     # free runs corrected by LMDZ's physics routine (fortran/lmdz/nudgeml_lmdz.F90): one annual mean tendency,
-    # du/dv only, the TorchScript model; the stand-in's corrector does more (monthly means, T/q, AOTInductor)
+    # du/dv only; the stand-in's corrector does more (monthly means, T/q)
     lmdz_routine: bool = False
+    # ML free runs may call the AOTInductor artifact (model.pt2; LMDZ6's kit passes nudgeml_backend=aoti); LMDZE's
+    # hook loads the TorchScript model, the one its bit-for-bit check recomputes
+    aoti: bool = True
 
     def runner(self, which: str) -> Callable[..., Any]:
         """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
@@ -74,7 +77,7 @@ BACKENDS: dict[str, GcmBackend] = {
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
                    needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=True, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start", lmdz_routine=True),
+                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start", lmdz_routine=True, aoti=False),
     )
 }
 
@@ -122,9 +125,6 @@ def check_backend(config: Mapping[str, Any]) -> None:
             if spec.get("climatology", "annual") != "annual":
                 raise ConfigError(f"config key 'free_runs.runs.{name}.climatology' is {spec['climatology']!r}: backend {backend.name!r} "
                                   "applies one annual mean tendency; use annual, or switch the run off with 'name: null'")
-            if spec.get("correction") == "ml" and spec.get("backend", "torchscript") != "torchscript":
-                raise ConfigError(f"config key 'free_runs.runs.{name}.backend' is {spec['backend']!r}: backend {backend.name!r} "
-                                  "runs the model through the bridge's TorchScript path; use torchscript")
             # the routine applies du, dv: a mean of a T/q-nudged run would silently lose its dt/dq
             nudging = config.get("nudging", {})
             held = ["du", "dv"] + [f"d{v}" for v in ("t", "q") if nudging.get(v)]
@@ -135,6 +135,11 @@ def check_backend(config: Mapping[str, Any]) -> None:
             if spec.get("correction") == "ml" and list(targets) != ["du", "dv"]:
                 raise ConfigError(f"config key 'columns.targets' is {targets}: backend {backend.name!r} applies a model of du, dv only "
                                   f"(LMDZ's physics routine; run {name!r})")
+    if not backend.aoti:
+        for name, spec in config["free_runs"]["runs"].items():
+            if spec.get("correction") == "ml" and spec.get("backend", "torchscript") != "torchscript":
+                raise ConfigError(f"config key 'free_runs.runs.{name}.backend' is {spec['backend']!r}: backend {backend.name!r} "
+                                  "runs the model through the bridge's TorchScript path; use torchscript")
     if not backend.ensembles:
         for name, spec in config["free_runs"]["runs"].items():
             if spec.get("members", 1) > 1:
