@@ -327,15 +327,16 @@ def lmdze_free_settings(cfg: Mapping[str, Any]):
 
 def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
     """One free LMDZE run from the truth at ``free_runs.start``: control (nothing added), the mean
-    tendency, or the exported model through the bridge inside LMDZE's ``physiq`` (refreshed every
-    ``free_runs.correction_interval_hours``, default 6 h, with the guard; the mean tendency is its
-    fallback). The physics hook reads the mean tendency on LMDZ's physics columns, as LMDZ6 does."""
+    tendency, or the exported model through the bridge inside LMDZE's ``physiq`` (refreshed every 6 h,
+    the workflow's window, with the guard; the mean tendency is its fallback). The physics hook reads
+    the mean tendency on LMDZ's physics columns, as LMDZ6 does. An ML run's first refresh is checked
+    against the Python model before anything is written."""
     from nudgeml.atomic import atomic_path, write_text_atomic
+    from nudgeml.conventions import read_histhf
     from nudgeml.lmdz_grid import mean_on_physics_grid
     from nudgeml.lmdze_history import write_history
     from nudgeml.lmdze_run import Correction, check_refresh, run_free
     from nudgeml.mean_tendency import read_mean_tendency
-
     from nudgeml.naming import split_member
 
     _lmdze_built()
@@ -355,7 +356,6 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
             ds.to_netcdf(tmp)
     correction = Correction(spec["correction"], mean_file=mean_file,
                             model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
-                            interval_hours=float(cfg["free_runs"].get("correction_interval_hours", 6.0)),
                             dump="refresh_dump.nc" if spec["correction"] == "ml" else None)
     t0 = time.monotonic()
     res = run_free(run_dir, settings, correction, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
@@ -364,13 +364,8 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
                    perturbation_k=float(cfg["free_runs"].get("perturbation_k", 0.0)))
     log.info("LMDZE %dx%dx%d, %d days free (%s): ce0l %.1f s, gcm %.1f s; hook %s", settings.iim, settings.jjm, settings.llm,
              settings.days, spec["correction"], res.ce0l_s, res.gcm_s, res.counts or "off")
-    n = write_history(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"])
-    from nudgeml.conventions import read_histhf
-
-    with read_histhf(outputs["histhf"], {"u": "vitu"}) as h:
-        max_abs_u = float(abs(h["u"]).max())
-    status = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok", "backend": "lmdze",
-              "n_windows": n, "windows_done": n, "max_abs_u": max_abs_u, "gcm_s": res.gcm_s, "wall_s": time.monotonic() - t0}
+    status: dict[str, Any] = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok",
+                              "backend": "lmdze", "gcm_s": res.gcm_s}
     if "hook_steps_s" in res.counts:  # the physics hook's own wall time, its share of gcm's
         status["hook"] = {"init_s": res.counts["hook_init_s"], "steps_s": res.counts["hook_steps_s"],
                           "share": (res.counts["hook_init_s"] + res.counts["hook_steps_s"]) / res.gcm_s if res.gcm_s > 0 else None}
@@ -386,4 +381,8 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
         if not check.bitwise:
             raise RunFailed(f"{res.run_dir / correction.dump}: LMDZE's first ML refresh differs from the Python model on the same "
                             f"columns (max |diff| {check.max_abs_diff:.3g} m/s over a step): the bridge does not run the exported model")
+    n = write_history(res.run_dir, settings, epoch=settings.start, histhf=outputs["histhf"])
+    with read_histhf(outputs["histhf"], {"u": "vitu"}) as h:
+        max_abs_u = float(abs(h["u"]).max())
+    status.update(n_windows=n, windows_done=n, max_abs_u=max_abs_u, wall_s=time.monotonic() - t0)
     write_text_atomic(outputs["status"], json.dumps(status, indent=1) + "\n")
