@@ -67,7 +67,7 @@ def _lmdz_mean(args: argparse.Namespace) -> int:
     from nudgeml.gcm.runners import lmdz_mean_file
 
     try:
-        lmdz_mean_file(args.mean, {"grid": {"iim": args.iim, "jjm": args.jjm}}, args.out)
+        lmdz_mean_file(args.mean, args.iim, args.jjm, args.out)
     except InputError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -220,6 +220,13 @@ def run_ce0l(
     return run, _run(Path(ce0l).resolve(), run, namelists["ce0l"], "ce0l", "ce0l: done", timeout_s)
 
 
+def start_from_ce0l(run: Path) -> None:
+    """``gcm`` starts from ``start.nc``/``startphy.nc``: ``ce0l``'s ``restart.nc``/``restartphy.nc`` (copied,
+    so that the run's own restart files, written at its end, do not overwrite its start)."""
+    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
+        shutil.copyfile(run / src, run / dest)
+
+
 def run_guided(
     run_dir: str | os.PathLike[str],
     settings: LmdzeSettings,
@@ -240,8 +247,7 @@ def run_guided(
     namelists = render_namelists(settings)
     run, ce0l_s = run_ce0l(run_dir, settings, ce0l=ce0l, pressure_levels=pressure_levels, single_levels=single_levels,
                            invariant=invariant, timeout_s=timeout_s, **input_options)
-    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
-        shutil.copyfile(run / src, run / dest)
+    start_from_ce0l(run)
     if settings.guide:
         names = {"u": "u", "v": "v", "t": "T", "q": "hur"}  # q: relative humidity, LMDZE's guide reads RH
         write_lmdze_guide(era5_files={"pressure_levels": _era5_paths(pressure_levels, "pressure_levels")},
@@ -348,8 +354,7 @@ def run_free(
     hook = correction.namelist()  # a bad setting stops before run_dir is emptied
     run, ce0l_s = run_ce0l(run_dir, settings, ce0l=ce0l, pressure_levels=pressure_levels, single_levels=single_levels,
                            invariant=invariant, timeout_s=timeout_s, **input_options)
-    for src, dest in (("restart.nc", "start.nc"), ("restartphy.nc", "startphy.nc")):
-        shutil.copyfile(run / src, run / dest)
+    start_from_ce0l(run)
     if member > 0:
         perturb_start(run / "start.nc", member, perturbation_k)
     (run / HOOK_FILE).write_text(hook)

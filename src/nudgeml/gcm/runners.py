@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nudgeml import lmdze_build  # light (standard library only): where LMDZE's programs are
 from nudgeml.errors import ConfigError, InputError, RunFailed
 
 log = logging.getLogger(__name__)
@@ -151,18 +152,17 @@ def join_months(files: Sequence[Path], out: str | os.PathLike[str], times_from: 
             ds.to_netcdf(tmp)
 
 
-def lmdz_mean_file(mean: str | os.PathLike[str], lmdz: Mapping[str, Any], out: Path) -> None:
+def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path) -> None:
     """The workflow's mean tendency (``mean_tendency.nc``, canonical ``(lev, lat, lon)``) as the file
-    LMDZ's ``nudgeml_physiq_init`` reads: ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)``."""
+    LMDZ's physics routine reads (LMDZ6's ``nudgeml_physiq_init``, LMDZE's physics hook):
+    ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)`` on the ``iim`` x ``jjm`` grid's columns."""
     from nudgeml.atomic import atomic_path
     from nudgeml.lmdz_grid import mean_on_physics_grid
     from nudgeml.mean_tendency import read_mean_tendency
-    from nudgeml.naming import lmdz_grid_size
 
-    size = lmdz_grid_size(lmdz)
     mean_ds = read_mean_tendency(mean)
     try:
-        ds = mean_on_physics_grid(mean_ds, size["iim"], size["jjm"])
+        ds = mean_on_physics_grid(mean_ds, iim, jjm)
     except InputError as exc:
         raise InputError(f"{mean}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,10 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
     mean_file = None
     if inputs.get("mean"):  # LMDZ reads it in its physics columns, not the workflow's (lev, lat, lon)
         mean_file = Path(cfg["kit_dir"]) / run / "nudgeml_mean.nc"
-        lmdz_mean_file(inputs["mean"], cfg["lmdz"], mean_file)
+        from nudgeml.naming import lmdz_grid_size
+
+        size = lmdz_grid_size(cfg["lmdz"])
+        lmdz_mean_file(inputs["mean"], size["iim"], size["jjm"], mean_file)
     kit = kit_config(cfg, run, spec, mean_file=str(mean_file) if mean_file else None, model_dir=model_dir)
     t0 = time.monotonic()
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), run)
@@ -259,14 +262,8 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
 # ------------------------------------------------------------------------------------------------
 
 
-def lmdze_executable(name: str = "gcm") -> Path:
-    from nudgeml.lmdze_build import executable
-
-    return executable(name)
-
-
 def _lmdze_built() -> None:
-    gcm = lmdze_executable()
+    gcm = lmdze_build.executable()
     if not gcm.is_file():
         raise RunFailed(f"backend 'lmdze': the LMDZE build is missing: no {gcm} (scripts/build_lmdze.sh builds it there; docs/lmdze.md)")
 
@@ -302,7 +299,7 @@ def lmdze_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
 
     _lmdze_built()
     settings = lmdze_settings(cfg)
-    res = run_guided(cfg["run_dir"], settings, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
+    res = run_guided(cfg["run_dir"], settings, ce0l=lmdze_build.executable("ce0l"), gcm=lmdze_build.executable("gcm"),
                      pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
                      invariant=inputs["invariant"])
     log.info("LMDZE %dx%dx%d, %d days guided: ce0l %.1f s, gcm %.1f s", settings.iim, settings.jjm, settings.llm,
@@ -331,12 +328,10 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     the workflow's window, with the guard; the mean tendency is its fallback). The physics hook reads
     the mean tendency on LMDZ's physics columns, as LMDZ6 does. An ML run's first refresh is checked
     against the Python model before anything is written."""
-    from nudgeml.atomic import atomic_path, write_text_atomic
+    from nudgeml.atomic import write_text_atomic
     from nudgeml.conventions import read_histhf
-    from nudgeml.lmdz_grid import mean_on_physics_grid
     from nudgeml.lmdze_history import write_history
     from nudgeml.lmdze_run import Correction, check_refresh, run_free
-    from nudgeml.mean_tendency import read_mean_tendency
     from nudgeml.naming import split_member
 
     _lmdze_built()
@@ -345,20 +340,14 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     spec = cfg["free_runs"]["runs"][name]
     run_dir = Path(cfg["run_dir"])
     mean_file = None
-    if inputs.get("mean"):
-        mean_file = run_dir.parent / f"{run}.mean_physics.nc"  # beside the run folder, which the run empties
-        try:
-            ds = mean_on_physics_grid(read_mean_tendency(inputs["mean"]), settings.iim, settings.jjm)
-        except InputError as exc:
-            raise InputError(f"{inputs['mean']}: {exc}") from None
-        mean_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(mean_file) as tmp:
-            ds.to_netcdf(tmp)
+    if inputs.get("mean"):  # the file LMDZ's routine reads, beside the run folder (which the run empties)
+        mean_file = run_dir.parent / f"{run}.mean_physics.nc"
+        lmdz_mean_file(inputs["mean"], settings.iim, settings.jjm, mean_file)
     correction = Correction(spec["correction"], mean_file=mean_file,
                             model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
                             dump="refresh_dump.nc" if spec["correction"] == "ml" else None)
     t0 = time.monotonic()
-    res = run_free(run_dir, settings, correction, ce0l=lmdze_executable("ce0l"), gcm=lmdze_executable("gcm"),
+    res = run_free(run_dir, settings, correction, ce0l=lmdze_build.executable("ce0l"), gcm=lmdze_build.executable("gcm"),
                    pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
                    invariant=inputs["invariant"], member=member,
                    perturbation_k=float(cfg["free_runs"].get("perturbation_k", 0.0)))
