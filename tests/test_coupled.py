@@ -107,6 +107,7 @@ def test_nan_model_falls_back_to_the_mean_everywhere(setup):
     assert status["status"] == "ok" and status["calls"] == 3
     assert status["guard"]["fallback_columns"] == status["guard"]["columns"] == 3 * grid.lat_deg.size * grid.lon_deg.size
     assert 0.0 < status["inference_share"] < 1.0
+    assert 0.0 < status["inference_share_steady"] < 1.0  # 2 of the 3 calls, over the last 2 windows
 
 
 @pytest.mark.slow

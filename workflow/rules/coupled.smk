@@ -11,6 +11,7 @@ rule mean_tendency:
         f"{OUT}/logs/mean_tendency.log",
     benchmark:
         f"{OUT}/benchmarks/mean_tendency.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("mean_tendency")

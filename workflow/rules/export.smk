@@ -12,6 +12,7 @@ rule export:
         f"{OUT}/logs/export_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/export_{{model}}.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("export")

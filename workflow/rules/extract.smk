@@ -14,6 +14,7 @@ rule extract:
         f"{OUT}/logs/extract_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/extract_{{target}}.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("extract")

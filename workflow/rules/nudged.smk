@@ -13,6 +13,7 @@ rule nudged:
         f"{OUT}/logs/nudged.log",
     benchmark:
         f"{OUT}/benchmarks/nudged.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("nudged")

@@ -16,6 +16,7 @@ rule regrid:
         f"{OUT}/logs/regrid_{{month}}.log",
     benchmark:
         f"{OUT}/benchmarks/regrid_{{month}}.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("regrid")

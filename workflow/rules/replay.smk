@@ -12,6 +12,7 @@ rule replay:
         f"{OUT}/logs/replay.log",
     benchmark:
         f"{OUT}/benchmarks/replay.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("replay")

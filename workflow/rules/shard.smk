@@ -10,6 +10,7 @@ rule shard:
         f"{OUT}/logs/shard_{{target}}.log",
     benchmark:
         f"{OUT}/benchmarks/shard_{{target}}.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     threads: threads_of("shard")

@@ -12,6 +12,7 @@ rule train:
         f"{OUT}/logs/train_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}.tsv"
+    priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
     envmodules:
