@@ -46,7 +46,7 @@ BACKEND = backend_of(config)  # the GCM the nudged and free_run jobs run (nudgem
 # Scheduling: among ready jobs, those on the way from the truth to the ML free runs (regrid, nudged,
 # extract, shard, train, export, the mean tendency) go first, and the free runs that need only the
 # forcing (control, mean) fill the other cores. Left to itself, Snakemake started the control members
-# before the month the nudged run still needed, and the ML chain waited 2.5 min (benchmarks/README.md).
+# before the month the nudged run still needed, and the ML chain waited 3 min (benchmarks/README.md).
 ML_CHAIN_PRIORITY = 10
 
 

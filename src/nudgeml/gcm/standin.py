@@ -48,8 +48,8 @@ def enable_jax_compilation_cache(cache_dir: str | os.PathLike[str] | None) -> No
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir).resolve()))
     # every compilation, not only those over 1 s: building a model and its first state dispatches ~200
-    # small eager ops, each compiled on its own (10 s at T21); cached, a second process builds its model
-    # in 6.5 s instead of 13.5 s and starts in 1.9 s instead of 3.8 s (2 MB of cache per truncation)
+    # small eager ops, each compiled on its own (10 s at T21), which every process used to redo; cached,
+    # a later process builds in 7-9 s instead of 17-19 s (benchmarks/standin_cost.py; 2 MB per truncation)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
