@@ -59,6 +59,13 @@ def test_consistency_rules(cfg):
     bad["free_runs"]["end"] = "2001-01-01T00:00"
     with pytest.raises(ConfigError, match="free_runs"):
         validate(bad)
+    bad = copy.deepcopy(cfg)  # the default's ML run reads model.pt2, which only export.aoti writes
+    assert bad["free_runs"]["runs"]["ml-mlp"]["backend"] == "aoti"
+    bad["export"]["aoti"] = False
+    with pytest.raises(ConfigError, match=r"'free_runs\.runs\.ml-mlp\.backend' is 'aoti', but 'export\.aoti' is false"):
+        validate(bad)
+    bad["free_runs"]["runs"]["ml-mlp"]["backend"] = "torchscript"
+    validate(bad)
 
 
 def test_overrides_are_validated(repo_root):

@@ -12,7 +12,7 @@ import torch
 from nudgeml import errors
 from nudgeml import export as ex
 from nudgeml import manifest as mf
-from nudgeml.guard import apply_guard, guard_bounds, widen
+from nudgeml.guard import apply_guard, apply_guard_f32, float32_bounds, guard_bounds, widen
 from nudgeml.models import normalized as nn_models
 
 KLEV = 8
@@ -199,3 +199,47 @@ def test_guard_reference():
     assert r.n_clipped == 2 and r.n_fallback == 3
     lo, hi = widen([1.0], [3.0], 0.1)
     assert lo[0] == 1.0 - 0.1 * 2.0 and hi[0] == 3.0 + 0.1 * 2.0
+    r32 = apply_guard_f32(x, y, fb.astype(np.float32), float32_bounds(b))
+    np.testing.assert_array_equal(r32.tendency, r.tendency.astype(np.float32))
+    assert r32.n_clipped == 2 and r32.n_fallback == 3
+
+
+def test_guard_f32_equals_float64_reference():
+    """The online float32 guard is the float64 reference cast to float32, bit for bit, on columns that
+    sit on, just inside and just outside bounds that float32 cannot represent."""
+    rng = np.random.default_rng(3)
+    nf, nt, n = 6, 5, 4000
+    fmin = rng.normal(size=nf) * 10.0 ** rng.integers(-6, 6, nf)
+    fmax = fmin + rng.random(nf) * 10.0 ** rng.integers(-6, 6, nf)
+    tmin = rng.normal(size=nt) * 1e-5
+    tmax = tmin + rng.random(nt) * 1e-5
+    tmax[0] = 1e39  # beyond float32's range: every finite float32 is inside
+    b = guard_bounds(mf.Guard(0.1, tuple(fmin), tuple(fmax), tuple(tmin), tuple(tmax)))
+    b32 = float32_bounds(b)
+    assert np.all(b32.feature_lo.astype(np.float64) >= b.feature_lo) and np.all(b32.target_hi.astype(np.float64) <= b.target_hi)
+
+    def near(lo, hi, shape):  # uniform, plus values at and one float32 step around each bound
+        v = (lo + (hi - lo) * rng.uniform(-0.2, 1.2, shape)).astype(np.float32)
+        pick = rng.random(shape)
+        for edge, frac in ((lo, 0.1), (hi, 0.2)):
+            e = np.broadcast_to(np.asarray(edge, np.float64).astype(np.float32), shape)
+            step = rng.choice(np.array([-1, 0, 1]), shape)
+            e = np.where(step < 0, np.nextafter(e, np.float32(-np.inf)), np.where(step > 0, np.nextafter(e, np.float32(np.inf)), e))
+            v = np.where((pick > frac - 0.1) & (pick < frac), e, v)
+        return v.astype(np.float32)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = near(b.feature_lo, b.feature_hi, (n, nf))
+        y = near(b.target_lo, np.minimum(b.target_hi, 1e-3), (n, nt))
+    x[rng.random(n) < 0.01, 0] = np.nan
+    y[rng.random(n) < 0.01, 1] = np.inf
+    fb64 = rng.normal(size=(n, nt)) * 1e-5
+    ref = apply_guard(x, y, fb64, b)
+    got = apply_guard_f32(x, y, fb64.astype(np.float32), b32)
+    assert 0 < ref.n_fallback < n and ref.n_clipped > 0
+    np.testing.assert_array_equal(got.fallback, ref.fallback)
+    assert got.n_clipped == ref.n_clipped
+    np.testing.assert_array_equal(got.tendency, ref.tendency.astype(np.float32))
+    assert got.tendency.dtype == np.float32
+    with pytest.raises(ValueError, match="float32"):
+        apply_guard_f32(x.astype(np.float64), y, fb64.astype(np.float32), b32)

@@ -77,6 +77,8 @@ def check_consistency(config: Mapping[str, Any]) -> None:
     for name, run in config["free_runs"]["runs"].items():
         if run["correction"] == "ml" and run["model"] not in config.get("models", {}):
             raise ConfigError(f"config key 'free_runs.runs.{name}.model' names {run['model']!r}, which is not in 'models'")
+        if run["correction"] == "ml" and run.get("backend") == "aoti" and not config["export"]["aoti"]:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.backend' is 'aoti', but 'export.aoti' is false: no model.pt2 is written (set export.aoti: true, or backend: torchscript)")
     split = config.get("dataset", {}).get("split")
     if split:
         for block, dates in (split.get("dates") or {}).items():

@@ -154,7 +154,7 @@ class MLCorrector(Corrector):
     ) -> None:
         import torch
 
-        from nudgeml.guard import guard_bounds
+        from nudgeml.guard import float32_bounds, guard_bounds
         from nudgeml.manifest import read_manifest
 
         self.manifest = read_manifest(model_dir, klev=grid.sigma.size)
@@ -194,10 +194,10 @@ class MLCorrector(Corrector):
         check_module_shapes(self.model, artifact, len(self.manifest.feature_names), len(self.manifest.target_names), grid.lat_deg.size * grid.lon_deg.size)
         self.backend = backend
         self.spec, self.grid = spec, grid
-        self.bounds = guard_bounds(self.manifest.guard)
+        self.bounds = float32_bounds(guard_bounds(self.manifest.guard))  # the guard in float32, exact
         nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
         self.shape = (nlev, nlat, nlon)
-        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1)  # (ncol, ntargets)
+        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1).astype(np.float32)  # (ncol, ntargets)
         self.fallback_fields = tuple(np.asarray(f, np.float32).reshape(self.shape) for f in fallback)
         self.counts = GuardCounts()
         self.per_window: list[tuple[str, int, int]] = []
@@ -213,16 +213,16 @@ class MLCorrector(Corrector):
         field per target block (``variables``), and the guard's result."""
         import torch
 
-        from nudgeml.guard import apply_guard
+        from nudgeml.guard import apply_guard_f32
 
         fields = {"u": state.u[None], "v": state.v[None], "t": state.t[None], "q": state.q[None], "ps": state.ps[None]}
         x = column_features(fields, self.spec, lat_deg=self.grid.lat_deg, lon_deg=self.grid.lon_deg, times=np.array([t]), land_fraction=self.grid.land_fraction)[0]
         with torch.no_grad():
             y = self.model(torch.from_numpy(np.ascontiguousarray(x)))
-        y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
-        g = apply_guard(x, y, self.fallback, self.bounds)
+        y = np.asarray((y[0] if isinstance(y, (list, tuple)) else y).numpy(), np.float32)
+        g = apply_guard_f32(x, y, self.fallback, self.bounds)
         nlev = self.shape[0]
-        fields = tuple(g.tendency[:, i * nlev:(i + 1) * nlev].T.reshape(self.shape).astype(np.float32) for i in range(len(self.variables)))
+        fields = tuple(np.ascontiguousarray(g.tendency[:, i * nlev:(i + 1) * nlev].T).reshape(self.shape) for i in range(len(self.variables)))
         return fields, g
 
     def model_part(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:

@@ -8,6 +8,8 @@ rule export:
     output:
         torchscript=f"{OUT}/models/{{model}}/model.pt",
         manifest=f"{OUT}/models/{{model}}/model.json",
+        # the AOTInductor package: an ML free run with `backend: aoti` (checks.py) reads it
+        **({"aoti": f"{OUT}/models/{{model}}/model.pt2"} if config["export"]["aoti"] else {}),
     log:
         f"{OUT}/logs/export_{{model}}.log",
     benchmark:
