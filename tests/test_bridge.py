@@ -21,6 +21,7 @@ pytestmark = pytest.mark.bridge
 EXPECTED_TESTS = {
     "fixtures", "bridge_torchscript", "bridge_aoti", "lmdz_routine", "bad_missing_model",
     "bad_missing_artifact", "bad_klev", "bad_n_features", "bad_model_size", "bad_json", "bad_aoti_missing",
+    "bad_trees_missing",
 }
 
 
@@ -36,7 +37,7 @@ def test_ctest_suite_passes(build_dir):
     assert result.ok, result.output[-8000:]
     passed = set(re.findall(r"Test\s+#\d+: (\S+) \.+\s+Passed", result.output))
     assert passed == EXPECTED_TESTS, result.output[-4000:]
-    assert "100% tests passed, 0 tests failed out of 11" in result.output
+    assert "100% tests passed, 0 tests failed out of 12" in result.output
 
 
 def test_shim_exports_only_the_c_api(build_dir):

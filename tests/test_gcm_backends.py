@@ -447,7 +447,8 @@ def test_lmdze_dry_run_makes_the_model_grid_from_the_start_month_of_the_truth(tm
     overlay = {"outdir": str(out), "backend": "lmdze", "lmdze": {"iim": 16, "jjm": 12, "llm": 11},
                # LMDZ's physics routine applies one annual mean: config.yaml's monthly-mean run is switched off
                "free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00",
-                             "runs": {"control": {"correction": "none", "members": 1}, "mean-monthly": None}}}
+                             # LMDZE's hook loads the TorchScript model (the default's ML run reads the .pt2)
+                             "runs": {"control": {"correction": "none", "members": 1}, "mean-monthly": None, "ml-mlp": {"backend": "torchscript"}}}}
     (tmp_path / "lmdze.yaml").write_text(yaml.safe_dump(overlay))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/tiny.yaml", str(tmp_path / "lmdze.yaml")],
@@ -460,3 +461,28 @@ def test_lmdze_dry_run_makes_the_model_grid_from_the_start_month_of_the_truth(tm
     for rule in ("regrid", "extract"):  # the truth's regrid and the land fraction feature read LMDZE's grid
         block = re.search(rf"^rule {rule}:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
         assert f"{out}/grid/model_grid" in block, (rule, block)
+
+
+def test_lmdz_ml_run_of_an_xgboost_export_calls_its_compiled_trees(jz_env, tmp_path):
+    """The kit passes nudgeml_backend=trees for a model whose manifest carries compiled trees (as the
+    stand-in's free run calls them), and the backend the run asks for otherwise."""
+    import dataclasses
+
+    from nudgeml import manifest as mf
+    from nudgeml.gcm.runners import kit_config
+    from nudgeml.trees import TREE_BACKEND
+
+    jz = jeanzay_config()
+    config = {"lmdz": copy.deepcopy(jz["lmdz"]), "tau_hours": jz["nudging"]["tau_hours"]}  # the free run job's params
+    spec = {"correction": "ml", "model": "mlp", "backend": "aoti"}
+    m = mf.Manifest(name="m", kind="mlp", features=(mf.Block("u", "m s-1", 1),), targets=(mf.Block("du", "m s-2", 1), mf.Block("dv", "m s-2", 1)),
+                    levels=mf.Levels((95000.0,)), guard=mf.Guard(0.1, (0.0,), (1.0,), (0.0, 0.0), (1.0, 1.0)))
+    (tmp_path / "mlp").mkdir()
+    mf.write_manifest(m, tmp_path / "mlp" / "model.json")
+    kit = kit_config(config, "ml-mlp", spec, mean_file=str(tmp_path / "mean.nc"), model_dir=str(tmp_path / "mlp"))
+    assert kit.correction.backend == "aoti"
+    trees = dataclasses.replace(m, kind="xgboost", tree_backend=TREE_BACKEND, artifacts={**m.artifacts, "trees": "model_trees.so"})
+    (tmp_path / "xgb").mkdir()
+    mf.write_manifest(trees, tmp_path / "xgb" / "model.json")
+    kit = kit_config(config, "ml-xgb", {**spec, "model": "xgb"}, mean_file=str(tmp_path / "mean.nc"), model_dir=str(tmp_path / "xgb"))
+    assert kit.correction.backend == "trees"

@@ -18,6 +18,10 @@
 !>   float64, is outside [lo_j, hi_j] or not finite, or any output is not finite; otherwise each
 !>   output is clipped to [lo_j, hi_j] for its target, counting the values clipped.
 !>
+!> Backends: 'torchscript' (model.pt) and 'aoti' (model.pt2) through the libtorch bridge; 'trees', the
+!> compiled tree ensemble of an exported xgboost model (model_trees.so, nudgeml.trees) opened with
+!> dlopen through nudgeml_trees, with no libtorch call. Features, guard and counters are the same.
+!>
 !> Copies, for the record: building the features is one pass that converts r8 -> float32 and
 !> transposes (klon, klev) into the model's row-major (n_features, klon) buffer -- unavoidable,
 !> the model takes float32; the model reads that buffer without a copy; its output is read in
@@ -28,6 +32,7 @@ module nudgeml_lmdz
   use, intrinsic :: ieee_arithmetic, only: ieee_is_finite
   use nudgeml_torch, only: nml_model, nml_manifest, nml_read_manifest, nml_load, nml_free, &
        nml_forward_view, nml_is_loaded, NML_OK, NML_BACKEND_TORCHSCRIPT, NML_BACKEND_AOTI
+  use nudgeml_trees, only: nml_trees, nml_trees_load, nml_trees_forward_t, nml_trees_free
   implicit none
   private
 
@@ -48,6 +53,9 @@ module nudgeml_lmdz
   integer, save :: du_off = 0, dv_off = 0      ! first column of the du / dv target blocks, 0-based
   logical, save :: holding = .false.
   type(nml_model), save :: model
+  logical, save :: use_trees = .false.                            ! backend 'trees'
+  type(nml_trees), save :: trees
+  real(c_float), allocatable, save, target :: yt(:, :)          ! (n_targ, klon) the trees' output
   integer, allocatable, save :: feat_src(:), feat_lev(:)
   real(c_double), allocatable, save :: flo(:), fhi(:), tlo(:), thi(:)
   real(c_float), allocatable, save, target :: xt(:, :)          ! (n_feat, klon) model input
@@ -55,7 +63,7 @@ module nudgeml_lmdz
   integer(c_int64_t), save :: n_refresh = 0, n_columns = 0, n_fallback = 0, n_clipped = 0
   !$OMP THREADPRIVATE(initialised, mode, klon_s, klev_s, n_feat, n_targ, nstep_refresh, du_off, dv_off)
   !$OMP THREADPRIVATE(holding, model, feat_src, feat_lev, flo, fhi, tlo, thi, xt, du_held, dv_held)
-  !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped)
+  !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped, use_trees, trees, yt)
 
 contains
 
@@ -137,8 +145,10 @@ contains
           b = NML_BACKEND_TORCHSCRIPT
        case ('aoti')
           b = NML_BACKEND_AOTI
+       case ('trees')
+          use_trees = .true.
        case default
-          call fail(2, 'nudgeml_lmdz_init: backend must be ''torchscript'' or ''aoti'', got ''' // &
+          call fail(2, 'nudgeml_lmdz_init: backend must be ''torchscript'', ''aoti'' or ''trees'', got ''' // &
                trim(backend) // '''')
           return
        end select
@@ -241,7 +251,11 @@ contains
     end do
     allocate (xt(n_feat, klon))
 
-    if (b == NML_BACKEND_AOTI) then
+    if (use_trees) then
+       ! the library's own feature and target counts must be the manifest's
+       call nml_trees_load(model_dir, trees, ierr, msg, n_features=n_feat, n_targets=n_targ)
+       if (ierr == 0) allocate (yt(n_targ, klon))
+    else if (b == NML_BACKEND_AOTI) then
        call nml_load(model, man%aoti_path, ierr, msg, backend=b, num_threads=nth, &
             n_features=n_feat, n_targets=n_targ)
     else
@@ -371,7 +385,12 @@ contains
          end do
       end do
 
-      call nml_forward_view(model, xt, y, ierr, errmsg)
+      if (use_trees) then
+         call nml_trees_forward_t(trees, xt, yt, ierr, errmsg)
+         y => yt
+      else
+         call nml_forward_view(model, xt, y, ierr, errmsg)
+      end if
       if (ierr /= 0) return
 
       do i = 1, klon
@@ -438,6 +457,9 @@ contains
   !> Release this thread's model and buffers; counters are reset.
   subroutine nudgeml_lmdz_final()
     if (nml_is_loaded(model)) call nml_free(model)
+    call nml_trees_free(trees)
+    use_trees = .false.
+    if (allocated(yt)) deallocate (yt)
     if (allocated(feat_src)) deallocate (feat_src)
     if (allocated(feat_lev)) deallocate (feat_lev)
     if (allocated(flo)) deallocate (flo)

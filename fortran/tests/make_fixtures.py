@@ -14,6 +14,8 @@ Layout of ``<out>``:
   MLP, ``model.pt`` + ``model.pt2`` + ``model.json``; the guard's target range is the 5-95th
   percentile of its outputs on the training sample, so clipping happens in the tests.
 * ``nan33/``: the same model, but the output is NaN for every column whose ``u_000 > 0``.
+* ``trees33/``: an xgboost booster fitted to the MLP's outputs, compiled to ``model_trees.so`` as the
+  export compiles one (``nudgeml.trees``), with the MLP's manifest (``tree_backend: tl2cgen``).
 * ``bad_n_features/``, ``bad_model_size/``, ``missing_pt/``, ``bad_json/``: bad inputs.
 * ``bridge/``: 257 columns, outputs of both artifacts for batches of 257, 1 and 7 columns.
 * ``lmdz/``: an LMDZ-like state evolving linearly over 49 physics steps of 900 s, the mean
@@ -37,6 +39,7 @@ from torch import nn
 from nudgeml import export as ex
 from nudgeml import manifest as mf
 from nudgeml.guard import apply_guard, guard_bounds
+from nudgeml.trees import CompiledTrees
 from nudgeml.models import normalized as nn_models
 
 KLEV = 8
@@ -120,6 +123,27 @@ def build_model(rng: np.random.Generator) -> tuple[nn_models.NormalizedModel, mf
         dataset_sha256=hashlib.sha256(train.tobytes()).hexdigest(),
     )
     return model, manifest
+
+
+def build_trees(rng: np.random.Generator, model: torch.nn.Module, manifest: mf.Manifest, out: Path) -> Path:
+    """A small booster (16 targets, 12 rounds of depth-4 trees) fitted to the MLP on random columns,
+    compiled as the export compiles trees; the directory holds the library and the manifest."""
+    import xgboost as xgb
+
+    from nudgeml.trees import TREE_BACKEND, compile_trees
+
+    x = features(random_state(rng, 2048))
+    y = run(model, x).astype(np.float64)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    booster = xgb.train({"max_depth": 4, "multi_strategy": "one_output_per_tree", "nthread": 1, "seed": 0},
+                        xgb.DMatrix(x, (y - mean) / std), 12)
+    intercept = np.asarray(json.loads(json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"]), np.float64)
+    d = out / "trees33"
+    compile_trees(booster, d / "model_trees.so", intercept=intercept, modes=np.eye(y.shape[1]), target_mean=mean, target_std=std)
+    trees_manifest = dataclasses.replace(manifest, name="fixture-trees33", kind="xgboost", tree_backend=TREE_BACKEND,
+                                         artifacts={**manifest.artifacts, "trees": "model_trees.so"})
+    mf.write_manifest(trees_manifest, d / "model.json")
+    return d
 
 
 def run(model: torch.nn.Module, x: np.ndarray, threads: int = TORCH_THREADS) -> np.ndarray:
@@ -208,6 +232,9 @@ def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, model
         # two OpenMP threads, each with its own half of the columns and one libtorch thread
         "torchscript_omp": (models["torchscript"], [(0, half), (half, KLON)], 1),
         "nan_serial": (models["nan"], [(0, KLON)], TORCH_THREADS),
+        # the compiled tree library (backend 'trees'), serial and on two OpenMP threads
+        "trees_serial": (models["trees"], [(0, KLON)], TORCH_THREADS),
+        "trees_omp": (models["trees"], [(0, half), (half, KLON)], 1),
     }
     for name, (model, partition, threads) in cases.items():
         expected, counts = lmdz_reference(model, manifest, state0, dstate, mean, partition, threads)
@@ -239,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "torchscript": torch.jit.load(str(paths["torchscript"])),
         "aoti": torch._inductor.aoti_load_package(str(paths["aoti"])),
         "nan": torch.jit.load(str(nan_dir / "model.pt")),
+        "trees": CompiledTrees(build_trees(np.random.default_rng(7), model, manifest, out) / "model_trees.so"),
     }
     write_bad_inputs(out, good, manifest)
     write_bridge(out, rng, models)

@@ -28,6 +28,8 @@ program test_lmdz
   call run_case('aoti_serial', '/mlp33', 'aoti', 0, 2)
   call run_case('nan_serial', '/nan33', 'torchscript', 0, 2)
   call run_case('torchscript_omp', '/mlp33', 'torchscript', 2, 1)
+  call run_case('trees_serial', '/trees33', 'trees', 0, 2)
+  call run_case('trees_omp', '/trees33', 'trees', 2, 1)
   call mean_mode()
   call errors()
 

@@ -105,7 +105,7 @@ class FreeRun:
 @dataclass(frozen=True)
 class CorrectionConfig:
     mean_file: str = ""  # du_mean, dv_mean (m s-2) on the physics grid, needed by mean and ml runs
-    backend: str = "torchscript"  # torchscript | aoti
+    backend: str = "torchscript"  # torchscript | aoti | trees (an xgboost model's compiled model_trees.so)
     torch_threads: int = 1
     interval_hours: float = 6.0
 
@@ -305,8 +305,8 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
         torch_threads=_get(c, "torch_threads", int, "correction", 1),
         interval_hours=_get(c, "interval_hours", float, "correction", 6.0),
     )
-    if correction.backend not in ("torchscript", "aoti"):
-        raise _err("correction.backend", f"must be torchscript or aoti, got {correction.backend!r}")
+    if correction.backend not in ("torchscript", "aoti", "trees"):
+        raise _err("correction.backend", f"must be torchscript, aoti or trees, got {correction.backend!r}")
     _positive(correction.torch_threads, "correction.torch_threads")
     _positive(correction.interval_hours, "correction.interval_hours")
 

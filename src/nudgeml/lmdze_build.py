@@ -42,7 +42,8 @@ COMPAT_DIR = REPO_ROOT / "fortran" / "lmdze_compat"
 GUIDE_DIAG_F90 = REPO_ROOT / "fortran" / "lmdze_guide" / "nudgeml_guide_diag.f90"
 #: nudgeml's online correction compiled into LMDZE's physics: the Fortran side of the bridge, the
 #: LMDZ-shaped routine LMDZ6 calls on Jean Zay, and the LMDZE hook that calls it from physiq
-PHYSICS_HOOK_F90 = (REPO_ROOT / "fortran" / "src" / "nudgeml_torch.f90", REPO_ROOT / "fortran" / "lmdz" / "nudgeml_lmdz.F90",
+PHYSICS_HOOK_F90 = (REPO_ROOT / "fortran" / "src" / "nudgeml_torch.f90", REPO_ROOT / "fortran" / "src" / "nudgeml_trees.f90",
+                    REPO_ROOT / "fortran" / "lmdz" / "nudgeml_lmdz.F90",
                     REPO_ROOT / "fortran" / "lmdze_physiq" / "nudgeml_lmdze.f90")
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "lmdze"
 MIN_CMAKE = (3, 21)  # NetCDF95's cmake_minimum_required
@@ -192,8 +193,8 @@ HOOK_CMAKE = """# nudgeml's online correction in LMDZE's physics (added to this 
 target_sources(LMDZE_objects PRIVATE {sources})
 # the guard's float64 arithmetic must be numpy's, bit for bit: no FMA contraction
 set_source_files_properties({sources} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
-# the C shim over libtorch (nudgeml.bridge); its RUNPATH finds libtorch
-target_link_libraries(LMDZE_objects PUBLIC "${{NUDGEML_TORCH_LIBRARY}}")
+# the C shim over libtorch (nudgeml.bridge); its RUNPATH finds libtorch. dlopen (nudgeml_trees) is in libdl
+target_link_libraries(LMDZE_objects PUBLIC "${{NUDGEML_TORCH_LIBRARY}}" ${{CMAKE_DL_LIBS}})
 """
 
 

@@ -53,6 +53,13 @@ def standin_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files
 # ------------------------------------------------------------------------------------------------
 
 
+def _has_compiled_trees(model_dir: Path) -> bool:
+    """Whether the exported model in ``model_dir`` carries a compiled tree library (``tree_backend``)."""
+    from nudgeml.manifest import read_manifest
+
+    return (model_dir / "model.json").is_file() and read_manifest(model_dir).tree_backend is not None
+
+
 def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str, Any] | None = None,
                *, mean_file: str | None = None, model_dir: str | None = None):
     """The job kit's configuration of one run: the ``lmdz`` block with, for a free run, the workflow's
@@ -71,6 +78,9 @@ def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str
             block.setdefault("correction", {})["mean_file"] = str(Path(mean_file).resolve())
         if spec.get("backend"):
             block.setdefault("correction", {})["backend"] = spec["backend"]
+        if spec["correction"] == "ml" and model_dir and _has_compiled_trees(Path(model_dir)):
+            # as the stand-in's free run does: an xgboost export's compiled trees, not its walker
+            block.setdefault("correction", {})["backend"] = "trees"
     return LmdzJobConfig.from_dict(block, tau_hours=cfg["tau_hours"])
 
 
