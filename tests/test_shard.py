@@ -148,3 +148,53 @@ print(json.dumps({{"peak_mb": peak_kb / 1024, "n_train": s["splits"]["train"]["n
     root = zarr.open_group(str(tmp_path / "lmdz.zarr"), mode="r")
     assert root["train"]["inputs"].shape == (96 * 20448, 317)
     assert count_files(tmp_path / "lmdz.zarr") < 60
+
+
+@pytest.mark.parametrize("n_rows", [3 * 256, 2 * 256 + 100])
+def test_direct_shard_files_are_zarrs_own_bytes(tmp_path, n_rows):
+    """Whole shards written straight to their files (no codec: the default store) are byte for byte
+    what zarr writes for the same rows, including a partial last shard padded with the fill value and
+    a chunk of fill values only (not stored); zarr and the loader read them back."""
+    from nudgeml.data import ShardFileReader
+    from nudgeml.shard import _compressors, _direct_writable, write_shard_direct
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((n_rows, 7)).astype(np.float32)
+    rows[64:128] = np.nan  # chunk 1 of shard 0: the fill value only
+    rows[300, 2] = np.nan  # a lone NaN is data
+    arrays = {}
+    for how in ("zarr", "direct"):
+        arr = zarr.create_array(str(tmp_path / f"{how}.zarr"), shape=rows.shape, dtype="float32", chunks=(64, 7), shards=(256, 7),
+                                compressors=_compressors(0), fill_value=np.nan)
+        assert _direct_writable(arr)
+        for s in range(0, n_rows, 256):
+            if how == "zarr":
+                arr[s:s + 256] = rows[s:s + 256]
+            else:
+                write_shard_direct(arr, s // 256, np.ascontiguousarray(rows[s:s + 256]))
+        arrays[how] = arr
+    for s in range(-(-n_rows // 256)):
+        key = arrays["zarr"].metadata.encode_chunk_key((s, 0))
+        assert (tmp_path / "direct.zarr" / key).read_bytes() == (tmp_path / "zarr.zarr" / key).read_bytes(), f"shard {s}"
+    back = zarr.open_array(str(tmp_path / "direct.zarr"), mode="r")
+    np.testing.assert_array_equal(back[:], rows)
+    out = np.empty_like(rows)
+    ShardFileReader(back, tmp_path / "direct.zarr").read_into(0, n_rows, out)
+    np.testing.assert_array_equal(out, rows)
+    with pytest.raises(ValueError, match="expected"):  # a short last shard must be given whole
+        write_shard_direct(arrays["direct"], 0, np.ascontiguousarray(rows[:100]))
+    compressed = zarr.create_array(str(tmp_path / "zstd.zarr"), shape=rows.shape, dtype="float32", chunks=(64, 7), shards=(256, 7), compressors=_compressors(3))
+    assert not _direct_writable(compressed)
+
+
+def test_stage_writes_the_same_store_with_or_without_a_codec(columns, tmp_path):
+    """The no-codec store (direct shard files) and a zstd store (zarr's path) hold the same samples."""
+    import dataclasses
+
+    shard_columns(columns, tmp_path / "raw.zarr", CFG)
+    shard_columns(columns, tmp_path / "zstd.zarr", dataclasses.replace(CFG, compression_level=3))
+    a, b = open_store(tmp_path / "raw.zarr"), open_store(tmp_path / "zstd.zarr")
+    assert a["train"]["inputs"].metadata.codecs[0].codecs[-1].__class__.__name__ == "BytesCodec"
+    for split in ("train", "val", "test"):
+        for name in ("inputs", "targets"):
+            np.testing.assert_array_equal(a[split][name][:], b[split][name][:])

@@ -15,7 +15,8 @@ Layout of ``dataset.zarr``::
   bucket (a temporary file, one per bucket), pass 2 writes the buckets one after the other, each
   exactly one zarr shard, inputs then targets. Peak memory is one time block, or one shard of one array
   while zarr encodes it (~3.5x its raw size: a copy per chunk, the encoded chunks, the joined shard),
-  whatever the data size.
+  whatever the data size. Without a codec (the default) a shard is written straight to its file
+  (:func:`write_shard_direct`, byte for byte zarr's layout), at about ``np.save``'s rate.
 * **Non-finite samples** are dropped and counted (``nan_policy: drop``) or stop the stage
   (``nan_policy: fail``), never kept.
 * Written under a temporary name and renamed when complete.
@@ -172,6 +173,69 @@ def _release_free_memory() -> None:
         pass
 
 
+def _direct_writable(arr: Any) -> bool:
+    """Whether :func:`write_shard_direct` can write ``arr``: the reader's layout with no codec."""
+    from nudgeml.data import ShardFileReader
+
+    return ShardFileReader.supports(arr) and len(arr.metadata.codecs[0].codecs) == 1
+
+
+def write_shard_direct(arr: Any, s: int, rows: np.ndarray) -> Path:
+    """Write shard ``s`` of ``arr`` (all its rows inside the array, ``rows``) straight to its file.
+
+    zarr's sharded write path (3.1) copies each chunk out of the caller's array, encodes it on a thread
+    pool and joins the encoded chunks into a new shard buffer before one write: on the benchmark machine
+    that was 0.15-0.46 of ``np.save``'s rate (``benchmarks/README.md``). With no codec a shard is just the
+    rows' bytes, then its index, so this writes the caller's buffer as it is, in zarr v3's sharding layout
+    (the one :class:`nudgeml.data.ShardFileReader` reads): the chunks back to back in row order from offset
+    0, the last one padded to a whole chunk with the fill value; a chunk that would hold only the fill
+    value is not stored (zarr's ``write_empty_chunks: false``); then the index, one little-endian uint64
+    (offset, length) pair per chunk of the shard (2**64 - 1 twice for a chunk not stored), then the
+    index's crc32c. The file is byte for byte zarr's own (``tests/test_shard.py``). Only for arrays
+    :func:`_direct_writable` accepts; the caller makes the file durable (the stage renames the store).
+    """
+    import google_crc32c
+
+    from nudgeml.data import _ABSENT
+
+    shard_rows, width = int(arr.shards[0]), int(arr.shape[1])
+    chunk_rows = int(arr.metadata.codecs[0].chunk_shape[0])
+    expected = min(shard_rows, int(arr.shape[0]) - s * shard_rows)
+    if rows.shape != (expected, width) or rows.dtype != np.dtype("<f4") or not rows.flags.c_contiguous:
+        raise ValueError(f"shard {s} of {arr.path}: rows {rows.shape} {rows.dtype} (C-contiguous: {rows.flags.c_contiguous}), expected ({expected}, {width}) little-endian float32, C order")
+    n_chunks = -(-expected // chunk_rows)
+    pad = n_chunks * chunk_rows - expected
+    tail = np.full((pad, width), arr.fill_value, "<f4") if pad else None
+    chunk_bytes = chunk_rows * width * 4
+    fill_is_nan = np.isnan(arr.fill_value)
+    # a chunk holding only the fill value is not stored; its first row tells cheaply when it cannot be
+    empty = np.zeros(n_chunks, bool)
+    for k in range(n_chunks):
+        first = rows[k * chunk_rows]
+        if (np.isnan(first).all() if fill_is_nan else (first == arr.fill_value).all()):
+            chunk = rows[k * chunk_rows:(k + 1) * chunk_rows]
+            empty[k] = bool(np.isnan(chunk).all() if fill_is_nan else (chunk == arr.fill_value).all())
+    index = np.full((shard_rows // chunk_rows, 2), _ABSENT, "<u8")
+    stored = np.flatnonzero(~empty)
+    index[stored, 0] = np.arange(stored.size, dtype=np.uint64) * chunk_bytes
+    index[stored, 1] = chunk_bytes
+    path = Path(arr.store.root) / arr.path / arr.metadata.encode_chunk_key((s, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        if not empty.any():  # the usual case: the caller's rows in one write
+            fh.write(memoryview(rows).cast("B"))
+        else:
+            for k in stored:
+                fh.write(memoryview(rows[k * chunk_rows:min((k + 1) * chunk_rows, expected)]).cast("B"))
+                # the padded tail is written below only when the last chunk is stored
+        if tail is not None and not empty[-1]:
+            fh.write(memoryview(tail).cast("B"))
+        raw = index.tobytes()
+        fh.write(raw)
+        fh.write(google_crc32c.value(raw).to_bytes(4, "little"))
+    return path
+
+
 def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group: Any, cfg: ShardConfig, rng: np.random.Generator, scratch: Path, moments: tuple[_Moments, _Moments] | None) -> tuple[int, int]:
     """Shuffle one split into ``group``; return (samples written, non-finite samples dropped).
 
@@ -231,6 +295,8 @@ def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group
         "inputs": group.create_array("inputs", shape=(n_all, nfeat), dtype="float32", chunks=(cfg.chunk_samples, nfeat), shards=(cfg.shard_samples, nfeat), compressors=_compressors(cfg.compression_level), dimension_names=("sample", "feature"), fill_value=np.nan),
         "targets": group.create_array("targets", shape=(n_all, ntarg), dtype="float32", chunks=(cfg.chunk_samples, ntarg), shards=(cfg.shard_samples, ntarg), compressors=_compressors(cfg.compression_level), dimension_names=("sample", "target"), fill_value=np.nan),
     }
+    # no codec: whole shards go straight to their files (write_shard_direct), while they stay aligned
+    direct = all(_direct_writable(a) for a in arrays.values())
     written = 0
     for b in range(n_buckets):
         path = scratch / f"{split}_{b:05d}.bin"
@@ -249,7 +315,10 @@ def _write_split(ds: xr.Dataset, name: str, split: str, t_idx: np.ndarray, group
                     fh.seek(4 * k * skip_before, os.SEEK_CUR)
                     buf[offs] = np.fromfile(fh, np.float32, k * width).reshape(k, width)
                     fh.seek(4 * k * skip_after, os.SEEK_CUR)
-            arrays[key][written:written + n] = buf[keep] if n < size else buf
+            if direct and n == size and written % cfg.shard_samples == 0:
+                write_shard_direct(arrays[key], written // cfg.shard_samples, buf)
+            else:  # a compressed store, or rows dropped: zarr's path (read-modify-write across shards)
+                arrays[key][written:written + n] = buf[keep] if n < size else buf
             del buf
             _release_free_memory()
         path.unlink()
