@@ -43,14 +43,15 @@ from nudgeml.split import SplitSpec, split_times
 log = logging.getLogger(__name__)
 
 
-def sample_times(config: Mapping[str, Any], available: np.ndarray) -> np.ndarray:
+def sample_times(config: Mapping[str, Any], available: np.ndarray, every_hours: float | None = None) -> np.ndarray:
     """The nudged-run times inside the dataset's split blocks (any split: the store splits them later),
-    every ``replay.every_hours``; never a time of the free-run period (:mod:`nudgeml.split`)."""
+    every ``every_hours`` (default ``replay.every_hours``); never a time of the free-run period
+    (:mod:`nudgeml.split`)."""
     have = np.asarray(available, dtype="datetime64[s]")
     spec = SplitSpec.from_config(config["dataset"]["split"], before=config["free_runs"]["start"])
     idx = np.unique(np.concatenate([np.asarray(v, dtype=int) for v in split_times(have, spec).values()]))
     have = have[idx]
-    step = int(round(float(config["replay"]["every_hours"]) / 6.0))
+    step = int(round(float(config["replay"]["every_hours"] if every_hours is None else every_hours) / 6.0))
     return have[:: max(step, 1)]
 
 

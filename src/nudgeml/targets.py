@@ -36,6 +36,8 @@ TARGETS: dict[str, Target] = {
                description="the nudged run's relaxation tendency (window mean)"),
         Target("replay", rule="replay",
                description="initial-tendency targets: reference minus model physics wind tendency at the nudged states"),
+        Target("forecast", rule="forecast",
+               description="forecast-error targets: (analysis - forecast) / lead from states spun up onto the analysis"),
     )
 }
 

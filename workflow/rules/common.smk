@@ -43,7 +43,7 @@ ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 ERA5_EXT = era5_suffix(config["era5"])  # .grib for era5.cds.data_format: grib, else .nc
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 BACKEND = backend_of(config)  # the GCM the nudged and free_run jobs run (nudgeml.gcm.registry)
-# Scheduling: among ready jobs, those on the way from the truth to the ML free runs (regrid, nudged, replay,
+# Scheduling: among ready jobs, those on the way from the truth to the ML free runs (regrid, nudged, replay, forecast,
 # extract, shard, train, export, the mean tendency) go first, and the free runs that need only the
 # forcing (control, mean) fill the other cores. Left to itself, Snakemake started the control members
 # before the month the nudged run still needed, and the ML chain waited 3 min (benchmarks/README.md).
@@ -143,6 +143,16 @@ def replay_params():
         "dataset": {"split": config["dataset"]["split"]},
         "free_runs": {"start": config["free_runs"]["start"]},
         **sections("period", "model", "replay", "jax_cache_dir"),
+    }
+
+
+def forecast_params():
+    """The forecast-error targets read the model, the nudging's relaxation time and projection, the
+    sampling, the split it samples in and free_runs.start (no sample from the evaluation period)."""
+    return {
+        "dataset": {"split": config["dataset"]["split"]},
+        "free_runs": {"start": config["free_runs"]["start"]},
+        **sections("period", "model", "nudging", "forecast", "jax_cache_dir"),
     }
 
 

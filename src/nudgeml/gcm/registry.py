@@ -152,7 +152,7 @@ def check_backend(config: Mapping[str, Any]) -> None:
                     raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' needs corrected nudged runs, which backend {backend.name!r} does not run")
         for name, section in config.get("models", {}).items():
             if name in config.get("train", {}).get("models", []) and (section.get("iterations") or section.get("target", "nudging") != "nudging"):
-                raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run or a replay, which backend {backend.name!r} does not run; "
+                raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run, a replay or forecasts, which backend {backend.name!r} does not run; "
                                   "use target: nudging without iterations")
 
 

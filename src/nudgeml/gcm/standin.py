@@ -601,6 +601,21 @@ class StandinGCM:
         )
         self._inv_tau = jnp.full((self._nlev,), 1.0 / (tau_hours * SECONDS_PER_HOUR), dtype=jnp.float32)
 
+    def set_relaxation_tau(self, tau_hours: float | None) -> None:
+        """Change the wind relaxation time only, keeping the target series (``None``: no relaxation).
+
+        A forecast-error sample (:mod:`nudgeml.forecast`) nudges toward the analysis, then runs free
+        from the same state: the series is set once for all samples, not rebuilt per sample.
+        """
+        import jax.numpy as jnp
+
+        if tau_hours is None:
+            self._inv_tau = jnp.zeros((self._nlev,), dtype=jnp.float32)
+            return
+        if tau_hours <= 0:
+            raise ValueError(f"relaxation time must be positive, got {tau_hours!r} h")
+        self._inv_tau = jnp.full((self._nlev,), 1.0 / (tau_hours * SECONDS_PER_HOUR), dtype=jnp.float32)
+
     def set_thermo_relaxation(
         self,
         times: np.ndarray | None,
