@@ -1,4 +1,6 @@
 # Export: the trained model with its normalisation as TorchScript and .pt2, plus its manifest.
+# model.pt2 (the AOTInductor package) is an output when export.aoti asks for it: an ML free run with
+# `backend: aoti` reads it (checks.py refuses that backend without it).
 
 
 rule export:
@@ -6,10 +8,9 @@ rule export:
         trained=rules.train.output.trained,
         store=model_store,
     output:
+        **({"aoti": f"{OUT}/models/{{model}}/model.pt2"} if config["export"]["aoti"] else {}),
         torchscript=f"{OUT}/models/{{model}}/model.pt",
         manifest=f"{OUT}/models/{{model}}/model.json",
-        # the AOTInductor package: an ML free run with `backend: aoti` (checks.py) reads it
-        **({"aoti": f"{OUT}/models/{{model}}/model.pt2"} if config["export"]["aoti"] else {}),
     log:
         f"{OUT}/logs/export_{{model}}.log",
     benchmark:
