@@ -137,3 +137,33 @@ def spun_up_t21(at: np.datetime64, days: int = 5):
     for _ in range(days * 4):  # 6-h windows
         g.run_window()
     return g
+
+
+def forced_truth(root, at: np.datetime64, a_ms2: float, windows: int):
+    """A T21 truth that differs from the default model only by a constant zonal-wind forcing
+    ``a = a_ms2 cos(lat)`` (solid-body acceleration, exact at T21): spun up, then ``windows`` 6-h
+    windows from ``at`` written as regridded ERA5 (``root/forcing.nc``) with the model grid
+    (``root/grid.nc``). Returns ``(grid, a)``, ``a`` canonical ``(lev, lat, lon)``."""
+    import xarray as xr
+
+    from nudgeml.gcm.standin import GCMConfig, StandinGCM
+    from nudgeml.grid import write_model_grid
+
+    spin = spun_up_t21(at)
+    truth = StandinGCM(GCMConfig(21), at)
+    truth.start(spin.current_state())  # a fresh start, as the nudged run's from the same state
+    grid = truth.grid
+    a = np.broadcast_to((a_ms2 * np.cos(np.deg2rad(grid.lat_deg)))[None, :, None], grid.shape).astype(np.float32)
+    states = [truth.current_state()]
+    for _ in range(windows):
+        truth.run_window(a, np.zeros_like(a))
+        states.append(truth.current_state())
+    times = at + np.arange(windows + 1) * np.timedelta64(6, "h")
+    ds = xr.Dataset(
+        {k: (("time", "lev", "lat", "lon"), np.stack([getattr(s, k) for s in states])) for k in ("u", "v", "t", "q")}
+        | {"ps": (("time", "lat", "lon"), np.stack([s.ps for s in states]))},
+        coords={"time": times.astype("datetime64[ns]"), "lev": grid.presnivs_pa, "lat": grid.lat_deg, "lon": grid.lon_deg},
+    )
+    ds.to_netcdf(root / "forcing.nc")
+    write_model_grid(grid, root / "grid.nc", root / "grid.txt")
+    return grid, a

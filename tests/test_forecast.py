@@ -14,15 +14,12 @@ import json
 
 import numpy as np
 import pytest
-import xarray as xr
 
-from factories import spun_up_t21
+from factories import forced_truth
 from nudgeml.checks import load_config, validate
 from nudgeml.conventions import read_guide, read_histhf
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.forecast import ForecastSettings, run_forecast_targets, usable_times
-from nudgeml.gcm.standin import GCMConfig, StandinGCM
-from nudgeml.grid import write_model_grid
 from nudgeml.nudged import run_nudged
 
 T0 = np.datetime64("2000-03-01T00:00", "s")
@@ -46,23 +43,7 @@ def config(jax_dir):
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory):
     root = tmp_path_factory.mktemp("forecast")
-    spin = spun_up_t21(T0)
-    truth = StandinGCM(GCMConfig(21), T0)
-    truth.start(spin.current_state())
-    grid = truth.grid
-    a = np.broadcast_to((A_MS2 * np.cos(np.deg2rad(grid.lat_deg)))[None, :, None], grid.shape).astype(np.float32)
-    states = [truth.current_state()]
-    for _ in range(WINDOWS):
-        truth.run_window(a, np.zeros_like(a))
-        states.append(truth.current_state())
-    times = T0 + np.arange(WINDOWS + 1) * np.timedelta64(6, "h")
-    ds = xr.Dataset(
-        {k: (("time", "lev", "lat", "lon"), np.stack([getattr(s, k) for s in states])) for k in ("u", "v", "t", "q")}
-        | {"ps": (("time", "lat", "lon"), np.stack([s.ps for s in states]))},
-        coords={"time": times.astype("datetime64[ns]"), "lev": grid.presnivs_pa, "lat": grid.lat_deg, "lon": grid.lon_deg},
-    )
-    ds.to_netcdf(root / "forcing.nc")
-    write_model_grid(grid, root / "grid.nc", root / "grid.txt")
+    grid, a = forced_truth(root, T0, A_MS2, WINDOWS)
     cfg = config(root / "jax")
     run_nudged(cfg, root / "grid.nc", [root / "forcing.nc"], root / "nudged_histhf.nc", root / "nudged_guide.nc")
     n = run_forecast_targets(cfg, root / "grid.nc", [root / "forcing.nc"], root / "nudged_histhf.nc",

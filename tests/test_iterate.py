@@ -12,16 +12,13 @@ two-day means, relative to |a|.
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
-from factories import spun_up_t21
+from factories import forced_truth
 from nudgeml.checks import check_consistency, load_config
 from nudgeml.conventions import read_guide
 from nudgeml.errors import ConfigError
 from nudgeml.export import export_model
 from nudgeml.extract import ColumnSpec, column_dataset, expand_names
-from nudgeml.gcm.standin import GCMConfig, StandinGCM
-from nudgeml.grid import write_model_grid
 from nudgeml.iterate import run_corrected_nudged
 from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest
 from nudgeml.mean_tendency import mean_tendency, write_mean_tendency
@@ -49,24 +46,8 @@ def base_config(jax_dir):
 def setup(tmp_path_factory):
     """Truth = spun-up T21 run forced by ``a``, written as regridded ERA5; the grid file; a config."""
     root = tmp_path_factory.mktemp("iterate")
-    spin = spun_up_t21(T0)
-    truth = StandinGCM(GCMConfig(21), T0)
-    truth.start(spin.current_state())  # a fresh start, as the nudged run's from the same state
-    grid = truth.grid
+    grid, a = forced_truth(root, T0, A_MS2, WINDOWS)
     np.testing.assert_allclose(grid.lat_deg, T21_LAT, atol=1e-6)
-    a = np.broadcast_to((A_MS2 * np.cos(np.deg2rad(grid.lat_deg)))[None, :, None], grid.shape).astype(np.float32)
-    states = [truth.current_state()]
-    for _ in range(WINDOWS):
-        truth.run_window(a, np.zeros_like(a))
-        states.append(truth.current_state())
-    times = T0 + np.arange(WINDOWS + 1) * np.timedelta64(6, "h")
-    ds = xr.Dataset(
-        {k: (("time", "lev", "lat", "lon"), np.stack([getattr(s, k) for s in states])) for k in ("u", "v", "t", "q")}
-        | {"ps": (("time", "lat", "lon"), np.stack([s.ps for s in states]))},
-        coords={"time": times.astype("datetime64[ns]"), "lev": grid.presnivs_pa, "lat": grid.lat_deg, "lon": grid.lon_deg},
-    )
-    ds.to_netcdf(root / "forcing.nc")
-    write_model_grid(grid, root / "grid.nc", root / "grid.txt")
     return root, grid, a, base_config(root / "jax")
 
 

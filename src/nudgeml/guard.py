@@ -111,13 +111,17 @@ def float32_bounds(bounds: GuardBounds) -> GuardBounds32:
     return GuardBounds32(flo, fhi, tlo, thi, clo, chi)
 
 
+def _check_shapes(x: np.ndarray, y: np.ndarray, fallback: np.ndarray) -> None:
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or fallback.shape != y.shape:
+        raise ValueError(f"shapes x {x.shape}, y {y.shape}, fallback {fallback.shape} do not match")
+
+
 def apply_guard_f32(x: F32, y: F32, fallback: F32, bounds: GuardBounds32) -> GuardResult32:
     """:func:`apply_guard` in float32: the same fallback columns and clip count, and exactly its
     tendency cast to float32 (``fallback`` is the float32 cast of the float64 one)."""
     if x.dtype != np.float32 or y.dtype != np.float32 or fallback.dtype != np.float32:
         raise ValueError(f"apply_guard_f32 takes float32 arrays, got x {x.dtype}, y {y.dtype}, fallback {fallback.dtype}")
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or fallback.shape != y.shape:
-        raise ValueError(f"shapes x {x.shape}, y {y.shape}, fallback {fallback.shape} do not match")
+    _check_shapes(x, y, fallback)
     inside = (x >= bounds.feature_lo) & (x <= bounds.feature_hi)
     bad = ~inside.all(axis=1) | ~np.isfinite(y).all(axis=1)
     low = y < bounds.target_lo
@@ -136,8 +140,7 @@ def apply_guard(x: F32, y: F32, fallback: npt.ArrayLike, bounds: GuardBounds) ->
     x64 = np.asarray(x).astype(np.float64)
     y64 = np.asarray(y).astype(np.float64)
     fb = np.asarray(fallback, dtype=np.float64)
-    if x64.ndim != 2 or y64.ndim != 2 or x64.shape[0] != y64.shape[0] or fb.shape != y64.shape:
-        raise ValueError(f"shapes x {x64.shape}, y {y64.shape}, fallback {fb.shape} do not match")
+    _check_shapes(x64, y64, fb)
     # NaN compares false both ways, so "not inside" also catches non-finite inputs.
     inside = (x64 >= bounds.feature_lo) & (x64 <= bounds.feature_hi)
     bad = ~inside.all(axis=1) | ~np.isfinite(y64).all(axis=1)
