@@ -185,7 +185,7 @@ def write_shard_direct(arr: Any, s: int, rows: np.ndarray) -> Path:
 
     zarr's sharded write path (3.1) copies each chunk out of the caller's array, encodes it on a thread
     pool and joins the encoded chunks into a new shard buffer before one write: on the benchmark machine
-    that was 0.15-0.46 of ``np.save``'s rate (``benchmarks/README.md``). With no codec a shard is just the
+    that was 0.15-0.26 of ``np.save``'s rate without a codec (``benchmarks/README.md``). With no codec a shard is just the
     rows' bytes, then its index, so this writes the caller's buffer as it is, in zarr v3's sharding layout
     (the one :class:`nudgeml.data.ShardFileReader` reads): the chunks back to back in row order from offset
     0, the last one padded to a whole chunk with the fill value; a chunk that would hold only the fill
