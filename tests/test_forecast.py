@@ -121,3 +121,15 @@ def test_bad_forecast_settings_are_refused_naming_the_key(tmp_path, edit, messag
     edit(cfg)
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_forecast_overlay_trains_the_forecast_mlp_beside_the_seeds():
+    import yaml
+
+    from nudgeml.targets import target_of
+
+    with open("config/forecast.yaml") as fh:
+        cfg = load_config("config/config.yaml", yaml.safe_load(fh))
+    assert cfg["train"]["models"] == ["mlp", "mlp-fc"]
+    assert target_of(cfg["models"]["mlp-fc"]).name == "forecast" and target_of(cfg["models"]["mlp"]).name == "nudging"
+    assert {"ml-mlp", "ml-mlp-fc"} <= set(cfg["free_runs"]["runs"]) and "mean-monthly" not in cfg["free_runs"]["runs"]
