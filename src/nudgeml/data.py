@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from nudgeml.errors import InputError
-from nudgeml.shard import open_store
+from nudgeml.shard import ABSENT_CHUNK, open_store, sharded_layout_supported
 
 # consecutive chunks per read (the loader sweep in benchmarks/README.md)
 RUN_CHUNKS = 8
@@ -94,7 +94,7 @@ def distributed_context() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-_ABSENT = np.iinfo(np.uint64).max  # the shard index's offset of a chunk that is not stored
+_ABSENT = ABSENT_CHUNK
 _MAX_OPEN = 8  # shard files a reader keeps open
 
 
@@ -132,18 +132,7 @@ class ShardFileReader:
 
     @staticmethod
     def supports(arr: Any) -> bool:
-        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-        from zarr.codecs.sharding import ShardingCodecIndexLocation
-        from zarr.storage import LocalStore
-
-        codecs = arr.metadata.codecs
-        if not (isinstance(arr.store, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)):
-            return False
-        sh = codecs[0]
-        inner_ok = (len(sh.codecs) in (1, 2) and isinstance(sh.codecs[0], BytesCodec) and str(sh.codecs[0].endian.value) == "little"
-                    and (len(sh.codecs) == 1 or isinstance(sh.codecs[1], BloscCodec)))
-        index_ok = [type(c) for c in sh.index_codecs] == [BytesCodec, Crc32cCodec] and sh.index_location == ShardingCodecIndexLocation.end
-        return bool(inner_ok and index_ok and arr.ndim == 2 and str(arr.dtype) == "float32" and tuple(sh.chunk_shape)[1:] == tuple(arr.shape[1:]) and arr.shards[1] == arr.shape[1])
+        return sharded_layout_supported(arr)
 
     def _shard(self, s: int) -> tuple[int, np.ndarray] | None:
         """(file descriptor, (chunks, 2) offsets/lengths) of shard ``s``; None when the shard is absent.

@@ -173,11 +173,31 @@ def _release_free_memory() -> None:
         pass
 
 
-def _direct_writable(arr: Any) -> bool:
-    """Whether :func:`write_shard_direct` can write ``arr``: the reader's layout with no codec."""
-    from nudgeml.data import ShardFileReader
+ABSENT_CHUNK = np.iinfo(np.uint64).max  # the shard index's offset (and length) of a chunk that is not stored
 
-    return ShardFileReader.supports(arr) and len(arr.metadata.codecs[0].codecs) == 1
+
+def sharded_layout_supported(arr: Any) -> bool:
+    """Whether ``arr`` has the one layout this stage writes and :class:`nudgeml.data.ShardFileReader`
+    reads directly: a local 2-D float32 array, zarr v3 sharding with the index at the end (``bytes`` +
+    ``crc32c``), inner codecs ``bytes`` (little-endian) then optionally Blosc, a shard spanning the rows'
+    full width."""
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+    from zarr.codecs.sharding import ShardingCodecIndexLocation
+    from zarr.storage import LocalStore
+
+    codecs = arr.metadata.codecs
+    if not (isinstance(arr.store, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)):
+        return False
+    sh = codecs[0]
+    inner_ok = (len(sh.codecs) in (1, 2) and isinstance(sh.codecs[0], BytesCodec) and str(sh.codecs[0].endian.value) == "little"
+                and (len(sh.codecs) == 1 or isinstance(sh.codecs[1], BloscCodec)))
+    index_ok = [type(c) for c in sh.index_codecs] == [BytesCodec, Crc32cCodec] and sh.index_location == ShardingCodecIndexLocation.end
+    return bool(inner_ok and index_ok and arr.ndim == 2 and str(arr.dtype) == "float32" and tuple(sh.chunk_shape)[1:] == tuple(arr.shape[1:]) and arr.shards[1] == arr.shape[1])
+
+
+def _direct_writable(arr: Any) -> bool:
+    """Whether :func:`write_shard_direct` can write ``arr``: that layout with no codec."""
+    return sharded_layout_supported(arr) and len(arr.metadata.codecs[0].codecs) == 1
 
 
 def write_shard_direct(arr: Any, s: int, rows: np.ndarray) -> Path:
@@ -196,8 +216,6 @@ def write_shard_direct(arr: Any, s: int, rows: np.ndarray) -> Path:
     """
     import google_crc32c
 
-    from nudgeml.data import _ABSENT
-
     shard_rows, width = int(arr.shards[0]), int(arr.shape[1])
     chunk_rows = int(arr.metadata.codecs[0].chunk_shape[0])
     expected = min(shard_rows, int(arr.shape[0]) - s * shard_rows)
@@ -215,7 +233,7 @@ def write_shard_direct(arr: Any, s: int, rows: np.ndarray) -> Path:
         if (np.isnan(first).all() if fill_is_nan else (first == arr.fill_value).all()):
             chunk = rows[k * chunk_rows:(k + 1) * chunk_rows]
             empty[k] = bool(np.isnan(chunk).all() if fill_is_nan else (chunk == arr.fill_value).all())
-    index = np.full((shard_rows // chunk_rows, 2), _ABSENT, "<u8")
+    index = np.full((shard_rows // chunk_rows, 2), ABSENT_CHUNK, "<u8")
     stored = np.flatnonzero(~empty)
     index[stored, 0] = np.arange(stored.size, dtype=np.uint64) * chunk_bytes
     index[stored, 1] = chunk_bytes
