@@ -33,6 +33,7 @@ def test_correction_descriptions():
     assert describe_correction({"correction": "mean", "variables": ["du", "dv"]}) == "mean (annual, du dv)"
     spec = {"correction": "ml", "model": "mlp-replay", "mean_residual": True, "filter_truncation": 6, "scale": 0.5}
     assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
+    assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "calibrated": True}) == "ml: mlp + mean residual, EKI gains"
 
 
 class Constant(torch.nn.Module):
@@ -76,7 +77,7 @@ def setup(tmp_path_factory):
     return root, grid, cfg
 
 
-def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv")):
+def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv"), module=None):
     spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"), targets=tuple(targets))
     nlev = grid.sigma.size
     fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
@@ -90,7 +91,7 @@ def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv"
         grid=Grid("t21", nlon=grid.lon_deg.size, nlat=grid.lat_deg.size),
     )
     out = root / name
-    export_model(Constant(nt, value), manifest, out, torch.zeros(4, nf), aoti=False)
+    export_model(module if module is not None else Constant(nt, value), manifest, out, torch.zeros(4, nf), aoti=False)
     assert expand_names(fb) == manifest.feature_names
     return out
 
@@ -208,6 +209,47 @@ def test_mean_residual_leaves_fallback_columns_out_so_the_training_mean_is_the_n
     mean_du = np.mean([ml(t, s)[0] for t, s in states], axis=0)
     np.testing.assert_allclose(mean_du, 1e-6, rtol=1e-5)
     assert ml.status()["mean_residual"]["fallback_column_states"] == 1
+
+
+class FirstFeature(torch.nn.Module):
+    """Every target = ``k`` x the first feature (u at the lowest level): a state-dependent model."""
+
+    def __init__(self, n_targets: int, k: float) -> None:
+        super().__init__()
+        self.n, self.k = n_targets, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.k * x[:, :1].expand(-1, self.n)
+
+
+def test_gains_scale_the_model_part_about_the_mean(setup):
+    """mean + g (model part - model mean): gains 0 give the mean tendency, 1 the mean-residual output,
+    0.5 halfway, per target and level; gains need the mean residual and the run's shape."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    ml = make_corrector({"correction": "ml", "model": "first"}, columns=ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction")), grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    s = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    with pytest.raises(ConfigError, match="mean_residual"):
+        ml.set_gains(np.ones((2, grid.sigma.size)))
+    shifted = GridState(**{**{k: getattr(s, k) for k in ("v", "t", "q", "ps")}, "u": s.u + 4.0})
+    ml.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, s), (T0, shifted)]))
+    one = ml(T0, s)  # s is 2 m/s below the training mean of u: the model part is 2e-6 below its mean
+    np.testing.assert_allclose(one.du, 1e-6 - 2e-6, rtol=1e-4)
+    np.testing.assert_allclose(one.dv, 0.0 - 2e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="gains have shape"):
+        ml.set_gains(np.ones((2, 3)))
+    ml.set_gains(np.ones((2, grid.sigma.size)))
+    np.testing.assert_allclose(ml(T0, s).du, one.du, rtol=1e-6)
+    ml.set_gains(np.zeros((2, grid.sigma.size)))
+    np.testing.assert_allclose(ml(T0, s).du, 1e-6, rtol=1e-6)
+    np.testing.assert_allclose(ml(T0, s).dv, 0.0, atol=1e-12)
+    half = np.zeros((2, grid.sigma.size))
+    half[0, :3] = 0.5
+    ml.set_gains(half)
+    du = ml(T0, s).du
+    np.testing.assert_allclose(du[:3], 0.0, atol=1e-11)  # halfway between -1e-6 and the mean 1e-6
+    np.testing.assert_allclose(du[3:], 1e-6, rtol=1e-6)
 
 
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):

@@ -94,9 +94,11 @@ def check_consistency(config: Mapping[str, Any]) -> None:
         if target in config.get("columns", {}).get("targets", ()) and config.get("nudging", {}).get(var) is None:
             raise ConfigError(f"config key 'columns.targets' has {target!r}, which needs 'nudging.{var}' (the {var} nudging it is the tendency of)")
     check_corrections(config)
+    from nudgeml.calibrate import check_calibration_config
     from nudgeml.forecast import check_forecast_config
 
     check_forecast_config(config)
+    check_calibration_config(config)
     # imported here, not at the top: iterate imports the GCM (JAX) and cds the download client, which
     # a library caller pays for only when it validates
     from nudgeml.iterate import check_iterations

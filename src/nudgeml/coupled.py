@@ -67,6 +67,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     parts = [f"ml: {spec['model']}"]
     if spec.get("mean_residual"):
         parts[0] += " + mean residual"
+    if spec.get("calibrated"):
+        parts.append("EKI gains")
     if "filter_truncation" in spec:
         parts.append(f"T{int(spec['filter_truncation'])} filter")
     if float(spec.get("scale", 1.0)) != 1.0:
@@ -207,6 +209,7 @@ class MLCorrector(Corrector):
         self.large_scale = large_scale
         self.residual: tuple[np.ndarray, ...] | None = None
         self.residual_counts: dict[str, int] = {}
+        self.gains: np.ndarray | None = None  # (n_targets, nlev): see set_gains
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -268,11 +271,24 @@ class MLCorrector(Corrector):
         log.info("mean residual over %d training states (%d of %d column-states on the guard's fallback, left out): rms du %.2e m s-2",
                  n, n_fallback, n * n_used.size, float(np.sqrt(np.mean(self.residual[0] ** 2))))
 
+    def set_gains(self, gains: np.ndarray) -> None:
+        """Scale the state-dependent part about the mean, per target and level (``nudgeml.calibrate``):
+        ``mean + g (model part - model mean)``; 0 is the mean baseline, 1 the plain mean-residual run."""
+        if self.residual is None:
+            raise ConfigError("gains scale the model's part about the nudging mean: they need mean_residual")
+        gains = np.asarray(gains, np.float32)
+        if gains.shape != (len(self.variables), self.shape[0]):
+            raise ValueError(f"gains have shape {gains.shape}, the model corrects {list(self.variables)} on {self.shape[0]} levels")
+        self.gains = gains
+
     def __call__(self, t: np.datetime64, state: Any) -> Correction:
         t0 = time.perf_counter()
         fields, g = self.model_part(t, state)
         if self.residual is not None:
             fields = tuple(f + r for f, r in zip(fields, self.residual))
+        if self.gains is not None:
+            # model part + residual = mean + (model part - model mean): scale the bracket
+            fields = tuple(k[:, None, None] * f + (1 - k[:, None, None]) * m for f, k, m in zip(fields, self.gains, self.fallback_fields))
         if g.n_fallback:
             # a column that falls back gets the mean tendency itself, not the mean passed on to the
             # model part and then scaled, filtered or shifted by the mean residual (which made it
@@ -397,8 +413,10 @@ def run_free(
     model_dir: str | Path | None = None,
     nudged_histhf: str | Path | None = None,
     training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
+    gains_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run one free run (or member) and write its history and status; return the status."""
+    """Run one free run (or member) and write its history and status; return the status. A
+    ``calibrated`` run reads its gains from ``gains_file`` (:mod:`nudgeml.calibrate`)."""
     name, member = split_member(run)
     runs = config["free_runs"]["runs"]
     if name not in runs:
@@ -413,6 +431,13 @@ def run_free(
     gcm = model_gcm(config, period.start)
     check_same_grid(gcm.grid, grid, grid_path)
     corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)  # before the long part
+    if spec.get("calibrated"):
+        from nudgeml.calibrate import read_gains
+
+        if gains_file is None:
+            raise ConfigError(f"free run {name!r} is calibrated: it needs the calibration's gains file")
+        assert isinstance(corrector, MLCorrector)  # check_calibration_config: calibrated runs are ml runs
+        corrector.set_gains(read_gains(gains_file, corrector.variables, grid.sigma.size))
     state = state_at(forcing, period.start)
     if member > 0:  # initial-condition ensemble: a tiny temperature perturbation
         rng = np.random.default_rng(member)
@@ -451,6 +476,8 @@ def run_free(
     hist.set_attrs(status=status["status"], **({"failure": f"{status.get('failed_at')}: {status.get('reason')}"} if status["status"] == "failed" else {}))
     hist.close()
     status.update(wall_s=wall, max_abs_u=max_abs_u, corrected=list(corrector.variables), **corrector.status())
+    if getattr(corrector, "gains", None) is not None:
+        status["level_gains"] = np.asarray(corrector.gains, float).round(4).tolist()
     if "inference_s" in status:
         status["inference_share"] = status["inference_s"] / wall if wall > 0 else 0.0
         # the share once the model is compiled: what a longer run converges to (issue 16's figure)

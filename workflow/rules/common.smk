@@ -308,7 +308,7 @@ def nudged_inputs(wildcards):
 
 
 def free_run_inputs(wildcards):
-    spec = config["free_runs"]["runs"][split_member(wildcards.run)[0]]
+    name = split_member(wildcards.run)[0]
     if BACKEND.forcing == "lmdz":  # LMDZ starts from the guided run's restart at free_runs.start
         files = {"nudged": rules.nudged.output.histhf}
     elif BACKEND.forcing == "era5":  # LMDZE starts from the truth at free_runs.start (its month's files)
@@ -319,6 +319,17 @@ def free_run_inputs(wildcards):
         }
     else:
         files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
+    files.update(correction_inputs(name))
+    if config["free_runs"]["runs"][name].get("calibrated"):
+        files["gains"] = f"{OUT}/calibration/{name}/gains.json"
+    return files
+
+
+def correction_inputs(name):
+    """What free run `name`'s correction reads: the mean tendency, the model, and for the mean residual
+    the nudged run and the store that records the training blocks."""
+    spec = config["free_runs"]["runs"][name]
+    files = {}
     if spec["correction"] in ("mean", "ml"):
         files["mean"] = rules.mean_tendency.output.nc
     if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
@@ -332,6 +343,20 @@ def free_run_inputs(wildcards):
         aoti = spec.get("backend", "torchscript") != "torchscript"
         files["model"] = f"{d}/model.pt2" if aoti else f"{d}/model.pt"
     return files
+
+
+def calibrate_inputs(wildcards):
+    """What a calibration reads: the free run's correction and the analysis over every month (its runs
+    start in the training blocks)."""
+    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), **correction_inputs(wildcards.name)}
+
+
+def calibrate_params(wildcards):
+    """The calibrated run's entry, the shared free_runs keys the runs read, the calibration settings,
+    the model, the columns and the JAX cache."""
+    free_runs = {k: config["free_runs"][k] for k in ("perturbation_k", "max_wind_ms")}
+    free_runs["runs"] = {wildcards.name: config["free_runs"]["runs"][wildcards.name]}
+    return {"free_runs": free_runs, **sections("calibration", "model", "columns", "jax_cache_dir")}
 
 
 # ------------------------------------------------------------------------------------------------

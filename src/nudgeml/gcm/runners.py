@@ -45,6 +45,7 @@ def standin_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files
         model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
         nudged_histhf=inputs.get("nudged"),
         training=training_blocks(inputs["store"]) if "store" in inputs else None,
+        gains_file=inputs.get("gains"),
     )
 
 

@@ -1,0 +1,322 @@
+"""Gains on an ML correction's state-dependent part, calibrated online by ensemble Kalman inversion
+(issue 13, method e).
+
+Every model trained offline on the nudging or the forecast-error target learns, besides the model's
+error, a dependence on the local wind that feeds back on the free run (damping for the nudging target,
+amplification for the forecast target: ``docs/science.md``). With ``mean_residual`` the correction is
+``mean + (m(x) - <m>)``: the nudging mean plus the model's state-dependent part. Here that part gets a
+gain per corrected variable and pressure band::
+
+    correction = mean + g[var, band] * (m(x) - <m>)
+
+``g = 0`` is the mean baseline, ``g = 1`` the plain mean-residual run. The gains are chosen online, by
+free runs, with no derivative of the GCM: ensemble Kalman inversion (Iglesias, Law & Stuart 2013;
+Schneider et al. 2017 for climate models) fits them to statistics of the analysis, so the same loop
+runs with LMDZ's free runs in place of the stand-in's.
+
+* Statistics ``G(g)``: the time means of the zonal-mean u, v, T (level x latitude) of free runs started
+  from the analysis at ``starts`` dates spread over the **training** blocks (out of sample: the
+  evaluation period is never seen), over days ``skip_days .. days`` of each run; ``y``: the same
+  means of the analysis at the same times.
+* Noise ``Gamma`` (diagonal): the variance of those statistics across ``noise_members`` runs of the
+  mean baseline (``g = 0``) from perturbed initial states (``free_runs.perturbation_k``): the internal
+  variability a gain cannot remove; floored at ``noise_floor`` x its median so that an unsaturated
+  statistic is not fitted to its noise.
+* Each iteration moves every member ``g_j`` by ``C_gG (C_GG + Gamma)^-1 (y + eta_j - G(g_j))``,
+  ``eta_j ~ N(0, Gamma)`` (perturbed observations). A member whose run blows up is left out of the
+  update and redrawn from the Gaussian of the updated successful members.
+* The result is the last iteration's ensemble mean (``gains.json``), with every member's gains and
+  misfit, and the run count and wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nudgeml.atomic import write_text_atomic
+from nudgeml.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+DAY = np.timedelta64(86400, "s")
+WINDOW = np.timedelta64(6 * 3600, "s")
+STAT_VARIABLES = ("u", "v", "t")  # zonal means the inversion fits
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """The ``calibration`` section of the configuration."""
+
+    members: int = 8  # ensemble size (> number of gains: the update stays in the ensemble's span)
+    iterations: int = 3
+    level_bands_hpa: tuple[float, ...] = (700.0, 200.0)  # band edges, surface first: gains per band
+    prior_mean: float = 0.5
+    prior_sd: float = 0.5
+    starts: int = 2  # free runs per member and iteration, from dates spread over the training blocks
+    days: float = 10.0
+    skip_days: float = 2.0
+    noise_members: int = 4
+    noise_floor: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "CalibrationSettings":
+        kw: dict[str, Any] = {k: section[k] for k in ("members", "iterations", "starts", "noise_members", "seed") if k in section}
+        kw.update({k: float(section[k]) for k in ("prior_mean", "prior_sd", "days", "skip_days", "noise_floor") if k in section})
+        if "level_bands_hpa" in section:
+            kw["level_bands_hpa"] = tuple(float(p) for p in section["level_bands_hpa"])
+        s = cls(**kw)
+        if list(s.level_bands_hpa) != sorted(s.level_bands_hpa, reverse=True):
+            raise ConfigError(f"config key 'calibration.level_bands_hpa' is {list(s.level_bands_hpa)}: give the band edges from the surface up (decreasing pressure)")
+        if s.members < 3 or s.noise_members < 2:
+            raise ConfigError("config keys 'calibration.members' / 'calibration.noise_members': at least 3 members and 2 noise members (an ensemble covariance)")
+        if not 0 <= s.skip_days < s.days:
+            raise ConfigError(f"config key 'calibration.skip_days' ({s.skip_days:g}) must be in [0, days = {s.days:g})")
+        for key in ("days", "skip_days"):
+            if (getattr(s, key) * 4) % 1:
+                raise ConfigError(f"config key 'calibration.{key}' is {getattr(s, key):g}: use a multiple of 0.25 day (the analysis is 6-hourly)")
+        return s
+
+    def n_gains(self, n_variables: int) -> int:
+        return n_variables * (len(self.level_bands_hpa) + 1)
+
+
+def check_calibration_config(config: Mapping[str, Any]) -> None:
+    """Before any run: a calibrated run is an ml run with the mean residual (its gains scale the model's
+    part about the nudging mean; without the residual there is no such split), and the settings parse."""
+    calibrated = [name for name, spec in config["free_runs"]["runs"].items() if spec.get("calibrated")]
+    for name in calibrated:
+        spec = config["free_runs"]["runs"][name]
+        if spec["correction"] != "ml" or not spec.get("mean_residual"):
+            raise ConfigError(f"config key 'free_runs.runs.{name}.calibrated' needs correction: ml with mean_residual: true "
+                              "(the gains scale the model's part about the nudging mean)")
+        if float(spec.get("scale", 1.0)) != 1.0:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.scale' is {spec['scale']}: a calibrated run's gains replace the scale; leave it out")
+    if calibrated:
+        s = CalibrationSettings.from_config(config.get("calibration", {}))
+        n = s.n_gains(len(config.get("columns", {}).get("targets", ["du", "dv"])))
+        if s.members <= n:
+            log.warning("calibration.members (%d) <= the number of gains (%d): the inversion stays in the initial ensemble's span", s.members, n)
+
+
+def band_index(pressure_pa: np.ndarray, edges_hpa: Sequence[float]) -> np.ndarray:
+    """The band of each level: 0 at and below (pressure >=) the first edge, then one per edge upward."""
+    p = np.asarray(pressure_pa, float) / 100.0
+    return np.array([sum(pk < e for e in edges_hpa) for pk in p], dtype=int)
+
+
+def level_gains(gains: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """``(n_variables, n_bands)`` gains to ``(n_variables, n_levels)``."""
+    return np.asarray(gains, float).reshape(-1, int(bands.max()) + 1)[:, bands] if gains.size else np.zeros((0, bands.size))
+
+
+def eki_update(theta: np.ndarray, g: np.ndarray, y: np.ndarray, gamma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One ensemble Kalman inversion step (perturbed observations).
+
+    ``theta`` (J, K) parameters, ``g`` (J, M) their forward-model outputs, ``y`` (M,) the data,
+    ``gamma`` (M,) the diagonal noise variance. Rows of ``g`` with a non-finite value (a failed run) do
+    not enter the covariances; those members are redrawn from the Gaussian of the updated others.
+    """
+    theta, g = np.asarray(theta, float), np.asarray(g, float)
+    ok = np.isfinite(g).all(axis=1)
+    if ok.sum() < 2:
+        raise InputError(f"ensemble Kalman inversion: {int(ok.sum())} of {len(ok)} members ran to the end; at least 2 must (lower calibration.prior_sd)")
+    t, gg = theta[ok], g[ok]
+    dt, dg = t - t.mean(axis=0), gg - gg.mean(axis=0)
+    n = len(t) - 1
+    c_tg = dt.T @ dg / n  # (K, M)
+    c_gg = dg.T @ dg / n  # (M, M)
+    eta = rng.normal(size=gg.shape) * np.sqrt(gamma)
+    # (C_GG + Gamma) is symmetric positive definite (Gamma > 0): solve, don't invert
+    gain = np.linalg.solve(c_gg + np.diag(gamma), c_tg.T)  # (M, K)
+    new = theta.copy()
+    new[ok] = t + (y + eta - gg) @ gain
+    if (~ok).any():
+        mu, cov = new[ok].mean(axis=0), np.atleast_2d(np.cov(new[ok], rowvar=False))
+        new[~ok] = rng.multivariate_normal(mu, cov + 1e-12 * np.eye(len(mu)), size=int((~ok).sum()))
+    return new
+
+
+def misfit(g: np.ndarray, y: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """``0.5 |Gamma^-1/2 (y - G)|^2`` per member (inf for a failed one)."""
+    d = (np.asarray(g, float) - y) ** 2 / gamma
+    out = 0.5 * d.sum(axis=-1)
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def start_dates(blocks: Sequence[tuple[np.datetime64, np.datetime64]], days: float, n: int) -> list[np.datetime64]:
+    """``n`` start dates, 6-hourly, spread evenly over the times of ``blocks`` where a ``days``-long run
+    stays inside its block (a run reads the analysis it is compared with: never the next block's)."""
+    length = np.timedelta64(int(round(days * 86400)), "s")
+    candidates = [t for a, b in blocks for t in np.arange(np.datetime64(a, "s"), np.datetime64(b, "s") - length + WINDOW, WINDOW)]
+    if len(candidates) < n:
+        raise ConfigError(f"config key 'calibration.days' ({days:g}) leaves {len(candidates)} start date(s) inside the training blocks "
+                          f"{[(str(a), str(b)) for a, b in blocks]}; 'calibration.starts' asks for {n}")
+    idx = np.round(np.linspace(0, len(candidates) - 1, n)).astype(int)
+    return [candidates[i] for i in idx]
+
+
+def zonal_stats(sums: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+    return np.concatenate([(sums[k] / count).ravel() for k in STAT_VARIABLES])
+
+
+class Calibration:
+    """The forward model ``G``: free runs of one ML corrector with given gains, from fixed start dates."""
+
+    def __init__(self, gcm: Any, corrector: Any, forcing: Any, starts: Sequence[np.datetime64], s: CalibrationSettings,
+                 *, perturbation_k: float, max_wind_ms: float) -> None:
+        from nudgeml.simulate import state_at
+
+        self.gcm, self.corrector, self.s = gcm, corrector, s
+        self.starts = list(starts)
+        self.initial = {t: state_at(forcing, t) for t in self.starts}
+        self.perturbation_k, self.max_wind = perturbation_k, max_wind_ms
+        self.n_windows = int(round(s.days * 4))
+        self.skip = int(round(s.skip_days * 4))
+        self.runs = 0
+        # the analysis' statistics at the states' times (window ends skip+1 .. n)
+        ys = []
+        for t0 in self.starts:
+            times = (t0 + WINDOW * np.arange(self.skip + 1, self.n_windows + 1)).astype("datetime64[ns]")
+            a = forcing.sel(time=times)
+            ys.append(np.concatenate([a[k].mean(dim=("time", a[k].dims[-1])).values.ravel() for k in STAT_VARIABLES]))
+        self.y = np.concatenate(ys)
+
+    def __call__(self, gains: np.ndarray, member: int = 0) -> np.ndarray:
+        """``G(gains)``: the statistics of one free run per start (NaN where a run blew up); ``member`` > 0
+        perturbs the initial temperature as ensemble members of the free runs do."""
+        self.corrector.set_gains(np.asarray(gains, float))
+        out = []
+        for t0 in self.starts:
+            state = replace(self.initial[t0])  # a shallow copy: the perturbation below assigns a new array
+            if member > 0:
+                rng = np.random.default_rng(member)
+                state.t = (state.t + rng.normal(scale=self.perturbation_k, size=state.t.shape)).astype(np.float32)
+            self.gcm.start_at(state, t0)
+            self.runs += 1
+            sums = {k: 0.0 for k in STAT_VARIABLES}
+            n = 0
+            for i in range(self.n_windows):
+                self.gcm.run_window(**self.corrector(self.gcm.time, state).window_kwargs())
+                state = self.gcm.current_state()
+                if not state.is_finite() or float(np.nanmax(np.abs(state.u))) > self.max_wind:
+                    log.info("gains %s: blew up at %s", np.round(gains, 3).tolist(), self.gcm.time)
+                    return np.full(self.y.size, np.nan)
+                if i >= self.skip:
+                    for k in STAT_VARIABLES:
+                        sums[k] = sums[k] + getattr(state, k).mean(axis=-1)
+                    n += 1
+            out.append(zonal_stats(sums, n))
+        return np.concatenate(out)
+
+
+def calibrate(forward: Calibration, n_gains: int, s: CalibrationSettings) -> dict[str, Any]:
+    """Run the inversion: noise runs of the baseline, then ``s.iterations`` EKI steps. Returns the
+    record ``gains.json`` holds."""
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(s.seed)
+    zero = np.zeros(n_gains)
+    noise = np.array([forward(zero, member=k + 1) for k in range(s.noise_members)])
+    if not np.isfinite(noise).all():
+        raise InputError("calibration: a run of the mean baseline (gains 0) blew up; nothing to calibrate against")
+    var = noise.var(axis=0, ddof=1)
+    gamma = np.maximum(var, s.noise_floor * float(np.median(var)))
+    baseline = forward(zero)
+    log.info("noise: %d baseline runs, median variance %.3g; baseline misfit %.1f", s.noise_members, float(np.median(var)), float(misfit(baseline, forward.y, gamma)))
+    theta = s.prior_mean + s.prior_sd * rng.normal(size=(s.members, n_gains))
+    history = []
+    for it in range(s.iterations + 1):
+        g = np.array([forward(th) for th in theta])
+        phi = misfit(g, forward.y, gamma)
+        history.append({"iteration": it, "gains": theta.tolist(), "misfit": [float(p) if np.isfinite(p) else None for p in phi],
+                        "failed": int((~np.isfinite(g).all(axis=1)).sum())})
+        log.info("iteration %d: misfit median %.1f (min %.1f), gains mean %s, %d failed", it, float(np.median(phi)), float(phi.min()),
+                 np.round(theta.mean(axis=0), 3).tolist(), history[-1]["failed"])
+        if it < s.iterations:
+            theta = eki_update(theta, g, forward.y, gamma, rng)
+    final = theta.mean(axis=0)
+    return {
+        "gains": final.tolist(),
+        "baseline_misfit": float(misfit(baseline, forward.y, gamma)),
+        "history": history,
+        "n_statistics": int(forward.y.size),
+        "gamma_median": float(np.median(gamma)),
+        "starts": [str(t) for t in forward.starts],
+        "runs": forward.runs,
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+
+def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, forcing_paths: Sequence[str | Path], *,
+                    mean_file: str | Path, model_dir: str | Path, nudged_histhf: str | Path,
+                    training: Sequence[tuple[np.datetime64, np.datetime64]], out_json: str | Path) -> dict[str, Any]:
+    """Calibrate the gains of free run ``name`` and write ``out_json`` (atomically)."""
+    from nudgeml.coupled import make_corrector
+    from nudgeml.extract import ColumnSpec
+    from nudgeml.grid import read_model_grid
+    from nudgeml.regrid import open_forcing
+    from nudgeml.simulate import check_same_grid, model_gcm
+
+    spec = cfg["free_runs"]["runs"][name]
+    s = CalibrationSettings.from_config(cfg.get("calibration", {}))
+    starts = start_dates(training, s.days, s.starts)
+    grid = read_model_grid(grid_path)
+    gcm = model_gcm(cfg, starts[0])
+    check_same_grid(gcm.grid, grid, grid_path)
+    columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
+    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)
+    forcing = open_forcing(forcing_paths)
+    have = np.asarray(forcing["time"].values, "datetime64[s]")
+    need = np.concatenate([t + WINDOW * np.arange(int(round(s.days * 4)) + 1) for t in starts])
+    missing = np.setdiff1d(need, have)
+    if missing.size:
+        raise InputError(f"{forcing_paths[0]}: regridded ERA5 lacks {missing.size} analysis time(s) the calibration runs need, first {missing[0]}")
+    bands = band_index(grid.presnivs_pa, s.level_bands_hpa)
+    forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s,
+                          perturbation_k=float(cfg["free_runs"]["perturbation_k"]), max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
+    n_gains = len(corrector.variables) * (int(bands.max()) + 1)
+    log.info("calibrating %s: %d gains (%s x %d bands), %d members, %d iterations, starts %s, %g days (skip %g)", name, n_gains,
+             list(corrector.variables), int(bands.max()) + 1, s.members, s.iterations, [str(t) for t in starts], s.days, s.skip_days)
+    record = calibrate(forward, n_gains, s)
+    record.update(run=name, variables=list(corrector.variables), level_bands_hpa=list(s.level_bands_hpa),
+                  levels_pa=np.asarray(grid.presnivs_pa, float).tolist(), level_gains=level_gains(np.array(record["gains"]), bands).tolist(),
+                  settings=asdict(s))
+    write_text_atomic(out_json, json.dumps(record, indent=1) + "\n")
+    log.info("gains %s (%d runs, %.0f s)", np.round(record["gains"], 3).tolist(), record["runs"], record["wall_s"])
+    return record
+
+
+class _BandGains:
+    """The corrector with per-band gains expanded to its levels (what :class:`Calibration` sets)."""
+
+    def __init__(self, corrector: Any, bands: np.ndarray) -> None:
+        self.inner, self.bands = corrector, bands
+
+    def set_gains(self, gains: np.ndarray) -> None:
+        self.inner.set_gains(level_gains(gains, self.bands))
+
+    def __call__(self, t: np.datetime64, state: Any) -> Any:
+        return self.inner(t, state)
+
+
+def read_gains(path: str | Path, variables: Sequence[str], n_levels: int) -> np.ndarray:
+    """The per-level gains ``(n_variables, n_levels)`` a calibration wrote, checked against the run."""
+    try:
+        record = json.loads(Path(path).read_text())
+        gains = np.asarray(record["level_gains"], float)
+        got = list(record["variables"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a calibration record ({type(exc).__name__}: {exc})") from None
+    if got != list(variables) or gains.shape != (len(variables), n_levels):
+        raise InputError(f"{path}: gains for {got} on {gains.shape[-1] if gains.ndim == 2 else '?'} levels; the run corrects {list(variables)} on {n_levels}")
+    if not np.isfinite(gains).all():
+        raise InputError(f"{path}: key 'level_gains' holds non-finite values")
+    return gains
