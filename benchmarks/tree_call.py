@@ -6,7 +6,10 @@ so the trees are full-depth but meaningless) goes through
 
 * ``walker``: ``TreeEnsemble`` scripted with TorchScript (the ``model.pt`` of an xgboost export);
 * ``tl2cgen``: the shared library ``nudgeml.trees`` compiles at export (trees + the map to physical
-  targets), called through ctypes (:class:`nudgeml.trees.CompiledTrees`);
+  targets), called through ctypes (:class:`nudgeml.trees.CompiledTrees`): each function of 8 trees
+  walks a block of 64 rows before the next;
+* ``tl2cgen-rowwise``: the same library built with blocks of one row (every tree for one row, then the
+  next row: tl2cgen's own ``predict`` order), the outputs checked equal bit for bit;
 * ``xgboost``: the booster's own ``inplace_predict`` (the reference, modes only);
 * ``hummingbird-<strategy>``: hummingbird-ml's TorchScript conversion, when it is installed and
   can read the booster (0.4.12 cannot: it parses the per-target ``base_score`` as one float);
@@ -74,6 +77,11 @@ def main() -> None:
                       target_mean=stats["target_mean"], target_std=stats["target_std"], threads=os.cpu_count() or 1)
         print(f"tl2cgen: compiled in {time.perf_counter() - t0:.0f} s with gcc ({os.cpu_count()} jobs)")
         compiled = CompiledTrees(out / "model_trees.so")
+        # the same C, each row through every tree before the next row (tl2cgen's own predict() order):
+        # what blocking rows per tree function buys
+        compile_trees(booster, out / "rowwise" / "model_trees.so", intercept=walker_module.base.numpy(), modes=modes,
+                      target_mean=stats["target_mean"], target_std=stats["target_std"], threads=os.cpu_count() or 1, block_rows=1)
+        rowwise = CompiledTrees(out / "rowwise" / "model_trees.so")
         xs = {n: rng.standard_normal((n, N_FEATURES)).astype(np.float32) for n in SIZES}
         ref = booster_predict(booster, xs[SIZES[0]], modes, stats)
         err = float(np.max(np.abs(compiled(xs[SIZES[0]]) - ref) / stats["target_std"]))
@@ -82,10 +90,13 @@ def main() -> None:
         print(f"max |path - booster| / target std on {SIZES[0]} random columns: tl2cgen {err:.1e}, walker {err_walker:.1e}")
         if err > 1e-5:
             raise SystemExit("the compiled library does not reproduce the booster: no timing")
+        if not np.array_equal(rowwise(xs[SIZES[0]]), compiled(xs[SIZES[0]])):
+            raise SystemExit("the row-blocked and the row-wise library differ: no timing")
 
         paths = {
             "walker": lambda x: walker(torch.from_numpy(x)),
             "tl2cgen": lambda x: compiled(x),
+            "tl2cgen-rowwise": lambda x: rowwise(x),
             "xgboost": lambda x: booster.inplace_predict(x),
             "mlp": lambda x: mlp(torch.from_numpy(x)),
         }

@@ -67,6 +67,7 @@ class FakeForward:
     def __init__(self, a, truth, noise=0.01):
         self.a, self.noise = a, noise
         self.y = a @ truth
+        self.window_var = np.full(self.y.size, 0.5 * noise**2)
         self.starts, self.runs = [T0], 0
 
     def __call__(self, gains, member=0):
@@ -80,12 +81,12 @@ class FakeForward:
 
 def test_calibrate_loop_records_the_history_and_recovers_the_gains():
     a, truth = linear_problem()
-    s = CalibrationSettings(members=10, iterations=6, noise_members=4, seed=0)
+    s = CalibrationSettings(members=10, iterations=6, seed=0)
     fwd = FakeForward(a, truth)
     rec = calibrate(fwd, 4, s)
     np.testing.assert_allclose(rec["gains"], truth, atol=0.05)
     assert len(rec["history"]) == s.iterations + 1
-    assert fwd.runs == rec["runs"] == s.noise_members + 1 + s.members * (s.iterations + 1)
+    assert fwd.runs == rec["runs"] == 1 + s.members * (s.iterations + 1)
     first, last = (np.median(h["misfit"]) for h in (rec["history"][0], rec["history"][-1]))
     assert last < 0.01 * first
     assert rec["baseline_misfit"] > 100 * last  # gains 0 (the mean baseline) are far from theta*
@@ -176,12 +177,16 @@ def test_calibration_runs_the_stand_in_from_the_analysis(tmp_path):
     forcing = xr.open_dataset(tmp_path / "forcing.nc")
     training = [(np.datetime64(t, "s"), GridState(**{k: forcing[k].sel(time=t).values for k in ("u", "v", "t", "q", "ps")})) for t in forcing["time"].values[:4]]
     ml.add_mean_residual((np.zeros(grid.shape, np.float32),) * 2, iter(training))
-    s = CalibrationSettings(members=3, iterations=1, starts=2, days=1, skip_days=0.5, noise_members=2, level_bands_hpa=(500.0,))
+    s = CalibrationSettings(members=3, iterations=1, starts=2, days=1, skip_days=0.5, level_bands_hpa=(500.0,))
     starts = start_dates([(T0, T0 + np.timedelta64(3, "D"))], s.days, s.starts)
     gcm = StandinGCM(GCMConfig(21), starts[0])
     bands = band_index(grid.presnivs_pa, s.level_bands_hpa)
-    fwd = Calibration(gcm, _BandGains(ml, bands), forcing, starts, s, perturbation_k=0.01, max_wind_ms=250)
-    assert fwd.y.size == 2 * 3 * nlev * grid.lat_deg.size
+    fwd = Calibration(gcm, _BandGains(ml, bands), forcing, starts, s, blocks=[(T0, T0 + np.timedelta64(3, "D"))], perturbation_k=0.01, max_wind_ms=250)
+    assert fwd.y.size == fwd.window_var.size == 2 * 3 * nlev * grid.lat_deg.size
+    # the noise: the analysis' own 12-h means (2 analyses) vary across the 3 days' windows
+    u0 = forcing["u"].mean(dim="lon").values[:, 0, 10]
+    pairs = (u0[:-1] + u0[1:]) / 2
+    assert fwd.window_var[10] == pytest.approx(pairs.var(ddof=1), rel=1e-4)
     zero = np.zeros(4)
     g0 = fwd(zero)
     np.testing.assert_array_equal(fwd(zero), g0)  # each run restarts from the analysis
@@ -193,4 +198,13 @@ def test_calibration_runs_the_stand_in_from_the_analysis(tmp_path):
     assert np.abs(g0[: nlev * grid.lat_deg.size] - fwd.y[: nlev * grid.lat_deg.size]).max() < 10.0
     fwd.runs = 0
     rec = calibrate(fwd, 4, s)
-    assert np.isfinite(rec["gains"]).all() and rec["runs"] == s.starts * (s.noise_members + 1 + s.members * (s.iterations + 1))
+    assert np.isfinite(rec["gains"]).all() and rec["runs"] == s.starts * (1 + s.members * (s.iterations + 1))
+
+
+def test_calibrate_overlay_is_valid():
+    import yaml
+
+    cfg = load_config("config/config.yaml", yaml.safe_load(open("config/calibrate.yaml")))
+    runs = cfg["free_runs"]["runs"]
+    assert runs["ml-mlp-eki"]["calibrated"] and runs["ml-mlp-eki"]["mean_residual"]
+    assert runs["control"]["members"] >= 5 and all(runs[k]["members"] >= 3 for k in ("mean", "ml-mlp-mr", "ml-mlp-eki"))

@@ -18,10 +18,12 @@ runs with LMDZ's free runs in place of the stand-in's.
   from the analysis at ``starts`` dates spread over the **training** blocks (out of sample: the
   evaluation period is never seen), over days ``skip_days .. days`` of each run; ``y``: the same
   means of the analysis at the same times.
-* Noise ``Gamma`` (diagonal): the variance of those statistics across ``noise_members`` runs of the
-  mean baseline (``g = 0``) from perturbed initial states (``free_runs.perturbation_k``): the internal
-  variability a gain cannot remove; floored at ``noise_floor`` x its median so that an unsaturated
-  statistic is not fitted to its noise.
+* Noise ``Gamma`` (diagonal): twice the variance, across every window of the same length inside the
+  training blocks, of the analysis' own time-mean zonal means: what a run that has lost its initial
+  state's memory differs from the analysis by (two independent draws). Floored at ``noise_floor`` x
+  its median. Not the spread of perturbed runs: over 10 days the stand-in's members have not diverged
+  (a first calibration measured their median variance at 1.7e-6, ~10^-5 of this), and a noise that
+  small makes the inversion fit the analysis' weather.
 * Each iteration moves every member ``g_j`` by ``C_gG (C_GG + Gamma)^-1 (y + eta_j - G(g_j))``,
   ``eta_j ~ N(0, Gamma)`` (perturbed observations). A member whose run blows up is left out of the
   update and redrawn from the Gaussian of the updated successful members.
@@ -63,21 +65,20 @@ class CalibrationSettings:
     starts: int = 2  # free runs per member and iteration, from dates spread over the training blocks
     days: float = 10.0
     skip_days: float = 2.0
-    noise_members: int = 4
     noise_floor: float = 0.1
     seed: int = 0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "CalibrationSettings":
-        kw: dict[str, Any] = {k: section[k] for k in ("members", "iterations", "starts", "noise_members", "seed") if k in section}
+        kw: dict[str, Any] = {k: section[k] for k in ("members", "iterations", "starts", "seed") if k in section}
         kw.update({k: float(section[k]) for k in ("prior_mean", "prior_sd", "days", "skip_days", "noise_floor") if k in section})
         if "level_bands_hpa" in section:
             kw["level_bands_hpa"] = tuple(float(p) for p in section["level_bands_hpa"])
         s = cls(**kw)
         if list(s.level_bands_hpa) != sorted(s.level_bands_hpa, reverse=True):
             raise ConfigError(f"config key 'calibration.level_bands_hpa' is {list(s.level_bands_hpa)}: give the band edges from the surface up (decreasing pressure)")
-        if s.members < 3 or s.noise_members < 2:
-            raise ConfigError("config keys 'calibration.members' / 'calibration.noise_members': at least 3 members and 2 noise members (an ensemble covariance)")
+        if s.members < 3:
+            raise ConfigError(f"config key 'calibration.members' is {s.members}: at least 3 (an ensemble covariance)")
         if not 0 <= s.skip_days < s.days:
             raise ConfigError(f"config key 'calibration.skip_days' ({s.skip_days:g}) must be in [0, days = {s.days:g})")
         for key in ("days", "skip_days"):
@@ -164,6 +165,22 @@ def start_dates(blocks: Sequence[tuple[np.datetime64, np.datetime64]], days: flo
     return [candidates[i] for i in idx]
 
 
+def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datetime64]], n: int) -> np.ndarray:
+    """The variance, over every run of ``n`` consecutive 6-hourly analyses inside ``blocks``, of their
+    mean zonal-mean u, v, T: the statistics' internal variability (one start's layout)."""
+    series = []
+    for a, b in blocks:
+        sel = forcing.sel(time=slice(np.datetime64(a, "ns"), np.datetime64(b, "ns")))
+        z = np.concatenate([sel[k].mean(dim=sel[k].dims[-1]).values.reshape(sel.sizes["time"], -1) for k in STAT_VARIABLES], axis=1)
+        if len(z) >= n:
+            c = np.cumsum(np.vstack([np.zeros((1, z.shape[1])), z]), axis=0)
+            series.append((c[n:] - c[:-n]) / n)  # every window's mean
+    means = np.concatenate(series) if series else np.empty((0, 0))
+    if len(means) < 2:
+        raise ConfigError(f"config keys 'calibration.days'/'skip_days': fewer than 2 windows of {n} analyses inside the training blocks to estimate the noise from")
+    return means.var(axis=0, ddof=1)
+
+
 def zonal_stats(sums: Mapping[str, np.ndarray], count: int) -> np.ndarray:
     return np.concatenate([(sums[k] / count).ravel() for k in STAT_VARIABLES])
 
@@ -172,7 +189,7 @@ class Calibration:
     """The forward model ``G``: free runs of one ML corrector with given gains, from fixed start dates."""
 
     def __init__(self, gcm: Any, corrector: Any, forcing: Any, starts: Sequence[np.datetime64], s: CalibrationSettings,
-                 *, perturbation_k: float, max_wind_ms: float) -> None:
+                 *, blocks: Sequence[tuple[np.datetime64, np.datetime64]], perturbation_k: float, max_wind_ms: float) -> None:
         from nudgeml.simulate import state_at
 
         self.gcm, self.corrector, self.s = gcm, corrector, s
@@ -189,6 +206,7 @@ class Calibration:
             a = forcing.sel(time=times)
             ys.append(np.concatenate([a[k].mean(dim=("time", a[k].dims[-1])).values.ravel() for k in STAT_VARIABLES]))
         self.y = np.concatenate(ys)
+        self.window_var = np.tile(window_variance(forcing, blocks, self.n_windows - self.skip), len(self.starts))
 
     def __call__(self, gains: np.ndarray, member: int = 0) -> np.ndarray:
         """``G(gains)``: the statistics of one free run per start (NaN where a run blew up); ``member`` > 0
@@ -219,24 +237,24 @@ class Calibration:
 
 
 def calibrate(forward: Calibration, n_gains: int, s: CalibrationSettings) -> dict[str, Any]:
-    """Run the inversion: noise runs of the baseline, then ``s.iterations`` EKI steps. Returns the
-    record ``gains.json`` holds."""
+    """Run the inversion: the baseline (gains 0), then ``s.iterations`` EKI steps. Returns the record
+    ``gains.json`` holds."""
     t_start = time.perf_counter()
     rng = np.random.default_rng(s.seed)
     zero = np.zeros(n_gains)
-    noise = np.array([forward(zero, member=k + 1) for k in range(s.noise_members)])
-    if not np.isfinite(noise).all():
-        raise InputError("calibration: a run of the mean baseline (gains 0) blew up; nothing to calibrate against")
-    var = noise.var(axis=0, ddof=1)
+    var = 2.0 * forward.window_var  # model and analysis as two independent draws
     gamma = np.maximum(var, s.noise_floor * float(np.median(var)))
     baseline = forward(zero)
-    log.info("noise: %d baseline runs, median variance %.3g; baseline misfit %.1f", s.noise_members, float(np.median(var)), float(misfit(baseline, forward.y, gamma)))
+    if not np.isfinite(baseline).all():
+        raise InputError("calibration: the run of the mean baseline (gains 0) blew up; nothing to calibrate against")
+    log.info("noise: median variance %.3g; baseline misfit %.1f (%d statistics)", float(np.median(gamma)), float(misfit(baseline, forward.y, gamma)), forward.y.size)
     theta = s.prior_mean + s.prior_sd * rng.normal(size=(s.members, n_gains))
     history = []
     for it in range(s.iterations + 1):
         g = np.array([forward(th) for th in theta])
         phi = misfit(g, forward.y, gamma)
         history.append({"iteration": it, "gains": theta.tolist(), "misfit": [float(p) if np.isfinite(p) else None for p in phi],
+                        "rms_u_ms": [rms_u(gk, forward) for gk in g],
                         "failed": int((~np.isfinite(g).all(axis=1)).sum())})
         log.info("iteration %d: misfit median %.1f (min %.1f), gains mean %s, %d failed", it, float(np.median(phi)), float(phi.min()),
                  np.round(theta.mean(axis=0), 3).tolist(), history[-1]["failed"])
@@ -249,10 +267,21 @@ def calibrate(forward: Calibration, n_gains: int, s: CalibrationSettings) -> dic
         "history": history,
         "n_statistics": int(forward.y.size),
         "gamma_median": float(np.median(gamma)),
+        "baseline_rms_u_ms": rms_u(baseline, forward),
         "starts": [str(t) for t in forward.starts],
         "runs": forward.runs,
         "wall_s": time.perf_counter() - t_start,
     }
+
+
+def rms_u(g: np.ndarray, forward: Any) -> float | None:
+    """RMS over starts, levels and latitudes of the time-mean zonal-mean u minus the analysis' (m/s)."""
+    if not np.isfinite(g).all():
+        return None
+    per = g.size // len(forward.starts)
+    nu = per // len(STAT_VARIABLES)
+    d = (g - forward.y).reshape(len(forward.starts), per)[:, :nu]
+    return float(np.sqrt(np.mean(d ** 2)))
 
 
 def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, forcing_paths: Sequence[str | Path], *,
@@ -280,7 +309,7 @@ def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, fo
     if missing.size:
         raise InputError(f"{forcing_paths[0]}: regridded ERA5 lacks {missing.size} analysis time(s) the calibration runs need, first {missing[0]}")
     bands = band_index(grid.presnivs_pa, s.level_bands_hpa)
-    forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s,
+    forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s, blocks=training,
                           perturbation_k=float(cfg["free_runs"]["perturbation_k"]), max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
     n_gains = len(corrector.variables) * (int(bands.max()) + 1)
     log.info("calibrating %s: %d gains (%s x %d bands), %d members, %d iterations, starts %s, %g days (skip %g)", name, n_gains,

@@ -44,7 +44,10 @@ from nudgeml.errors import InputError
 TREE_BACKEND: Final = "tl2cgen"  # the manifest's ``tree_backend`` for a compiled ensemble
 LIBRARY_NAME: Final = "model_trees.so"
 
-_WRAPPER: Final = r"""/* nudgeml: physical features in, physical targets out, around tl2cgen's predict() (nudgeml.trees) */
+TREES_PER_UNIT: Final = 8  # trees per generated C function: one function's code stays in the L1 i-cache
+BLOCK_ROWS: Final = 64  # rows walked through one function before the next (their features stay in L2)
+
+_WRAPPER: Final = r"""/* nudgeml: physical features in, physical targets out, around tl2cgen's tree functions (nudgeml.trees) */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -53,31 +56,43 @@ _WRAPPER: Final = r"""/* nudgeml: physical features in, physical targets out, ar
 #define NML_NF {nf}
 #define NML_NK {nk}
 #define NML_NT {nt}
+#define NML_NU {nu}
+#define NML_BLOCK {block}
 
 /* y = raw @ weight + bias, weight = modes * target_std, bias = (intercept @ modes) * target_std + target_mean */
 static const double nml_weight[NML_NK][NML_NT] = {{{weight}}};
 static const double nml_bias[NML_NT] = {{{bias}}};
+/* tl2cgen's predict() runs every unit for one row: 600 trees of nested ifs are ~1 MB of code, streamed
+   through the instruction cache once per row. Here each unit runs over a block of rows before the next:
+   the same additions in the same order (tree order), so the same sums, with the code cache-resident. */
+static void (*const nml_units[NML_NU])(union Entry *, float *) = {{{units}}};
 
 int64_t nudgeml_trees_n_features(void) {{ return NML_NF; }}
 int64_t nudgeml_trees_n_targets(void) {{ return NML_NT; }}
 
 int nudgeml_trees_predict(int64_t n, const float *x, float *y) {{
-  union Entry row[NML_NF];
-  float raw[NML_NK];
+  union Entry rows[NML_BLOCK][NML_NF]; /* on the caller's stack: each OpenMP thread its own */
+  float raw[NML_BLOCK][NML_NK];
   if (n < 0 || (n > 0 && (x == NULL || y == NULL))) return 1;
-  for (int64_t i = 0; i < n; ++i) {{
-    const float *xi = x + i * NML_NF;
-    float *yi = y + i * NML_NT;
-    for (int j = 0; j < NML_NF; ++j) {{
-      if (isnan(xi[j])) row[j].missing = -1; /* tl2cgen's mark of a missing value */
-      else row[j].fvalue = xi[j];
+  for (int64_t i0 = 0; i0 < n; i0 += NML_BLOCK) {{
+    const int nb = (int)(n - i0 < NML_BLOCK ? n - i0 : NML_BLOCK);
+    for (int r = 0; r < nb; ++r) {{
+      const float *xi = x + (i0 + r) * NML_NF;
+      for (int j = 0; j < NML_NF; ++j) {{
+        if (isnan(xi[j])) rows[r][j].missing = -1; /* tl2cgen's mark of a missing value */
+        else rows[r][j].fvalue = xi[j];
+      }}
     }}
-    memset(raw, 0, sizeof raw); /* predict() adds every tree's leaf to raw */
-    predict(row, 1, raw);
-    for (int t = 0; t < NML_NT; ++t) {{
-      double s = nml_bias[t];
-      for (int k = 0; k < NML_NK; ++k) s += (double)raw[k] * nml_weight[k][t];
-      yi[t] = (float)s;
+    memset(raw, 0, sizeof raw); /* every tree adds its leaf to raw */
+    for (int u = 0; u < NML_NU; ++u)
+      for (int r = 0; r < nb; ++r) nml_units[u](rows[r], raw[r]);
+    for (int r = 0; r < nb; ++r) {{
+      float *yi = y + (i0 + r) * NML_NT;
+      for (int t = 0; t < NML_NT; ++t) {{
+        double s = nml_bias[t];
+        for (int k = 0; k < NML_NK; ++k) s += (double)raw[r][k] * nml_weight[k][t];
+        yi[t] = (float)s;
+      }}
     }}
   }}
   return 0;
@@ -108,7 +123,8 @@ def _c_doubles(a: np.ndarray) -> str:
     return ",".join(repr(float(v)) for v in np.ravel(a))
 
 
-def compile_trees(booster: Any, path: str | os.PathLike[str], *, intercept: np.ndarray, modes: np.ndarray, target_mean: np.ndarray, target_std: np.ndarray, threads: int = 1) -> Path:
+def compile_trees(booster: Any, path: str | os.PathLike[str], *, intercept: np.ndarray, modes: np.ndarray, target_mean: np.ndarray, target_std: np.ndarray, threads: int = 1,
+                  trees_per_unit: int = TREES_PER_UNIT, block_rows: int = BLOCK_ROWS) -> Path:
     """Compile ``booster`` and its output map to the shared library ``path`` with the system gcc.
 
     Atomic: the build runs in a temporary directory beside ``path``; a failed or interrupted build
@@ -124,11 +140,15 @@ def compile_trees(booster: Any, path: str | os.PathLike[str], *, intercept: np.n
     path.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{path.stem}.build.", dir=path.parent))
     try:
-        # parallel_comp splits the trees over that many C files: gcc's time grows faster than
-        # linearly with a function's size, so even one job builds several small files faster
-        tl2cgen.generate_c_code(model, str(build), params={"parallel_comp": max(2, 2 * int(threads))})
-        (build / "nudgeml_trees.c").write_text(_WRAPPER.format(nf=n_features, nk=weight.shape[0], nt=weight.shape[1], weight=_c_doubles(weight), bias=_c_doubles(bias)), encoding="utf-8")
+        # parallel_comp splits the trees over that many C files and functions (units): small units keep
+        # one function's code in the instruction cache while it walks a block of rows (the wrapper), and
+        # gcc's time grows faster than linearly with a function's size
+        units = max(2, -(-int(model.num_tree) // max(1, int(trees_per_unit))))
+        tl2cgen.generate_c_code(model, str(build), params={"parallel_comp": units})
         recipe = json.loads((build / "recipe.json").read_text(encoding="utf-8"))
+        names = [f"predict_unit{k}" for k in range(sum(src["name"].startswith("tu") for src in recipe["sources"]))]
+        (build / "nudgeml_trees.c").write_text(_WRAPPER.format(nf=n_features, nk=weight.shape[0], nt=weight.shape[1], nu=len(names), block=int(block_rows),
+                                                               weight=_c_doubles(weight), bias=_c_doubles(bias), units=", ".join(names)), encoding="utf-8")
         recipe["sources"].append({"name": "nudgeml_trees", "length": 1})
         (build / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
         built = Path(tl2cgen.create_shared("gcc", str(build), nthread=max(1, int(threads)), long_build_time_warning=False))
