@@ -7,7 +7,7 @@ so the trees are full-depth but meaningless) goes through
 * ``walker``: ``TreeEnsemble`` scripted with TorchScript (the ``model.pt`` of an xgboost export);
 * ``tl2cgen``: the shared library ``nudgeml.trees`` compiles at export (trees + the map to physical
   targets), called through ctypes (:class:`nudgeml.trees.CompiledTrees`): each function of 8 trees
-  walks a block of 64 rows before the next;
+  walks a block of 1 024 rows before the next;
 * ``tl2cgen-rowwise``: the same library built with blocks of one row (every tree for one row, then the
   next row: tl2cgen's own ``predict`` order), the outputs checked equal bit for bit;
 * ``xgboost``: the booster's own ``inplace_predict`` (the reference, modes only);

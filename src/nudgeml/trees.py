@@ -45,11 +45,12 @@ TREE_BACKEND: Final = "tl2cgen"  # the manifest's ``tree_backend`` for a compile
 LIBRARY_NAME: Final = "model_trees.so"
 
 TREES_PER_UNIT: Final = 8  # trees per generated C function: one function's code stays in the L1 i-cache
-BLOCK_ROWS: Final = 64  # rows walked through one function before the next (their features stay in L2)
+BLOCK_ROWS: Final = 1024  # rows walked through one function before the next (benchmarks/README.md: the sweep)
 
 _WRAPPER: Final = r"""/* nudgeml: physical features in, physical targets out, around tl2cgen's tree functions (nudgeml.trees) */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "header.h"
 
@@ -71,9 +72,12 @@ int64_t nudgeml_trees_n_features(void) {{ return NML_NF; }}
 int64_t nudgeml_trees_n_targets(void) {{ return NML_NT; }}
 
 int nudgeml_trees_predict(int64_t n, const float *x, float *y) {{
-  union Entry rows[NML_BLOCK][NML_NF]; /* on the caller's stack: each OpenMP thread its own */
-  float raw[NML_BLOCK][NML_NK];
   if (n < 0 || (n > 0 && (x == NULL || y == NULL))) return 1;
+  if (n == 0) return 0;
+  /* per call, on the heap: each OpenMP thread its own, and a block too large for a thread's stack */
+  union Entry (*rows)[NML_NF] = malloc(sizeof(union Entry[NML_BLOCK][NML_NF]));
+  float (*raw)[NML_NK] = malloc(sizeof(float[NML_BLOCK][NML_NK]));
+  if (rows == NULL || raw == NULL) {{ free(rows); free(raw); return 2; }}
   for (int64_t i0 = 0; i0 < n; i0 += NML_BLOCK) {{
     const int nb = (int)(n - i0 < NML_BLOCK ? n - i0 : NML_BLOCK);
     for (int r = 0; r < nb; ++r) {{
@@ -83,7 +87,7 @@ int nudgeml_trees_predict(int64_t n, const float *x, float *y) {{
         else rows[r][j].fvalue = xi[j];
       }}
     }}
-    memset(raw, 0, sizeof raw); /* every tree adds its leaf to raw */
+    memset(raw, 0, sizeof(float[NML_BLOCK][NML_NK])); /* every tree adds its leaf to raw */
     for (int u = 0; u < NML_NU; ++u)
       for (int r = 0; r < nb; ++r) nml_units[u](rows[r], raw[r]);
     for (int r = 0; r < nb; ++r) {{
@@ -95,6 +99,8 @@ int nudgeml_trees_predict(int64_t n, const float *x, float *y) {{
       }}
     }}
   }}
+  free(rows);
+  free(raw);
   return 0;
 }}
 """
