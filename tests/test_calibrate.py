@@ -1,6 +1,7 @@
 """Ensemble Kalman inversion of the gains on an ML correction's state-dependent part (nudgeml.calibrate)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from nudgeml.calibrate import (
     eki_update,
     level_gains,
     read_gains,
+    run_settings,
+    snapshot_stats,
     start_dates,
 )
 from nudgeml.checks import load_config
@@ -68,6 +71,7 @@ class FakeForward:
         self.a, self.noise = a, noise
         self.y = a @ truth
         self.window_var = np.full(self.y.size, 0.5 * noise**2)
+        self.s = CalibrationSettings()
         self.starts, self.runs = [T0], 0
 
     def __call__(self, gains, member=0):
@@ -90,6 +94,21 @@ def test_calibrate_loop_records_the_history_and_recovers_the_gains():
     first, last = (np.median(h["misfit"]) for h in (rec["history"][0], rec["history"][-1]))
     assert last < 0.01 * first
     assert rec["baseline_misfit"] > 100 * last  # gains 0 (the mean baseline) are far from theta*
+
+
+def test_statistics_of_a_known_field():
+    lon = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    u = np.broadcast_to(5.0 + 2.0 * np.cos(lon), (3, 2, 4, 16))  # (time, lev, lat, lon)
+    fields = {"u": u, "v": np.zeros_like(u), "t": np.full_like(u, 250.0)}
+    z = snapshot_stats(fields, ("mean", "eddy"))
+    n = 2 * 4
+    assert z.shape == (3, 5 * n)
+    np.testing.assert_allclose(z[:, :n], 5.0)  # zonal-mean u
+    np.testing.assert_allclose(z[:, 2 * n:3 * n], 250.0)  # zonal-mean T
+    np.testing.assert_allclose(z[:, 3 * n:4 * n], 2.0)  # zonal variance of u: amplitude^2 / 2
+    np.testing.assert_allclose(z[:, 4 * n:], 0.0)
+    with pytest.raises(ConfigError, match="calibration.statistics"):
+        CalibrationSettings.from_config({"statistics": ["eddy"]})
 
 
 def test_bands_and_level_gains():
@@ -120,6 +139,11 @@ def test_settings_and_the_config_check_name_the_key():
         check_calibration_config(base | {"free_runs": base["free_runs"] | {"runs": runs}})
     ok = load_config("config/config.yaml", {"free_runs": {"runs": {"ml-eki": runs["ml-eki"] | {"mean_residual": True}}}})
     assert ok["calibration"]["members"] == 8
+    own = load_config("config/config.yaml", {"free_runs": {"runs": {"ml-eki": runs["ml-eki"] | {"mean_residual": True, "calibrated": {"statistics": ["mean", "eddy"]}}}}})
+    settings = run_settings(own, own["free_runs"]["runs"]["ml-eki"])
+    assert settings["statistics"] == ["mean", "eddy"] and settings["members"] == 8
+    with pytest.raises(ConfigError, match="calibrated"):
+        load_config("config/config.yaml", {"free_runs": {"runs": {"ml-eki": runs["ml-eki"] | {"mean_residual": True, "calibrated": {"members": 1}}}}})
     with pytest.raises(ConfigError, match="calibrated"):
         load_config("config/config.yaml", {"free_runs": {"runs": {"ml-eki": {"correction": "mean", "calibrated": True}}}})
 
@@ -196,6 +220,8 @@ def test_calibration_runs_the_stand_in_from_the_analysis(tmp_path):
     assert np.isnan(fwd(np.array([5000.0, 0.0, 0.0, 0.0]))).all()  # e-folding ~30 s: blows up, marked NaN
     # the first start's u at its first statistics time is within the model's 1-day drift of the analysis
     assert np.abs(g0[: nlev * grid.lat_deg.size] - fwd.y[: nlev * grid.lat_deg.size]).max() < 10.0
+    eddy = Calibration(gcm, _BandGains(ml, bands), forcing, starts, replace(s, statistics=("mean", "eddy")), blocks=[(T0, T0 + np.timedelta64(3, "D"))], perturbation_k=0.01, max_wind_ms=250)
+    assert eddy.y.size == 2 * 5 * nlev * grid.lat_deg.size and np.array_equal(eddy.y[: fwd.y.size // 2], fwd.y[: fwd.y.size // 2])
     fwd.runs = 0
     rec = calibrate(fwd, 4, s)
     assert np.isfinite(rec["gains"]).all() and rec["runs"] == s.starts * (1 + s.members * (s.iterations + 1))

@@ -14,10 +14,11 @@ free runs, with no derivative of the GCM: ensemble Kalman inversion (Iglesias, L
 Schneider et al. 2017 for climate models) fits them to statistics of the analysis, so the same loop
 runs with LMDZ's free runs in place of the stand-in's.
 
-* Statistics ``G(g)``: the time means of the zonal-mean u, v, T (level x latitude) of free runs started
-  from the analysis at ``starts`` dates spread over the **training** blocks (out of sample: the
-  evaluation period is never seen), over days ``skip_days .. days`` of each run; ``y``: the same
-  means of the analysis at the same times.
+* Statistics ``G(g)``: the time means of the zonal-mean u, v, T (level x latitude), and with
+  ``statistics: [mean, eddy]`` of the zonal variances of u and v, of free runs started from the
+  analysis at ``starts`` dates spread over the **training** blocks (out of sample: the evaluation
+  period is never seen), over days ``skip_days .. days`` of each run; ``y``: the same statistics of the
+  analysis at the same times.
 * Noise ``Gamma`` (diagonal): twice the variance, across every window of the same length inside the
   training blocks, of the analysis' own time-mean zonal means: what a run that has lost its initial
   state's memory differs from the analysis by (two independent draws). Floored at ``noise_floor`` x
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 DAY = np.timedelta64(86400, "s")
 WINDOW = np.timedelta64(6 * 3600, "s")
-STAT_VARIABLES = ("u", "v", "t")  # zonal means the inversion fits
+#: the statistics the inversion fits, per level and latitude: zonal means, and zonal variances (the
+#: eddies' share of the kinetic energy, which a zonal mean does not see)
+STATISTICS: dict[str, tuple[str, ...]] = {"mean": ("u", "v", "t"), "eddy": ("u", "v")}
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,22 @@ class CalibrationSettings:
     days: float = 10.0
     skip_days: float = 2.0
     noise_floor: float = 0.1
+    statistics: tuple[str, ...] = ("mean",)
     seed: int = 0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "CalibrationSettings":
         kw: dict[str, Any] = {k: section[k] for k in ("members", "iterations", "starts", "seed") if k in section}
         kw.update({k: float(section[k]) for k in ("prior_mean", "prior_sd", "days", "skip_days", "noise_floor") if k in section})
+        if "statistics" in section:
+            kw["statistics"] = tuple(section["statistics"])
         if "level_bands_hpa" in section:
             kw["level_bands_hpa"] = tuple(float(p) for p in section["level_bands_hpa"])
         s = cls(**kw)
         if list(s.level_bands_hpa) != sorted(s.level_bands_hpa, reverse=True):
             raise ConfigError(f"config key 'calibration.level_bands_hpa' is {list(s.level_bands_hpa)}: give the band edges from the surface up (decreasing pressure)")
+        if not s.statistics or s.statistics[0] != "mean" or set(s.statistics) - set(STATISTICS) or len(set(s.statistics)) != len(s.statistics):
+            raise ConfigError(f"config key 'calibration.statistics' is {list(s.statistics)}: 'mean' first, then optionally 'eddy' (of {sorted(STATISTICS)})")
         if s.members < 3:
             raise ConfigError(f"config key 'calibration.members' is {s.members}: at least 3 (an ensemble covariance)")
         if not 0 <= s.skip_days < s.days:
@@ -101,11 +109,18 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
                               "(the gains scale the model's part about the nudging mean)")
         if float(spec.get("scale", 1.0)) != 1.0:
             raise ConfigError(f"config key 'free_runs.runs.{name}.scale' is {spec['scale']}: a calibrated run's gains replace the scale; leave it out")
-    if calibrated:
-        s = CalibrationSettings.from_config(config.get("calibration", {}))
+    for name in calibrated:
+        s = CalibrationSettings.from_config(run_settings(config, config["free_runs"]["runs"][name]))
         n = s.n_gains(len(config.get("columns", {}).get("targets", ["du", "dv"])))
         if s.members <= n:
-            log.warning("calibration.members (%d) <= the number of gains (%d): the inversion stays in the initial ensemble's span", s.members, n)
+            log.warning("run %s: calibration.members (%d) <= the number of gains (%d): the inversion stays in the initial ensemble's span", name, s.members, n)
+
+
+def run_settings(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A calibrated run's settings: the ``calibration`` section, with the keys of a ``calibrated``
+    mapping overriding it for this run."""
+    own = spec.get("calibrated")
+    return {**config.get("calibration", {}), **(own if isinstance(own, Mapping) else {})}
 
 
 def band_index(pressure_pa: np.ndarray, edges_hpa: Sequence[float]) -> np.ndarray:
@@ -165,13 +180,13 @@ def start_dates(blocks: Sequence[tuple[np.datetime64, np.datetime64]], days: flo
     return [candidates[i] for i in idx]
 
 
-def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datetime64]], n: int) -> np.ndarray:
+def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datetime64]], n: int, kinds: Sequence[str]) -> np.ndarray:
     """The variance, over every run of ``n`` consecutive 6-hourly analyses inside ``blocks``, of their
-    mean zonal-mean u, v, T: the statistics' internal variability (one start's layout)."""
+    mean statistics: the statistics' internal variability (one start's layout)."""
     series = []
     for a, b in blocks:
         sel = forcing.sel(time=slice(np.datetime64(a, "ns"), np.datetime64(b, "ns")))
-        z = np.concatenate([sel[k].mean(dim=sel[k].dims[-1]).values.reshape(sel.sizes["time"], -1) for k in STAT_VARIABLES], axis=1)
+        z = snapshot_stats({k: sel[k].values for k in ("u", "v", "t")}, kinds)
         if len(z) >= n:
             c = np.cumsum(np.vstack([np.zeros((1, z.shape[1])), z]), axis=0)
             series.append((c[n:] - c[:-n]) / n)  # every window's mean
@@ -181,8 +196,16 @@ def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datet
     return means.var(axis=0, ddof=1)
 
 
-def zonal_stats(sums: Mapping[str, np.ndarray], count: int) -> np.ndarray:
-    return np.concatenate([(sums[k] / count).ravel() for k in STAT_VARIABLES])
+def snapshot_stats(fields: Mapping[str, np.ndarray], kinds: Sequence[str]) -> np.ndarray:
+    """The statistics of ``kinds`` of one state or of a series: ``fields`` u, v, t ``(..., lev, lat, lon)``
+    -> ``(..., n_statistics)``, each kind's variables in order, levels then latitudes."""
+    parts = []
+    for kind in kinds:
+        for k in STATISTICS[kind]:
+            a = np.asarray(fields[k], float)
+            z = a.mean(axis=-1) if kind == "mean" else a.var(axis=-1)
+            parts.append(z.reshape(*a.shape[:-3], -1))
+    return np.concatenate(parts, axis=-1)
 
 
 class Calibration:
@@ -204,9 +227,9 @@ class Calibration:
         for t0 in self.starts:
             times = (t0 + WINDOW * np.arange(self.skip + 1, self.n_windows + 1)).astype("datetime64[ns]")
             a = forcing.sel(time=times)
-            ys.append(np.concatenate([a[k].mean(dim=("time", a[k].dims[-1])).values.ravel() for k in STAT_VARIABLES]))
+            ys.append(snapshot_stats({k: a[k].values for k in ("u", "v", "t")}, s.statistics).mean(axis=0))
         self.y = np.concatenate(ys)
-        self.window_var = np.tile(window_variance(forcing, blocks, self.n_windows - self.skip), len(self.starts))
+        self.window_var = np.tile(window_variance(forcing, blocks, self.n_windows - self.skip, s.statistics), len(self.starts))
 
     def __call__(self, gains: np.ndarray, member: int = 0) -> np.ndarray:
         """``G(gains)``: the statistics of one free run per start (NaN where a run blew up); ``member`` > 0
@@ -220,7 +243,7 @@ class Calibration:
                 state.t = (state.t + rng.normal(scale=self.perturbation_k, size=state.t.shape)).astype(np.float32)
             self.gcm.start_at(state, t0)
             self.runs += 1
-            sums = {k: 0.0 for k in STAT_VARIABLES}
+            total = 0.0
             n = 0
             for i in range(self.n_windows):
                 self.gcm.run_window(**self.corrector(self.gcm.time, state).window_kwargs())
@@ -229,10 +252,9 @@ class Calibration:
                     log.info("gains %s: blew up at %s", np.round(gains, 3).tolist(), self.gcm.time)
                     return np.full(self.y.size, np.nan)
                 if i >= self.skip:
-                    for k in STAT_VARIABLES:
-                        sums[k] = sums[k] + getattr(state, k).mean(axis=-1)
+                    total = total + snapshot_stats({k: getattr(state, k) for k in ("u", "v", "t")}, self.s.statistics)
                     n += 1
-            out.append(zonal_stats(sums, n))
+            out.append(total / n)
         return np.concatenate(out)
 
 
@@ -279,7 +301,7 @@ def rms_u(g: np.ndarray, forward: Any) -> float | None:
     if not np.isfinite(g).all():
         return None
     per = g.size // len(forward.starts)
-    nu = per // len(STAT_VARIABLES)
+    nu = per * 1 // sum(len(STATISTICS[k]) for k in forward.s.statistics)  # u's zonal mean comes first
     d = (g - forward.y).reshape(len(forward.starts), per)[:, :nu]
     return float(np.sqrt(np.mean(d ** 2)))
 
@@ -295,7 +317,7 @@ def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, fo
     from nudgeml.simulate import check_same_grid, model_gcm
 
     spec = cfg["free_runs"]["runs"][name]
-    s = CalibrationSettings.from_config(cfg.get("calibration", {}))
+    s = CalibrationSettings.from_config(run_settings(cfg, spec))
     starts = start_dates(training, s.days, s.starts)
     grid = read_model_grid(grid_path)
     gcm = model_gcm(cfg, starts[0])

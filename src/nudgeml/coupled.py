@@ -180,7 +180,7 @@ class MLCorrector(Corrector):
         if backend not in ("torchscript", "aoti"):
             raise ConfigError(f"unknown model backend {backend!r}; use torchscript or aoti")
         if self.manifest.tree_backend is not None:
-            # a compiled tree ensemble replaces either torch artefact: same contract, ~3x faster
+            # a compiled tree ensemble replaces either torch artefact: same contract, ~7x faster
             # than the TorchScript walker (benchmarks/tree_call.py)
             from nudgeml.trees import CompiledTrees
 
