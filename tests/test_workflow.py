@@ -108,6 +108,16 @@ def test_changed_run_setting_reruns_that_run_and_changed_resources_nothing(workf
     assert "Nothing to be done" in res.stdout + res.stderr, dry_run_jobs(res.stdout + res.stderr)
 
 
+def test_a_calibrated_run_adds_its_calibration_and_nothing_upstream(workflow_run, tmp_path):
+    """A calibrated ml run (nudgeml.calibrate) after the completed run: its calibration job, then its
+    free run, reading the model, mean and store already there."""
+    overlay = tmp_path / "eki.yaml"
+    overlay.write_text("free_runs:\n  runs:\n    ml-eki: {correction: ml, model: mlp, mean_residual: true, calibrated: true}\n")
+    res = smk("-n", overlays=[overlay], outdir=workflow_run)
+    jobs = dry_run_jobs(res.stdout + res.stderr)
+    assert jobs == [("all", ""), ("bias_check", ""), ("calibrate", "name=ml-eki"), ("free_run", "run=ml-eki"), ("report", "")], jobs
+
+
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):
     res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
     text = res.stdout + res.stderr
