@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -129,6 +130,24 @@ def _c_doubles(a: np.ndarray) -> str:
     return ",".join(repr(float(v)) for v in np.ravel(a))
 
 
+# A missing value reaches the trees as ``missing = -1``: as a float those bits are a NaN, and every
+# comparison with a NaN is false. So tl2cgen's two forms of a split, default right
+# ``(missing != -1) && (fvalue < t)`` and default left ``!(missing != -1) || (fvalue < t)``, are exactly
+# ``fvalue < t`` and ``!(fvalue >= t)``: one test per node instead of two (benchmarks/tree_call.py).
+_THRESHOLD = r"(\(float\)[-+0-9.eE]+)"
+_DEFAULT_RIGHT = re.compile(r"\(data\[(\d+)\]\.missing != -1\) && \(data\[\1\]\.fvalue < " + _THRESHOLD + r"\)")
+_DEFAULT_LEFT = re.compile(r"!\(data\[(\d+)\]\.missing != -1\) \|\| \(data\[\1\]\.fvalue < " + _THRESHOLD + r"\)")
+
+
+def one_test_per_split(c_source: str) -> tuple[str, int]:
+    """``c_source`` with each split's missing-value test folded into its comparison (same branches for
+    every input, NaN included); returns the source and the number of splits rewritten. A split in any
+    other form is left as it is."""
+    c_source, n_right = _DEFAULT_RIGHT.subn(r"(data[\1].fvalue < \2)", c_source)
+    c_source, n_left = _DEFAULT_LEFT.subn(r"!(data[\1].fvalue >= \2)", c_source)
+    return c_source, n_right + n_left
+
+
 def compile_trees(booster: Any, path: str | os.PathLike[str], *, intercept: np.ndarray, modes: np.ndarray, target_mean: np.ndarray, target_std: np.ndarray, threads: int = 1,
                   trees_per_unit: int = TREES_PER_UNIT, block_rows: int = BLOCK_ROWS) -> Path:
     """Compile ``booster`` and its output map to the shared library ``path`` with the system gcc.
@@ -151,6 +170,8 @@ def compile_trees(booster: Any, path: str | os.PathLike[str], *, intercept: np.n
         # gcc's time grows faster than linearly with a function's size
         units = max(2, -(-int(model.num_tree) // max(1, int(trees_per_unit))))
         tl2cgen.generate_c_code(model, str(build), params={"parallel_comp": units})
+        for unit in build.glob("tu*.c"):
+            unit.write_text(one_test_per_split(unit.read_text(encoding="utf-8"))[0], encoding="utf-8")
         recipe = json.loads((build / "recipe.json").read_text(encoding="utf-8"))
         names = [f"predict_unit{k}" for k in range(sum(src["name"].startswith("tu") for src in recipe["sources"]))]
         (build / "nudgeml_trees.c").write_text(_WRAPPER.format(nf=n_features, nk=weight.shape[0], nt=weight.shape[1], nu=len(names), block=int(block_rows),

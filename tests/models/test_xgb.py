@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from nudgeml.evaluate import evaluate
 from nudgeml.export import export_trained
 from nudgeml.manifest import read_manifest
 from nudgeml.models.common import load_trained
-from nudgeml.models.xgb import XGBConfig, booster_predict, target_modes, train_xgb
+from nudgeml.models.xgb import XGBConfig, booster_predict, target_modes, train_xgb, tree_module
 from nudgeml.shard import load_stats, open_store
 from nudgeml.trees import CompiledTrees
 from synthetic import linear_store
@@ -72,3 +74,31 @@ def test_compiled_trees_match_the_booster(tmp_path, store, n_modes):
     assert np.all(np.abs(got - ref) <= 1e-5 * stats["target_std"]), np.abs(got - ref).max(axis=0) / stats["target_std"]
     with pytest.raises(ValueError, match=r"expects \(n, "):
         compiled(x[:, 1:])
+
+
+def test_one_test_per_split_keeps_every_branch(tmp_path):
+    """The compiled library folds tl2cgen's missing-value test into each split's comparison. On a booster
+    trained with missing values (so default-left splits exist, both forms are rewritten), the library
+    still equals the booster, NaN columns included; a source in another form is left untouched."""
+    from nudgeml.trees import compile_trees, one_test_per_split
+
+    right = "if ( (data[4].missing != -1) && (data[4].fvalue < (float)0.11121869087)) {"
+    left = "if (!(data[12].missing != -1) || (data[12].fvalue < (float)-1.5e-05)) {"
+    assert one_test_per_split(right) == ("if ( (data[4].fvalue < (float)0.11121869087)) {", 1)
+    assert one_test_per_split(left) == ("if (!(data[12].fvalue >= (float)-1.5e-05)) {", 1)
+    other = "if ( (data[4].missing != -1) && (data[5].fvalue < (float)0.1)) {"
+    assert one_test_per_split(other) == (other, 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    z = np.stack([x[:, 0] + np.sin(x[:, 1]), x[:, 2] * x[:, 3]], axis=1).astype(np.float32)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    booster = xgb.train({"max_depth": 4, "tree_method": "hist", "multi_strategy": "one_output_per_tree"}, xgb.DMatrix(x, z), 20)
+    trees = json.loads(booster.save_raw("json").decode())["learner"]["gradient_booster"]["model"]["trees"]
+    assert 0 < sum(sum(t["default_left"]) for t in trees) < sum(len(t["default_left"]) for t in trees)
+    stats = {"target_mean": np.zeros(2, np.float32), "target_std": np.ones(2, np.float32)}
+    modes = np.eye(2)
+    compile_trees(booster, tmp_path / "t.so", intercept=tree_module(booster, modes, stats).base.numpy(), modes=modes, **stats)
+    xt = rng.standard_normal((2000, 12)).astype(np.float32)
+    xt[rng.random(xt.shape) < 0.2] = np.nan
+    got = CompiledTrees(tmp_path / "t.so")(xt)
+    np.testing.assert_allclose(got, booster_predict(booster, xt, modes, stats), rtol=0, atol=1e-5)
