@@ -17,12 +17,12 @@ from nudgeml.calibrate import (
     check_calibration_config,
     eki_update,
     level_gains,
-    read_gains,
     run_settings,
     snapshot_stats,
     start_dates,
 )
 from nudgeml.checks import load_config
+from nudgeml.coupled import read_gains
 from nudgeml.errors import ConfigError, InputError
 
 T0 = np.datetime64("2000-03-01T00:00", "s")

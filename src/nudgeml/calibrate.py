@@ -356,18 +356,3 @@ class _BandGains:
 
     def __call__(self, t: np.datetime64, state: Any) -> Any:
         return self.inner(t, state)
-
-
-def read_gains(path: str | Path, variables: Sequence[str], n_levels: int) -> np.ndarray:
-    """The per-level gains ``(n_variables, n_levels)`` a calibration wrote, checked against the run."""
-    try:
-        record = json.loads(Path(path).read_text())
-        gains = np.asarray(record["level_gains"], float)
-        got = list(record["variables"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: not a calibration record ({type(exc).__name__}: {exc})") from None
-    if got != list(variables) or gains.shape != (len(variables), n_levels):
-        raise InputError(f"{path}: gains for {got} on {gains.shape[-1] if gains.ndim == 2 else '?'} levels; the run corrects {list(variables)} on {n_levels}")
-    if not np.isfinite(gains).all():
-        raise InputError(f"{path}: key 'level_gains' holds non-finite values")
-    return gains

@@ -316,6 +316,22 @@ class MLCorrector(Corrector):
         }
 
 
+def read_gains(path: str | Path, variables: Sequence[str], n_levels: int) -> np.ndarray:
+    """The per-level gains ``(n_variables, n_levels)`` a calibration wrote (:mod:`nudgeml.calibrate`,
+    which imports this module: the reader lives here), checked against the run."""
+    try:
+        record = json.loads(Path(path).read_text())
+        gains = np.asarray(record["level_gains"], float)
+        got = list(record["variables"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a calibration record ({type(exc).__name__}: {exc})") from None
+    if got != list(variables) or gains.shape != (len(variables), n_levels):
+        raise InputError(f"{path}: gains for {got} on {gains.shape[-1] if gains.ndim == 2 else '?'} levels; the run corrects {list(variables)} on {n_levels}")
+    if not np.isfinite(gains).all():
+        raise InputError(f"{path}: key 'level_gains' holds non-finite values")
+    return gains
+
+
 def check_module_shapes(model: Any, artifact: Path, n_features: int, n_targets: int, n_columns: int) -> None:
     """One call on zeros of the run's shape ``(n_columns, n_features)`` before the run: a module that
     does not match its manifest is named here, not 20 s into the run as a bare matmul error."""
@@ -432,8 +448,6 @@ def run_free(
     check_same_grid(gcm.grid, grid, grid_path)
     corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)  # before the long part
     if spec.get("calibrated"):
-        from nudgeml.calibrate import read_gains
-
         if gains_file is None:
             raise ConfigError(f"free run {name!r} is calibrated: it needs the calibration's gains file")
         assert isinstance(corrector, MLCorrector)  # check_calibration_config: calibrated runs are ml runs
