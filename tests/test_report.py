@@ -224,6 +224,8 @@ def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(
     from nudgeml.report import evaluate_runs
 
     runs = _write_case(tmp_path, diverged=diverged)
+    # a calibrated member (nudgeml.calibrate): its status holds per-level gains, which its row shows
+    (tmp_path / "better.m2.json").write_text('{"status": "ok", "corrected": ["du", "dv"], "level_gains": [[0.1, 0.2, 0.15], [1.0, 2.0, 1.5]]}')
     ev = evaluate_runs(
         [tmp_path / "forcing.nc"], [tmp_path / "precip.nc"], tmp_path / "nudged.nc", runs,
         start=np.datetime64("2000-01-21T00:00"), end=np.datetime64("2000-01-31T00:00"), skip_days=0.0,
@@ -244,6 +246,9 @@ def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(
         assert u["verdict"] == "not concluded" and u["text"] == "not concluded (spread not saturated)"
     row = next(r for r in ev["table"] if r["run"] == "better.m1")
     assert row["vs_control"]["u"]["verdict"] == u["verdict"] and "vs_control" not in next(r for r in ev["table"] if r["run"] == "control.m1")
+    calibrated = next(r for r in ev["table"] if r["run"] == "better.m2")
+    assert calibrated["correction"] == "mean (annual); gains du 0.10..0.20, dv 1.00..2.00" and len(calibrated["level_gains"]) == 2
+    assert row["correction"] == "mean (annual)" and "level_gains" not in row
     assert ev["lower_bound"]["u"]["holds"] is True  # the nudged run sits on the truth
     page = _conclusion_html(ev)
     assert ("class=banner" in page) is not diverged

@@ -334,6 +334,9 @@ def evaluate_runs(
         guard = r.status.get("guard")
         if guard and guard.get("columns"):  # share of column-calls that fell back to the mean tendency
             row["fallback_share"] = guard["fallback_columns"] / guard["columns"]
+        if r.status.get("level_gains"):  # a calibrated run (nudgeml.calibrate): its gains' range per tendency
+            row["level_gains"] = r.status["level_gains"]
+            row["correction"] += "; gains " + ", ".join(f"{k} {min(g):.2f}..{max(g):.2f}" for k, g in zip(r.status.get("corrected", []), r.status["level_gains"]))
         if r.zonal:  # the zonal-mean u bias (lat x level): jet shifts show here
             zu = r.zonal["u"]
             wl = np.cos(np.deg2rad(lat))[None, :] * np.ones_like(zu)
