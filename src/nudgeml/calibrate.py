@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ from nudgeml.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-DAY = np.timedelta64(86400, "s")
 WINDOW = np.timedelta64(6 * 3600, "s")
 #: the statistics the inversion fits, per level and latitude: zonal means, and zonal variances (the
 #: eddies' share of the kinetic energy, which a zonal mean does not see)
@@ -109,8 +108,7 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
                               "(the gains scale the model's part about the nudging mean)")
         if float(spec.get("scale", 1.0)) != 1.0:
             raise ConfigError(f"config key 'free_runs.runs.{name}.scale' is {spec['scale']}: a calibrated run's gains replace the scale; leave it out")
-    for name in calibrated:
-        s = CalibrationSettings.from_config(run_settings(config, config["free_runs"]["runs"][name]))
+        s = CalibrationSettings.from_config(run_settings(config, spec))
         n = s.n_gains(len(config.get("columns", {}).get("targets", ["du", "dv"])))
         if s.members <= n:
             log.warning("run %s: calibration.members (%d) <= the number of gains (%d): the inversion stays in the initial ensemble's span", name, s.members, n)
@@ -234,13 +232,12 @@ class Calibration:
     def __call__(self, gains: np.ndarray, member: int = 0) -> np.ndarray:
         """``G(gains)``: the statistics of one free run per start (NaN where a run blew up); ``member`` > 0
         perturbs the initial temperature as ensemble members of the free runs do."""
+        from nudgeml.coupled import perturbed_member
+
         self.corrector.set_gains(np.asarray(gains, float))
         out = []
         for t0 in self.starts:
-            state = replace(self.initial[t0])  # a shallow copy: the perturbation below assigns a new array
-            if member > 0:
-                rng = np.random.default_rng(member)
-                state.t = (state.t + rng.normal(scale=self.perturbation_k, size=state.t.shape)).astype(np.float32)
+            state = perturbed_member(self.initial[t0], member, self.perturbation_k)
             self.gcm.start_at(state, t0)
             self.runs += 1
             total = 0.0
@@ -269,7 +266,8 @@ def calibrate(forward: Calibration, n_gains: int, s: CalibrationSettings) -> dic
     baseline = forward(zero)
     if not np.isfinite(baseline).all():
         raise InputError("calibration: the run of the mean baseline (gains 0) blew up; nothing to calibrate against")
-    log.info("noise: median variance %.3g; baseline misfit %.1f (%d statistics)", float(np.median(gamma)), float(misfit(baseline, forward.y, gamma)), forward.y.size)
+    baseline_misfit = float(misfit(baseline, forward.y, gamma))
+    log.info("noise: median variance %.3g; baseline misfit %.1f (%d statistics)", float(np.median(gamma)), baseline_misfit, forward.y.size)
     theta = s.prior_mean + s.prior_sd * rng.normal(size=(s.members, n_gains))
     history = []
     for it in range(s.iterations + 1):
@@ -285,7 +283,7 @@ def calibrate(forward: Calibration, n_gains: int, s: CalibrationSettings) -> dic
     final = theta.mean(axis=0)
     return {
         "gains": final.tolist(),
-        "baseline_misfit": float(misfit(baseline, forward.y, gamma)),
+        "baseline_misfit": baseline_misfit,
         "history": history,
         "n_statistics": int(forward.y.size),
         "gamma_median": float(np.median(gamma)),
@@ -301,7 +299,7 @@ def rms_u(g: np.ndarray, forward: Any) -> float | None:
     if not np.isfinite(g).all():
         return None
     per = g.size // len(forward.starts)
-    nu = per * 1 // sum(len(STATISTICS[k]) for k in forward.s.statistics)  # u's zonal mean comes first
+    nu = per // sum(len(STATISTICS[k]) for k in forward.s.statistics)  # u's zonal mean comes first
     d = (g - forward.y).reshape(len(forward.starts), per)[:, :nu]
     return float(np.sqrt(np.mean(d ** 2)))
 
@@ -314,7 +312,7 @@ def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, fo
     from nudgeml.extract import ColumnSpec
     from nudgeml.grid import read_model_grid
     from nudgeml.regrid import open_forcing
-    from nudgeml.simulate import check_same_grid, model_gcm
+    from nudgeml.simulate import check_same_grid, model_gcm, select_times
 
     spec = cfg["free_runs"]["runs"][name]
     s = CalibrationSettings.from_config(run_settings(cfg, spec))
@@ -325,17 +323,15 @@ def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, fo
     columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
     corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)
     forcing = open_forcing(forcing_paths)
-    have = np.asarray(forcing["time"].values, "datetime64[s]")
-    need = np.concatenate([t + WINDOW * np.arange(int(round(s.days * 4)) + 1) for t in starts])
-    missing = np.setdiff1d(need, have)
-    if missing.size:
-        raise InputError(f"{forcing_paths[0]}: regridded ERA5 lacks {missing.size} analysis time(s) the calibration runs need, first {missing[0]}")
+    # every analysis the runs start from and are compared with, or an error naming the file
+    select_times(forcing, np.unique(np.concatenate([t + WINDOW * np.arange(int(round(s.days * 4)) + 1) for t in starts])), forcing_paths[0])
     bands = band_index(grid.presnivs_pa, s.level_bands_hpa)
     forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s, blocks=training,
                           perturbation_k=float(cfg["free_runs"]["perturbation_k"]), max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
-    n_gains = len(corrector.variables) * (int(bands.max()) + 1)
+    n_bands = int(bands.max()) + 1  # the bands the model's levels fall in (level_gains' layout)
+    n_gains = len(corrector.variables) * n_bands
     log.info("calibrating %s: %d gains (%s x %d bands), %d members, %d iterations, starts %s, %g days (skip %g)", name, n_gains,
-             list(corrector.variables), int(bands.max()) + 1, s.members, s.iterations, [str(t) for t in starts], s.days, s.skip_days)
+             list(corrector.variables), n_bands, s.members, s.iterations, [str(t) for t in starts], s.days, s.skip_days)
     record = calibrate(forward, n_gains, s)
     record.update(run=name, variables=list(corrector.variables), level_bands_hpa=list(s.level_bands_hpa),
                   levels_pa=np.asarray(grid.presnivs_pa, float).tolist(), level_gains=level_gains(np.array(record["gains"]), bands).tolist(),

@@ -332,6 +332,18 @@ def read_gains(path: str | Path, variables: Sequence[str], n_levels: int) -> np.
     return gains
 
 
+def perturbed_member(state: Any, member: int, sd_k: float) -> Any:
+    """Member ``member``'s initial state: member 0 is ``state`` itself, a member k > 0 a copy whose
+    temperature carries a tiny random perturbation (``sd_k`` K, seeded by k): the initial-condition
+    ensemble of the free runs (and of :mod:`nudgeml.calibrate`'s runs)."""
+    from dataclasses import replace
+
+    if member <= 0:
+        return state
+    rng = np.random.default_rng(member)
+    return replace(state, t=(state.t + rng.normal(scale=sd_k, size=state.t.shape)).astype(np.float32))
+
+
 def check_module_shapes(model: Any, artifact: Path, n_features: int, n_targets: int, n_columns: int) -> None:
     """One call on zeros of the run's shape ``(n_columns, n_features)`` before the run: a module that
     does not match its manifest is named here, not 20 s into the run as a bare matmul error."""
@@ -454,8 +466,7 @@ def run_free(
         corrector.set_gains(read_gains(gains_file, corrector.variables, grid.sigma.size))
     state = state_at(forcing, period.start)
     if member > 0:  # initial-condition ensemble: a tiny temperature perturbation
-        rng = np.random.default_rng(member)
-        state.t = (state.t + rng.normal(scale=float(config["free_runs"]["perturbation_k"]), size=state.t.shape)).astype(np.float32)
+        state = perturbed_member(state, member, float(config["free_runs"]["perturbation_k"]))
     gcm.start(state)
     attrs = {"run": run, "correction": spec["correction"], "corrected": " ".join(corrector.variables), "member": member, "model_truncation": gcm.grid.truncation}
     hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
