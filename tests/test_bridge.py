@@ -2,7 +2,8 @@
 
 The suite (``fortran/CMakeLists.txt``) exports the fixture models through ``nudgeml.export``, then
 compares the Fortran outputs with Python's bit for bit (both backends, all layouts), drives the
-LMDZ-shaped routine over 49 physics steps (6-hourly refresh, guard, NaN model, OpenMP threads)
+LMDZ-shaped routine over 49 physics steps (6-hourly refresh, guard, NaN model, OpenMP threads,
+the mean residual with and without per-level gains)
 and checks that bad inputs end with a message and a non-zero status. Needs apt's cmake, gfortran
 and g++; set NUDGEML_SKIP_BRIDGE=1 to skip on a machine without them (CI installs them).
 """

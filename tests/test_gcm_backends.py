@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 
@@ -80,6 +81,9 @@ def test_jeanzay_config_is_lmdz_and_valid(jz_env):
         # LMDZ's physics reads one annual mean tendency
         (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
         (lambda c: c["lmdz"].update(calendar="earth_365d"), "'lmdz.calendar' is 'earth_365d'.* use gregorian"),
+        # the mean residual runs on LMDZ (the routine takes the model's mean); the calibration's members do not
+        (lambda c: c["free_runs"]["runs"].update(eki={"correction": "ml", "model": "mlp", "mean_residual": True, "calibrated": True}),
+         "'free_runs.runs.eki.calibrated': the calibration runs its members in the job's process, which backend 'lmdz' does not"),
     ],
 )
 def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
@@ -138,6 +142,7 @@ def test_lmdze_config_is_valid():
         (lambda c: c["free_runs"]["runs"]["mean"].pop("variables"), r"'free_runs.runs.mean.variables' is \['du', 'dv', 'dt'\].* set variables: \[du, dv\]"),
         (lambda c: c["columns"].update(targets=["du", "dv", "dt"]), r"'columns.targets' is \['du', 'dv', 'dt'\].* du, dv only"),
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True), "'free_runs.runs.ml-mlp.mean_residual': backend 'lmdze'"),
     ],
 )
 def test_lmdze_configuration_errors_name_the_key(edit, message):
@@ -325,6 +330,88 @@ def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
     assert status["status"] == "ok" and status["correction"] == "mean" and status["months"] == 2
 
 
+class FirstFeature(torch.nn.Module):
+    """Every target = ``k`` x the first feature (u at the lowest level): a state-dependent model."""
+
+    def __init__(self, n_targets: int, k: float) -> None:
+        super().__init__()
+        self.n, self.k = n_targets, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.k * x[:, :1].expand(-1, self.n)
+
+
+def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_training_states(lmdz_world, tmp_path):
+    """A mean-residual ML run on LMDZ: the job takes the model's mean over the guided run's training
+    states (its first 8 records, January's) on LMDZ's columns and writes it into the run's mean file
+    beside the mean tendency, and the kit tells the routine to use it; a mean file without it is refused
+    by the kit, naming the file."""
+    import zarr
+    from test_lmdz_grid import write_start, write_startphy
+
+    from nudgeml.export import export_model
+    from nudgeml.extract import ColumnSpec
+    from nudgeml.grid import read_model_grid
+    from nudgeml.lmdz import LmdzJobConfig
+    from nudgeml.lmdz_grid import klon
+    from nudgeml.manifest import Block, Guard, Levels, Manifest
+    from nudgeml.shard import FORMAT
+
+    lmdz_mean(tmp_path)
+    guided = {"histhf": tmp_path / "g" / "histhf.nc", "guide": tmp_path / "g" / "guide_ins.nc"}
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, guided)
+    ap, bp = np.array([0.0, 0.0, 2000.0, 0.0]), np.array([1.0, 0.9, 0.1, 0.0])
+    ref = {"start": write_start(tmp_path / "start.nc", iim=IIM, jjm=JJM, ap=ap, bp=bp), "startphy": write_startphy(tmp_path / "startphy.nc", iim=IIM, jjm=JJM)}
+    BACKENDS["lmdz"].runner("grid")({"lmdz": {"grid": {"iim": IIM, "jjm": JJM}}}, ref, tmp_path / "grid.nc", tmp_path / "grid.txt")
+    grid = read_model_grid(tmp_path / "grid.nc")
+    spec = ColumnSpec()
+    fb, tb = spec.feature_blocks(LLM), spec.target_blocks(LLM)
+    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
+    manifest = Manifest(name="first", kind="mlp", features=tuple(Block(b["name"], b["units"], b["levels"]) for b in fb),
+                        targets=tuple(Block(b["name"], b["units"], b["levels"]) for b in tb), levels=Levels(tuple(grid.presnivs_pa)),
+                        guard=Guard(0.1, (-1e9,) * nf, (1e9,) * nf, (-1.0,) * nt, (1.0,) * nt))
+    export_model(FirstFeature(nt, 1e-6), manifest, tmp_path / "first", torch.zeros(4, nf), aoti=False)
+    (tmp_path / "first" / "model.pt2").write_bytes(b"")  # the kit copies both artefacts; the fake LMDZ loads neither
+    store = zarr.open_group(str(tmp_path / "store.zarr"), mode="w")  # only what training_blocks reads
+    store.attrs.update(format=FORMAT, splits={"train": {"start": "2000-01-01T00:00:00", "end": "2000-01-02T18:00:00"}})
+    cfg = {**lmdz_world, "free_runs": {"runs": {"ml-mr": {"correction": "ml", "model": "first", "backend": "torchscript", "mean_residual": True}}}}
+    inputs = {"mean": str(tmp_path / "mean.nc"), "nudged": str(guided["histhf"]), "store": str(tmp_path / "store.zarr"),
+              "grid": str(tmp_path / "grid.nc"), "manifest": str(tmp_path / "first" / "model.json")}
+    out = {"histhf": tmp_path / "free" / "histhf.nc", "status": tmp_path / "free" / "status.json"}
+    BACKENDS["lmdz"].runner("free")(cfg, "ml-mr", inputs, out)
+    run_def = (tmp_path / "kit" / "ml-mr" / "nudgeml.def").read_text()
+    assert "nudgeml_mode=2" in run_def and "nudgeml_mean_residual=y" in run_def
+    with xr.open_dataset(tmp_path / "runs" / "ml-mr" / "nudgeml_mean.nc") as m:
+        assert m["du_model_mean"].dims == ("presnivs", "points_physiques") and m.sizes["points_physiques"] == klon(IIM, JJM)
+        assert "gain_du" not in m
+        # the fake's lowest-level u is k + 0.95 + lat / 90 at record k: January's 8 records average k = 3.5,
+        # and the model is 1e-6 x that; the first physics column is the north pole, the last the south pole
+        np.testing.assert_allclose(m["du_model_mean"].values[0, 0], 1e-6 * (3.5 + 0.95 + 1.0), rtol=1e-6)
+        np.testing.assert_allclose(m["dv_model_mean"].values[:, -1], 1e-6 * (3.5 + 0.95 - 1.0), rtol=1e-6)
+    assert yaml.safe_load(out["status"].read_text())["status"] == "ok"
+    # the kit refuses a mean-residual run whose mean file lacks the model's mean, naming the file
+    block = copy.deepcopy(lmdz_world["lmdz"])
+    block["correction"] = {"mean_file": str(tmp_path / "mean_only.nc")}
+    runners.lmdz_mean_file(tmp_path / "mean.nc", IIM, JJM, tmp_path / "mean_only.nc")
+    block["free"]["runs"] = {"ml-mr": {"correction": "ml", "model": str(tmp_path / "first"), "mean_residual": True}}
+    with pytest.raises(ValueError, match=r"free.runs.ml-mr.mean_residual' needs \['du_model_mean', 'dv_model_mean'\] in .*mean_only.nc"):
+        LmdzJobConfig.from_dict(block, tau_hours=6.0)
+
+
+def test_lmdz_mean_file_carries_per_level_gains(lmdz_world, tmp_path):
+    """The mean file's gains (what the routine's init takes per level, du then dv), beside the means."""
+    lmdz_mean(tmp_path)
+    with xr.open_dataset(tmp_path / "mean.nc") as w:
+        shape = w["du_mean"].shape
+    gains = np.array([[0.1, 0.2, 0.3], [1.0, 1.5, 2.0]])
+    runners.lmdz_mean_file(tmp_path / "mean.nc", IIM, JJM, tmp_path / "out.nc", model_mean=(np.full(shape, 2e-6), np.zeros(shape)), gains=gains)
+    with xr.open_dataset(tmp_path / "out.nc") as m:
+        np.testing.assert_array_equal(m["gain_du"].values, gains[0])
+        np.testing.assert_array_equal(m["gain_dv"].values, gains[1])
+        assert m["gain_dv"].dims == ("presnivs",)
+        np.testing.assert_allclose(m["du_model_mean"].values, 2e-6)
+
+
 def test_a_failing_month_fails_the_job_and_names_its_log(lmdz_world, tmp_path):
     (tmp_path / "hist" / "200002" / "histhf.nc").unlink()
     out = {"histhf": tmp_path / "out" / "histhf.nc", "guide": tmp_path / "out" / "guide_ins.nc"}
@@ -371,16 +458,21 @@ def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
         (ref / f).write_text(f)  # a dry run only needs them to exist
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE), "--configfile", "config/jeanzay.yaml"],
+    # and a mean-residual ML run: its job reads the guided run, the store's training blocks and the model grid
+    (tmp_path / "mr.yaml").write_text(yaml.safe_dump({"free_runs": {"runs": {"ml-mlp-mr": {"correction": "ml", "model": "mlp", "mean_residual": True}}}}))
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", str(PROFILE), "--configfile", "config/jeanzay.yaml", str(tmp_path / "mr.yaml")],
                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    mr = re.search(r"^rule free_run:\n((?:    .*\n)*?)    wildcards: run=ml-mlp-mr\n", res.stdout, re.M).group(1)
+    for want in ("nudged/histhf.nc", "grid/model_grid.nc", "mean_tendency.nc", "models/mlp/model.json", ".zarr"):
+        assert want in mr, (want, mr)
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", res.stdout, re.M)
     counts: dict[str, int] = {}
     for rule, _ in jobs:
         counts[rule] = counts.get(rule, 0) + 1
     assert {"nudged", "lmdz_forcing", "extract", "shard", "train", "export", "free_run"} <= set(counts)
     assert counts["lmdz_forcing"] == 84  # 2010-01 .. 2016-12, each with the next month's first record
-    assert counts["nudged"] == 1 and counts["free_run"] == 3  # control, mean, ml-mlp (LMDZ reads one annual mean)
+    assert counts["nudged"] == 1 and counts["free_run"] == 4  # control, mean, ml-mlp (LMDZ reads one annual mean), ml-mlp-mr
     # the model grid every downstream stage reads is LMDZ's, made from the reference files
     grid = re.search(r"^rule model_grid:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
     assert f"input: {ref}/start.nc, {ref}/startphy.nc" in grid, grid

@@ -18,6 +18,14 @@
 !>   float64, is outside [lo_j, hi_j] or not finite, or any output is not finite; otherwise each
 !>   output is clipped to [lo_j, hi_j] for its target, counting the values clipped.
 !>
+!> Mean residual and gains (the stand-in's `mean_residual` and `calibrated` runs, nudgeml.coupled): given
+!> the model's own mean over the nudged run's training states (du_model_mean, dv_model_mean at step) the
+!> held tendency of a column the guard keeps is
+!>   du_mean + g_k * (clipped model output - du_model_mean)      (float64, in this order)
+!> with one gain g_k per level and tendency (init's `gains`, 1 when absent: the plain mean residual,
+!> whose training mean is the nudging mean; 0 is the mean tendency itself). A column that falls back
+!> gets du_mean. Without du_model_mean the held tendency is the clipped output (the seed's run).
+!>
 !> Backends: 'torchscript' (model.pt) and 'aoti' (model.pt2) through the libtorch bridge; 'trees', the
 !> compiled tree ensemble of an exported xgboost model (model_trees.so, nudgeml.trees) opened with
 !> dlopen through nudgeml_trees, with no libtorch call. Features, guard and counters are the same.
@@ -60,10 +68,11 @@ module nudgeml_lmdz
   real(c_double), allocatable, save :: flo(:), fhi(:), tlo(:), thi(:)
   real(c_float), allocatable, save, target :: xt(:, :)          ! (n_feat, klon) model input
   real(c_double), allocatable, save :: du_held(:, :), dv_held(:, :) ! (klon, klev) m s-2
+  real(c_double), allocatable, save :: gain(:, :)                 ! (klev, 2): du, dv gains (the module header)
   integer(c_int64_t), save :: n_refresh = 0, n_columns = 0, n_fallback = 0, n_clipped = 0
   !$OMP THREADPRIVATE(initialised, mode, klon_s, klev_s, n_feat, n_targ, nstep_refresh, du_off, dv_off)
   !$OMP THREADPRIVATE(holding, model, feat_src, feat_lev, flo, fhi, tlo, thi, xt, du_held, dv_held)
-  !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped, use_trees, trees, yt)
+  !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped, use_trees, trees, yt, gain)
 
 contains
 
@@ -92,8 +101,10 @@ contains
   !>   backend       'torchscript' (default) or 'aoti'
   !>   torch_threads libtorch intra-op threads for this thread's calls (default 1: LMDZ's own
   !>                 OpenMP threads already use the cores)
+  !>   gains         (klev, 2) gains of du, dv about the model's mean (ML mode; step must then pass
+  !>                 du_model_mean, dv_model_mean); absent: 1
   subroutine nudgeml_lmdz_init(mode_in, model_dir, klon, klev, pdtphys, ierr, errmsg, backend, &
-       interval_hours, torch_threads)
+       interval_hours, torch_threads, gains)
     integer, intent(in) :: mode_in
     character(len=*), intent(in) :: model_dir
     integer, intent(in) :: klon, klev
@@ -103,6 +114,7 @@ contains
     character(len=*), intent(in), optional :: backend
     real(c_double), intent(in), optional :: interval_hours
     integer, intent(in), optional :: torch_threads
+    real(c_double), intent(in), optional :: gains(:, :)
     real(c_double) :: interval_s, span
     type(nml_manifest) :: man
     integer :: b, j, k, off, nth, src, want_levels
@@ -138,6 +150,19 @@ contains
     if (mode /= NUDGEML_MODE_ML) return
 
     ctx = 'nudgeml_lmdz_init: ' // trim(model_dir) // ': '
+    if (present(gains)) then
+       if (size(gains, 1) /= klev .or. size(gains, 2) /= 2) then
+          call fail(1, 'nudgeml_lmdz_init: gains must be (klev, 2) = (' // itoa(klev) // ', 2) for du, dv, got (' // &
+               itoa(size(gains, 1)) // ', ' // itoa(size(gains, 2)) // ')')
+          return
+       end if
+       if (.not. all(ieee_is_finite(gains))) then
+          call fail(1, 'nudgeml_lmdz_init: gains are not all finite')
+          return
+       end if
+       allocate (gain(klev, 2))
+       gain = gains
+    end if
     b = NML_BACKEND_TORCHSCRIPT
     if (present(backend)) then
        select case (trim(backend))
@@ -281,9 +306,11 @@ contains
   !> One physics step. itap is LMDZ's physics step counter (1 at the first step of the run): the
   !> correction is recomputed when mod(itap-1, interval/pdtphys) == 0, and at the first call if
   !> none is held yet (a run restarted inside a window). Outputs d_u, d_v are the increments over
-  !> this step in m s-1. lat_deg, land_frac, cos_zen are needed only if the model uses them.
+  !> this step in m s-1. lat_deg, land_frac, cos_zen are needed only if the model uses them;
+  !> du_model_mean, dv_model_mean (m s-2, the model's mean over the training states) turn the mean
+  !> residual on (required when init was given gains).
   subroutine nudgeml_lmdz_step(klon, klev, itap, pdtphys, u, v, t, q, paprs, pplay, du_mean, dv_mean, &
-       d_u, d_v, ierr, errmsg, lat_deg, land_frac, cos_zen)
+       d_u, d_v, ierr, errmsg, lat_deg, land_frac, cos_zen, du_model_mean, dv_model_mean)
     integer, intent(in) :: klon, klev, itap
     real(c_double), intent(in) :: pdtphys
     real(c_double), intent(in) :: u(klon, klev), v(klon, klev), t(klon, klev), q(klon, klev)
@@ -293,6 +320,7 @@ contains
     integer, intent(out) :: ierr
     character(len=*), intent(out) :: errmsg
     real(c_double), intent(in), optional :: lat_deg(klon), land_frac(klon), cos_zen(klon)
+    real(c_double), intent(in), optional :: du_model_mean(klon, klev), dv_model_mean(klon, klev)  ! m s-2
 
     ierr = 0
     errmsg = ''
@@ -330,10 +358,20 @@ contains
       character(len=*), intent(out) :: errmsg
       real(c_float), pointer :: y(:, :)
       real(c_double) :: xv
-      logical :: bad
+      logical :: bad, residual
       integer :: i, j, k, i0, i1
 
       ierr = 0
+      if (present(du_model_mean) .neqv. present(dv_model_mean)) then
+         call set_err(ierr, errmsg, 4, 'nudgeml_lmdz_step: du_model_mean and dv_model_mean go together')
+         return
+      end if
+      residual = present(du_model_mean)
+      if (allocated(gain) .and. .not. residual) then
+         call set_err(ierr, errmsg, 4, 'nudgeml_lmdz_step: init was given gains: pass du_model_mean, dv_model_mean '// &
+              '(the model''s mean the gains scale about)')
+         return
+      end if
       do j = 1, n_feat
          select case (feat_src(j))
          case (SRC_SIN_LAT, SRC_COS_LAT)
@@ -421,6 +459,15 @@ contains
             call clip_target(y(du_off + k, i), du_off + k, du_held(i, k))
             call clip_target(y(dv_off + k, i), dv_off + k, dv_held(i, k))
          end do
+         if (residual) then
+            if (allocated(gain)) then
+               du_held(i, :) = du_mean(i, :) + gain(:, 1) * (du_held(i, :) - du_model_mean(i, :))
+               dv_held(i, :) = dv_mean(i, :) + gain(:, 2) * (dv_held(i, :) - dv_model_mean(i, :))
+            else
+               du_held(i, :) = du_mean(i, :) + (du_held(i, :) - du_model_mean(i, :))
+               dv_held(i, :) = dv_mean(i, :) + (dv_held(i, :) - dv_model_mean(i, :))
+            end if
+         end if
       end do
       n_columns = n_columns + klon
 
@@ -469,6 +516,7 @@ contains
     if (allocated(xt)) deallocate (xt)
     if (allocated(du_held)) deallocate (du_held)
     if (allocated(dv_held)) deallocate (dv_held)
+    if (allocated(gain)) deallocate (gain)
     initialised = .false.
     holding = .false.
     mode = NUDGEML_MODE_OFF

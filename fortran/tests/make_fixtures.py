@@ -19,7 +19,8 @@ Layout of ``<out>``:
 * ``bad_n_features/``, ``bad_model_size/``, ``missing_pt/``, ``bad_json/``: bad inputs.
 * ``bridge/``: 257 columns, outputs of both artifacts for batches of 257, 1 and 7 columns.
 * ``lmdz/``: an LMDZ-like state evolving linearly over 49 physics steps of 900 s, the mean
-  tendency, and the expected d_u, d_v of the LMDZ routine at the three 6-hourly refreshes.
+  tendency, the model's mean and per-level gains (the mean residual), and the expected d_u, d_v of the
+  LMDZ routine at the three 6-hourly refreshes.
 """
 
 from __future__ import annotations
@@ -190,10 +191,16 @@ def write_bridge(out: Path, rng: np.random.Generator, models: dict[str, torch.nn
     (d / "meta.txt").write_text(f"{N_BRIDGE} {x.shape[1]} {2 * KLEV}\n")
 
 
-def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate, mean, partition, threads):
-    """Expected (d_u, d_v) at each refresh, and the counters, for one partition of the columns."""
+def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate, mean, partition, threads,
+                   model_mean=None, gains=None):
+    """Expected (d_u, d_v) at each refresh, and the counters, for one partition of the columns. With
+    ``model_mean`` (the mean residual) a column the guard keeps gets ``mean + g (tendency - model_mean)``
+    per level, in float64 in that order (g = ``gains``, 1 when None), as nudgeml_lmdz documents."""
     bounds = guard_bounds(manifest.guard)
     fallback = np.concatenate([mean["du"], mean["dv"]], axis=1)
+    if model_mean is not None:
+        mm = np.concatenate([model_mean["du"], model_mean["dv"]], axis=1)
+        g = np.ones(2 * KLEV) if gains is None else np.concatenate([gains[:, 0], gains[:, 1]])
     expected = []
     counts = np.zeros(4, dtype=np.int64)  # refreshes, columns, fallbacks, clipped: summed over threads
     for step in range(1, NSTEPS + 1, NSTEP_REFRESH):
@@ -202,9 +209,12 @@ def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate
         tendency = np.empty((KLON, 2 * KLEV))
         for lo, hi in partition:
             y = run(model, x[lo:hi], threads)
-            g = apply_guard(x[lo:hi], y, fallback[lo:hi], bounds)
-            tendency[lo:hi] = g.tendency
-            counts += (1, hi - lo, g.n_fallback, g.n_clipped)
+            res = apply_guard(x[lo:hi], y, fallback[lo:hi], bounds)
+            tendency[lo:hi] = res.tendency
+            if model_mean is not None:
+                kept = ~res.fallback
+                tendency[lo:hi][kept] = fallback[lo:hi][kept] + g * (res.tendency[kept] - mm[lo:hi][kept])
+            counts += (1, hi - lo, res.n_fallback, res.n_clipped)
         expected += [tendency[:, :KLEV] * DT, tendency[:, KLEV:] * DT]
     return expected, counts
 
@@ -225,6 +235,11 @@ def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, model
     fortran_write(d / "state0.f64", *(state0[k] for k in order))
     fortran_write(d / "dstate.f64", *(dstate[k] for k in order))
     fortran_write(d / "mean.f64", mean["du"], mean["dv"])
+    # the model's mean over some training states, and gains per level that differ by level and tendency
+    model_mean = {"du": rng.normal(0.0, 1e-5, (KLON, KLEV)), "dv": rng.normal(0.0, 1e-5, (KLON, KLEV))}
+    gains = np.stack([np.linspace(0.0, 1.5, KLEV), np.linspace(2.0, -0.5, KLEV)], axis=1)  # (klev, 2)
+    fortran_write(d / "model_mean.f64", model_mean["du"], model_mean["dv"])
+    fortran_write(d / "gains.f64", gains)
     half = KLON // 2
     cases = {
         "torchscript_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS),
@@ -235,9 +250,13 @@ def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, model
         # the compiled tree library (backend 'trees'), serial and on two OpenMP threads
         "trees_serial": (models["trees"], [(0, KLON)], TORCH_THREADS),
         "trees_omp": (models["trees"], [(0, half), (half, KLON)], 1),
+        # the mean residual (gains 1), and per-level gains about the model's mean
+        "residual_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS, model_mean, None),
+        "gains_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS, model_mean, gains),
+        "gains_omp": (models["torchscript"], [(0, half), (half, KLON)], 1, model_mean, gains),
     }
-    for name, (model, partition, threads) in cases.items():
-        expected, counts = lmdz_reference(model, manifest, state0, dstate, mean, partition, threads)
+    for name, (model, partition, threads, *residual) in cases.items():
+        expected, counts = lmdz_reference(model, manifest, state0, dstate, mean, partition, threads, *residual)
         fortran_write(d / f"expect_{name}.f64", *expected)
         (d / f"counts_{name}.txt").write_text(" ".join(str(int(c)) for c in counts) + "\n")
     (d / "meta.txt").write_text(f"{KLON} {KLEV} {NSTEPS} {DT!r} {NSTEP_REFRESH}\n")

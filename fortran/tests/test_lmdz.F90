@@ -3,7 +3,8 @@
 !> changes every step, and compares d_u, d_v bit for bit with make_fixtures.py's reference:
 !> the correction must be recomputed only at steps 1, 25 and 49 (6-hourly) from the state of
 !> that step, guarded (clip + fallback to the mean tendency), and held in between. Then: a model
-!> that outputs NaN falls back; two OpenMP threads with their own columns; the mean mode; errors.
+!> that outputs NaN falls back; two OpenMP threads with their own columns; the mean residual (the
+!> model's mean passed at each step) with and without per-level gains; the mean mode; errors.
 !> Built with -fdefault-real-8 like LMDZ.
 program test_lmdz
   use, intrinsic :: iso_c_binding, only: c_double, c_int64_t
@@ -17,6 +18,8 @@ program test_lmdz
   integer :: klon, klev, nsteps, nref, ierr, npass, nfail
   real(c_double) :: dt
   real(c_double), allocatable :: s0(:, :, :), ds(:, :, :), p0(:, :), dp(:, :), dum(:, :), dvm(:, :)
+  real(c_double), allocatable :: mmu(:, :), mmv(:, :), gains(:, :)   ! the model's mean, (klev, 2) gains
+  integer, parameter :: PLAIN = 0, RESIDUAL = 1, GAINED = 2
   integer, parameter :: IU = 1, IV = 2, IT = 3, IQ = 4, IPL = 5
 
   npass = 0
@@ -30,6 +33,9 @@ program test_lmdz
   call run_case('torchscript_omp', '/mlp33', 'torchscript', 2, 1)
   call run_case('trees_serial', '/trees33', 'trees', 0, 2)
   call run_case('trees_omp', '/trees33', 'trees', 2, 1)
+  call run_case('residual_serial', '/mlp33', 'torchscript', 0, 2, RESIDUAL)
+  call run_case('gains_serial', '/mlp33', 'torchscript', 0, 2, GAINED)
+  call run_case('gains_omp', '/mlp33', 'torchscript', 2, 1, GAINED)
   call mean_mode()
   call errors()
 
@@ -58,12 +64,20 @@ contains
     call read_f64(trim(fixtures) // '/lmdz/mean.f64', buf)
     dum = reshape(buf(1:klon * klev), [klon, klev])
     dvm = reshape(buf(klon * klev + 1:), [klon, klev])
+    allocate (mmu(klon, klev), mmv(klon, klev), gains(klev, 2))
+    call read_f64(trim(fixtures) // '/lmdz/model_mean.f64', buf)
+    mmu = reshape(buf(1:klon * klev), [klon, klev])
+    mmv = reshape(buf(klon * klev + 1:), [klon, klev])
+    deallocate (buf)
+    allocate (buf(2 * klev))
+    call read_f64(trim(fixtures) // '/lmdz/gains.f64', buf)
+    gains = reshape(buf, [klev, 2])
   end subroutine read_inputs
 
   !> Run all steps over columns [i0, i1] on the calling thread; count mismatches with `expect`.
-  subroutine drive(dir, backend, i0, i1, expect, torch_threads, bad, counts, errtext)
+  subroutine drive(dir, backend, i0, i1, expect, torch_threads, variant, bad, counts, errtext)
     character(len=*), intent(in) :: dir, backend
-    integer, intent(in) :: i0, i1, torch_threads
+    integer, intent(in) :: i0, i1, torch_threads, variant
     real(c_double), intent(in) :: expect(:, :, :, :)        ! (klon, klev, 2, windows)
     integer, intent(out) :: bad
     integer(c_int64_t), intent(out) :: counts(4)
@@ -77,8 +91,13 @@ contains
     errtext = ''
     n = i1 - i0 + 1
     allocate (u(n, klev), v(n, klev), t(n, klev), q(n, klev), pl(n, klev), pa(n, klev + 1), d_u(n, klev), d_v(n, klev))
-    call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
-         torch_threads=torch_threads)
+    if (variant == GAINED) then
+       call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
+            torch_threads=torch_threads, gains=gains)
+    else
+       call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
+            torch_threads=torch_threads)
+    end if
     if (ierr /= 0) then
        errtext = 'init: ' // trim(m)
        bad = -1
@@ -91,8 +110,13 @@ contains
        q = s0(i0:i1, :, IQ) + real(step - 1, c_double) * ds(i0:i1, :, IQ)
        pl = s0(i0:i1, :, IPL) + real(step - 1, c_double) * ds(i0:i1, :, IPL)
        pa = p0(i0:i1, :) + real(step - 1, c_double) * dp(i0:i1, :)
-       call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
-            d_u, d_v, ierr, m)
+       if (variant == PLAIN) then
+          call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
+               d_u, d_v, ierr, m)
+       else
+          call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
+               d_u, d_v, ierr, m, du_model_mean=mmu(i0:i1, :), dv_model_mean=mmv(i0:i1, :))
+       end if
        if (ierr /= 0) then
           errtext = 'step: ' // trim(m)
           bad = -1
@@ -105,14 +129,17 @@ contains
     call nudgeml_lmdz_final()
   end subroutine drive
 
-  subroutine run_case(name, model, backend, nthreads, torch_threads)
+  subroutine run_case(name, model, backend, nthreads, torch_threads, variant_in)
     character(len=*), intent(in) :: name, model, backend
     integer, intent(in) :: nthreads, torch_threads
+    integer, intent(in), optional :: variant_in
     real(c_double), allocatable :: expect(:, :, :, :), buf(:)
     integer(c_int64_t) :: want(4), got(4), part(4)
-    integer :: bad, b, nwin, u, tid, half, omp_before
+    integer :: bad, b, nwin, u, tid, half, omp_before, variant
     character(len=1024) :: errtext, e
 
+    variant = PLAIN
+    if (present(variant_in)) variant = variant_in
     nwin = (nsteps - 1) / nref + 1
     allocate (buf(2 * klon * klev * nwin))
     call read_f64(trim(fixtures) // '/lmdz/expect_' // name // '.f64', buf)
@@ -125,7 +152,7 @@ contains
     if (nthreads == 0) then
        omp_before = omp_get_max_threads()
        call omp_set_num_threads(3)
-       call drive(trim(fixtures) // model, backend, 1, klon, expect, torch_threads, bad, got, errtext)
+       call drive(trim(fixtures) // model, backend, 1, klon, expect, torch_threads, variant, bad, got, errtext)
        call check(omp_get_max_threads() == 3, name // ': caller''s OpenMP setting kept')
        call omp_set_num_threads(omp_before)
     else
@@ -137,7 +164,7 @@ contains
        !$omp parallel num_threads(nthreads) private(tid, b, part, e) shared(bad, got, errtext)
        tid = omp_get_thread_num()
        call drive(trim(fixtures) // model, backend, tid * half + 1, (tid + 1) * half, expect, torch_threads, &
-            b, part, e)
+            variant, b, part, e)
        !$omp critical
        if (b < 0) then
           bad = -1
@@ -185,6 +212,17 @@ contains
     call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
          p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg)
     call check(ierr /= 0 .and. index(msg, 'not called') > 0, 'step before init refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, gains=gains(:, 1:1))
+    call check(ierr /= 0 .and. index(msg, 'gains must be (klev, 2)') > 0, 'gains of the wrong shape refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, gains=gains)
+    call check(ierr == 0, 'init with gains: ' // trim(msg))
+    call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
+         p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'du_model_mean') > 0, 'gains without the model''s mean refused: ' // trim(msg))
+    call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
+         p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg, du_model_mean=mmu)
+    call check(ierr /= 0 .and. index(msg, 'go together') > 0, 'du_model_mean without dv_model_mean refused: ' // trim(msg))
+    call nudgeml_lmdz_final()
   end subroutine errors
 
   subroutine check(ok, what)

@@ -208,6 +208,7 @@ class MLCorrector(Corrector):
         self.scale = float(scale)
         self.large_scale = large_scale
         self.residual: tuple[np.ndarray, ...] | None = None
+        self.model_mean: tuple[np.ndarray, ...] | None = None  # float64, (lev, lat, lon) per target: see add_mean_residual
         self.residual_counts: dict[str, int] = {}
         self.gains: np.ndarray | None = None  # (n_targets, nlev): see set_gains
 
@@ -265,8 +266,10 @@ class MLCorrector(Corrector):
         if n == 0:
             raise InputError("no training state to compute the mean residual from")
         denom = np.maximum(n_used, 1)
-        # a column on the fallback in every training state never uses the residual: 0 there
-        self.residual = tuple(np.where(n_used > 0, m - s_ / denom, 0.0).astype(np.float32) for m, s_ in zip(mean, sums))
+        # a column on the fallback in every training state never uses the residual: the model's mean
+        # is taken as the nudging mean there, so the residual is 0
+        self.model_mean = tuple(np.where(n_used > 0, s_ / denom, m) for m, s_ in zip(mean, sums))
+        self.residual = tuple((m - mm).astype(np.float32) for m, mm in zip(mean, self.model_mean))
         self.residual_counts = {"training_states": n, "fallback_column_states": int(n_fallback), "column_states": int(n * n_used.size)}
         log.info("mean residual over %d training states (%d of %d column-states on the guard's fallback, left out): rms du %.2e m s-2",
                  n, n_fallback, n * n_used.size, float(np.sqrt(np.mean(self.residual[0] ** 2))))

@@ -100,6 +100,7 @@ class FreeRun:
     name: str
     correction: str  # none | mean | ml
     model_dir: str = ""  # ml: directory of model.json/model.pt/model.pt2
+    mean_residual: bool = False  # ml: about the model's mean (du_model_mean, dv_model_mean, gains: in the mean file)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,23 @@ def _positive(v: int | float, key: str) -> None:
         raise _err(key, f"must be > 0, got {v}")
 
 
+def _check_residual_file(mean_file: str, key: str) -> None:
+    """A mean-residual run's mean file must hold the model's mean (``du_model_mean``, ``dv_model_mean``)
+    beside the mean tendency; gains (``gain_du``, ``gain_dv``) come as a pair or not at all."""
+    import netCDF4
+
+    path = Path(os.path.expandvars(mean_file))
+    if not path.is_file():
+        raise _err(key, f"needs the mean file {path} (correction.mean_file) with du_model_mean, dv_model_mean: it does not exist")
+    with netCDF4.Dataset(path) as ds:
+        names = set(ds.variables)
+    missing = [v for v in ("du_mean", "dv_mean", "du_model_mean", "dv_model_mean") if v not in names]
+    if missing:
+        raise _err(key, f"needs {missing} in {path} (correction.mean_file; nudgeml.gcm.runners.lmdz_mean_file writes them)")
+    if ("gain_du" in names) != ("gain_dv" in names):
+        raise _err(key, f"{path} has one of gain_du, gain_dv without the other")
+
+
 def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobConfig:
     if not isinstance(cfg, Mapping):
         raise LmdzConfigError("lmdz config must be a mapping")
@@ -331,7 +349,12 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
             raise _err(f"{where}.model", f"given for a run with correction {corr!r}")
         if corr in ("mean", "ml") and not correction.mean_file:
             raise _err("correction.mean_file", f"is missing (run {name!r} needs the mean tendency)")
-        runs.append(FreeRun(str(name), corr, model_dir))
+        residual = _get(spec, "mean_residual", bool, where, False)
+        if residual:
+            if corr != "ml":
+                raise _err(f"{where}.mean_residual", f"given for a run with correction {corr!r} (it shifts a model's output)")
+            _check_residual_file(correction.mean_file, f"{where}.mean_residual")
+        runs.append(FreeRun(str(name), corr, model_dir, residual))
 
     start_from = _get(f, "start_from", str, "free", "reference")
     if start_from not in ("reference", "guided"):
@@ -422,11 +445,12 @@ class _Run:
     correction: str  # none | mean | ml
     period: MonthRange
     model_dir: str = ""
+    mean_residual: bool = False
 
 
 def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     out = [_Run("guided", "guided", "none", cfg.guided)]
-    out += [_Run(r.name, "free", r.correction, cfg.free, r.model_dir) for r in cfg.free_runs]
+    out += [_Run(r.name, "free", r.correction, cfg.free, r.model_dir, r.mean_residual) for r in cfg.free_runs]
     return out
 
 

@@ -228,12 +228,13 @@ def lmdze_model_grid(cfg: Mapping[str, Any], inputs: Mapping[str, Any], nc_out: 
     _write_grid(ds, grid, nc_out, cdo_out)
 
 
-def mean_on_physics_grid(mean: xr.Dataset, iim: int, jjm: int) -> xr.Dataset:
+def mean_on_physics_grid(mean: xr.Dataset, iim: int, jjm: int, names: tuple[str, ...] = ("du_mean", "dv_mean")) -> xr.Dataset:
     """The workflow's mean tendency (canonical ``du_mean``/``dv_mean`` ``(lev, lat, lon)``, m s-2) in the
     layout LMDZ's ``nudgeml_physiq_init`` reads: ``(presnivs, points_physiques)``, surface first, the
-    physics' column order (``lmdz/INTEGRATION.md``)."""
+    physics' column order (``lmdz/INTEGRATION.md``); ``names`` are the fields converted (the model's
+    mean of a mean-residual run is laid out the same way)."""
     out = {}
-    for name in ("du_mean", "dv_mean"):
+    for name in names:
         if name not in mean:
             raise InputError(f"mean tendency has no {name!r}")
         da = mean[name]

@@ -182,6 +182,8 @@ def free_run_params(wildcards):
             "lmdz": config["lmdz"],
             "tau_hours": config["nudging"]["tau_hours"],
             "kit_dir": f"{OUT}/lmdz/kit",
+            # the mean residual's model mean is taken here, on the guided run's columns
+            **(sections("columns") if spec.get("mean_residual") else {}),
         }
     if BACKEND.forcing == "era5":  # LMDZE: its grid and steps, the run directory its programs fill
         return {"free_runs": free_runs, **sections("lmdze"), "run_dir": f"{OUT}/lmdze/free/{wildcards.run}"}
@@ -311,6 +313,8 @@ def free_run_inputs(wildcards):
     name = split_member(wildcards.run)[0]
     if BACKEND.forcing == "lmdz":  # LMDZ starts from the guided run's restart at free_runs.start
         files = {"nudged": rules.nudged.output.histhf}
+        if config["free_runs"]["runs"][name].get("mean_residual"):  # the model mean's columns
+            files["grid"] = rules.model_grid.output.nc
     elif BACKEND.forcing == "era5":  # LMDZE starts from the truth at free_runs.start (its month's files)
         files = {
             "pressure_levels": era5_files("pressure_levels", FREE_MONTHS[:1]),

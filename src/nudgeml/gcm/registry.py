@@ -57,6 +57,11 @@ class GcmBackend:
     # ML free runs may call the AOTInductor artifact (model.pt2; LMDZ6's kit passes nudgeml_backend=aoti); LMDZE's
     # hook loads the TorchScript model, the one its bit-for-bit check recomputes
     aoti: bool = True
+    # ML free runs with the mean residual: the model's mean over the guided run's training states (the stand-in
+    # shifts its output; LMDZ's routine takes du_model_mean, dv_model_mean from the kit's mean file)
+    mean_residual: bool = False
+    # calibrated gains (nudgeml.calibrate): the calibration's members are free runs of this backend in the job's process
+    calibration: bool = False
 
     def runner(self, which: str) -> Callable[..., Any]:
         """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
@@ -69,11 +74,11 @@ BACKENDS: dict[str, GcmBackend] = {
     for b in (
         GcmBackend("standin", "jcm stand-in GCM (SPEEDY physics on a JAX spectral core), in the job's process",
                    guided="nudgeml.gcm.runners:standin_guided", free="nudgeml.gcm.runners:standin_free", needs_lmdz_block=False,
-                   mpi=False, forcing="standin", ensembles=True, iterations=True),
+                   mpi=False, forcing="standin", ensembles=True, iterations=True, mean_residual=True, calibration=True),
         GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
                    guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
                    needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference", lmdz_routine=True),
+                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference", lmdz_routine=True, mean_residual=True),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
                    needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=True, iterations=False,
@@ -145,11 +150,16 @@ def check_backend(config: Mapping[str, Any]) -> None:
             if spec.get("members", 1) > 1:
                 raise ConfigError(f"config key 'free_runs.runs.{name}.members' is {spec['members']}: backend {backend.name!r} "
                                   "has no perturbed initial states; use 1")
+    for name, spec in config["free_runs"]["runs"].items():
+        if spec.get("iterations") and not backend.iterations:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.iterations' needs corrected nudged runs, which backend {backend.name!r} does not run")
+        if spec.get("mean_residual") and not backend.mean_residual:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.mean_residual': backend {backend.name!r}'s physics hook takes no model mean; "
+                              "use the stand-in or lmdz")
+        if spec.get("calibrated") and not backend.calibration:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.calibrated': the calibration runs its members in the job's process, "
+                              f"which backend {backend.name!r} does not (LMDZ's routine takes per-level gains: lmdz/INTEGRATION.md)")
     if not backend.iterations:
-        for name, spec in config["free_runs"]["runs"].items():
-            for key in ("iterations", "mean_residual"):
-                if spec.get(key):
-                    raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' needs corrected nudged runs, which backend {backend.name!r} does not run")
         for name, section in config.get("models", {}).items():
             if name in config.get("train", {}).get("models", []) and (section.get("iterations") or section.get("target", "nudging") != "nudging"):
                 raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run, a replay or forecasts, which backend {backend.name!r} does not run; "

@@ -74,6 +74,8 @@ def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str
         entry: dict[str, Any] = {"correction": spec["correction"]}
         if spec["correction"] == "ml":
             entry["model"] = str(Path(model_dir).resolve()) if model_dir else ""
+            if spec.get("mean_residual"):
+                entry["mean_residual"] = True
         block["free"]["runs"] = {run: entry}
         if mean_file:  # the job runs in the LMDZ run directory: absolute paths
             block.setdefault("correction", {})["mean_file"] = str(Path(mean_file).resolve())
@@ -163,10 +165,18 @@ def join_months(files: Sequence[Path], out: str | os.PathLike[str], times_from: 
             ds.to_netcdf(tmp)
 
 
-def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path) -> None:
+def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, *,
+                   model_mean: Sequence[Any] | None = None, gains: Any = None) -> None:
     """The workflow's mean tendency (``mean_tendency.nc``, canonical ``(lev, lat, lon)``) as the file
     LMDZ's physics routine reads (LMDZ6's ``nudgeml_physiq_init``, LMDZE's physics hook):
-    ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)`` on the ``iim`` x ``jjm`` grid's columns."""
+    ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)`` on the ``iim`` x ``jjm`` grid's columns.
+
+    A mean-residual run adds the model's own mean over the nudged run's training states,
+    ``du_model_mean``/``dv_model_mean`` (``model_mean``: canonical du, dv fields), and a calibrated run its
+    per-level gains ``gain_du``/``gain_dv`` ``(presnivs)`` (``gains``: ``(2, n_levels)``)."""
+    import numpy as np
+    import xarray as xr
+
     from nudgeml.atomic import atomic_path
     from nudgeml.lmdz_grid import mean_on_physics_grid
     from nudgeml.mean_tendency import read_mean_tendency
@@ -174,8 +184,17 @@ def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path) 
     mean_ds = read_mean_tendency(mean)
     try:
         ds = mean_on_physics_grid(mean_ds, iim, jjm)
+        if model_mean is not None:
+            dims = mean_ds["du_mean"].dims
+            fields = xr.Dataset({f"{k}_model_mean": (dims, np.asarray(f, np.float64)) for k, f in zip(("du", "dv"), model_mean)},
+                                coords={"lev": mean_ds["lev"]} if "lev" in mean_ds.coords else None)
+            ds = ds.merge(mean_on_physics_grid(fields.transpose(*dims), iim, jjm, names=("du_model_mean", "dv_model_mean")))
     except InputError as exc:
         raise InputError(f"{mean}: {exc}") from None
+    if gains is not None:
+        gains = np.asarray(gains, np.float64)
+        for i, k in enumerate(("du", "dv")):
+            ds[f"gain_{k}"] = ("presnivs", gains[i], {"units": "1", "long_name": f"gain of {k} about the model's mean, per level (nudgeml.calibrate)"})
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         ds.to_netcdf(tmp)
@@ -245,6 +264,28 @@ def check_pairing(hist_file: Path, guide_file: Path, records: int = 8) -> dict[i
     return rms
 
 
+def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files) -> tuple[Any, ...]:
+    """A mean-residual run's model mean over the guided run's training states (canonical du, dv, float64),
+    as the stand-in's free run computes it (:meth:`nudgeml.coupled.MLCorrector.add_mean_residual`: states
+    on the guard's fallback left out). No gains: a calibration's members run the stand-in
+    (:func:`nudgeml.gcm.registry.check_backend` refuses ``calibrated`` here)."""
+    from nudgeml.coupled import MLCorrector, make_corrector
+    from nudgeml.extract import ColumnSpec
+    from nudgeml.grid import read_model_grid
+    from nudgeml.mean_tendency import training_blocks
+
+    grid = read_model_grid(inputs["grid"])
+    columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
+    # the model's arithmetic is the same in every backend: its mean is taken with the TorchScript file
+    corrector = make_corrector({**spec, "backend": "torchscript"}, columns=columns, grid=grid, mean_file=inputs["mean"],
+                               model_dir=Path(inputs["manifest"]).parent, nudged_histhf=inputs["nudged"],
+                               training=training_blocks(inputs["store"]))
+    assert isinstance(corrector, MLCorrector) and corrector.model_mean is not None
+    if corrector.variables != ("du", "dv"):
+        raise ConfigError(f"LMDZ's physics routine corrects du, dv; the model corrects {list(corrector.variables)}")
+    return corrector.model_mean
+
+
 def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
     """One free run: control (no correction), mean tendency (the kit's ``nudgeml_mean.nc``) or ML
     (the exported model through the bridge's ``nudgeml.def``); its months' histories joined."""
@@ -258,7 +299,8 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
         from nudgeml.naming import lmdz_grid_size
 
         size = lmdz_grid_size(cfg["lmdz"])
-        lmdz_mean_file(inputs["mean"], size["iim"], size["jjm"], mean_file)
+        model_mean = lmdz_residual(cfg, spec, inputs) if spec.get("mean_residual") else None
+        lmdz_mean_file(inputs["mean"], size["iim"], size["jjm"], mean_file, model_mean=model_mean)
     kit = kit_config(cfg, run, spec, mean_file=str(mean_file) if mean_file else None, model_dir=model_dir)
     t0 = time.monotonic()
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), run)
