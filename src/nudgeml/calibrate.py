@@ -210,13 +210,13 @@ class Calibration:
     """The forward model ``G``: free runs of one ML corrector with given gains, from fixed start dates."""
 
     def __init__(self, gcm: Any, corrector: Any, forcing: Any, starts: Sequence[np.datetime64], s: CalibrationSettings,
-                 *, blocks: Sequence[tuple[np.datetime64, np.datetime64]], perturbation_k: float, max_wind_ms: float) -> None:
+                 *, blocks: Sequence[tuple[np.datetime64, np.datetime64]], max_wind_ms: float) -> None:
         from nudgeml.simulate import state_at
 
         self.gcm, self.corrector, self.s = gcm, corrector, s
         self.starts = list(starts)
         self.initial = {t: state_at(forcing, t) for t in self.starts}
-        self.perturbation_k, self.max_wind = perturbation_k, max_wind_ms
+        self.max_wind = max_wind_ms
         self.n_windows = int(round(s.days * 4))
         self.skip = int(round(s.skip_days * 4))
         self.runs = 0
@@ -229,15 +229,14 @@ class Calibration:
         self.y = np.concatenate(ys)
         self.window_var = np.tile(window_variance(forcing, blocks, self.n_windows - self.skip, s.statistics), len(self.starts))
 
-    def __call__(self, gains: np.ndarray, member: int = 0) -> np.ndarray:
-        """``G(gains)``: the statistics of one free run per start (NaN where a run blew up); ``member`` > 0
-        perturbs the initial temperature as ensemble members of the free runs do."""
-        from nudgeml.coupled import perturbed_member
-
+    def __call__(self, gains: np.ndarray) -> np.ndarray:
+        """``G(gains)``: the statistics of one free run per start (NaN where a run blew up). Every run
+        starts from the analysis itself: the noise is the analysis' own (``window_var``), not a spread of
+        perturbed runs, so ``G`` is deterministic."""
         self.corrector.set_gains(np.asarray(gains, float))
         out = []
         for t0 in self.starts:
-            state = perturbed_member(self.initial[t0], member, self.perturbation_k)
+            state = self.initial[t0]
             self.gcm.start_at(state, t0)
             self.runs += 1
             total = 0.0
@@ -326,8 +325,7 @@ def run_calibration(cfg: Mapping[str, Any], name: str, grid_path: str | Path, fo
     # every analysis the runs start from and are compared with, or an error naming the file
     select_times(forcing, np.unique(np.concatenate([t + WINDOW * np.arange(int(round(s.days * 4)) + 1) for t in starts])), forcing_paths[0])
     bands = band_index(grid.presnivs_pa, s.level_bands_hpa)
-    forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s, blocks=training,
-                          perturbation_k=float(cfg["free_runs"]["perturbation_k"]), max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
+    forward = Calibration(gcm, _BandGains(corrector, bands), forcing, starts, s, blocks=training, max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
     n_bands = int(bands.max()) + 1  # the bands the model's levels fall in (level_gains' layout)
     n_gains = len(corrector.variables) * n_bands
     log.info("calibrating %s: %d gains (%s x %d bands), %d members, %d iterations, starts %s, %g days (skip %g)", name, n_gains,

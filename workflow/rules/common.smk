@@ -358,7 +358,7 @@ def calibrate_inputs(wildcards):
 def calibrate_params(wildcards):
     """The calibrated run's entry, the shared free_runs keys the runs read, the calibration settings,
     the model, the columns and the JAX cache."""
-    free_runs = {k: config["free_runs"][k] for k in ("perturbation_k", "max_wind_ms")}
+    free_runs = {"max_wind_ms": config["free_runs"]["max_wind_ms"]}
     free_runs["runs"] = {wildcards.name: config["free_runs"]["runs"][wildcards.name]}
     return {"free_runs": free_runs, **sections("calibration", "model", "columns", "jax_cache_dir")}
 
