@@ -144,15 +144,16 @@ def export_untrained_mlp(cols, out_dir: Path, hidden=(16,), seed: int = 7) -> Pa
     with torch.no_grad():
         out = model(torch.from_numpy(x)).numpy().astype(np.float64)
     klev = len(cols["lev"])
+    nlat, nlon = json.loads(str(cols.attrs["grid_shape"]))  # (lat, lon) as the export stage reads it
     feats = (*(mf.Block(v, u, klev) for v, u in (("u", "m s-1"), ("v", "m s-1"), ("t", "K"), ("q", "kg kg-1"))),
              mf.Block("ps", "Pa", 1), mf.Block("sin_lat", "1", 1), mf.Block("cos_lat", "1", 1))
     targs = (mf.Block("du", "m s-2", klev), mf.Block("dv", "m s-2", klev))
     manifest = mf.Manifest(
         name="lmdze-test", kind="mlp", features=feats, targets=targs,
-        levels=mf.Levels(tuple(float(p) for p in cols["lev"].values)),
+        levels=mf.Levels(tuple(float(p) for p in cols["presnivs"].values)),
         guard=mf.Guard(margin=0.05, feature_min=tuple(map(float, x.min(0))), feature_max=tuple(map(float, x.max(0))),
                        target_min=tuple(map(float, np.percentile(out, 10, axis=0))),
                        target_max=tuple(map(float, np.percentile(out, 90, axis=0)))),
-        grid=mf.Grid("lmdze", *json.loads(str(cols.attrs["grid_shape"]))), dataset_sha256=hashlib.sha256(x.tobytes()).hexdigest())
+        grid=mf.Grid("lmdze", nlon=nlon, nlat=nlat), dataset_sha256=hashlib.sha256(x.tobytes()).hexdigest())
     ex.export_model(model, manifest, out_dir, aoti=False)
     return out_dir

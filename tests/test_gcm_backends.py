@@ -142,7 +142,7 @@ def test_lmdze_config_is_valid():
         (lambda c: c["free_runs"]["runs"]["mean"].pop("variables"), r"'free_runs.runs.mean.variables' is \['du', 'dv', 'dt'\].* set variables: \[du, dv\]"),
         (lambda c: c["columns"].update(targets=["du", "dv", "dt"]), r"'columns.targets' is \['du', 'dv', 'dt'\].* du, dv only"),
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
-        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True), "'free_runs.runs.ml-mlp.mean_residual': backend 'lmdze'"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, calibrated=True), "'free_runs.runs.ml-mlp.calibrated': .* backend 'lmdze' does not"),
     ],
 )
 def test_lmdze_configuration_errors_name_the_key(edit, message):

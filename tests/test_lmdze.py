@@ -376,11 +376,13 @@ def test_guided_humidity_through_relative_humidity(built, truth_era5, tmp_path, 
     assert abs(float(np.median(ratio)) - 0.6) < 0.01, float(np.median(ratio))
 
 
-def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp_path, monkeypatch):
+def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmdze_grid, tmp_path, monkeypatch):
     """The lmdze backend's free runs (registry runner, as workflow/scripts/coupled.py calls it): the
     control adds nothing, the mean run adds the guided run's mean tendency every step, the ML run the
     exported model through the bridge inside physiq (refreshed every 6 h, guarded), and its first
-    refresh equals the Python model on the same columns bit for bit (issue 15, items 2 and 3)."""
+    refresh equals the Python model on the same columns bit for bit (issue 15, items 2 and 3); the
+    mean-residual ML run holds mean + (model - the model's mean over the guided run's states), also bit
+    for bit."""
     import json
 
     import numpy as np
@@ -405,21 +407,31 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     write_mean_tendency(mean_tendency(guided["guide"], [(np.datetime64("2000-01-01"), np.datetime64("2000-03-01"))]), mean)
     spec = ColumnSpec.from_config({"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"],
                                    "targets": ["du", "dv"], "history_names": {"u": "vitu", "v": "vitv", "t": "temp", "q": "ovap", "ps": "psol"}})
-    model_dir = export_untrained_mlp(column_dataset(guided["histhf"], guided["guide"], None, spec), tmp_path / "model")
+    model_dir = export_untrained_mlp(column_dataset(guided["histhf"], guided["guide"], lmdze_grid / "grid" / "model_grid.nc", spec), tmp_path / "model")
 
-    runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"}}
+    import zarr
+
+    from nudgeml.shard import FORMAT
+
+    store = zarr.open_group(str(tmp_path / "store.zarr"), mode="w")  # only what training_blocks reads: the guided day
+    store.attrs.update(format=FORMAT, splits={"train": {"start": TRUTH_START + ":00", "end": "2000-01-31T18:00:00"}})
+    residual_inputs = {"nudged": guided["histhf"], "store": str(tmp_path / "store.zarr"), "grid": str(lmdze_grid / "grid" / "model_grid.nc")}
+    columns = {"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"], "targets": ["du", "dv"]}
+    runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"},
+            "ml-mr": {"correction": "ml", "model": "m", "mean_residual": True}}
     hist, status = {}, {}
     for name, run_spec in runs.items():
         cfg = {"free_runs": {"start": TRUTH_START, "end": "2000-02-01T00:00", "runs": {name: run_spec}},
-               "run_dir": str(tmp_path / "lmdze" / "free" / name)}
+               "run_dir": str(tmp_path / "lmdze" / "free" / name), "columns": columns}
         inputs = dict(era5, **({"mean": str(mean)} if name != "control" else {}),
-                      **({"manifest": str(model_dir / "model.json")} if name == "ml" else {}))
+                      **({"manifest": str(model_dir / "model.json")} if name.startswith("ml") else {}),
+                      **(residual_inputs if name == "ml-mr" else {}))
         outputs = {"histhf": str(tmp_path / "free" / name / "histhf.nc"), "status": str(tmp_path / "free" / name / "status.json")}
         BACKENDS["lmdze"].runner("free")(cfg, name, inputs, outputs)
         hist[name] = read_histhf(outputs["histhf"]).load()
         status[name] = json.loads(Path(outputs["status"]).read_text())
         log = (tmp_path / "lmdze" / "free" / name / "gcm.log").read_text()
-        assert f"nudgeml: correction {'off' if name == 'control' else name}" in log
+        assert f"nudgeml: correction {'off' if name == 'control' else name[:2] if name.startswith('ml') else name}" in log
 
     for name in runs:
         assert hist[name].sizes["time"] == 4 and str(hist[name]["time"].values[0])[:13] == "2000-01-31T00"
@@ -436,6 +448,17 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, tmp
     # the hook's own wall time (settings and model load, steps) comes back from gcm's log; none when off
     assert status["ml"]["hook"]["init_s"] > 0 and status["ml"]["hook"]["steps_s"] > 0 and "hook" in status["mean"]
     assert "hook" in status["control"]
+    # the mean residual: the routine got the model's mean, its first refresh is Python's bit for bit, and
+    # it moves the winds away from the plain ML run
+    mr_mean = tmp_path / "lmdze" / "free" / "ml-mr.mean_physics.nc"
+    with xr.open_dataset(mr_mean) as m:
+        assert m["du_model_mean"].dims == ("presnivs", "points_physiques") and m.sizes["points_physiques"] == klon
+        stripped = m[["du_mean", "dv_mean"]].load()
+    assert status["ml-mr"]["refresh_check"]["bitwise"] is True
+    assert float(np.abs(hist["ml-mr"]["u"] - hist["ml"]["u"]).isel(time=-1).max()) > 1e-4
+    # the check sees the residual: the same dump against the plain ML formula is not bit for bit
+    stripped.to_netcdf(tmp_path / "mean_only.nc")
+    assert not check_refresh(tmp_path / "lmdze" / "free" / "ml-mr" / "refresh_dump.nc", model_dir, tmp_path / "mean_only.nc").bitwise
 
     # the check can fail: the same dump against another model is not bit for bit
     dump = tmp_path / "lmdze" / "free" / "ml" / "refresh_dump.nc"

@@ -112,10 +112,13 @@ def test_free_run_correction_namelist_for_the_physics_hook(tmp_path):
     from nudgeml.lmdze_run import Correction
 
     assert Correction("none").namelist() == ("&nudgeml_nml mode_name = 'off', interval_hours = 6.0, mean_file = '', "
-                                             "model_dir = '', dump_file = '' /\n")
+                                             "model_dir = '', dump_file = '', mean_residual = f /\n")
     text = Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", interval_hours=3.0, dump="d.nc").namelist()
     assert "mode_name = 'ml'" in text and f"mean_file = '{tmp_path / 'm.nc'}'" in text and "interval_hours = 3.0" in text
     assert "dump_file = 'd.nc'" in text and f"model_dir = '{tmp_path / 'model'}'" in text
+    assert "mean_residual = t" in Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", mean_residual=True).namelist()
+    with pytest.raises(ConfigError, match="'mean': mean_residual shifts a model's output"):
+        Correction("mean", mean_file=tmp_path / "m.nc", mean_residual=True).namelist()
     with pytest.raises(ConfigError, match="'mean' needs the mean tendency file"):
         Correction("mean").namelist()
     with pytest.raises(ConfigError, match="'ml' needs the exported model's folder"):

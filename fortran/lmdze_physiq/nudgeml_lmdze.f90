@@ -3,11 +3,14 @@
 !> LMDZ6's physics calls on Jean Zay (lmdz/INTEGRATION.md) -- inside a real LMDZ-family GCM:
 !>
 !> * settings: the namelist group `nudgeml_nml` in the file `nudgeml.nml` of the run directory
-!>   (`mode` = 'off' | 'mean' | 'ml', `mean_file`, `model_dir`, `interval_hours`, `dump_file`);
+!>   (`mode` = 'off' | 'mean' | 'ml', `mean_file`, `model_dir`, `interval_hours`, `dump_file`,
+!>   `mean_residual`);
 !>   without the file the correction is off and LMDZE runs as built from its own sources;
 !> * `mean_file`: the workflow's mean nudging tendency on the physics columns, `du_mean`/`dv_mean`
 !>   (presnivs, points_physiques) in m s-2 -- the file LMDZ6's `nudgeml_physiq_init` reads -- used
-!>   by 'mean' and as the guard's fallback by 'ml';
+!>   by 'mean' and as the guard's fallback by 'ml'; with `mean_residual` ('ml'), also the model's mean
+!>   over the training states `du_model_mean`/`dv_model_mean` and, when present, per-level gains
+!>   `gain_du`/`gain_dv` (presnivs): the routine then holds du_mean + g * (model - du_model_mean);
 !> * the model sees the state physiq receives from the dynamics (u, v, t, water vapour, the
 !>   pressures), the columns' latitude and land fraction (LMDZE's `rlat`, `masque`) and cos(zenith)
 !>   (`mu0`), as the training columns were read from the dynamics' history;
@@ -38,6 +41,7 @@ module nudgeml_lmdze_m
   character(len=512), save :: dump_file = ''
   logical, save :: dumped = .false.
   real(c_double), allocatable, save :: du_mean(:, :), dv_mean(:, :)
+  real(c_double), allocatable, save :: du_model_mean(:, :), dv_model_mean(:, :)   ! mean_residual only
   ! wall time spent in this hook (s): reading the settings and loading the model, then every step
   ! (the conversions, the routine: features, model call, guard) -- the benchmark's share of the run
   real(c_double), save :: wall_init = 0.0_c_double, wall_steps = 0.0_c_double
@@ -83,8 +87,14 @@ contains
        lat = real(rlat, c_double)
        land = real(masque, c_double)
        zen = real(mu0, c_double)
-       call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
-            d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen)
+       if (allocated(du_model_mean)) then
+          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
+               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
+               dv_model_mean=dv_model_mean)
+       else
+          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
+               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen)
+       end if
        if (ierr /= 0) call die(trim(msg))
        if (.not. dumped .and. len_trim(dump_file) > 0) then
           call dump(trim(dump_file), itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, lat, land, zen, d_u, d_v)
@@ -112,8 +122,9 @@ contains
     real(c_double) :: interval_hours
     integer :: unit, ios, ierr
     character(len=1024) :: msg
-    logical :: there
-    namelist /nudgeml_nml/ mode_name, mean_file, model_dir, interval_hours, dump_file
+    logical :: there, mean_residual
+    real(c_double), allocatable :: gains(:, :)
+    namelist /nudgeml_nml/ mode_name, mean_file, model_dir, interval_hours, dump_file, mean_residual
 
     started = .true.
     mode_name = 'off'
@@ -121,6 +132,7 @@ contains
     model_dir = ''
     interval_hours = 6.0_c_double
     dump_file = ''
+    mean_residual = .false.
     inquire (file='nudgeml.nml', exist=there)
     if (.not. there) return
     open (newunit=unit, file='nudgeml.nml', status='old', action='read', iostat=ios)
@@ -144,10 +156,53 @@ contains
     allocate (du_mean(klon, llm), dv_mean(klon, llm))
     call read_mean(trim(mean_file), 'du_mean', du_mean)
     call read_mean(trim(mean_file), 'dv_mean', dv_mean)
-    call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
-         torch_threads=1)
+    if (mean_residual .and. mode /= NUDGEML_MODE_ML) call die('nudgeml.nml: mean_residual needs mode ''ml''')
+    if (mean_residual) then
+       allocate (du_model_mean(klon, llm), dv_model_mean(klon, llm))
+       call read_mean(trim(mean_file), 'du_model_mean', du_model_mean)
+       call read_mean(trim(mean_file), 'dv_model_mean', dv_model_mean)
+       call read_gains(trim(mean_file), llm, gains)
+    end if
+    if (allocated(gains)) then
+       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
+            torch_threads=1, gains=gains)
+    else
+       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
+            torch_threads=1)
+    end if
     if (ierr /= 0) call die(trim(msg))
   end subroutine start
+
+  !> The per-level gains `gain_du`, `gain_dv` (presnivs) of the mean file into gains(llm, 2), if the
+  !> file has them (else gains stays unallocated: gains 1); one without the other is an error.
+  subroutine read_gains(path, llm, gains)
+    character(len=*), intent(in) :: path
+    integer, intent(in) :: llm
+    real(c_double), allocatable, intent(out) :: gains(:, :)
+    integer :: ncid, varid(2), status(2), j, n, ndims, dimids(1), st
+    character(len=*), parameter :: names(2) = ['gain_du', 'gain_dv']
+
+    st = nf90_open(path, nf90_nowrite, ncid)
+    if (st /= nf90_noerr) call die(path // ': ' // trim(nf90_strerror(st)))
+    do j = 1, 2
+       status(j) = nf90_inq_varid(ncid, names(j), varid(j))
+    end do
+    if (all(status /= nf90_noerr)) then
+       st = nf90_close(ncid)
+       return
+    end if
+    if (any(status /= nf90_noerr)) call die(path // ': has one of gain_du, gain_dv without the other')
+    allocate (gains(llm, 2))
+    do j = 1, 2
+       st = nf90_inquire_variable(ncid, varid(j), ndims=ndims, dimids=dimids)
+       if (ndims /= 1) call die(path // ': ' // names(j) // ' is not (presnivs)')
+       st = nf90_inquire_dimension(ncid, dimids(1), len=n)
+       if (n /= llm) call die(path // ': ' // names(j) // ' is not on this model''s levels')
+       st = nf90_get_var(ncid, varid(j), gains(:, j))
+       if (st /= nf90_noerr) call die(path // ': ' // names(j) // ': ' // trim(nf90_strerror(st)))
+    end do
+    st = nf90_close(ncid)
+  end subroutine read_gains
 
   !> One (points_physiques, presnivs) variable of the mean-tendency file into a (klon, llm) array.
   subroutine read_mean(path, name, out)

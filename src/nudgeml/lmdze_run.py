@@ -272,13 +272,16 @@ class Correction:
     """What the physics hook applies in a free run: ``correction`` (none, mean or ml), the mean tendency
     on the physics columns (``du_mean``/``dv_mean`` ``(presnivs, points_physiques)``, m s-2: the mean
     run's correction and the ML guard's fallback), the exported model's folder, the refresh interval,
-    and ``dump`` (a file name in the run folder: the first refresh's columns and increments)."""
+    ``dump`` (a file name in the run folder: the first refresh's columns and increments) and
+    ``mean_residual`` (ml: the model's output about its own mean, ``du_model_mean``/``dv_model_mean`` and
+    any per-level ``gain_du``/``gain_dv`` of the mean file)."""
 
     correction: str = "none"
     mean_file: str | os.PathLike[str] | None = None
     model_dir: str | os.PathLike[str] | None = None
     interval_hours: float = 6.0
     dump: str | None = None
+    mean_residual: bool = False
 
     def namelist(self) -> str:
         if self.correction not in HOOK_MODES:
@@ -287,10 +290,12 @@ class Correction:
             raise ConfigError(f"LMDZE free-run correction {self.correction!r} needs the mean tendency file")
         if self.correction == "ml" and self.model_dir is None:
             raise ConfigError("LMDZE free-run correction 'ml' needs the exported model's folder")
+        if self.mean_residual and self.correction != "ml":
+            raise ConfigError(f"LMDZE free-run correction {self.correction!r}: mean_residual shifts a model's output; use ml")
         values = {"mode_name": HOOK_MODES[self.correction], "interval_hours": float(self.interval_hours),
                   "mean_file": str(Path(self.mean_file).resolve()) if self.mean_file else "",
                   "model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else "",
-                  "dump_file": self.dump or ""}
+                  "dump_file": self.dump or "", "mean_residual": self.mean_residual}
         return _groups(("nudgeml_nml",), {"nudgeml_nml": values})
 
 
@@ -409,7 +414,9 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
     """Recompute in Python the refresh LMDZE's physics hook dumped (``dump_file``: the columns given
     to the LMDZ routine and the increments it returned, :class:`Correction` ``dump``): the exported
     TorchScript model on the same float32 features (one intra-op thread, as the hook loads it), the
-    guard (:mod:`nudgeml.guard`) with the same mean-tendency fallback, times the physics step.
+    guard (:mod:`nudgeml.guard`) with the same mean-tendency fallback, for a mean-residual run (the mean
+    file holds ``du_model_mean``) ``mean + g (tendency - model mean)`` per level on the columns the guard
+    kept (the routine's float64 order; g from ``gain_du``/``gain_dv``, else 1), times the physics step.
     ``bitwise`` is whether every increment is the same float64."""
     import torch
     import xarray as xr
@@ -424,6 +431,11 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
         dt = float(ds.attrs["dtphys_s"])
     with xr.open_dataset(mean_file) as m:  # (presnivs, points_physiques) -> (klon, klev)
         fallback = np.concatenate([m["du_mean"].values.T, m["dv_mean"].values.T], axis=1).astype(np.float64)
+        model_mean = gains = None
+        if "du_model_mean" in m:
+            model_mean = np.concatenate([m["du_model_mean"].values.T, m["dv_model_mean"].values.T], axis=1).astype(np.float64)
+            if "gain_du" in m:
+                gains = np.concatenate([m["gain_du"].values, m["gain_dv"].values]).astype(np.float64)
     manifest = read_manifest(model_dir / "model.json")
     x = lmdz_routine_features(manifest.features, cols)
     torch.set_num_threads(1)
@@ -434,8 +446,14 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
     if names != ["du", "dv"]:
         raise InputError(f"{model_dir / 'model.json'}: targets {names}; the LMDZ routine applies du, dv")
     g = apply_guard(x, y, fallback, guard_bounds(manifest.guard))
+    tendency = g.tendency
+    if model_mean is not None:
+        kept = ~g.fallback
+        k = np.ones(tendency.shape[1]) if gains is None else gains
+        tendency = tendency.copy()
+        tendency[kept] = fallback[kept] + k * (g.tendency[kept] - model_mean[kept])
     klev = cols["u"].shape[1]
-    want = {"d_u": g.tendency[:, :klev] * dt, "d_v": g.tendency[:, klev:] * dt}
+    want = {"d_u": tendency[:, :klev] * dt, "d_v": tendency[:, klev:] * dt}
     diff = max(float(np.max(np.abs(cols[k] - want[k]))) for k in want)
     bitwise = all(np.array_equal(cols[k].view(np.int64), want[k].view(np.int64)) for k in want)
     return RefreshCheck(columns=x.shape[0], fallbacks=g.n_fallback, max_abs_diff=diff, bitwise=bitwise)

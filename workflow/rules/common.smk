@@ -186,7 +186,12 @@ def free_run_params(wildcards):
             **(sections("columns") if spec.get("mean_residual") else {}),
         }
     if BACKEND.forcing == "era5":  # LMDZE: its grid and steps, the run directory its programs fill
-        return {"free_runs": free_runs, **sections("lmdze"), "run_dir": f"{OUT}/lmdze/free/{wildcards.run}"}
+        return {
+            "free_runs": free_runs,
+            **sections("lmdze"),
+            "run_dir": f"{OUT}/lmdze/free/{wildcards.run}",
+            **(sections("columns") if spec.get("mean_residual") else {}),
+        }
     names = ("model", "jax_cache_dir") + (("columns",) if spec["correction"] == "ml" else ())
     return {"free_runs": free_runs, **sections(*names)}
 
@@ -321,6 +326,8 @@ def free_run_inputs(wildcards):
             "single_levels": era5_files("single_levels", FREE_MONTHS[:1]),
             "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
         }
+        if config["free_runs"]["runs"][name].get("mean_residual"):  # the model mean's columns
+            files["grid"] = rules.model_grid.output.nc
     else:
         files = {"grid": rules.model_grid.output.nc, "forcing": forcing_files(FREE_MONTHS[:1])}
     files.update(correction_inputs(name))

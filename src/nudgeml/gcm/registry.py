@@ -82,7 +82,8 @@ BACKENDS: dict[str, GcmBackend] = {
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
                    needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=True, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start", lmdz_routine=True, aoti=False),
+                   grid="nudgeml.lmdz_grid:lmdze_model_grid", grid_from="lmdze_start", lmdz_routine=True, aoti=False,
+                   mean_residual=True),
     )
 }
 
@@ -154,8 +155,7 @@ def check_backend(config: Mapping[str, Any]) -> None:
         if spec.get("iterations") and not backend.iterations:
             raise ConfigError(f"config key 'free_runs.runs.{name}.iterations' needs corrected nudged runs, which backend {backend.name!r} does not run")
         if spec.get("mean_residual") and not backend.mean_residual:
-            raise ConfigError(f"config key 'free_runs.runs.{name}.mean_residual': backend {backend.name!r}'s physics hook takes no model mean; "
-                              "use the stand-in or lmdz")
+            raise ConfigError(f"config key 'free_runs.runs.{name}.mean_residual': backend {backend.name!r} takes no model mean")
         if spec.get("calibrated") and not backend.calibration:
             raise ConfigError(f"config key 'free_runs.runs.{name}.calibrated': the calibration runs its members in the job's process, "
                               f"which backend {backend.name!r} does not (LMDZ's routine takes per-level gains: lmdz/INTEGRATION.md)")

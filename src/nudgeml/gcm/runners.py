@@ -265,7 +265,8 @@ def check_pairing(hist_file: Path, guide_file: Path, records: int = 8) -> dict[i
 
 
 def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files) -> tuple[Any, ...]:
-    """A mean-residual run's model mean over the guided run's training states (canonical du, dv, float64),
+    """A mean-residual run's model mean over the guided run's training states (canonical du, dv, float64;
+    backends lmdz and lmdze),
     as the stand-in's free run computes it (:meth:`nudgeml.coupled.MLCorrector.add_mean_residual`: states
     on the guard's fallback left out). No gains: a calibration's members run the stand-in
     (:func:`nudgeml.gcm.registry.check_backend` refuses ``calibrated`` here)."""
@@ -395,10 +396,12 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     mean_file = None
     if inputs.get("mean"):  # the file LMDZ's routine reads, beside the run folder (which the run empties)
         mean_file = run_dir.parent / f"{run}.mean_physics.nc"
-        lmdz_mean_file(inputs["mean"], settings.iim, settings.jjm, mean_file)
+        model_mean = lmdz_residual(cfg, spec, inputs) if spec.get("mean_residual") else None
+        lmdz_mean_file(inputs["mean"], settings.iim, settings.jjm, mean_file, model_mean=model_mean)
     correction = Correction(spec["correction"], mean_file=mean_file,
                             model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
-                            dump="refresh_dump.nc" if spec["correction"] == "ml" else None)
+                            dump="refresh_dump.nc" if spec["correction"] == "ml" else None,
+                            mean_residual=bool(spec.get("mean_residual")))
     t0 = time.monotonic()
     res = run_free(run_dir, settings, correction, ce0l=lmdze_build.executable("ce0l"), gcm=lmdze_build.executable("gcm"),
                    pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
