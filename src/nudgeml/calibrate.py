@@ -19,8 +19,9 @@ runs with LMDZ's free runs in place of the stand-in's.
   analysis at ``starts`` dates spread over the **training** blocks (out of sample: the evaluation
   period is never seen), over days ``skip_days .. days`` of each run; ``y``: the same statistics of the
   analysis at the same times.
-* Noise ``Gamma`` (diagonal): twice the variance, across every window of the same length inside the
-  training blocks, of the analysis' own time-mean zonal means: what a run that has lost its initial
+* Noise ``Gamma`` (diagonal): twice the internal variance of the analysis' own time-mean zonal means
+  over windows of the same length inside the training blocks (half the variance of the difference
+  between adjacent windows, so the seasonal cycle cancels): what a run that has lost its initial
   state's memory differs from the analysis by (two independent draws). Floored at ``noise_floor`` x
   its median. Not the spread of perturbed runs: over 10 days the stand-in's members have not diverged
   (a first calibration measured their median variance at 1.7e-6, ~10^-5 of this), and a noise that
@@ -179,19 +180,27 @@ def start_dates(blocks: Sequence[tuple[np.datetime64, np.datetime64]], days: flo
 
 
 def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datetime64]], n: int, kinds: Sequence[str]) -> np.ndarray:
-    """The variance, over every run of ``n`` consecutive 6-hourly analyses inside ``blocks``, of their
-    mean statistics: the statistics' internal variability (one start's layout)."""
-    series = []
+    """The internal variability of the mean statistics of ``n`` consecutive 6-hourly analyses (one
+    start's layout): half the variance of the difference between the means of two adjacent windows,
+    over every such pair inside ``blocks``.
+
+    Adjacent windows share their season, so the seasonal cycle (and any slow drift) cancels in the
+    difference, while the weather of two windows ``n`` analyses apart is independent: the variance of
+    every window's mean about one mean over the whole training year held the change from winter to
+    summer, which no free run started in the same season differs from its analysis by."""
+    diffs = []
     for a, b in blocks:
         sel = forcing.sel(time=slice(np.datetime64(a, "ns"), np.datetime64(b, "ns")))
         z = snapshot_stats({k: sel[k].values for k in ("u", "v", "t")}, kinds)
-        if len(z) >= n:
+        if len(z) >= 2 * n:
             c = np.cumsum(np.vstack([np.zeros((1, z.shape[1])), z]), axis=0)
-            series.append((c[n:] - c[:-n]) / n)  # every window's mean
-    means = np.concatenate(series) if series else np.empty((0, 0))
-    if len(means) < 2:
-        raise ConfigError(f"config keys 'calibration.days'/'skip_days': fewer than 2 windows of {n} analyses inside the training blocks to estimate the noise from")
-    return means.var(axis=0, ddof=1)
+            means = (c[n:] - c[:-n]) / n  # the window starting at each analysis
+            diffs.append(means[n:] - means[:-n])  # the next window minus this one
+    d = np.concatenate(diffs) if diffs else np.empty((0, 0))
+    if len(d) < 2:
+        raise ConfigError(f"config keys 'calibration.days'/'skip_days': no two adjacent windows of {n} analyses inside one training "
+                          "block (fewer than 2 pairs) to estimate the noise from")
+    return d.var(axis=0, ddof=1) / 2.0
 
 
 def snapshot_stats(fields: Mapping[str, np.ndarray], kinds: Sequence[str]) -> np.ndarray:
