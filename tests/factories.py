@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
+import torch
 import xarray as xr
 
 from nudgeml.conventions import LmdzGrid, era5_record, guide_record, histhf_record, open_era5_writer, open_guide_writer, open_histhf_writer
@@ -167,3 +167,14 @@ def forced_truth(root, at: np.datetime64, a_ms2: float, windows: int):
     ds.to_netcdf(root / "forcing.nc")
     write_model_grid(grid, root / "grid.nc", root / "grid.txt")
     return grid, a
+
+
+class FirstFeature(torch.nn.Module):
+    """Every target = ``k`` x the first feature (u at the lowest level): a state-dependent model."""
+
+    def __init__(self, n_targets: int, k: float) -> None:
+        super().__init__()
+        self.n, self.k = n_targets, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.k * x[:, :1].expand(-1, self.n)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import xarray as xr
 
-from factories import spun_up_t21
+from factories import FirstFeature, spun_up_t21
 from nudgeml.checks import load_config
 from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free
 from nudgeml.errors import ConfigError, InputError
@@ -209,17 +209,6 @@ def test_mean_residual_leaves_fallback_columns_out_so_the_training_mean_is_the_n
     mean_du = np.mean([ml(t, s)[0] for t, s in states], axis=0)
     np.testing.assert_allclose(mean_du, 1e-6, rtol=1e-5)
     assert ml.status()["mean_residual"]["fallback_column_states"] == 1
-
-
-class FirstFeature(torch.nn.Module):
-    """Every target = ``k`` x the first feature (u at the lowest level): a state-dependent model."""
-
-    def __init__(self, n_targets: int, k: float) -> None:
-        super().__init__()
-        self.n, self.k = n_targets, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.k * x[:, :1].expand(-1, self.n)
 
 
 def test_gains_scale_the_model_part_about_the_mean(setup):

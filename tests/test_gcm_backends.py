@@ -18,6 +18,7 @@ import torch
 import xarray as xr
 import yaml
 
+from factories import FirstFeature
 from nudgeml import lmdze_build
 from nudgeml.checks import validate
 from nudgeml.config import read_config
@@ -126,7 +127,8 @@ def test_lmdze_config_is_valid():
     config = lmdze_config()
     validate(config)
     assert config["backend"] == "lmdze" and backend_of(config).lmdz_routine
-    assert {n for n, s in config["free_runs"]["runs"].items() if s} == {"control", "mean", "ml-mlp"}
+    assert {n for n, s in config["free_runs"]["runs"].items() if s} == {"control", "mean", "ml-mlp", "ml-mlp-mr"}
+    assert config["free_runs"]["runs"]["ml-mlp-mr"]["mean_residual"]  # LMDZE's hook takes the model's mean
     # initial-condition ensembles (LMDZE's start perturbed), T nudged, the winds-only mean of LMDZ's routine
     assert config["free_runs"]["runs"]["control"]["members"] >= 5 and config["free_runs"]["runs"]["mean"]["members"] >= 3
     assert config["nudging"]["t"] and config["free_runs"]["runs"]["mean"]["variables"] == ["du", "dv"]
@@ -328,17 +330,6 @@ def test_lmdz_free_run_uses_the_workflow_run_and_mean(lmdz_world, tmp_path):
     assert read_histhf(out["histhf"]).sizes["time"] == 16
     status = yaml.safe_load(out["status"].read_text())
     assert status["status"] == "ok" and status["correction"] == "mean" and status["months"] == 2
-
-
-class FirstFeature(torch.nn.Module):
-    """Every target = ``k`` x the first feature (u at the lowest level): a state-dependent model."""
-
-    def __init__(self, n_targets: int, k: float) -> None:
-        super().__init__()
-        self.n, self.k = n_targets, k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.k * x[:, :1].expand(-1, self.n)
 
 
 def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_training_states(lmdz_world, tmp_path):
