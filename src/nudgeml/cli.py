@@ -26,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path, help="the file to write: du_mean, dv_mean (presnivs, points_physiques)")
     m.add_argument("--iim", type=int, required=True, help="lmdz.grid.iim")
     m.add_argument("--jjm", type=int, required=True, help="lmdz.grid.jjm")
+    d = sub.add_parser("drift", help="each free run's monthly zonal-mean error against the truth (how its jet drifts)")
+    d.add_argument("histhf", type=Path, nargs="+", help="free runs' histhf.nc, e.g. results/science/free/*/histhf.nc")
+    d.add_argument("--truth", type=Path, nargs="+", required=True, help="the truth on the model grid, e.g. results/science/forcing/2001-*.nc")
+    d.add_argument("--variable", choices=["u", "v", "t"], default="u")
     args = ap.parse_args(argv)
+    if args.cmd == "drift":
+        return _drift(args)
     if args.cmd == "tracking":
         return _tracking(args)
     if args.cmd == "lmdz-mean":
@@ -59,6 +65,35 @@ def _tracking(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json is not None:
         write_json(result, args.json)
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nudgeml.conventions import read_histhf
+    from nudgeml.errors import InputError
+    from nudgeml.metrics import monthly_zonal_rmse
+    from nudgeml.regrid import open_forcing
+
+    try:
+        truth = open_forcing(sorted(args.truth))[args.variable]
+        rows = []
+        for path in args.histhf:
+            h = read_histhf(path)[args.variable]
+            times = np.intersect1d(h["time"].values, truth["time"].values)
+            if times.size == 0:
+                raise InputError(f"{path}: no time in common with the truth files")
+            rows.append((path.parent.name, monthly_zonal_rmse(h.sel(time=times).values, truth.sel(time=times).values, times, h["lat"].values)))
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    months = [m for m, _ in rows[0][1]]
+    print(f"RMSE of the monthly mean zonal-mean {args.variable} against the truth, by month")
+    print("| run | " + " | ".join(months) + " |")
+    print("|---|" + "---|" * len(months))
+    for name, values in rows:
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for _, v in values) + " |")
     return 0
 
 
