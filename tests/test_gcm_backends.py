@@ -145,6 +145,9 @@ def test_lmdze_config_is_valid():
         (lambda c: c["columns"].update(targets=["du", "dv", "dt"]), r"'columns.targets' is \['du', 'dv', 'dt'\].* du, dv only"),
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, calibrated=True), "'free_runs.runs.ml-mlp.calibrated': .* backend 'lmdze' does not"),
+        # the routine applies the model's output unscaled and unfiltered: the stand-in's levers would be dropped
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(scale=0.5), "'free_runs.runs.ml-mlp.scale' is 0.5: backend 'lmdze' applies the model's output unscaled"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(filter_truncation=6), "'free_runs.runs.ml-mlp-mr.filter_truncation' is 6"),
     ],
 )
 def test_lmdze_configuration_errors_name_the_key(edit, message):

@@ -137,6 +137,12 @@ def check_backend(config: Mapping[str, Any]) -> None:
             if spec.get("correction") == "mean" and set(spec.get("variables") or held) - {"du", "dv"}:
                 raise ConfigError(f"config key 'free_runs.runs.{name}.variables' is {spec.get('variables') or held}: backend {backend.name!r} "
                                   "applies du, dv only (LMDZ's physics routine); set variables: [du, dv]")
+            # the routine applies the guarded model output as it is (about its mean with the mean residual):
+            # the stand-in's scaling and spectral filter of the model part would silently be dropped
+            for key in ("scale", "filter_truncation"):
+                if key in spec and not (key == "scale" and float(spec[key]) == 1.0):
+                    raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' is {spec[key]!r}: backend {backend.name!r} applies the model's "
+                                      "output unscaled and unfiltered (LMDZ's physics routine); remove it")
             targets = config.get("columns", {}).get("targets", ["du", "dv"])
             if spec.get("correction") == "ml" and list(targets) != ["du", "dv"]:
                 raise ConfigError(f"config key 'columns.targets' is {targets}: backend {backend.name!r} applies a model of du, dv only "

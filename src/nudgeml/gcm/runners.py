@@ -266,10 +266,10 @@ def check_pairing(hist_file: Path, guide_file: Path, records: int = 8) -> dict[i
 
 def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files) -> tuple[Any, ...]:
     """A mean-residual run's model mean over the guided run's training states (canonical du, dv, float64;
-    backends lmdz and lmdze),
-    as the stand-in's free run computes it (:meth:`nudgeml.coupled.MLCorrector.add_mean_residual`: states
-    on the guard's fallback left out). No gains: a calibration's members run the stand-in
-    (:func:`nudgeml.gcm.registry.check_backend` refuses ``calibrated`` here)."""
+    backends lmdz and lmdze), as the stand-in's free run computes it
+    (:meth:`nudgeml.coupled.MLCorrector.add_mean_residual`: states on the guard's fallback left out). No
+    gains: a calibration's members run the stand-in (:func:`nudgeml.gcm.registry.check_backend` refuses
+    ``calibrated`` here, and ``scale`` and ``filter_truncation``, which the routine does not apply)."""
     from nudgeml.coupled import MLCorrector, make_corrector
     from nudgeml.extract import ColumnSpec
     from nudgeml.grid import read_model_grid
