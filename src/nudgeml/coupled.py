@@ -338,7 +338,7 @@ def read_gains(path: str | Path, variables: Sequence[str], n_levels: int) -> np.
 def perturbed_member(state: Any, member: int, sd_k: float) -> Any:
     """Member ``member``'s initial state: member 0 is ``state`` itself, a member k > 0 a copy whose
     temperature carries a tiny random perturbation (``sd_k`` K, seeded by k): the initial-condition
-    ensemble of the free runs (and of :mod:`nudgeml.calibrate`'s runs)."""
+    ensemble of the free runs."""
     from dataclasses import replace
 
     if member <= 0:

@@ -40,7 +40,7 @@ import xarray as xr
 
 from nudgeml.conventions import daily_totals_mm, read_histhf
 from nudgeml.errors import InputError
-from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse
+from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse, zonal_rmse
 from nudgeml.regrid import check_on_truth_grid, open_forcing
 from nudgeml.significance import (
     NOT_CONCLUDED,
@@ -339,8 +339,7 @@ def evaluate_runs(
             row["correction"] += "; gains " + ", ".join(f"{k} {min(g):.2f}..{max(g):.2f}" for k, g in zip(r.status.get("corrected", []), r.status["level_gains"]))
         if r.zonal:  # the zonal-mean u bias (lat x level): jet shifts show here
             zu = r.zonal["u"]
-            wl = np.cos(np.deg2rad(lat))[None, :] * np.ones_like(zu)
-            row["zonal_u_bias"] = {"rmse": float(np.sqrt((zu**2 * wl).sum() / wl.sum())), "max_abs": float(np.abs(zu).max())}
+            row["zonal_u_bias"] = {"rmse": zonal_rmse(zu, lat), "max_abs": float(np.abs(zu).max())}
         for ref_name, ref in ref_ens.items():
             got = verdicts.get(r.ensemble, {}).get(f"vs_{ref_name}")
             if got is None or not r.metrics or ref is None:
