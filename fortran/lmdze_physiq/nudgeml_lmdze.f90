@@ -87,14 +87,11 @@ contains
        lat = real(rlat, c_double)
        land = real(masque, c_double)
        zen = real(mu0, c_double)
-       if (allocated(du_model_mean)) then
-          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
-               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
-               dv_model_mean=dv_model_mean)
-       else
-          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
-               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen)
-       end if
+       ! du_model_mean, dv_model_mean are allocated only with mean_residual; an unallocated array passed
+       ! to an optional argument is absent (Fortran 2008), as lmdz/INTEGRATION.md's patch relies on
+       call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
+            d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
+            dv_model_mean=dv_model_mean)
        if (ierr /= 0) call die(trim(msg))
        if (.not. dumped .and. len_trim(dump_file) > 0) then
           call dump(trim(dump_file), itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, lat, land, zen, d_u, d_v)
@@ -163,13 +160,8 @@ contains
        call read_mean(trim(mean_file), 'dv_model_mean', dv_model_mean)
        call read_gains(trim(mean_file), llm, gains)
     end if
-    if (allocated(gains)) then
-       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
-            torch_threads=1, gains=gains)
-    else
-       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
-            torch_threads=1)
-    end if
+    call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
+         torch_threads=1, gains=gains)   ! unallocated gains: absent, gains 1
     if (ierr /= 0) call die(trim(msg))
   end subroutine start
 
