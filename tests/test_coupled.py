@@ -241,6 +241,32 @@ def test_gains_scale_the_model_part_about_the_mean(setup):
     np.testing.assert_allclose(du[3:], 1e-6, rtol=1e-6)
 
 
+def test_add_mean_adds_the_model_output_to_the_mean_as_it_is(setup):
+    """A model trained online as a departure from the mean (nudgeml.online): mean + m(x) per column, the
+    mean itself where the guard falls back; refused with the mean residual, which shifts the output."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first-add", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    with pytest.raises(ConfigError, match="add_mean"):
+        make_corrector({"correction": "ml", "model": "first-add", "add_mean": True, "mean_residual": True}, columns=columns, grid=grid,
+                       mean_file=root / "mean.nc", model_dir=model)
+    ml = make_corrector({"correction": "ml", "model": "first-add", "add_mean": True}, columns=columns, grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    u0 = fields["u"][0]  # the first feature: u at the lowest level, per column
+    fields["u"][1, 3, 5] = np.nan  # one column outside the training range (not its first feature)
+    du, dv, _, _ = ml(T0, GridState(**fields))
+    expect = 1e-6 + 1e-6 * np.broadcast_to(u0, grid.shape)
+    keep = np.ones(grid.shape[1:], bool)
+    keep[3, 5] = False
+    np.testing.assert_allclose(du[:, keep], expect[:, keep], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(dv[:, keep], (1e-6 * np.broadcast_to(u0, grid.shape))[:, keep], rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(du[:, 3, 5], 1e-6, rtol=1e-6)  # the fallback column: the mean
+    np.testing.assert_allclose(dv[:, 3, 5], 0.0, atol=1e-12)
+    assert ml.status()["add_mean"] and ml.status()["guard"]["fallback_columns"] == 1
+    assert describe_correction({"correction": "ml", "model": "mlp-online", "add_mean": True}) == "ml: mean + mlp-online"
+
+
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
     from nudgeml.models.cnn import CNNConfig, FieldModel, build_net

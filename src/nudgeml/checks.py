@@ -99,6 +99,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
 
     check_forecast_config(config)
     check_calibration_config(config)
+    from nudgeml.online import check_online_config
+
+    check_online_config(config)
     # imported here, not at the top: iterate imports the GCM (JAX) and cds the download client, which
     # a library caller pays for only when it validates
     from nudgeml.iterate import check_iterations

@@ -67,6 +67,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     parts = [f"ml: {spec['model']}"]
     if spec.get("mean_residual"):
         parts[0] += " + mean residual"
+    if spec.get("add_mean"):
+        parts[0] = f"ml: mean + {spec['model']}"
     if spec.get("calibrated"):
         parts.append("EKI gains")
     if "filter_truncation" in spec:
@@ -153,6 +155,7 @@ class MLCorrector(Corrector):
         *,
         scale: float = 1.0,
         large_scale: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        add_mean: bool = False,
     ) -> None:
         import torch
 
@@ -211,6 +214,8 @@ class MLCorrector(Corrector):
         self.model_mean: tuple[np.ndarray, ...] | None = None  # float64, (lev, lat, lon) per target: see add_mean_residual
         self.residual_counts: dict[str, int] = {}
         self.gains: np.ndarray | None = None  # (n_targets, nlev): see set_gains
+        # mean + model output as it is: a model trained online as a departure from the mean (nudgeml.online)
+        self.add_mean = bool(add_mean)
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -287,6 +292,8 @@ class MLCorrector(Corrector):
     def __call__(self, t: np.datetime64, state: Any) -> Correction:
         t0 = time.perf_counter()
         fields, g = self.model_part(t, state)
+        if self.add_mean:
+            fields = tuple(f + m for f, m in zip(fields, self.fallback_fields))
         if self.residual is not None:
             fields = tuple(f + r for f, r in zip(fields, self.residual))
         if self.gains is not None:
@@ -316,6 +323,7 @@ class MLCorrector(Corrector):
             "guard": {"columns": self.counts.columns, "fallback_columns": self.counts.fallback, "clipped_values": self.counts.clipped, "margin": self.manifest.guard.margin},
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
+            **({"add_mean": True} if self.add_mean else {}),
         }
 
 
@@ -423,7 +431,11 @@ def make_corrector(
             if not 0 <= n <= gcm.grid.truncation:
                 raise ConfigError(f"filter_truncation {n} is outside 0..{gcm.grid.truncation} (the model truncation)")
             large_scale = lambda du, dv: gcm.large_scale_winds(du, dv, n)  # noqa: E731
-        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)), large_scale=large_scale)
+        add_mean = bool(spec.get("add_mean", False))
+        if add_mean and (spec.get("mean_residual") or spec.get("calibrated")):
+            raise ConfigError("add_mean adds the model's output to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
+        ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)),
+                         large_scale=large_scale, add_mean=add_mean)
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")

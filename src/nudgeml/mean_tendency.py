@@ -35,18 +35,27 @@ VARIABLES = {"du": "m s-2", "dv": "m s-2", "dt": "K s-1", "dq": "kg kg-1 s-1"}
 _LONG_NAMES = {"du": "zonal wind", "dv": "meridional wind", "dt": "temperature", "dq": "specific humidity"}
 
 
-def training_blocks(store: str | os.PathLike[str]) -> list[tuple[np.datetime64, np.datetime64]]:
-    """The training split's time blocks ``[(first, last), ...]`` (inclusive) as the store records them.
+def split_blocks(store: str | os.PathLike[str], split: str) -> list[tuple[np.datetime64, np.datetime64]]:
+    """One split's time blocks ``[(first, last), ...]`` (inclusive) as the store records them; empty
+    when the split is.
 
     An interleaved split (``dataset.split.cycle``) has one block per cycle: its first and last times
-    alone would span the validation and test blocks in between. Stores written before blocks were
-    recorded have ``start``/``end`` only: one block.
+    alone would span the other splits' blocks in between. Stores written before blocks were recorded
+    have ``start``/``end`` only: one block.
     """
-    split = open_store(store).attrs["splits"]["train"]
-    if not split.get("start"):
-        raise InputError(f"{store}: the training split is empty")
-    spans = split.get("blocks") or [[split["start"], split["end"]]]
+    spec = open_store(store).attrs["splits"].get(split, {})
+    if not spec.get("start"):
+        return []
+    spans = spec.get("blocks") or [[spec["start"], spec["end"]]]
     return [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in spans]
+
+
+def training_blocks(store: str | os.PathLike[str]) -> list[tuple[np.datetime64, np.datetime64]]:
+    """The training split's time blocks (:func:`split_blocks`); an empty training split is an error."""
+    blocks = split_blocks(store, "train")
+    if not blocks:
+        raise InputError(f"{store}: the training split is empty")
+    return blocks
 
 
 def mean_tendency(guide: str | os.PathLike[str], blocks: TimeBlocks, correction: str | os.PathLike[str] | None = None) -> xr.Dataset:

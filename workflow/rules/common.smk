@@ -48,6 +48,10 @@ BACKEND = backend_of(config)  # the GCM the nudged and free_run jobs run (nudgem
 # forcing (control, mean) fill the other cores. Left to itself, Snakemake started the control members
 # before the month the nudged run still needed, and the ML chain waited 3 min (benchmarks/README.md).
 ML_CHAIN_PRIORITY = 10
+# models trained online through the stand-in (by train_online) and the others (by train), so each
+# model name has one producing job; "(?!)" matches nothing
+ONLINE_MODELS = "|".join(re.escape(m) for m, s in config["models"].items() if "online" in s) or "(?!)"
+OFFLINE_MODELS = "|".join(re.escape(m) for m, s in config["models"].items() if "online" not in s) or "(?!)"
 
 
 wildcard_constraints:
@@ -354,6 +358,19 @@ def correction_inputs(name):
         aoti = spec.get("backend", "torchscript") != "torchscript"
         files["model"] = f"{d}/model.pt2" if aoti else f"{d}/model.pt"
     return files
+
+
+def train_online_inputs(wildcards):
+    """What online training reads: the grid, the analysis over every month, the mean tendency, the
+    offline model it starts from and that model's store (its split's training and validation blocks)."""
+    init = config["models"][wildcards.model]["online"]["init"]
+    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), "mean": rules.mean_tendency.output.nc,
+            "init": f"{OUT}/models/{init}/trained.pt", "store": iter_data(init, int(config["models"][init].get("iterations", 0)))["store"]}
+
+
+def train_online_params(wildcards):
+    """The online model's section, the GCM, the columns and the JAX cache."""
+    return {"models": {wildcards.model: config["models"][wildcards.model]}, **sections("model", "columns", "jax_cache_dir")}
 
 
 def calibrate_inputs(wildcards):

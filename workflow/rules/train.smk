@@ -22,5 +22,34 @@ rule train:
         **res("train"),
     params:
         section=lambda w: config["models"][w.model],
+    wildcard_constraints:
+        model=OFFLINE_MODELS,
     script:
         "../scripts/train.py"
+
+
+# Train a model online (models.<name>.online, nudgeml.online; stand-in only): mean + the network, fitted
+# by the gradient of multi-day free runs from training-block analyses, started from an offline mlp.
+# It writes what `train` writes, so `export` and the free runs take it as any model.
+rule train_online:
+    input:
+        unpack(train_online_inputs),
+    output:
+        trained=f"{OUT}/models/{{model}}/trained.pt",
+        summary=f"{OUT}/models/{{model}}/train_summary.json",
+    log:
+        f"{OUT}/logs/train_online_{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_online_{{model}}.tsv"
+    priority: ML_CHAIN_PRIORITY
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("train_online")
+    resources:
+        **res("train_online"),
+    params:
+        cfg=train_online_params,
+    wildcard_constraints:
+        model=ONLINE_MODELS,
+    script:
+        "../scripts/train_online.py"

@@ -139,6 +139,9 @@ def check_backend(config: Mapping[str, Any]) -> None:
                                   "applies du, dv only (LMDZ's physics routine); set variables: [du, dv]")
             # the routine applies the guarded model output as it is (about its mean with the mean residual):
             # the stand-in's scaling and spectral filter of the model part would silently be dropped
+            if spec.get("add_mean"):
+                raise ConfigError(f"config key 'free_runs.runs.{name}.add_mean': backend {backend.name!r} applies the model's output or, with "
+                                  "mean_residual, the mean plus its part about its mean (LMDZ's physics routine); remove it")
             for key in ("scale", "filter_truncation"):
                 if key in spec and not (key == "scale" and float(spec[key]) == 1.0):
                     raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' is {spec[key]!r}: backend {backend.name!r} applies the model's "

@@ -1,0 +1,434 @@
+"""Online (a posteriori) training of a column correction through the differentiable stand-in (issue 13,
+method d).
+
+Every model trained *offline* on the nudging tendency learns a dependence on the local state that
+feeds back on the free run (``docs/science.md``). Here the correction is trained on what matters: the
+free run's own error. The stand-in is JAX (jcm), so the gradient of a multi-day rollout's distance to
+the analysis with respect to the network's weights is exact (reverse mode through every time step):
+
+    correction(x) = mean + m(x)
+    loss = mean over k = 1..K of  sum_var  w . ((x_k - a_k) / s_var,lev)^2      (area weighted)
+
+``x_k`` is the model's state after ``k`` six-hour windows of a free run started from the analysis
+``a_0`` (a training-block date), the correction computed from the window's initial state and held
+over the window, as in every free run; ``s`` is the offline model's feature standard deviation per
+variable and level. ``m`` is the offline model's architecture and normalisation, its hidden layers as
+trained offline, its **last layer zero**: at step 0 the correction is the mean tendency exactly, so
+any gain over the mean baseline is learned online. ``m`` is an ordinary :class:`NormalizedModel`
+afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
+run adds it to the mean (``add_mean``).
+
+Stand-in only: LMDZ has no adjoint. It tells whether the barrier is the nudging target or the model
+class, and bounds what a column model can reach (issue 13, d).
+
+The guard (training-range check, fallback to the mean) is not differentiable and is left out of the
+training rollouts; the free run applies it as to any model and counts its fallbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nudgeml.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+WINDOW = np.timedelta64(6 * 3600, "s")
+#: the state variables the rollout loss compares with the analysis (per-level feature blocks)
+LOSS_VARIABLES = ("u", "v", "t", "q")
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """A model section's ``online`` mapping."""
+
+    init: str  # the offline model whose architecture, normalisation and hidden layers start it
+    windows: int = 8  # rollout length in 6-h windows
+    steps: int = 100  # gradient steps, one rollout each
+    learning_rate: float = 1e-4
+    clip_norm: float = 1.0  # global gradient-norm clip (the chaotic rollout's gradient has heavy tails)
+    validation_starts: int = 4
+    validate_every: int = 25
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], key: str) -> "OnlineSettings":
+        if "init" not in section:
+            raise ConfigError(f"config key '{key}.init' is required: the offline model the online training starts from")
+        kw: dict[str, Any] = {"init": str(section["init"])}
+        kw.update({k: int(section[k]) for k in ("windows", "steps", "validation_starts", "validate_every", "seed") if k in section})
+        kw.update({k: float(section[k]) for k in ("learning_rate", "clip_norm") if k in section})
+        s = cls(**kw)
+        for name in ("windows", "steps", "validate_every"):
+            if getattr(s, name) < 1:
+                raise ConfigError(f"config key '{key}.{name}' is {getattr(s, name)}: at least 1")
+        if s.validation_starts < 0:
+            raise ConfigError(f"config key '{key}.validation_starts' is {s.validation_starts}: 0 or more")
+        return s
+
+
+def check_online_config(config: Mapping[str, Any]) -> None:
+    """Before any run: an online model starts from an offline mlp of the same columns, on the stand-in."""
+    models = config.get("models", {})
+    for name, section in models.items():
+        if "online" not in section:
+            continue
+        key = f"models.{name}.online"
+        s = OnlineSettings.from_config(section["online"], key)
+        init = models.get(s.init)
+        if init is None:
+            raise ConfigError(f"config key '{key}.init' names {s.init!r}, which is not in 'models' ({sorted(models)})")
+        if init.get("kind") != "mlp" or section.get("kind") != "mlp" or "online" in init:
+            raise ConfigError(f"config key '{key}.init': online training starts an mlp from an offline mlp ({s.init!r} is {init.get('kind')!r}"
+                              f"{', itself online' if 'online' in init else ''})")
+        if config.get("gcm", {}).get("backend", "standin") != "standin":
+            raise ConfigError(f"config key '{key}': online training differentiates the stand-in GCM (JAX); backend {config['gcm']['backend']!r} has no adjoint")
+        if section.get("iterations"):
+            raise ConfigError(f"config key 'models.{name}.iterations': an online model is trained by rollouts, not iterated")
+    for run, spec in config["free_runs"]["runs"].items():
+        if spec.get("correction") != "ml":
+            continue
+        online = "online" in models.get(spec["model"], {})
+        if online and not spec.get("add_mean"):
+            raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean' must be true: model {spec['model']!r} is trained online as a departure from the mean tendency")
+        if spec.get("add_mean") and (spec.get("mean_residual") or spec.get("calibrated")):
+            raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean': the model's output is added to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
+
+
+def candidate_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], windows: int) -> np.ndarray:
+    """Every 6-hourly start inside ``blocks`` whose ``windows``-window rollout stays in its block."""
+    length = WINDOW * windows
+    out = [t for a, b in blocks for t in np.arange(np.datetime64(a, "s"), np.datetime64(b, "s") - length + WINDOW, WINDOW)]
+    return np.asarray(out, dtype="datetime64[s]")
+
+
+# --------------------------------------------------------------------------------------------------
+# The network, torch <-> JAX
+# --------------------------------------------------------------------------------------------------
+
+_ACTIVATIONS = ("SiLU", "ReLU", "GELU", "Tanh")
+
+
+def start_module(offline: Any) -> Any:
+    """A copy of the offline :class:`NormalizedModel` whose output is zero: last layer zeroed, output
+    mean zero (``y_std`` kept: the network's output scale stays the targets')."""
+    import torch
+
+    m = copy.deepcopy(offline).eval()
+    linears = [layer for layer in m.net if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        linears[-1].weight.zero_()
+        linears[-1].bias.zero_()
+        m.y_mean.zero_()
+    return m
+
+
+def network_of(module: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """The Linear layers' ``(W, b)`` and the activation's name of a NormalizedModel's ``net``."""
+    import torch
+
+    layers, act = [], None
+    for layer in module.net:
+        if isinstance(layer, torch.nn.Linear):
+            layers.append((layer.weight.detach().numpy().astype(np.float32), layer.bias.detach().numpy().astype(np.float32)))
+        elif isinstance(layer, torch.nn.Dropout):
+            continue  # eval: identity
+        elif type(layer).__name__ in _ACTIVATIONS:
+            if act not in (None, type(layer).__name__):
+                raise InputError(f"online training takes one activation, the model has {act} and {type(layer).__name__}")
+            act = type(layer).__name__
+        else:
+            raise InputError(f"online training takes Linear layers and one activation; the model has {type(layer).__name__}")
+    return layers, act or "ReLU"
+
+
+def set_network(module: Any, layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
+    """``module`` with its Linear layers' weights replaced (in order)."""
+    import torch
+
+    linears = [layer for layer in module.net if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        for lin, (w, b) in zip(linears, layers, strict=True):
+            lin.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
+            lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+    return module
+
+
+def jax_forward(layers: Any, act: str, consts: Mapping[str, Any], x: Any) -> Any:
+    """The NormalizedModel's forward in JAX (physical units in and out), for a ``(n, features)`` array."""
+    import jax
+    import jax.numpy as jnp
+
+    fn = {"SiLU": jax.nn.silu, "ReLU": jax.nn.relu, "GELU": lambda z: jax.nn.gelu(z, approximate=False), "Tanh": jnp.tanh}[act]
+    if consts["clip"]:
+        x = jnp.clip(x, consts["x_lo"], consts["x_hi"])
+    z = (x - consts["x_mean"]) / consts["x_std"]
+    for i, (w, b) in enumerate(layers):
+        z = z @ w.T + b
+        if i < len(layers) - 1:
+            z = fn(z)
+    return z * consts["y_std"] + consts["y_mean"]
+
+
+def module_constants(module: Any) -> dict[str, Any]:
+    return {
+        "clip": bool(module.clip_inputs),
+        **{k: np.asarray(getattr(module, k).detach().numpy(), np.float32) for k in ("x_mean", "x_std", "y_mean", "y_std", "x_lo", "x_hi")},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Rollouts through the stand-in
+# --------------------------------------------------------------------------------------------------
+
+
+class Rollouts:
+    """The loss of a ``windows``-window free run of ``mean + m(x)`` against the analysis, and its gradient.
+
+    Layouts: jcm's fields are ``(lev top first, lon, lat)``; a column of the model's features is
+    ``(lat, lon)`` row-major with levels surface first (``extract.column_features``): the two
+    reshapes below are the only places that know both.
+    """
+
+    def __init__(self, gcm: Any, forcing: Any, mean: Sequence[np.ndarray], targets: Sequence[str], columns: Any,
+                 consts: Mapping[str, Any], act: str, windows: int, *, loss_scale: Mapping[str, np.ndarray]) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        from nudgeml.extract import GEO_FEATURES
+        from nudgeml.gcm.standin import to_jcm
+
+        self.gcm, self.forcing, self.windows = gcm, forcing, int(windows)
+        self.columns, self.targets = columns, tuple(targets)
+        grid = gcm.grid
+        self.nlev, self.nlat, self.nlon = grid.shape
+        self.mean_jcm = [jnp.asarray(to_jcm(m), jnp.float32) for m in mean]
+        lat = np.deg2rad(grid.lat_deg)
+        w = np.broadcast_to(np.cos(lat)[None, :], (self.nlon, self.nlat))  # jcm (lon, lat)
+        self.area = jnp.asarray(w / w.sum(), jnp.float32)
+        # the loss' scale per variable and level, jcm's level order (top first)
+        self.scale = {k: jnp.asarray(np.asarray(loss_scale[k], np.float32)[::-1].reshape(-1, 1, 1)) for k in LOSS_VARIABLES}
+        lat2d, lon2d = np.meshgrid(grid.lat_deg, grid.lon_deg, indexing="ij")
+        static = {"sin_lat": np.sin(np.deg2rad(lat2d)).ravel(), "cos_lat": np.cos(np.deg2rad(lat2d)).ravel(),
+                  "land_fraction": np.asarray(grid.land_fraction).ravel()}
+        self.geo_static = {k: jnp.asarray(v, jnp.float32) for k, v in static.items() if k in columns.geo}
+        assert set(columns.geo) <= set(GEO_FEATURES)
+        self.consts = {k: (jnp.asarray(v) if k != "clip" else v) for k, v in consts.items()}
+        self.act = act
+        self.p0 = gcm.p0_pa
+        base = gcm._forcing(None, None)
+        self._base = base
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._loss))
+        self._value = jax.jit(self._loss)
+
+    # --------------------------------------------------------------- pieces traced by JAX
+    def _features(self, ps_state: Any, cosz: Any) -> Any:
+        import jax.numpy as jnp
+
+        cols = self.nlat * self.nlon
+
+        def column(a: Any) -> Any:  # jcm (lev top-first, lon, lat) -> (col, lev surface-first)
+            return jnp.transpose(a[::-1], (2, 1, 0)).reshape(cols, self.nlev)
+
+        fields = {"u": ps_state.u_wind, "v": ps_state.v_wind, "t": ps_state.temperature, "q": jnp.maximum(ps_state.specific_humidity, 0.0)}
+        parts = [column(fields[k]) for k in self.columns.level_inputs]
+        for _ in self.columns.surface_inputs:  # ps only (ColumnSpec checks)
+            sp = jnp.reshape(ps_state.normalized_surface_pressure, (self.nlon, self.nlat)) * self.p0
+            parts.append(jnp.transpose(sp).reshape(cols, 1))
+        for k in self.columns.geo:
+            parts.append((cosz if k == "cos_zenith" else self.geo_static[k]).reshape(cols, 1))
+        return jnp.concatenate(parts, axis=1)
+
+    def _correction(self, layers: Any, ps_state: Any, cosz: Any) -> list[Any]:
+        import jax.numpy as jnp
+
+        y = jax_forward(layers, self.act, self.consts, self._features(ps_state, cosz))
+        out = []
+        for i, m in enumerate(self.mean_jcm):  # (col, lev surface-first) -> jcm
+            block = y[:, i * self.nlev:(i + 1) * self.nlev].reshape(self.nlat, self.nlon, self.nlev)
+            out.append(m + jnp.transpose(block, (2, 1, 0))[::-1])
+        return out
+
+    def _loss(self, layers: Any, run_state: Any, xs: Mapping[str, Any]) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        model = self.gcm.model
+        wind = self._base.nudging_target
+        names = ("du", "dv", "dt", "dq")
+
+        def window(carry: Any, x: Any) -> Any:
+            dyn, phys, tm, st = carry
+            state = model.dycore.to_physics_state(dyn)
+            corr = dict(zip(self.targets, self._correction(layers, state, x["cosz"])))
+            extra = {f"{k}_extra": corr.get(k, getattr(wind, f"{k}_extra")) for k in names}
+            forcing = self._base.copy(nudging_target=dataclasses.replace(wind, **extra))
+            rs, _ = model.run_from_state_with_carry(initial_state=dyn, forcing=forcing, save_interval=self.gcm.window_hours / 24.0,
+                                                    total_time=self.gcm.window_hours / 24.0, output_averages=True,
+                                                    initial_physics_state=phys, initial_time=tm, initial_step=st)
+            after = model.dycore.to_physics_state(rs.dynamics)
+            got = {"u": after.u_wind, "v": after.v_wind, "t": after.temperature, "q": after.specific_humidity}
+            loss = sum(jnp.sum(self.area * jnp.mean(((got[k] - x[k]) / self.scale[k]) ** 2, axis=0)) for k in LOSS_VARIABLES) / len(LOSS_VARIABLES)
+            return (rs.dynamics, rs.physics, rs.time, rs.step), loss
+
+        carry = (run_state.dynamics, run_state.physics, run_state.time, run_state.step)
+        _, losses = jax.lax.scan(jax.checkpoint(window), carry, xs)
+        return jnp.mean(losses)
+
+    # --------------------------------------------------------------- host side
+    def inputs(self, t0: np.datetime64) -> tuple[Any, dict[str, Any]]:
+        """The initial run state (the analysis at ``t0``) and the per-window analysis and zenith angle."""
+        import jax.numpy as jnp
+
+        from nudgeml.extract import cos_solar_zenith
+        from nudgeml.simulate import state_at
+
+        self.gcm.start_at(state_at(self.forcing, t0), t0)
+        times = t0 + WINDOW * np.arange(1, self.windows + 1)
+        a = self.forcing.sel(time=times.astype("datetime64[ns]"))
+        xs = {k: jnp.asarray(a[k].values[:, ::-1].transpose(0, 1, 3, 2), jnp.float32) for k in LOSS_VARIABLES}
+        starts = t0 + WINDOW * np.arange(self.windows)
+        lat2d, lon2d = np.meshgrid(self.gcm.grid.lat_deg, self.gcm.grid.lon_deg, indexing="ij")
+        xs["cosz"] = jnp.asarray(cos_solar_zenith(starts, lat2d.ravel(), lon2d.ravel()), jnp.float32)
+        return self.gcm.model.run_state, xs
+
+    def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple[float, Any]:
+        rs, xs = self.inputs(t0)
+        v, g = self._value_and_grad(layers, rs, xs)
+        return float(v), g
+
+    def value(self, layers: Any, t0: np.datetime64) -> float:
+        rs, xs = self.inputs(t0)
+        return float(self._value(layers, rs, xs))
+
+
+def loss_scales(consts: Mapping[str, np.ndarray], feature_names: Sequence[str], nlev: int) -> dict[str, np.ndarray]:
+    """Per variable and level (surface first), the offline model's feature standard deviation."""
+    names = list(feature_names)
+    out = {}
+    for k in LOSS_VARIABLES:
+        idx = [names.index(f"{k}_{i:03d}") for i in range(nlev)] if f"{k}_000" in names else None
+        if idx is None:
+            raise InputError(f"online training compares u, v, t, q with the analysis and scales them by the model's feature statistics: the model has no {k!r} input")
+        s = np.asarray(consts["x_std"], np.float64)[idx]
+        out[k] = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    return out
+
+
+def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, forcing_paths: Sequence[str | Path], mean_file: str | Path,
+                 init_trained: str | Path, store: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Train model ``name`` online and write ``trained.pt`` and ``train_summary.json`` in ``out_dir``."""
+    import jax
+    import optax
+
+    from nudgeml.atomic import write_text_atomic
+    from nudgeml.extract import ColumnSpec, expand_names
+    from nudgeml.grid import read_model_grid
+    from nudgeml.mean_tendency import read_mean_tendency, split_blocks, training_blocks
+    from nudgeml.models.common import load_trained, save_trained
+    from nudgeml.regrid import open_forcing
+    from nudgeml.simulate import check_same_grid, model_gcm, select_times
+
+    t_start = time.perf_counter()
+    key = f"models.{name}.online"
+    s = OnlineSettings.from_config(cfg["models"][name]["online"], key)
+    columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
+    obj = load_trained(init_trained)
+    if obj["kind"] != "mlp":
+        raise InputError(f"{init_trained}: online training starts from an mlp, this is {obj['kind']!r}")
+    grid = read_model_grid(grid_path)
+    nlev = grid.sigma.size
+    features = expand_names(columns.feature_blocks(nlev))
+    n_targets = len(columns.targets) * nlev
+    module = start_module(obj["module"])
+    consts = module_constants(module)
+    if consts["x_mean"].size != len(features) or consts["y_std"].size != n_targets:
+        raise InputError(f"{init_trained}: the model takes {consts['x_mean'].size} features and gives {consts['y_std'].size} outputs; "
+                         f"the columns config makes {len(features)} and {n_targets}")
+    mean = read_mean_tendency(mean_file)
+    for k in columns.targets:
+        if f"{k}_mean" not in mean:
+            raise InputError(f"{mean_file}: no '{k}_mean' (the online model corrects {k!r} about its mean tendency)")
+    train_blocks = training_blocks(store)
+    starts = candidate_starts(train_blocks, s.windows)
+    if starts.size == 0:
+        raise ConfigError(f"config key '{key}.windows' ({s.windows}) is longer than every training block of {store}")
+    val_starts = candidate_starts(split_blocks(store, "val"), s.windows)
+    if val_starts.size and s.validation_starts:
+        val_starts = val_starts[np.round(np.linspace(0, val_starts.size - 1, s.validation_starts)).astype(int)]
+    else:
+        val_starts = val_starts[:0]
+    gcm = model_gcm(cfg, starts[0])
+    check_same_grid(gcm.grid, grid, grid_path)
+    forcing = open_forcing(forcing_paths)
+    every = np.unique(np.concatenate([t + WINDOW * np.arange(s.windows + 1) for t in np.concatenate([starts, val_starts])]))
+    select_times(forcing, every, forcing_paths[0])  # every analysis used, or an error naming the file
+    layers, act = network_of(module)
+    roll = Rollouts(gcm, forcing, [mean[f"{k}_mean"].values for k in columns.targets], columns.targets, columns, consts, act, s.windows,
+                    loss_scale=loss_scales(consts, features, nlev))
+    params = jax.tree_util.tree_map(jax.numpy.asarray, [list(p) for p in layers])
+    opt = optax.chain(optax.clip_by_global_norm(s.clip_norm), optax.adam(s.learning_rate))
+    opt_state = opt.init(params)
+    rng = np.random.default_rng(s.seed)
+
+    def validate() -> float | None:
+        if not val_starts.size:
+            return None
+        return float(np.mean([roll.value(params, t) for t in val_starts]))
+
+    baseline_val = validate()
+    log.info("online %s: %d training starts, %d validation starts, %d windows; validation loss of the mean: %s", name, starts.size,
+             val_starts.size, s.windows, baseline_val)
+    history: list[dict[str, Any]] = []
+    best = (baseline_val, jax.tree_util.tree_map(np.asarray, params), 0)
+    skipped = 0
+    for step in range(1, s.steps + 1):
+        t0 = starts[rng.integers(starts.size)]
+        loss, grads = roll.value_and_grad(params, t0)
+        finite = np.isfinite(loss) and all(bool(np.isfinite(np.asarray(g)).all()) for g in jax.tree_util.tree_leaves(grads))
+        if not finite:
+            skipped += 1  # a rollout that blew up gives no usable gradient
+            log.info("step %d (%s): non-finite loss or gradient, skipped", step, t0)
+        else:
+            updates, opt_state = opt.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        entry: dict[str, Any] = {"step": step, "start": str(t0), "loss": loss if np.isfinite(loss) else None}
+        if step % s.validate_every == 0 or step == s.steps:
+            entry["validation"] = validate()
+            if entry["validation"] is not None and (best[0] is None or entry["validation"] < best[0]):
+                best = (entry["validation"], jax.tree_util.tree_map(np.asarray, params), step)
+            log.info("step %d: loss %.4f, validation %s", step, loss, entry["validation"])
+        history.append(entry)
+    chosen = best if val_starts.size else (None, jax.tree_util.tree_map(np.asarray, params), s.steps)
+    set_network(module, [tuple(p) for p in chosen[1]])
+    summary = {
+        "kind": "mlp",
+        "online": asdict(s),
+        "init": str(init_trained),
+        "windows": s.windows,
+        "training_starts": int(starts.size),
+        "validation_starts": [str(t) for t in val_starts],
+        "validation_loss_mean": baseline_val,
+        "validation_loss_best": chosen[0],
+        "best_step": chosen[2],
+        "skipped_steps": skipped,
+        "history": history,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_trained(out_dir / "trained.pt", "mlp", module, summary)
+    write_text_atomic(out_dir / "train_summary.json", json.dumps(summary, indent=1) + "\n")
+    log.info("online %s: best validation %s at step %d (mean baseline %s), %d skipped, %.0f s", name, chosen[0], chosen[2], baseline_val, skipped,
+             summary["wall_s"])
+    return summary

@@ -1,0 +1,135 @@
+"""Online training through the differentiable stand-in (nudgeml.online): the network in JAX is the
+exported module, the rollout's features are the free run's, and on a truth that differs from the model
+by a known forcing the rollout reproduces the analysis when the mean is that forcing, and the gradient
+points toward it when the mean is zero."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from factories import T0, forced_truth
+from nudgeml.checks import load_config
+from nudgeml.errors import ConfigError
+from nudgeml.extract import ColumnSpec, column_features, expand_names
+from nudgeml.models.normalized import NormalizedModel, mlp
+from nudgeml.online import (
+    LOSS_VARIABLES,
+    Rollouts,
+    candidate_starts,
+    check_online_config,
+    jax_forward,
+    loss_scales,
+    module_constants,
+    network_of,
+    set_network,
+    start_module,
+)
+
+
+def random_model(n_in: int, n_out: int, activation=torch.nn.SiLU, clip: bool = False, seed: int = 0) -> NormalizedModel:
+    torch.manual_seed(seed)
+    net = mlp(n_in, (16, 8), n_out, activation)
+    x_mean, x_std = torch.randn(n_in), torch.rand(n_in) + 0.5
+    clip_range = (x_mean - 2 * x_std, x_mean + 2 * x_std) if clip else None
+    return NormalizedModel(net, x_mean, x_std, torch.randn(n_out), torch.rand(n_out) + 0.5, clip_range).eval()
+
+
+@pytest.mark.parametrize("activation", [torch.nn.SiLU, torch.nn.ReLU, torch.nn.GELU, torch.nn.Tanh])
+@pytest.mark.parametrize("clip", [False, True])
+def test_the_jax_network_is_the_torch_module(activation, clip):
+    import jax.numpy as jnp
+
+    m = random_model(7, 5, activation, clip)
+    x = np.random.default_rng(1).normal(scale=3.0, size=(64, 7)).astype(np.float32)  # beyond the clip range too
+    layers, act = network_of(m)
+    got = np.asarray(jax_forward([tuple(map(jnp.asarray, p)) for p in layers], act, module_constants(m), jnp.asarray(x)))
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_start_module_is_zero_and_weights_go_back_into_the_module():
+    m = random_model(7, 5)
+    start = start_module(m)
+    x = torch.randn(10, 7)
+    assert torch.equal(start(x), torch.zeros(10, 5))
+    assert not torch.equal(m(x), torch.zeros(10, 5))  # the offline model is left as it was
+    layers, _ = network_of(m)
+    with torch.no_grad():
+        np.testing.assert_allclose(set_network(start, layers)(x).numpy(), (m(x) - m.y_mean).numpy(), rtol=1e-6, atol=1e-6)  # y_mean stays 0
+
+
+def test_rollout_starts_stay_inside_their_block():
+    h6 = np.timedelta64(6, "h")
+    blocks = [(T0, T0 + 4 * h6), (T0 + 10 * h6, T0 + 11 * h6)]
+    starts = candidate_starts(blocks, 2)
+    assert list(starts) == [T0, T0 + h6, T0 + 2 * h6]  # the second block is shorter than 2 windows
+    assert candidate_starts(blocks, 5).size == 0
+
+
+def test_online_models_are_checked_before_any_run():
+    base = yaml.safe_load(open("config/config.yaml"))
+    ok = {"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 4}}},
+          "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True}}}}
+    check_online_config(load_config("config/config.yaml", ok))
+    cases = [
+        ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "nope"}}}}, "models.mlp-online.online.init' names 'nope'"),
+        ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "xgb"}}}}, "from an offline mlp"),
+        ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 0}}}}, "online.windows"),
+        ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online"}}}}, "add_mean' must be true"),
+        ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True, "mean_residual": True}}}}, "add_mean"),
+    ]
+    assert "xgb" in base["models"]
+    for override, message in cases:
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            load_config("config/config.yaml", override)
+
+
+@pytest.mark.slow
+def test_rollout_reproduces_a_truth_forced_by_the_mean_and_its_gradient_points_to_the_forcing(tmp_path):
+    """The truth is the default model plus a = 2e-5 cos(lat) m s-2 on u. Started from the truth's
+    state, a rollout whose mean is a reproduces the analysis (loss ~ 0); with mean 0 it does not, and
+    the gradient with respect to the last layer's du biases says: raise du (toward a) at every level."""
+    import jax.numpy as jnp
+
+    from nudgeml.gcm.standin import GCMConfig, StandinGCM
+
+    grid, a = forced_truth(tmp_path, T0, 2e-5, windows=2)
+    forcing = xr.open_dataset(tmp_path / "forcing.nc")
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction", "cos_zenith"))
+    nlev = grid.sigma.size
+    names = expand_names(columns.feature_blocks(nlev))
+    module = start_module(random_model(len(names), 2 * nlev))
+    module.y_std.fill_(1e-5)  # the network's output unit: a tendency of the forcing's size (m s-2)
+    consts = module_constants(module)
+    layers, act = network_of(module)
+    params = [tuple(map(jnp.asarray, p)) for p in layers]
+    gcm = StandinGCM(GCMConfig(21), T0)
+    zero = np.zeros(grid.shape, np.float32)
+    scales = {k: np.ones(nlev) for k in LOSS_VARIABLES} | {"q": np.full(nlev, 1e-3)}
+
+    # the rollout's features are those the free run computes from the model's state (its current_state)
+    roll = Rollouts(gcm, forcing, [a, zero], ("du", "dv"), columns, consts, act, 2, loss_scale=scales)
+    rs, xs = roll.inputs(T0)
+    state = gcm.current_state()
+    got = np.asarray(roll._features(gcm.model.dycore.to_physics_state(rs.dynamics), xs["cosz"][0]))
+    fields = {k: getattr(state, k)[None] for k in ("u", "v", "t", "q", "ps")}
+    want = column_features(fields, columns, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, times=np.array([T0]), land_fraction=grid.land_fraction)[0]
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+    forced = roll.value(params, T0)
+    free = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 2, loss_scale=scales)
+    loss, grads = free.value_and_grad(params, T0)
+    # the same model and forcing: the analysis, but for the start's round trip through the grid
+    # (measured 1.9e-4 against 5.6e-2)
+    assert forced < loss / 20, (forced, loss)
+    bias = np.asarray(grads[-1][1])  # d loss / d (last layer's bias): du's levels, then dv's
+    assert np.isfinite(bias).all()
+    assert (bias[:nlev] < 0).sum() >= nlev - 1, bias[:nlev]  # raising du everywhere (toward a > 0) lowers the loss
+    assert np.abs(bias[:nlev]).max() > 10 * np.abs(bias[nlev:]).max()  # v was not forced
+    # a step of the last layer's biases along the gradient (du about +1e-5, half of a) lowers the loss
+    step = [*params[:-1], (params[-1][0], params[-1][1] - jnp.asarray(bias / np.abs(bias).max()))]
+    assert free.value(step, T0) < 0.8 * loss
+    assert loss_scales(consts, names, nlev)["u"].shape == (nlev,)
