@@ -159,8 +159,8 @@ def set_network(module: Any, layers: Sequence[tuple[np.ndarray, np.ndarray]]) ->
     linears = [layer for layer in module.net if isinstance(layer, torch.nn.Linear)]
     with torch.no_grad():
         for lin, (w, b) in zip(linears, layers, strict=True):
-            lin.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
-            lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+            lin.weight.copy_(torch.from_numpy(np.array(w, np.float32)))  # a writable copy (JAX arrays are read-only)
+            lin.bias.copy_(torch.from_numpy(np.array(b, np.float32)))
     return module
 
 
@@ -205,7 +205,6 @@ class Rollouts:
         import jax
         import jax.numpy as jnp
 
-        from nudgeml.extract import GEO_FEATURES
         from nudgeml.gcm.standin import to_jcm
 
         self.gcm, self.forcing, self.windows = gcm, forcing, int(windows)
@@ -222,7 +221,6 @@ class Rollouts:
         static = {"sin_lat": np.sin(np.deg2rad(lat2d)).ravel(), "cos_lat": np.cos(np.deg2rad(lat2d)).ravel(),
                   "land_fraction": np.asarray(grid.land_fraction).ravel()}
         self.geo_static = {k: jnp.asarray(v, jnp.float32) for k, v in static.items() if k in columns.geo}
-        assert set(columns.geo) <= set(GEO_FEATURES)
         self.consts = {k: (jnp.asarray(v) if k != "clip" else v) for k, v in consts.items()}
         self.act = act
         self.p0 = gcm.p0_pa
