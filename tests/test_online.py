@@ -74,11 +74,12 @@ def test_online_models_are_checked_before_any_run():
     ok = {"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 4}}},
           "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True}}}}
     check_online_config(load_config("config/config.yaml", ok))
+    load_config("config/config.yaml", {**ok, "free_runs": {"runs": {"ml-online-mr": {"correction": "ml", "model": "mlp-online", "mean_residual": True}}}})
     cases = [
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "nope"}}}}, "models.mlp-online.online.init' names 'nope'"),
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "xgb"}}}}, "from an offline mlp"),
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 0}}}}, "online.windows"),
-        ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online"}}}}, "add_mean' must be true"),
+        ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online"}}}}, "set add_mean: true"),
         ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True, "mean_residual": True}}}}, "add_mean"),
     ]
     assert "xgb" in base["models"]

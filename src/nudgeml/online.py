@@ -16,7 +16,8 @@ variable and level. ``m`` is the offline model's architecture and normalisation,
 trained offline, its **last layer zero**: at step 0 the correction is the mean tendency exactly, so
 any gain over the mean baseline is learned online. ``m`` is an ordinary :class:`NormalizedModel`
 afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
-run adds it to the mean (``add_mean``).
+run adds it to the mean (``add_mean``), or with ``mean_residual`` adds only its part about its mean over
+the training states (the nudging mean kept, the learned state dependence applied).
 
 Stand-in only: LMDZ has no adjoint. It tells whether the barrier is the nudging target or the model
 class, and bounds what a column model can reach (issue 13, d).
@@ -99,8 +100,9 @@ def check_online_config(config: Mapping[str, Any]) -> None:
         if spec.get("correction") != "ml":
             continue
         online = "online" in models.get(spec["model"], {})
-        if online and not spec.get("add_mean"):
-            raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean' must be true: model {spec['model']!r} is trained online as a departure from the mean tendency")
+        if online and not (spec.get("add_mean") or spec.get("mean_residual")):
+            raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online as a departure from the mean tendency; "
+                              "set add_mean: true (mean + the model, as trained) or mean_residual: true (the mean + the model's part about its training mean)")
         if spec.get("add_mean") and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean': the model's output is added to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
 
