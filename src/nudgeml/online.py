@@ -114,6 +114,18 @@ def candidate_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], wind
     return np.asarray(out, dtype="datetime64[s]")
 
 
+def validation_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], s: OnlineSettings, key: str, store: Any) -> np.ndarray:
+    """``s.validation_starts`` rollout starts spread evenly over the validation ``blocks`` (none when 0);
+    asked for where no rollout fits in a block, an error naming the key."""
+    starts = candidate_starts(blocks, s.windows)
+    if not s.validation_starts:
+        return starts[:0]
+    if not starts.size:
+        raise ConfigError(f"config key '{key}.validation_starts' is {s.validation_starts}, but no {s.windows}-window rollout fits in a validation "
+                          f"block of {store} ({[(str(a), str(b)) for a, b in blocks]}); set it to 0 (the last step's weights are kept) or use shorter windows")
+    return starts[np.round(np.linspace(0, starts.size - 1, s.validation_starts)).astype(int)]
+
+
 # --------------------------------------------------------------------------------------------------
 # The network, torch <-> JAX
 # --------------------------------------------------------------------------------------------------
@@ -363,11 +375,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     starts = candidate_starts(train_blocks, s.windows)
     if starts.size == 0:
         raise ConfigError(f"config key '{key}.windows' ({s.windows}) is longer than every training block of {store}")
-    val_starts = candidate_starts(split_blocks(store, "val"), s.windows)
-    if val_starts.size and s.validation_starts:
-        val_starts = val_starts[np.round(np.linspace(0, val_starts.size - 1, s.validation_starts)).astype(int)]
-    else:
-        val_starts = val_starts[:0]
+    val_starts = validation_starts(split_blocks(store, "val"), s, key, store)
     gcm = model_gcm(cfg, starts[0])
     check_same_grid(gcm.grid, grid, grid_path)
     forcing = open_forcing(forcing_paths)
