@@ -30,7 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("histhf", type=Path, nargs="+", help="free runs' histhf.nc, e.g. results/science/free/*/histhf.nc")
     d.add_argument("--truth", type=Path, nargs="+", required=True, help="the truth on the model grid, e.g. results/science/forcing/2001-*.nc")
     d.add_argument("--variable", choices=["u", "v", "t"], default="u")
+    r = sub.add_parser("rollout-loss", help="online training's rollout loss (free runs from the analysis against it) of the mean and of models")
+    r.add_argument("results", type=Path, help="a workflow's results folder, e.g. results/calibrate-science")
+    r.add_argument("--configfile", type=Path, nargs="+", required=True, help="the overlays the results were made with, after config/config.yaml")
+    r.add_argument("--model", nargs="+", required=True, metavar="NAME:FORM", help="e.g. -:mean mlp:residual mlp-online:add (forms: mean, add, residual)")
+    r.add_argument("--windows", type=int, default=8, help="rollout length in 6-h windows")
+    r.add_argument("--starts", type=int, default=6, help="analyses spread over the split's blocks")
+    r.add_argument("--split", default="val", choices=["train", "val", "test"])
     args = ap.parse_args(argv)
+    if args.cmd == "rollout-loss":
+        return _rollout_loss(args)
     if args.cmd == "drift":
         return _drift(args)
     if args.cmd == "tracking":
@@ -50,6 +59,32 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(f.read_text())
         offline[res["model"]] = sum(t["r2_overall"] for t in res["targets"].values()) / len(res["targets"])
     print(summary_markdown(metrics, offline))
+    return 0
+
+
+def _rollout_loss(args: argparse.Namespace) -> int:
+    import yaml
+
+    from nudgeml.checks import load_config
+    from nudgeml.config import deep_merge
+    from nudgeml.errors import ConfigError, InputError
+    from nudgeml.online import score_rollouts
+
+    try:
+        overlay: dict = {}
+        for path in args.configfile:
+            overlay = deep_merge(overlay, yaml.safe_load(path.read_text()) or {})
+        cfg = load_config("config/config.yaml", overlay)
+        models = [tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.model]
+        rows = score_rollouts(cfg, args.results, models, windows=args.windows, n_starts=args.starts, split=args.split)
+    except (ConfigError, InputError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"Rollout loss ({args.windows} windows of 6 h, {args.starts} starts of the {args.split} split; online training's loss)")
+    print("| model | form | loss | per start |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['model']} | {row['form']} | {row['loss']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
     return 0
 
 

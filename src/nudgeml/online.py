@@ -440,3 +440,68 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     log.info("online %s: best validation %s at step %d (mean baseline %s), %d skipped, %.0f s", name, chosen[0], chosen[2], baseline_val, skipped,
              summary["wall_s"])
     return summary
+
+
+#: how a scored model's output is applied: the mean alone, mean + the model (``add_mean``), or the mean
+#: + the model's part about its mean over the training states (``mean_residual``)
+FORMS = ("mean", "add", "residual")
+
+
+def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence[tuple[str, str]], *, windows: int, n_starts: int,
+                   split: str = "val") -> list[dict[str, Any]]:
+    """The rollout loss (the one online training minimises) of each ``(model, form)`` from ``n_starts``
+    analyses spread over ``split``'s blocks, from a workflow's ``results`` folder. ``model`` is a name
+    in ``results/models`` (ignored for form ``mean``). Online training's validation loss, for any model:
+    whether the short-range skill the training rewards goes with the free run's (``docs/science.md``)."""
+    import jax.numpy as jnp
+
+    from nudgeml.coupled import make_corrector, training_states
+    from nudgeml.extract import ColumnSpec, expand_names
+    from nudgeml.grid import read_model_grid
+    from nudgeml.mean_tendency import read_mean_tendency, split_blocks, training_blocks
+    from nudgeml.models.common import load_trained
+    from nudgeml.regrid import open_forcing
+    from nudgeml.simulate import check_same_grid, model_gcm, select_times
+
+    results = Path(results)
+    columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
+    grid = read_model_grid(results / "grid" / "model_grid.nc")
+    nlev = grid.sigma.size
+    names = expand_names(columns.feature_blocks(nlev))
+    store = results / "datasets" / "nudging" / "dataset.zarr"
+    s = OnlineSettings(init="-", windows=windows, validation_starts=n_starts)
+    starts = validation_starts(split_blocks(store, split), s, f"--split {split}", store)
+    if not starts.size:
+        raise InputError(f"{store}: the {split!r} split is empty")
+    forcing_paths = sorted((results / "forcing").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].nc"))
+    forcing = open_forcing(forcing_paths)
+    select_times(forcing, np.unique(np.concatenate([t + WINDOW * np.arange(windows + 1) for t in starts])), forcing_paths[0])
+    mean_file = results / "mean_tendency.nc"
+    mean_ds = read_mean_tendency(mean_file)
+    mean = [mean_ds[f"{k}_mean"].values for k in columns.targets]
+    gcm = model_gcm(cfg, starts[0])
+    check_same_grid(gcm.grid, grid, results / "grid" / "model_grid.nc")
+    out = []
+    for model, form in models:
+        if form not in FORMS:
+            raise InputError(f"form {form!r} of model {model!r}: use one of {FORMS}")
+        reference = model if form != "mean" else next((m for m, f in models if f != "mean"), None)
+        if reference is None:
+            raise InputError("the mean alone needs one model of the same columns (its normalisation scales the loss)")
+        module = load_trained(results / "models" / reference / "trained.pt")["module"].eval()
+        if form == "mean":
+            module = start_module(module)
+        consts = module_constants(module)
+        shifted = mean
+        if form == "residual":  # the model's mean over the training states, as the free run takes it
+            ml = make_corrector({"correction": "ml", "model": model}, columns=columns, grid=grid, mean_file=mean_file, model_dir=results / "models" / model)
+            ml.add_mean_residual(mean, training_states(results / "nudged" / "histhf.nc", training_blocks(store)))
+            shifted = [m - mm for m, mm in zip(mean, ml.model_mean)]
+        layers, act = network_of(module)
+        roll = Rollouts(gcm, forcing, shifted, columns.targets, columns, consts, act, windows, loss_scale=loss_scales(consts, names, nlev))
+        params = [tuple(map(jnp.asarray, p)) for p in layers]
+        losses = [roll.value(params, t) for t in starts]
+        out.append({"model": model if form != "mean" else "-", "form": form, "loss": float(np.mean(losses)), "per_start": [float(v) for v in losses],
+                    "starts": [str(t) for t in starts], "windows": windows})
+        log.info("%s (%s): rollout loss %.5f", model, form, out[-1]["loss"])
+    return out
