@@ -148,3 +148,19 @@ def test_rollout_reproduces_a_truth_forced_by_the_mean_and_its_gradient_points_t
     step = [*params[:-1], (params[-1][0], params[-1][1] - jnp.asarray(bias / np.abs(bias).max()))]
     assert free.value(step, T0) < 0.8 * loss
     assert loss_scales(consts, names, nlev)["u"].shape == (nlev,)
+
+
+def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):
+    from nudgeml.cli import main
+
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("{}\n")
+    args = ["rollout-loss", str(tmp_path), "--configfile", str(overlay), "--model"]
+    assert main([*args, "mlp:bogus"]) == 2
+    assert "form 'bogus' of model 'mlp'" in capsys.readouterr().err
+    assert main([*args, "mlp"]) == 2
+    assert "form '' of model 'mlp'" in capsys.readouterr().err
+    assert main([*args, "mean"]) == 2
+    assert "needs one model" in capsys.readouterr().err
+    assert main([*args, "mean", "mlp:residual"]) == 2
+    assert f"{tmp_path / 'grid/model_grid.nc'}: not found" in capsys.readouterr().err

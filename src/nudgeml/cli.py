@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("rollout-loss", help="online training's rollout loss (free runs from the analysis against it) of the mean and of models")
     r.add_argument("results", type=Path, help="a workflow's results folder, e.g. results/calibrate-science")
     r.add_argument("--configfile", type=Path, nargs="+", required=True, help="the overlays the results were made with, after config/config.yaml")
-    r.add_argument("--model", nargs="+", required=True, metavar="NAME:FORM", help="e.g. -:mean mlp:residual mlp-online:add (forms: mean, add, residual)")
+    r.add_argument("--model", nargs="+", required=True, metavar="NAME:FORM", help="mean (the mean tendency alone), then NAME:FORM with FORM add or residual, e.g. mean mlp:residual mlp-online:add")
     r.add_argument("--windows", type=int, default=8, help="rollout length in 6-h windows")
     r.add_argument("--starts", type=int, default=6, help="analyses spread over the split's blocks")
     r.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -75,7 +75,7 @@ def _rollout_loss(args: argparse.Namespace) -> int:
         for path in args.configfile:
             overlay = deep_merge(overlay, yaml.safe_load(path.read_text()) or {})
         cfg = load_config("config/config.yaml", overlay)
-        models = [tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.model]
+        models = [("-", "mean") if m == "mean" else tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.model]
         rows = score_rollouts(cfg, args.results, models, windows=args.windows, n_starts=args.starts, split=args.split)
     except (ConfigError, InputError) as exc:
         print(exc, file=sys.stderr)

@@ -463,7 +463,15 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence
     from nudgeml.regrid import open_forcing
     from nudgeml.simulate import check_same_grid, model_gcm, select_times
 
+    for model, form in models:
+        if form not in FORMS:
+            raise InputError(f"form {form!r} of model {model!r}: use one of {FORMS} (NAME:FORM)")
+    if all(form == "mean" for _, form in models):
+        raise InputError("the mean alone needs one model of the same columns beside it (its normalisation scales the loss)")
     results = Path(results)
+    for need in ("grid/model_grid.nc", "mean_tendency.nc", "datasets/nudging/dataset.zarr", "forcing"):
+        if not (results / need).exists():
+            raise InputError(f"{results / need}: not found (a results folder of the stand-in workflow, after its nudged run and shard)")
     columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
     grid = read_model_grid(results / "grid" / "model_grid.nc")
     nlev = grid.sigma.size
@@ -483,11 +491,7 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence
     check_same_grid(gcm.grid, grid, results / "grid" / "model_grid.nc")
     out = []
     for model, form in models:
-        if form not in FORMS:
-            raise InputError(f"form {form!r} of model {model!r}: use one of {FORMS}")
-        reference = model if form != "mean" else next((m for m, f in models if f != "mean"), None)
-        if reference is None:
-            raise InputError("the mean alone needs one model of the same columns (its normalisation scales the loss)")
+        reference = model if form != "mean" else next(m for m, f in models if f != "mean")
         module = load_trained(results / "models" / reference / "trained.pt")["module"].eval()
         if form == "mean":
             module = start_module(module)
