@@ -94,6 +94,7 @@ def test_online_models_are_checked_before_any_run():
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "xgb"}}}}, "from an offline mlp"),
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 0}}}}, "online.windows"),
         ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online"}}}}, "set add_mean: true"),
+        ({**ok, "train": {"models": ["mlp", "mlp-online"]}}, "names the online model 'mlp-online'"),
         ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True, "mean_residual": True}}}}, "add_mean"),
     ]
     assert "xgb" in base["models"]
@@ -164,3 +165,17 @@ def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):
     assert "needs one model" in capsys.readouterr().err
     assert main([*args, "mean", "mlp:residual"]) == 2
     assert f"{tmp_path / 'grid/model_grid.nc'}: not found" in capsys.readouterr().err
+
+
+def test_online_overlay_is_valid():
+    from nudgeml.config import deep_merge
+
+    overlay: dict = {}
+    for name in ("science", "calibrate-science", "online-science"):
+        overlay = deep_merge(overlay, yaml.safe_load(open(f"config/{name}.yaml")))
+    cfg = load_config("config/config.yaml", overlay)
+    runs, models = cfg["free_runs"]["runs"], cfg["models"]
+    assert runs["ml-mlp-online"]["add_mean"] and runs["ml-mlp-online-mr"]["mean_residual"]
+    assert all(runs[k]["members"] >= 3 for k in ("ml-mlp-online", "ml-mlp-online-4d", "ml-mlp-online-mr"))
+    assert models["mlp-online"]["online"]["init"] == "mlp" and models["mlp-online-4d"]["online"]["windows"] == 16
+    assert runs["control"]["members"] >= 5 and runs["mean"]["members"] >= 3

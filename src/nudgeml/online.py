@@ -96,6 +96,9 @@ def check_online_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key '{key}': online training differentiates the stand-in GCM (JAX); backend {config['gcm']['backend']!r} has no adjoint")
         if section.get("iterations"):
             raise ConfigError(f"config key 'models.{name}.iterations': an online model is trained by rollouts, not iterated")
+        if name in config.get("train", {}).get("models", []):
+            raise ConfigError(f"config key 'train.models' names the online model {name!r}: its offline score against the nudging target "
+                              "would judge m without the mean it is added to; a free run that uses it trains it")
     for run, spec in config["free_runs"]["runs"].items():
         if spec.get("correction") != "ml":
             continue
