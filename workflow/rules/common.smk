@@ -364,13 +364,21 @@ def train_online_inputs(wildcards):
     """What online training reads: the grid, the analysis over every month, the mean tendency, the
     offline model it starts from and that model's store (its split's training and validation blocks)."""
     init = config["models"][wildcards.model]["online"]["init"]
-    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), "mean": rules.mean_tendency.output.nc,
-            "init": f"{OUT}/models/{init}/trained.pt", "store": iter_data(init, int(config["models"][init].get("iterations", 0)))["store"]}
+    return {
+        "grid": rules.model_grid.output.nc,
+        "forcing": forcing_files(),
+        "mean": rules.mean_tendency.output.nc,
+        "init": f"{OUT}/models/{init}/trained.pt",
+        "store": iter_data(init, int(config["models"][init].get("iterations", 0)))["store"],
+    }
 
 
 def train_online_params(wildcards):
     """The online model's section, the GCM, the columns and the JAX cache."""
-    return {"models": {wildcards.model: config["models"][wildcards.model]}, **sections("model", "columns", "jax_cache_dir")}
+    return {
+        "models": {wildcards.model: config["models"][wildcards.model]},
+        **sections("model", "columns", "jax_cache_dir"),
+    }
 
 
 def calibrate_inputs(wildcards):

@@ -12,6 +12,8 @@ rule train:
         f"{OUT}/logs/train_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_{{model}}.tsv"
+    wildcard_constraints:
+        model=OFFLINE_MODELS,
     priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
@@ -22,8 +24,6 @@ rule train:
         **res("train"),
     params:
         section=lambda w: config["models"][w.model],
-    wildcard_constraints:
-        model=OFFLINE_MODELS,
     script:
         "../scripts/train.py"
 
@@ -41,6 +41,8 @@ rule train_online:
         f"{OUT}/logs/train_online_{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_online_{{model}}.tsv"
+    wildcard_constraints:
+        model=ONLINE_MODELS,
     priority: ML_CHAIN_PRIORITY
     conda:
         "../../envs/nudgeml.yaml"
@@ -49,7 +51,5 @@ rule train_online:
         **res("train_online"),
     params:
         cfg=train_online_params,
-    wildcard_constraints:
-        model=ONLINE_MODELS,
     script:
         "../scripts/train_online.py"
