@@ -117,7 +117,7 @@ def test_profile_turns_off_the_memory_fudge_and_loads_gpu_modules_in_the_job(mon
     assert profile["software-deployment-method"] == ["env-modules"]
     rules = {f.stem: f.read_text() for f in (REPO / "workflow" / "rules").glob("*.smk")}
     for rule_file, rule in (("train", "train"), ("iterate", "train_iter")):
-        body = re.search(rf"^rule {rule}:\n((?:    .*\n|\n)*?)(?=^rule |\Z)", rules[rule_file], re.M).group(1)
+        body = re.search(rf"^rule {rule}:\n((?:    .*\n|\n)*?)(?=^\S|\Z)", rules[rule_file], re.M).group(1)  # up to the next unindented line
         assert "envmodules:\n        *gpu_envmodules()," in body, rule
     modules = yaml.safe_load((REPO / "config" / "jeanzay.yaml").read_text())["envmodules"]["gpu"]
     assert modules["a100"][0] == "arch/a100" and modules["h100"][0] == "arch/h100"

@@ -18,8 +18,9 @@ COMPLETE = "COMPLETE"
 
 
 #: Keys of a ``models.<name>`` section that the workflow reads (model kind, training target, number of
-#: training iterations), not the model: every model's ``from_config`` ignores them.
-WORKFLOW_KEYS = frozenset({"kind", "target", "iterations"})
+#: training iterations, online training: ``nudgeml.online``), not the model: every model's ``from_config``
+#: ignores them.
+WORKFLOW_KEYS = frozenset({"kind", "target", "iterations", "online"})
 
 
 def settings_of(cls: type, section: Mapping[str, Any], label: str, *, sequences: tuple[str, ...] = ()) -> dict[str, Any]:
