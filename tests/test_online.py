@@ -3,8 +3,6 @@ exported module, the rollout's features are the free run's, and on a truth that 
 by a known forcing the rollout reproduces the analysis when the mean is that forcing, and the gradient
 points toward it when the mean is zero."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +16,6 @@ from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.models.normalized import NormalizedModel, mlp
 from nudgeml.online import (
     LOSS_VARIABLES,
-    OnlineSettings,
     Rollouts,
     candidate_starts,
     check_online_config,
@@ -76,11 +73,10 @@ def test_rollout_starts_stay_inside_their_block():
 def test_validation_starts_fit_their_blocks_or_are_refused():
     h6 = np.timedelta64(6, "h")
     blocks = [(T0, T0 + 11 * h6), (T0 + 40 * h6, T0 + 51 * h6)]  # 3 days each
-    s = OnlineSettings(init="mlp", windows=8, validation_starts=3)
-    assert list(validation_starts(blocks, s, "models.m.online", "store")) == [T0, T0 + 40 * h6, T0 + 43 * h6]
+    assert list(validation_starts(blocks, 8, 3, "models.m.online", "store")) == [T0, T0 + 40 * h6, T0 + 43 * h6]
     with pytest.raises(ConfigError, match=r"models\.m\.online\.validation_starts' is 3, but no 16-window rollout fits"):
-        validation_starts(blocks, replace(s, windows=16), "models.m.online", "store")
-    assert validation_starts(blocks, replace(s, windows=16, validation_starts=0), "models.m.online", "store").size == 0
+        validation_starts(blocks, 16, 3, "models.m.online", "store")
+    assert validation_starts(blocks, 16, 0, "models.m.online", "store").size == 0
 
 
 def test_online_models_are_checked_before_any_run():

@@ -170,13 +170,13 @@ def misfit(g: np.ndarray, y: np.ndarray, gamma: np.ndarray) -> np.ndarray:
 def start_dates(blocks: Sequence[tuple[np.datetime64, np.datetime64]], days: float, n: int) -> list[np.datetime64]:
     """``n`` start dates, 6-hourly, spread evenly over the times of ``blocks`` where a ``days``-long run
     stays inside its block (a run reads the analysis it is compared with: never the next block's)."""
-    length = np.timedelta64(int(round(days * 86400)), "s")
-    candidates = [t for a, b in blocks for t in np.arange(np.datetime64(a, "s"), np.datetime64(b, "s") - length + WINDOW, WINDOW)]
+    from nudgeml.split import run_starts, spread
+
+    candidates = run_starts(blocks, np.timedelta64(int(round(days * 86400)), "s"))
     if len(candidates) < n:
         raise ConfigError(f"config key 'calibration.days' ({days:g}) leaves {len(candidates)} start date(s) inside the training blocks "
                           f"{[(str(a), str(b)) for a, b in blocks]}; 'calibration.starts' asks for {n}")
-    idx = np.round(np.linspace(0, len(candidates) - 1, n)).astype(int)
-    return [candidates[i] for i in idx]
+    return list(spread(candidates, n))
 
 
 def window_variance(forcing: Any, blocks: Sequence[tuple[np.datetime64, np.datetime64]], n: int, kinds: Sequence[str]) -> np.ndarray:

@@ -112,29 +112,28 @@ def check_online_config(config: Mapping[str, Any]) -> None:
 
 def candidate_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], windows: int) -> np.ndarray:
     """Every 6-hourly start inside ``blocks`` whose ``windows``-window rollout stays in its block."""
-    length = WINDOW * windows
-    out = [t for a, b in blocks for t in np.arange(np.datetime64(a, "s"), np.datetime64(b, "s") - length + WINDOW, WINDOW)]
-    return np.asarray(out, dtype="datetime64[s]")
+    from nudgeml.split import run_starts
+
+    return run_starts(blocks, WINDOW * windows)
 
 
-def validation_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], s: OnlineSettings, key: str, store: Any) -> np.ndarray:
-    """``s.validation_starts`` rollout starts spread evenly over the validation ``blocks`` (none when 0);
-    asked for where no rollout fits in a block, an error naming the key."""
-    starts = candidate_starts(blocks, s.windows)
-    if not s.validation_starts:
+def validation_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], windows: int, n: int, key: str, store: Any) -> np.ndarray:
+    """``n`` rollout starts spread evenly over the validation ``blocks`` (none when 0); asked for where
+    no ``windows``-window rollout fits in a block, an error naming the key."""
+    from nudgeml.split import spread
+
+    starts = candidate_starts(blocks, windows)
+    if not n:
         return starts[:0]
     if not starts.size:
-        raise ConfigError(f"config key '{key}.validation_starts' is {s.validation_starts}, but no {s.windows}-window rollout fits in a validation "
+        raise ConfigError(f"config key '{key}.validation_starts' is {n}, but no {windows}-window rollout fits in a validation "
                           f"block of {store} ({[(str(a), str(b)) for a, b in blocks]}); set it to 0 (the last step's weights are kept) or use shorter windows")
-    return starts[np.round(np.linspace(0, starts.size - 1, s.validation_starts)).astype(int)]
+    return spread(starts, n)
 
 
 # --------------------------------------------------------------------------------------------------
 # The network, torch <-> JAX
 # --------------------------------------------------------------------------------------------------
-
-_ACTIVATIONS = ("SiLU", "ReLU", "GELU", "Tanh")
-
 
 def start_module(offline: Any) -> Any:
     """A copy of the offline :class:`NormalizedModel` whose output is zero: last layer zeroed, output
@@ -154,13 +153,15 @@ def network_of(module: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     """The Linear layers' ``(W, b)`` and the activation's name of a NormalizedModel's ``net``."""
     import torch
 
+    from nudgeml.models.mlp import ACTIVATIONS
+
     layers, act = [], None
     for layer in module.net:
         if isinstance(layer, torch.nn.Linear):
             layers.append((layer.weight.detach().numpy().astype(np.float32), layer.bias.detach().numpy().astype(np.float32)))
         elif isinstance(layer, torch.nn.Dropout):
             continue  # eval: identity
-        elif type(layer).__name__ in _ACTIVATIONS:
+        elif type(layer) in ACTIVATIONS.values():
             if act not in (None, type(layer).__name__):
                 raise InputError(f"online training takes one activation, the model has {act} and {type(layer).__name__}")
             act = type(layer).__name__
@@ -378,7 +379,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     starts = candidate_starts(train_blocks, s.windows)
     if starts.size == 0:
         raise ConfigError(f"config key '{key}.windows' ({s.windows}) is longer than every training block of {store}")
-    val_starts = validation_starts(split_blocks(store, "val"), s, key, store)
+    val_starts = validation_starts(split_blocks(store, "val"), s.windows, s.validation_starts, key, store)
     gcm = model_gcm(cfg, starts[0])
     check_same_grid(gcm.grid, grid, grid_path)
     forcing = open_forcing(forcing_paths)
@@ -480,8 +481,7 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence
     nlev = grid.sigma.size
     names = expand_names(columns.feature_blocks(nlev))
     store = results / "datasets" / "nudging" / "dataset.zarr"
-    s = OnlineSettings(init="-", windows=windows, validation_starts=n_starts)
-    starts = validation_starts(split_blocks(store, split), s, f"--split {split}", store)
+    starts = validation_starts(split_blocks(store, split), windows, n_starts, f"--split {split}", store)
     if not starts.size:
         raise InputError(f"{store}: the {split!r} split is empty")
     forcing_paths = sorted((results / "forcing").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].nc"))

@@ -179,6 +179,20 @@ def in_blocks(times: np.ndarray, spans: Sequence[Sequence[str]]) -> np.ndarray:
     return mask
 
 
+def run_starts(spans: Sequence[tuple[np.datetime64, np.datetime64]], length: np.timedelta64, step_hours: float = 6.0) -> np.ndarray:
+    """Every analysis time (``step_hours`` apart) inside ``spans`` (inclusive ``(first, last)``) from
+    which a run of ``length`` ends inside the same span: the starts of the calibration's free runs and of
+    online training's rollouts, which read the analysis they are compared with, never the next block's."""
+    step = np.timedelta64(int(round(step_hours * 3600)), "s")
+    out = [t for a, b in spans for t in np.arange(np.datetime64(a, "s"), np.datetime64(b, "s") - length + step, step)]
+    return np.asarray(out, dtype="datetime64[s]")
+
+
+def spread(starts: np.ndarray, n: int) -> np.ndarray:
+    """``n`` of ``starts`` spread evenly over them, the first and last included."""
+    return starts[np.round(np.linspace(0, len(starts) - 1, n)).astype(int)]
+
+
 def check_out_of_sample(split: Mapping[str, Any], period_start: np.datetime64, free_start: np.datetime64) -> list[str]:
     """Problems (each naming its config key) that would let any split reach the free-run period.
 
