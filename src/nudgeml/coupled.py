@@ -16,6 +16,10 @@ Corrections (``free_runs.runs.<name>.correction``):
   With ``filter_truncation: N``, the model's part is kept at total wavenumbers <= N only (vorticity
   and divergence truncated): the planetary-scale, state-dependent correction stays, the synoptic-scale
   feedback on the model's own weather (which the probes saw run away) goes.
+  With ``eddy_only``, the correction's zonal mean is the mean tendency's: the model's part about the
+  mean keeps, per latitude row and level, only its departure from its zonal mean (over the columns the
+  guard keeps). The model then cannot push the zonal-mean flow, whose drift made up nearly all of the
+  ML runs' u error on ``config/science.yaml``; it still corrects the waves.
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -73,9 +77,24 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts.append("EKI gains")
     if "filter_truncation" in spec:
         parts.append(f"T{int(spec['filter_truncation'])} filter")
+    if spec.get("eddy_only"):
+        parts.append("eddies only")
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
     return ", ".join(parts)
+
+
+def zonal_departure(part: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """``part`` (lev, lat, lon) minus its zonal mean over the ``kept`` columns (lat, lon), per level
+    and latitude row; a row without a kept column is returned as it is.
+
+    On a grid of equally spaced longitudes this removes zonal wavenumber 0 (the zonal mean of the
+    result over the kept columns is 0), which a physics routine can do column-set by column-set.
+    """
+    w = kept.astype(part.dtype)
+    n = w.sum(axis=-1)  # (lat,)
+    zonal = (part * w).sum(axis=-1) / np.maximum(n, 1)  # (lev, lat)
+    return part - np.where(n > 0, zonal, 0)[..., None]
 
 
 class Correction(NamedTuple):
@@ -156,6 +175,7 @@ class MLCorrector(Corrector):
         scale: float = 1.0,
         large_scale: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         add_mean: bool = False,
+        eddy_only: bool = False,
     ) -> None:
         import torch
 
@@ -216,6 +236,8 @@ class MLCorrector(Corrector):
         self.gains: np.ndarray | None = None  # (n_targets, nlev): see set_gains
         # mean + model output as it is: a model trained online as a departure from the mean (nudgeml.online)
         self.add_mean = bool(add_mean)
+        # the correction's zonal mean is the mean's: the model's part about the mean, zonal mean removed
+        self.eddy_only = bool(eddy_only)
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -299,6 +321,9 @@ class MLCorrector(Corrector):
         if self.gains is not None:
             # model part + residual = mean + (model part - model mean): scale the bracket
             fields = tuple(k[:, None, None] * f + (1 - k[:, None, None]) * m for f, k, m in zip(fields, self.gains, self.fallback_fields))
+        if self.eddy_only:
+            kept = ~g.fallback.reshape(self.shape[1:])
+            fields = tuple(m + zonal_departure(f - m, kept) for f, m in zip(fields, self.fallback_fields))
         if g.n_fallback:
             # a column that falls back gets the mean tendency itself, not the mean passed on to the
             # model part and then scaled, filtered or shifted by the mean residual (which made it
@@ -324,6 +349,7 @@ class MLCorrector(Corrector):
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
             **({"add_mean": True} if self.add_mean else {}),
+            **({"eddy_only": True} if self.eddy_only else {}),
         }
 
 
@@ -435,7 +461,7 @@ def make_corrector(
         if add_mean and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError("add_mean adds the model's output to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
         ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)),
-                         large_scale=large_scale, add_mean=add_mean)
+                         large_scale=large_scale, add_mean=add_mean, eddy_only=bool(spec.get("eddy_only", False)))
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
