@@ -9,7 +9,7 @@ import xarray as xr
 
 from factories import FirstFeature, spun_up_t21
 from nudgeml.checks import load_config
-from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free
+from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, zonal_departure
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.export import export_model
 from nudgeml.extract import ColumnSpec, expand_names
@@ -34,6 +34,7 @@ def test_correction_descriptions():
     spec = {"correction": "ml", "model": "mlp-replay", "mean_residual": True, "filter_truncation": 6, "scale": 0.5}
     assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
     assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "calibrated": True}) == "ml: mlp + mean residual, EKI gains"
+    assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "eddy_only": True}) == "ml: mlp + mean residual, eddies only"
 
 
 class Constant(torch.nn.Module):
@@ -265,6 +266,50 @@ def test_add_mean_adds_the_model_output_to_the_mean_as_it_is(setup):
     np.testing.assert_allclose(dv[:, 3, 5], 0.0, atol=1e-12)
     assert ml.status()["add_mean"] and ml.status()["guard"]["fallback_columns"] == 1
     assert describe_correction({"correction": "ml", "model": "mlp-online", "add_mean": True}) == "ml: mean + mlp-online"
+
+
+def test_zonal_departure_removes_the_zonal_mean_over_the_kept_columns():
+    part = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4) ** 2
+    kept = np.array([[True] * 4, [True, False, True, False], [False] * 4])
+    d = zonal_departure(part, kept)
+    np.testing.assert_allclose(d[:, 0], part[:, 0] - part[:, 0].mean(axis=-1, keepdims=True))
+    np.testing.assert_allclose(d[:, 1], part[:, 1] - part[:, 1][:, [0, 2]].mean(axis=-1, keepdims=True))  # the mean of the kept two
+    np.testing.assert_array_equal(d[:, 2], part[:, 2])  # no kept column: as it is
+    np.testing.assert_allclose(zonal_departure(np.broadcast_to(part[..., :1], part.shape), kept)[:, :2], 0.0)  # zonally uniform: nothing left
+
+
+def test_eddy_only_keeps_the_mean_zonal_mean_and_the_models_departures_from_its_own(setup):
+    """eddy_only: the correction's zonal mean (over all columns, fallbacks included) is the mean
+    tendency's; per kept column the model's part about the mean is its departure from its zonal mean
+    over the kept columns; a fallback column gets the mean. Same rule with the mean residual."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first-eddy", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    kw = dict(columns=columns, grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    fields = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    u0 = fields["u"][0].astype(np.float64)  # the first feature: the model part is 1e-6 x u0 in every target and level
+    fields["u"][1, 3, 5] = np.nan  # one column outside the training range (not its first feature)
+    state = GridState(**fields)
+    keep = np.ones(grid.shape[1:], bool)
+    keep[3, 5] = False
+    ml = make_corrector({"correction": "ml", "model": "first-eddy", "add_mean": True, "eddy_only": True}, **kw)
+    du, dv, _, _ = ml(T0, state)
+    part = 1e-6 * u0
+    eddy = part - np.array([part[j, keep[j]].mean() for j in range(part.shape[0])])[:, None]
+    np.testing.assert_allclose(du[:, keep], (1e-6 + np.broadcast_to(eddy, grid.shape))[:, keep], rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(dv[:, keep], np.broadcast_to(eddy, grid.shape)[:, keep], rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(du[:, 3, 5], 1e-6, rtol=1e-6)  # the fallback column: the mean
+    np.testing.assert_allclose(du.mean(axis=-1), 1e-6, rtol=1e-4)  # the zonal mean is the mean's
+    np.testing.assert_allclose(dv.mean(axis=-1), 0.0, atol=1e-11)
+    assert np.abs(eddy).max() > 1e-6  # the model's waves are there
+    assert ml.status()["eddy_only"]
+    # the mean residual: mean + (model part - its training mean), filtered the same way
+    mr = make_corrector({"correction": "ml", "model": "first-eddy", "eddy_only": True}, **kw)  # the residual added as make_corrector does
+    clean = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    mr.add_mean_residual((np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32)), iter([(T0, clean)]))
+    np.testing.assert_allclose(mr(T0, clean).du, 1e-6, rtol=1e-4)  # at the training state the part is its mean: the mean
+    np.testing.assert_allclose(mr(T0, state).du.mean(axis=-1), 1e-6, rtol=1e-4)
 
 
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):

@@ -148,6 +148,7 @@ def test_lmdze_config_is_valid():
         # the routine applies the model's output unscaled and unfiltered: the stand-in's levers would be dropped
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(scale=0.5), "'free_runs.runs.ml-mlp.scale' is 0.5: backend 'lmdze' applies the model's output unscaled"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(filter_truncation=6), "'free_runs.runs.ml-mlp-mr.filter_truncation' is 6"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(eddy_only=True), "'free_runs.runs.ml-mlp-mr.eddy_only' is True: backend 'lmdze' applies"),
     ],
 )
 def test_lmdze_configuration_errors_name_the_key(edit, message):
