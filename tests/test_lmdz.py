@@ -3,6 +3,7 @@ of the rendered jobs with stand-ins for srun/module and a fake LMDZ executable."
 
 import copy
 import datetime
+import json
 import os
 import re
 import stat
@@ -87,9 +88,17 @@ def test_schema_rejects_what_the_parser_rejects(raw):
         (("correction", "backend"), "onnx", "correction.backend"),
         (("free", "runs"), {"guided": {"correction": "none"}}, "not a usable run name"),
         (("free", "runs"), {"x": {"correction": "none", "model": "m"}}, "given for a run with correction"),
+        (("free", "runs"), {"forecast": {"correction": "none"}}, "not a usable run name"),
+        # forecast-error targets: inside the guided run, a lead the one-day forecast saves, a sample day
+        (("forecast",), {"start": "1999-12-01", "end": "2000-02-01"}, "must lie inside lmdz.guided"),
+        (("forecast",), {"start": "2000-01-01", "end": "2000-02-01", "lead_hours": 9}, "'lmdz.forecast.lead_hours' is 9"),
+        (("forecast",), {"start": "2000-01-01", "end": "2000-02-01", "spinup_days": 31}, "has no sample day"),
+        (("forecast",), {"start": "2000-01-01", "end": "2000-02-01", "samples_per_task": 0}, "forecast.samples_per_task"),
+        (("forecast",), {"start": "2000-01-01", "end": "2000-02-01", "time_limit": "2h"}, "forecast.time_limit"),
     ],
 )
 def test_config_errors_name_the_key(raw, path, value, message):
+    raw["guided"] = {"start": "2000-01-01", "end": "2001-01-01"}
     d = raw
     for k in path[:-1]:
         d = d[k]
@@ -315,3 +324,122 @@ def test_nudging_steps_are_checked_against_iperiod(raw, tmp_path, gcm_def, messa
         return
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert not (tmp_path / "log").exists() or "gcm " not in (tmp_path / "log").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# forecast-error targets: the spin-up run and the forecast array
+# ---------------------------------------------------------------------------------------------
+
+
+def with_forecast(raw: dict, tmp_path: Path, **kw) -> dict:
+    raw = small(raw, tmp_path)
+    raw["forecast"] = {"start": "2000-02-01", "end": "2000-03-01", "samples_per_task": 10, **kw}
+    return raw
+
+
+def test_forecast_kit_files_and_cost(raw, tmp_path):
+    files = render(with_forecast(raw, tmp_path), tmp_path / "kit")
+    cfg = lmdz.LmdzJobConfig.from_dict(with_forecast(raw, tmp_path), tau_hours=TAU, forecast={"spinup_tau_hours": 2.0})
+    assert (cfg.forecast.spinup_tau_hours, cfg.forecast.lead_hours) == (2.0, 6.0)  # the workflow's forecast section
+    assert {"spinup/job_001.slurm", "spinup/guide.def", "spinup/nudgeml.def", "forecast/forecast.slurm", "forecast/guide.def",
+            "forecast/nudgeml.def", "forecast/submit.sh", "forecast/cost.json"} <= set(files)
+
+    def keys(name):
+        return dict(ln.split("=", 1) for ln in files[name].read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+
+    assert (keys("spinup/guide.def")["tau_min_u"], keys("spinup/guide.def")["tau_max_v"]) == ("0.0416667", "0.0416667")  # 1 h
+    fc = keys("forecast/guide.def")
+    assert (fc["ok_guide"], fc["tau_min_u"], fc["tau_max_u"], fc["guide_sav"], fc["iguide_sav"]) == ("y", "1e+06", "1e+06", "y", "4")
+    assert keys("guided/guide.def")["tau_min_u"] == "0.25"  # the guided run keeps its own
+    # 2000-02: 29 days; samples from the 2nd (one spin-up day) to the 29th; the spin-up run's days are the
+    # 1st to the 28th (each one ends on the next day's 00 UTC)
+    cost = json.loads(files["forecast/cost.json"].read_text())
+    assert cost["guided"] == {"model_days": 91, "executions": 3, "model_days_over_the_sample_period": 29, "executions_over_the_sample_period": 1}
+    assert cost["spinup"] == {"model_days": 28, "executions": 28, "jobs": 1}
+    assert cost["forecasts"] == {"samples": 28, "model_days": 28, "executions": 28, "array_tasks": 3}
+    assert cost["model_days_ratio_to_guided_over_the_sample_period"] == pytest.approx(56 / 29)
+    array = files["forecast/forecast.slurm"].read_text()
+    assert "#SBATCH --array=1-3" in array and "#SBATCH --time=02:00:00" in array and "%A_%a.out" in array
+    assert array.count("run_forecast 2000") == 28 and "run_forecast 20000202 2000 02 02 33 1" in array
+    # the guided job keeps its state at the end of January, where the spin-up run starts
+    assert 'case "$tag" in 200001)' in files["guided/job_001.slurm"].read_text()
+    assert "/runs/guided/output/200001" in files["spinup/job_001.slurm"].read_text()
+    submit = files["forecast/submit.sh"].read_text()
+    assert "../spinup/job_001.slurm" in submit and "--dependency=afterok:\"$prev\" forecast.slurm" in submit
+
+
+FAKE_FORECAST_GCM = """#!/bin/bash
+# Fake LMDZ for the forecast kit: checks the run directory, logs what it was given (the first
+# nudging record's date and the number of records, cut by the job with cdo), writes the restart
+# files, the history and, when nudging, guide_ins.nc.
+set -eu
+for f in start.nc startphy.nc limit.nc run.def gcm.def nudgeml.def; do [ -e "$f" ] || { echo "no $f"; exit 3; }; done
+get() { sed -n "s/^$1=//p" run.def; }
+first=$(cdo -s showtimestamp u.nc | awk '{print $1}')
+n=$(cdo -s ntime u.nc)
+echo "gcm $(get anneeref) $(get dayref) nday=$(get nday) raz=$(get raz_date) start=$(cat start.nc) u=$first/$n tau=$(sed -n 's/^tau_min_u=//p' guide.def) sav=$(sed -n 's/^iguide_sav=//p' guide.def)" >> "$FAKE_LOG"
+echo "state after day $(get dayref)+$(get nday)" > restart.nc
+cp restart.nc restartphy.nc
+echo hist > histhf.nc
+echo "guide $(get dayref)" > guide_ins.nc
+"""
+
+
+def _netcdf_forcing(forcing: Path, months: list[str]) -> None:
+    """Monthly nudging files as the CDO stage writes them: 6-hourly, ending with the next month's first analysis."""
+    import numpy as np
+    import xarray as xr
+
+    forcing.mkdir(exist_ok=True)
+    for tag in months:
+        t0 = np.datetime64(f"{tag[:4]}-{tag[4:]}-01T00:00")
+        t1 = (t0.astype("datetime64[M]") + 1).astype("datetime64[m]")
+        times = np.arange(t0, t1 + np.timedelta64(1, "m"), np.timedelta64(6, "h"))
+        for var, name in (("u", "UWND"), ("v", "VWND")):
+            xr.Dataset({name: (("time", "LEVEL", "lat", "lon"), np.zeros((times.size, 2, 3, 4), np.float32))},
+                       coords={"time": times, "LEVEL": [1000.0, 500.0]}).to_netcdf(forcing / f"{var}_{tag}.nc")
+
+
+def test_forecast_kit_runs_spinup_then_array_tasks_with_real_cdo(raw, tmp_path):
+    env = _fake_world(tmp_path, [])
+    (tmp_path / "bin" / "gcm.e").write_text(FAKE_FORECAST_GCM)
+    _netcdf_forcing(tmp_path / "forcing", ["200001", "200002", "200003"])
+    files = render(with_forecast(raw, tmp_path), tmp_path / "kit")
+    runs = tmp_path / "runs"
+
+    def run(job, **extra):
+        r = subprocess.run(["bash", str(files[job])], env=dict(env, **extra), capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r
+
+    # the forecasts need the spin-up run's states
+    r = subprocess.run(["bash", str(files["forecast/forecast.slurm"])], env=dict(env, SLURM_ARRAY_TASK_ID="1"), capture_output=True, text=True)
+    assert r.returncode != 0 and "the spin-up run's state for 20000202 is missing" in r.stderr
+    run("guided/job_001.slurm")  # January and February; keeps the end of January
+    run("spinup/job_001.slurm")
+    log = [ln for ln in (tmp_path / "log").read_text().splitlines() if ln.startswith("gcm ")]
+    spin = [ln for ln in log if "tau=0.0416667" in ln]
+    assert len(spin) == 28
+    # day 1 of the spin-up: from the guided run's end of January, February's first day of records cut by cdo
+    assert spin[0] == "gcm 2000 32 nday=1 raz=1 start=state after day 1+31 u=2000-02-01T00:00:00/5 tau=0.0416667 sav=4"
+    assert spin[1] == "gcm 2000 33 nday=1 raz=0 start=state after day 32+1 u=2000-02-02T00:00:00/5 tau=0.0416667 sav=4"
+    assert spin[-1].startswith("gcm 2000 59 nday=1 raz=0 start=state after day 58+1 u=2000-02-28T00:00:00/5")
+    states = sorted(p.name for p in (runs / "spinup" / "states").iterdir())
+    assert states == [f"200002{d:02d}" for d in range(2, 30)]
+    assert (runs / "spinup" / "states" / "20000202" / "start.nc").read_text() == "state after day 32+1\n"
+
+    run("forecast/forecast.slurm", SLURM_ARRAY_TASK_ID="3")  # the last task: samples 21 to 28
+    fc = [ln for ln in (tmp_path / "log").read_text().splitlines() if "tau=1e+06" in ln]
+    assert len(fc) == 8
+    # the last sample day (the 29th, leap year): from the spin-up state at its 00 UTC, its day of records
+    # (the 29th's four analyses and March 1st 00 UTC, the last record of February's file)
+    assert fc[-1] == "gcm 2000 60 nday=1 raz=1 start=state after day 59+1 u=2000-02-29T00:00:00/5 tau=1e+06 sav=4"
+    out = runs / "forecast" / "output" / "20000229"
+    assert {p.name for p in out.iterdir()} == {".done", "guide_ins.nc", "histhf.nc", "gcm.out"}
+    assert not (runs / "forecast" / "work" / "20000229").exists()  # the work directory is removed
+    # a rerun skips the samples done; a task number outside the array is refused
+    r = run("forecast/forecast.slurm", SLURM_ARRAY_TASK_ID="3")
+    assert "sample 20000229 already done" in r.stdout
+    assert len([ln for ln in (tmp_path / "log").read_text().splitlines() if "tau=1e+06" in ln]) == 8
+    r = subprocess.run(["bash", str(files["forecast/forecast.slurm"])], env=dict(env, SLURM_ARRAY_TASK_ID="4"), capture_output=True, text=True)
+    assert r.returncode != 0 and "array task 4 is outside 1-3" in r.stderr

@@ -24,8 +24,9 @@ states (``diagnostics.json``), and the target's sensitivity to the local wind (t
 on ``x_t`` learns).
 
 Outputs, in the nudged run's conventions so the extract stage reads them unchanged: ``histhf.nc`` (the
-states ``x_t``) and ``guide_ins.nc`` (the targets as ``ucov``/``vcov``). Stand-in only here; LMDZ's
-analogue is a SLURM array of short restarts from the guided run's states (not built yet).
+states ``x_t``) and ``guide_ins.nc`` (the targets as ``ucov``/``vcov``). Stand-in only here; on LMDZ
+the job kit renders the analogue (:class:`nudgeml.lmdz.ForecastKit`: a spin-up run keeping its 00 UTC
+states, then a SLURM array of one-day forecasts from them).
 """
 
 from __future__ import annotations

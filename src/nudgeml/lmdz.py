@@ -112,6 +112,38 @@ class CorrectionConfig:
 
 
 @dataclass(frozen=True)
+class ForecastKit:
+    """Forecast-error targets on LMDZ (``lmdz.forecast``; the stand-in's are ``nudgeml.forecast``).
+
+    A *spin-up run* relaxes the winds toward the analysis with a short time (``spinup_tau_hours``),
+    one LMDZ day per execution, and keeps its state at 00 UTC of each sample day: states that sit on the
+    analysis and are balanced. A SLURM array then runs, from each of those restarts, a one-day forecast
+    whose nudging is switched off in effect (``FORECAST_TAU_DAYS``) but whose ``guide_out`` still saves,
+    every ``lead_hours``, the model and the analysis winds on the model's levels: the target
+    ``(analysis - forecast) / lead`` at ``t + lead``. LMDZ runs whole days (``nday``) and reads a
+    nudging file from its first record at the run's start, so samples are at 00 UTC and each execution
+    gets one day of records, cut from the month's file with ``cdo``.
+    """
+
+    period: MonthRange  # the months the samples are drawn from (inside the guided run's)
+    spinup_tau_hours: float = 1.0  # the workflow's forecast.spinup_tau_hours unless set here
+    lead_hours: float = 6.0  # the workflow's forecast.lead_hours unless set here: 6, 12 or 24
+    spinup_days: int = 1  # days of the spin-up run before its first sample
+    every_days: int = 1  # one sample (00 UTC) every this many days
+    samples_per_task: int = 8  # forecasts one array task runs, one after the other
+    time_limit: str = "02:00:00"  # of one array task
+
+    @property
+    def save_per_day(self) -> int:
+        return int(round(24 / self.lead_hours))
+
+
+#: the forecasts' relaxation time (days): guide_out needs nudging switched on to write the model and
+#: analysis winds, and at 1e6 days the relaxation changes a wind by ~1e-7 of the gap per day
+FORECAST_TAU_DAYS = 1.0e6
+
+
+@dataclass(frozen=True)
 class LmdzJobConfig:
     slurm: SlurmConfig
     executable: str  # LMDZ gcm executable (built with the nudgeml patch for mean/ml runs)
@@ -123,6 +155,7 @@ class LmdzJobConfig:
     free_runs: tuple[FreeRun, ...]
     free_start_from: str = "reference"  # reference: start.nc of reference_dir; guided: the guided run's state
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    forecast: ForecastKit | None = None  # the spin-up run and the forecast array, when lmdz.forecast is given
     mpi_tasks: int = 40
     omp_threads: int = 8
     omp_stacksize: str = "200M"
@@ -133,13 +166,16 @@ class LmdzJobConfig:
     outputs: tuple[str, ...] = ("histday.nc", "histhf.nc", "histmth.nc")
 
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any], *, tau_hours: float | None = None) -> "LmdzJobConfig":
+    def from_dict(cls, cfg: Mapping[str, Any], *, tau_hours: float | None = None,
+                  forecast: Mapping[str, Any] | None = None) -> "LmdzJobConfig":
         """Build from the ``lmdz:`` mapping of the workflow config (see ``nudgeml/schemas/lmdz.schema.yaml``).
 
         ``tau_hours`` is the workflow's ``nudging.tau_hours``: LMDZ relaxes with the same time as the
         stand-in unless ``lmdz.nudging.tau_hours`` overrides it (one of the two must be given).
+        ``forecast`` is the workflow's ``forecast`` section: ``lmdz.forecast`` takes its
+        ``spinup_tau_hours`` and ``lead_hours`` unless it sets them.
         """
-        return _parse(cfg, tau_hours)
+        return _parse(cfg, tau_hours, forecast or {})
 
 
 @dataclass(frozen=True)
@@ -155,6 +191,74 @@ class Month:
     @property
     def tag(self) -> str:
         return f"{self.year:04d}{self.month:02d}"
+
+
+@dataclass(frozen=True)
+class Day:
+    """One LMDZ day of the forecast kit (the spin-up run runs one per execution)."""
+
+    year: int
+    month: int
+    day: int
+    dayref: int  # day of the year (LMDZ's dayref)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.year:04d}{self.month:02d}{self.day:02d}"
+
+
+def period_days(period: MonthRange, cal: str) -> list[Day]:
+    """The days of ``period`` in ``cal``."""
+    return [Day(m.year, m.month, d, m.dayref + d - 1) for m in month_segments(period, cal) for d in range(1, m.ndays + 1)]
+
+
+def forecast_samples(kit: ForecastKit, cal: str) -> list[Day]:
+    """The sample days (forecasts from 00 UTC): from ``spinup_days`` after the period's start, every
+    ``every_days``; each one-day forecast ends inside the period."""
+    days = period_days(kit.period, cal)
+    return days[kit.spinup_days::kit.every_days]
+
+
+def spinup_days(kit: ForecastKit, cal: str) -> list[Day]:
+    """The spin-up run's days: up to the day before the last sample (whose end is that sample's 00 UTC)."""
+    days = period_days(kit.period, cal)
+    last = forecast_samples(kit, cal)[-1]
+    return days[:days.index(last)]
+
+
+def forecast_cost(cfg: LmdzJobConfig) -> dict[str, Any]:
+    """Model days and LMDZ executions of the forecast kit next to the guided run's (``forecast/cost.json``).
+
+    The spin-up run simulates each day of the sample period once, the forecasts one day per sample:
+    about twice the guided run's model time over the same months, but one LMDZ start per simulated day
+    instead of one per month; the forecasts are independent, so they run side by side as an array.
+    """
+    if cfg.forecast is None:
+        raise LmdzConfigError("lmdz job kit: no lmdz.forecast block")
+    guided = month_segments(cfg.guided, cfg.calendar)
+    same = month_segments(cfg.forecast.period, cfg.calendar)
+    spin, samples = spinup_days(cfg.forecast, cfg.calendar), forecast_samples(cfg.forecast, cfg.calendar)
+    period_model_days = sum(m.ndays for m in same)
+    return {
+        "guided": {"model_days": sum(m.ndays for m in guided), "executions": len(guided),
+                   "model_days_over_the_sample_period": period_model_days, "executions_over_the_sample_period": len(same)},
+        "spinup": {"model_days": len(spin), "executions": len(spin), "jobs": len(_chunks_by_month(spin, cfg.months_per_job))},
+        "forecasts": {"samples": len(samples), "model_days": len(samples), "executions": len(samples),
+                      "array_tasks": -(-len(samples) // cfg.forecast.samples_per_task)},
+        "model_days_ratio_to_guided_over_the_sample_period": (len(spin) + len(samples)) / period_model_days,
+        "executions_ratio_to_guided_over_the_sample_period": (len(spin) + len(samples)) / len(same),
+        "node_hours": "model_days x the guided run's node hours per model day, plus one LMDZ start per execution (measure both on your configuration)",
+    }
+
+
+def _chunks_by_month(days: list[Day], months_per_job: int) -> list[list[Day]]:
+    """Consecutive days in jobs of ``months_per_job`` calendar months each."""
+    months: list[list[Day]] = []
+    for d in days:
+        if not months or (months[-1][0].year, months[-1][0].month) != (d.year, d.month):
+            months.append([])
+        months[-1].append(d)
+    return [[d for m in months[i:i + months_per_job] for d in m] for i in range(0, len(months), months_per_job)]
 
 
 def _month_days(year: int, month: int, cal: str) -> int:
@@ -252,7 +356,36 @@ def _check_residual_file(mean_file: str, key: str) -> None:
         raise _err(key, f"{path} has one of gain_du, gain_dv without the other")
 
 
-def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobConfig:
+def _parse_forecast(cfg: Mapping[str, Any], defaults: Mapping[str, Any], guided: MonthRange, nudging: NudgingConfig, cal: str) -> ForecastKit | None:
+    if cfg.get("forecast") is None:
+        return None
+    f = _get(cfg, "forecast", dict, "")
+    period = _period(cfg, "forecast")
+    if period.start < guided.start or period.end > guided.end:
+        raise _err("forecast", f"({period.start} to {period.end}) must lie inside lmdz.guided ({guided.start} to {guided.end}): "
+                   "the spin-up run starts from the guided run's state and reads its nudging files")
+    kit = ForecastKit(
+        period=period,
+        spinup_tau_hours=_get(f, "spinup_tau_hours", float, "forecast", float(defaults.get("spinup_tau_hours", 1.0))),
+        lead_hours=_get(f, "lead_hours", float, "forecast", float(defaults.get("lead_hours", 6.0))),
+        spinup_days=_get(f, "spinup_days", int, "forecast", 1),
+        every_days=_get(f, "every_days", int, "forecast", 1),
+        samples_per_task=_get(f, "samples_per_task", int, "forecast", 8),
+        time_limit=_get(f, "time_limit", str, "forecast", "02:00:00"),
+    )
+    for key in ("spinup_tau_hours", "spinup_days", "every_days", "samples_per_task"):
+        _positive(getattr(kit, key), f"forecast.{key}")
+    if kit.lead_hours not in (6.0, 12.0, 24.0) or kit.lead_hours % (24 / nudging.read_per_day):
+        raise _err("forecast.lead_hours", f"is {kit.lead_hours:g}: a one-day LMDZ forecast saves the winds every lead (iguide_sav = 24 / lead) "
+                   f"at analysis times (every {24 / nudging.read_per_day:g} h); use 6, 12 or 24")
+    if not _TIME_RE.fullmatch(kit.time_limit):
+        raise _err("forecast.time_limit", f"must be [D-]HH:MM:SS, got {kit.time_limit!r}")
+    if not forecast_samples(kit, cal):
+        raise _err("forecast", f"has no sample day: {kit.spinup_days} spin-up day(s) fill {period.start} to {period.end}")
+    return kit
+
+
+def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None, forecast: Mapping[str, Any] | None = None) -> LmdzJobConfig:
     if not isinstance(cfg, Mapping):
         raise LmdzConfigError("lmdz config must be a mapping")
     s = _get(cfg, "slurm", dict, "")
@@ -335,7 +468,7 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
     runs = []
     for name, spec in runs_raw.items():
         where = f"free.runs.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name == "guided":
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or name in ("guided", "spinup", "forecast"):
             raise _err(where, "is not a usable run name")
         if not isinstance(spec, Mapping):
             raise _err(where, "must be a mapping with 'correction'")
@@ -373,17 +506,19 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None) -> LmdzJobCon
     stack = _get(cfg, "omp_stacksize", str, "", "200M")
     if not re.fullmatch(r"\d+[KMG]?", stack):
         raise _err("omp_stacksize", f"must be like 200M, got {stack!r}")
+    guided = _period(cfg, "guided")
     return LmdzJobConfig(
         slurm=slurm,
         executable=_get(cfg, "executable", str, ""),
         reference_dir=_get(cfg, "reference_dir", str, ""),
         run_root=_get(cfg, "run_root", str, ""),
         nudging=nudging,
-        guided=_period(cfg, "guided"),
+        guided=guided,
         free=_period(cfg, "free"),
         free_runs=tuple(runs),
         free_start_from=start_from,
         correction=correction,
+        forecast=_parse_forecast(cfg, forecast or {}, guided, nudging, cal),
         mpi_tasks=mpi_tasks,
         omp_threads=omp_threads,
         omp_stacksize=stack,
@@ -454,20 +589,34 @@ def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     return out
 
 
+def _guided_state_before(cfg: LmdzJobConfig, start: _dt.date, key: str, what: str) -> tuple[str, str]:
+    """The guided month whose end state is ``start`` (a month start after the guided run's start): its
+    tag, and where the guided job keeps that state."""
+    guided = month_segments(cfg.guided, cfg.calendar)
+    before = [m for m in guided if (m.year, m.month) < (start.year, start.month)]
+    if not before:
+        raise _err(key, f"({start}) must be after lmdz.guided.start {what}")
+    last = before[-1]
+    nxt = (last.year + last.month // 12, last.month % 12 + 1)
+    if nxt != (start.year, start.month):
+        raise _err(key, f"({start}) must be a guided month or the month after them, {what}")
+    return last.tag, f"{cfg.run_root}/guided/output/{last.tag}"
+
+
+def _spinup_start(cfg: LmdzJobConfig) -> tuple[str, str]:
+    """Where the forecasts' spin-up run starts: the reference state when it starts with the guided run,
+    else the guided run's state at its first day (``(tag, dir)`` as :func:`_free_start`)."""
+    if cfg.forecast is None or cfg.forecast.period.start == cfg.guided.start:
+        return "", ""
+    return _guided_state_before(cfg, cfg.forecast.period.start, "forecast.start", "or equal to it")
+
+
 def _free_start(cfg: LmdzJobConfig) -> tuple[str, str]:
     """With ``free.start_from: guided``: the guided month whose end state starts the free runs (its
     tag) and where the guided job keeps that state; ``("", "")`` otherwise."""
     if cfg.free_start_from != "guided":
         return "", ""
-    guided = month_segments(cfg.guided, cfg.calendar)
-    before = [m for m in guided if (m.year, m.month) < (cfg.free.start.year, cfg.free.start.month)]
-    if not before:
-        raise _err("free.start", f"({cfg.free.start}) must be after lmdz.guided.start with free.start_from: guided")
-    last = before[-1]
-    nxt = (last.year + last.month // 12, last.month % 12 + 1)
-    if nxt != (cfg.free.start.year, cfg.free.start.month):
-        raise _err("free.start", f"({cfg.free.start}) must be a guided month or the month after them, with free.start_from: guided")
-    return last.tag, f"{cfg.run_root}/guided/output/{last.tag}"
+    return _guided_state_before(cfg, cfg.free.start, "free.start", "with free.start_from: guided")
 
 
 def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = None) -> list[Path]:
@@ -483,6 +632,8 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = 
     written: list[Path] = []
     known = _runs(cfg)
     restart_tag, start_dir = _free_start(cfg)
+    spinup_tag, spinup_start_dir = _spinup_start(cfg)
+    keep_tags = sorted({t for t in (restart_tag, spinup_tag) if t})
     unknown = set(runs or ()) - {r.name for r in known}
     if unknown:
         raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {[r.name for r in known]}")
@@ -494,22 +645,72 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = 
         chunks = _chunks(segments, cfg.months_per_job)
         defs = ["nudgeml.def"] + (["guide.def"] if run.kind == "guided" else [])
         ctx_common = dict(cfg=cfg, run=run, kit_dir=str(kit.resolve()), run_dir=f"{cfg.run_root}/{run.name}",
-                          keep_restart_tag=restart_tag if run.kind == "guided" else "",
+                          keep_restart_tags=keep_tags if run.kind == "guided" else [],
                           start_dir=start_dir if run.kind == "free" else "",
                           nudge_files=[(v, NUDGE_VARS[v][0]) for v in cfg.nudging.variables],
                           mode=CORRECTIONS[run.correction], defs=defs, n_jobs=len(chunks))
         if run.kind == "guided":
             written.append(_write(kit / "guide.def", env.get_template("guide.def.j2").render(
-                **ctx_common, nudge_vars=NUDGE_VARS)))
+                **ctx_common, nudge_vars=NUDGE_VARS, tau_days=cfg.nudging.tau_days, save_per_day=cfg.nudging.save_per_day,
+                guide_role="the guided run", guide_sav_note=": the training target")))
         written.append(_write(kit / "nudgeml.def", env.get_template("nudgeml.def.j2").render(**ctx_common)))
         jobs = []
         for i, chunk in enumerate(chunks, start=1):
             name = f"job_{i:03d}.slurm"
             text = env.get_template("job.slurm.j2").render(
                 **ctx_common, segments=chunk, job_index=i, job_name=f"nudgeml-{run.name}-{i:03d}",
+                time_limit=cfg.slurm.time_limit, array="", save_per_day=cfg.nudging.save_per_day,
                 run_def=env.get_template("run.def.j2").render(**ctx_common))
             written.append(_write(kit / name, text, executable=True))
             jobs.append(name)
         written.append(_write(kit / "submit.sh", env.get_template("submit.sh.j2").render(**ctx_common, jobs=jobs),
                               executable=True))
+    if cfg.forecast is not None and (runs is None or "forecast" in runs):
+        written += _render_forecast(cfg, out_dir, env, spinup_start_dir)
+    return written
+
+
+def _render_forecast(cfg: LmdzJobConfig, out_dir: Path, env: jinja2.Environment, start_dir: str) -> list[Path]:
+    """The spin-up run (``<out_dir>/spinup/``) and the forecast array (``<out_dir>/forecast/``) of
+    ``lmdz.forecast``, with ``forecast/submit.sh`` (both) and ``forecast/cost.json``."""
+    import json
+
+    fc = cfg.forecast
+    assert fc is not None
+    written: list[Path] = []
+    samples = forecast_samples(fc, cfg.calendar)
+    sample_tags = {d.tag for d in samples}
+    spin = spinup_days(fc, cfg.calendar)
+    days_after = {d.tag: n.tag for d, n in zip(spin, [*spin[1:], samples[-1]])}
+    nudge_files = [(v, NUDGE_VARS[v][0]) for v in cfg.nudging.variables]
+    spin_kit, fc_kit = out_dir / "spinup", out_dir / "forecast"
+    spin_jobs = []
+    for role, kit, tau_days, per_day, note in (
+        ("spinup", spin_kit, fc.spinup_tau_hours / 24.0, cfg.nudging.save_per_day, ": kept, not used"),
+        ("forecast", fc_kit, FORECAST_TAU_DAYS, fc.save_per_day, f" every {fc.lead_hours:g} h: the target"),
+    ):
+        run = _Run(role, "guided", "none", fc.period)
+        ctx = dict(cfg=cfg, run=run, kit_dir=str(kit.resolve()), run_dir=f"{cfg.run_root}/{role}", nudge_files=nudge_files,
+                   mode=0, defs=["nudgeml.def", "guide.def"], tau_days=tau_days, save_per_day=per_day)
+        written.append(_write(kit / "guide.def", env.get_template("guide.def.j2").render(
+            **ctx, nudge_vars=NUDGE_VARS, guide_role=f"the forecast targets' {role}", guide_sav_note=note)))
+        written.append(_write(kit / "nudgeml.def", env.get_template("nudgeml.def.j2").render(**ctx)))
+        run_def = env.get_template("run.def.j2").render(**ctx)
+        if role == "spinup":
+            chunks = _chunks_by_month(spin, cfg.months_per_job)
+            for i, chunk in enumerate(chunks, start=1):
+                name = f"job_{i:03d}.slurm"
+                keep = {d.tag: (days_after[d.tag] if days_after[d.tag] in sample_tags else "-") for d in chunk}
+                written.append(_write(kit / name, env.get_template("spinup.slurm.j2").render(
+                    **ctx, days=chunk, keep=keep, job_index=i, n_jobs=len(chunks), job_name=f"nudgeml-spinup-{i:03d}",
+                    time_limit=cfg.slurm.time_limit, array="", start_dir=start_dir, run_def=run_def), executable=True))
+                spin_jobs.append(name)
+        else:
+            tasks = [samples[i:i + fc.samples_per_task] for i in range(0, len(samples), fc.samples_per_task)]
+            written.append(_write(kit / "forecast.slurm", env.get_template("forecast.slurm.j2").render(
+                **ctx, fc=fc, samples=samples, tasks=tasks, job_name="nudgeml-forecast", time_limit=fc.time_limit,
+                array=f"1-{len(tasks)}", spinup_dir=f"{cfg.run_root}/spinup", run_def=run_def), executable=True))
+            written.append(_write(kit / "submit.sh", env.get_template("submit_forecast.sh.j2").render(
+                spinup_jobs=spin_jobs, n_tasks=len(tasks)), executable=True))
+    written.append(_write(fc_kit / "cost.json", json.dumps(forecast_cost(cfg), indent=2) + "\n"))
     return written

@@ -45,5 +45,6 @@ if "lmdz" in config:
         params:
             lmdz=LMDZ,
             tau_hours=config["nudging"]["tau_hours"],  # LMDZ's unless lmdz.nudging.tau_hours overrides it
+            forecast=config.get("forecast", {}),  # lmdz.forecast's spin-up tau and lead unless it sets them
         script:
             "../scripts/lmdz_jobs.py"
