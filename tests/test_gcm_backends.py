@@ -249,6 +249,82 @@ def _month_files(root: Path, tag: str, day0: int, guide_shift: int = 0) -> None:
     guide.to_netcdf(root / tag / "guide_ins.nc")
 
 
+def _forecast_day(out: Path, marker: float, increment: tuple[float, float] | None = None) -> None:
+    """One LMDZ day's ``histhf.nc`` in ``out`` (records at 06, 12, 18 and 24 UTC of the day ``out`` is named after, vitu = ``marker`` + the
+    record + the level's and latitude's values) and, with ``increment`` ``(du, dv)`` in m/s, a
+    ``guide_ins.nc`` as a forecast's ``guide_out`` writes it: the model's winds (u = the history's vitu,
+    record for record), the analysis ``ua = u + du (k + 1)``, ``va = v + dv (k + 1)`` at record k."""
+    from nudgeml.lmdz_forcing import lmdz_points
+
+    out.mkdir(parents=True)
+    day = out.name
+    t0 = np.datetime64(f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00", "s")
+    lon_s, lat_s = lmdz_points(IIM, JJM, "scalar")
+    lon_u, _ = lmdz_points(IIM, JJM, "u")
+    _, lat_v = lmdz_points(IIM, JJM, "v")
+    presnivs = np.array([95000.0, 50000.0, 10000.0])
+    k = np.arange(4)[:, None, None, None]
+    field = (marker + k + presnivs[None, :, None, None] / 1e5 + lat_s[None, None, :, None] / 90.0 + 0 * lon_s[None, None, None, :IIM]).astype(np.float32)
+    dims = ("time_counter", "presnivs", "lat", "lon")
+    xr.Dataset(
+        {"vitu": (dims, field), "vitv": (dims, -field), "temp": (dims, 250 + field), "ovap": (dims, 1e-3 + 0 * field),
+         "psol": (dims[::2][:1] + dims[2:], 1e5 + field[:, 0]), "precip": (dims[::2][:1] + dims[2:], 0 * field[:, 0])},
+        coords={"time_counter": ("time_counter", 21600.0 * np.arange(1, 5), {"units": f"seconds since {str(t0).replace('T', ' ')}", "calendar": "gregorian"}),
+                "presnivs": ("presnivs", presnivs, {"units": "Pa"}), "lat": ("lat", lat_s), "lon": ("lon", lon_s[:IIM])},
+    ).to_netcdf(out / "histhf.nc")
+    if increment is None:
+        return
+    cu = 6.371e6 * np.cos(np.deg2rad(lat_s))[:, None] * 2 * np.pi / IIM * np.ones((1, IIM + 1))
+    cu[[0, -1]] = 0.0
+    cv = 6.371e6 * np.pi / JJM * np.ones((JJM, IIM + 1))
+    u = (field[..., :1] * np.ones((1, 1, 1, IIM + 1))).astype(np.float64)
+    u[:, :, [0, -1]] = 0.0  # guide_out writes no u on the pole rows
+    ua = u + increment[0] * (k + 1.0)
+    ua[:, :, [0, -1]] = 0.0
+    v = np.zeros((4, LLM, JJM, IIM + 1))
+    u4, v4 = ("TIME", "LEVEL", "LATU", "LONU"), ("TIME", "LEVEL", "LATV", "LONV")
+    xr.Dataset(
+        {"ucov": (u4, 0 * u), "u": (u4, u), "ua": (u4, ua), "vcov": (v4, v), "v": (v4, v), "va": (v4, v + increment[1] * (k + 1.0)),
+         "cu": (("LATU", "LONU"), cu), "cv": (("LATV", "LONV"), cv)},
+        coords={"LONU": lon_u, "LONV": lon_s, "LATU": lat_s, "LATV": lat_v, "LEVEL": presnivs},
+    ).to_netcdf(out / "guide_ins.nc")
+
+
+def test_lmdz_forecast_samples_join_into_states_and_forecast_error_targets(tmp_path):
+    """The kit's samples (lmdz.forecast) joined for extract: the input is the spin-up run's state at the
+    sample's 00 UTC, the target (analysis - forecast) / lead from the forecast's guide record at t + lead.
+    Known answer: forecasts that fall 2.16 m/s behind the analysis in u (and 1.08 m/s ahead in v) per 6 h
+    give 1e-4 and -5e-5 m s-2 at a 6-h lead, 2.16 x 2 / 12 h at a 12-h lead."""
+    from nudgeml.cli import main
+
+    root = tmp_path / "runs"
+    for i, day in enumerate(("20000201", "20000202")):  # the spin-up run's days ending on the samples' 00 UTC
+        _forecast_day(root / "spinup" / "output" / day, marker=10.0 * i)
+    for day in ("20000202", "20000203"):
+        _forecast_day(root / "forecast" / "output" / day, marker=100.0, increment=(2.16, -1.08))
+        (root / "forecast" / "output" / day / ".done").touch()
+    _forecast_day(root / "forecast" / "output" / "20000204", marker=100.0, increment=(2.16, -1.08))  # not done: left out
+    assert main(["lmdz-forecast-join", str(root), str(tmp_path / "out"), "--lead-hours", "6"]) == 0
+    hist, guide = read_histhf(tmp_path / "out" / "histhf.nc"), read_guide(tmp_path / "out" / "guide_ins.nc")
+    np.testing.assert_array_equal(hist["time"].values, np.array(["2000-02-02T00:00", "2000-02-03T00:00"], "datetime64[ns]"))
+    np.testing.assert_array_equal(guide["time"].values, hist["time"].values)
+    # the state at 00 UTC: the last record (k = 3) of the day before, marker 0 then 10
+    np.testing.assert_allclose(hist["u"].isel(lev=0).values.mean(axis=(1, 2)) - hist["u"].isel(lev=0, time=0).values.mean(), [0.0, 10.0], atol=1e-5)
+    assert np.abs(hist["u"].isel(time=0).values - read_histhf(root / "spinup" / "output" / "20000201" / "histhf.nc")["u"].isel(time=3).values).max() == 0
+    inner = slice(1, -1)  # the pole rows carry no u increment
+    np.testing.assert_allclose(guide["du"].isel(lat=inner).values, 1e-4, rtol=1e-5)
+    np.testing.assert_allclose(guide["dv"].values, -5e-5, rtol=1e-5)
+    runners.join_forecasts(root, 12.0, tmp_path / "h12.nc", tmp_path / "g12.nc")
+    np.testing.assert_allclose(read_guide(tmp_path / "g12.nc")["du"].isel(lat=inner).values, 2 * 2.16 / 43200, rtol=1e-5)
+    # a missing spin-up day is named; a lead the forecast did not save is named
+    (root / "spinup" / "output" / "20000202" / "histhf.nc").unlink()
+    with pytest.raises(InputError, match=r"spinup/output/20000202/histhf.nc: the spin-up run's history of the day before sample 20000203"):
+        runners.join_forecasts(root, 6.0, tmp_path / "h.nc", tmp_path / "g.nc")
+    with pytest.raises(InputError, match=r"no record at 20000202 \+ 30 h"):
+        runners.join_forecasts(root, 30.0, tmp_path / "h.nc", tmp_path / "g.nc")
+    assert not (tmp_path / "h.nc").exists() and not (tmp_path / "g.nc").exists()
+
+
 @pytest.fixture()
 def lmdz_world(tmp_path, jz_env, monkeypatch):
     bin_dir = tmp_path / "bin"

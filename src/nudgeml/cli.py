@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path, help="the file to write: du_mean, dv_mean (presnivs, points_physiques)")
     m.add_argument("--iim", type=int, required=True, help="lmdz.grid.iim")
     m.add_argument("--jjm", type=int, required=True, help="lmdz.grid.jjm")
+    j = sub.add_parser("lmdz-forecast-join", help="the LMDZ job kit's forecast samples (lmdz.forecast) as histhf.nc + guide_ins.nc for extract")
+    j.add_argument("run_root", type=Path, help="lmdz.run_root (holds spinup/ and forecast/)")
+    j.add_argument("out_dir", type=Path, help="where histhf.nc and guide_ins.nc are written")
+    j.add_argument("--lead-hours", type=float, required=True, help="lmdz.forecast.lead_hours")
     d = sub.add_parser("drift", help="each free run's monthly zonal-mean error against the truth (how its jet drifts)")
     d.add_argument("histhf", type=Path, nargs="+", help="free runs' histhf.nc, e.g. results/science/free/*/histhf.nc")
     d.add_argument("--truth", type=Path, nargs="+", required=True, help="the truth on the model grid, e.g. results/science/forcing/2001-*.nc")
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tracking(args)
     if args.cmd == "lmdz-mean":
         return _lmdz_mean(args)
+    if args.cmd == "lmdz-forecast-join":
+        return _lmdz_forecast_join(args)
     from nudgeml.report import summary_markdown
 
     metrics_path = args.report_dir / "metrics.json"
@@ -142,6 +148,20 @@ def _lmdz_mean(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(f"{args.out}: du_mean, dv_mean on LMDZ's {args.iim}x{args.jjm} physics columns")
+    return 0
+
+
+def _lmdz_forecast_join(args: argparse.Namespace) -> int:
+    from nudgeml.errors import InputError
+    from nudgeml.gcm.runners import join_forecasts
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        tags = join_forecasts(args.run_root, args.lead_hours, args.out_dir / "histhf.nc", args.out_dir / "guide_ins.nc")
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.out_dir}: histhf.nc, guide_ins.nc of {len(tags)} forecast samples ({tags[0]} to {tags[-1]})")
     return 0
 
 

@@ -165,6 +165,73 @@ def join_months(files: Sequence[Path], out: str | os.PathLike[str], times_from: 
             ds.to_netcdf(tmp)
 
 
+def join_forecasts(run_root: str | os.PathLike[str], lead_hours: float, out_histhf: str | os.PathLike[str],
+                   out_guide: str | os.PathLike[str]) -> list[str]:
+    """The LMDZ forecast kit's samples (``lmdz.forecast``) as one history and one guide file for extract.
+
+    For each sample day done (``<run_root>/forecast/output/<YYYYMMDD>/.done``), at ``t`` its 00 UTC:
+    the input is the spin-up run's state at ``t`` (the last record of the previous day's history,
+    ``<run_root>/spinup/output/<YYYYMMDD>/histhf.nc``); the target is ``(ua - u) / lead`` from the
+    forecast's ``guide_ins.nc`` record at ``t + lead`` (analysis minus forecast, on the model's levels),
+    written as ``ucov``/``vcov`` (covariant wind per day, as ``guide_out`` writes increments) at ``t``,
+    so that :func:`nudgeml.conventions.read_guide` returns it in m s-2. The guide records are dated by the
+    forecast's own history, record for record, after :func:`check_pairing`. Returns the sample tags.
+    """
+    import numpy as np
+    import xarray as xr
+
+    from nudgeml.atomic import atomic_path
+
+    root = Path(run_root)
+    done = sorted(p.parent.name for p in (root / "forecast" / "output").glob("*/.done"))
+    if not done:
+        raise InputError(f"{root / 'forecast' / 'output'}: no forecast sample done (run forecast/submit.sh of the job kit first)")
+    lead_s = float(lead_hours) * 3600.0
+    states, targets = [], []
+    for tag in done:
+        t = np.datetime64(f"{tag[:4]}-{tag[4:6]}-{tag[6:]}T00:00", "ns")
+        before = str(np.datetime64(t, "D") - np.timedelta64(1, "D")).replace("-", "")
+        spin = root / "spinup" / "output" / before / "histhf.nc"
+        if not spin.is_file():
+            raise InputError(f"{spin}: the spin-up run's history of the day before sample {tag} is missing")
+        with xr.open_dataset(spin) as h:
+            at = np.flatnonzero(h["time_counter"].values == t)
+            if at.size != 1:
+                raise InputError(f"{spin}: no record at {str(t)[:16]} (the state sample {tag} starts from); its times: "
+                                 f"{[str(x)[:16] for x in h['time_counter'].values]}")
+            states.append(h.isel(time_counter=at).load())
+        fdir = root / "forecast" / "output" / tag
+        hist, guide = fdir / "histhf.nc", fdir / "guide_ins.nc"
+        for f in (hist, guide):
+            if not f.is_file():
+                raise InputError(f"{f}: missing for forecast sample {tag} (check lmdz.outputs: histhf.nc dates the guide records)")
+        check_pairing(hist, guide)
+        with xr.open_dataset(hist) as h, xr.open_dataset(guide, decode_times=False) as g:
+            times = h["time_counter"].values
+            if g.sizes["TIME"] != times.size:
+                raise InputError(f"{guide}: {g.sizes['TIME']} records, its history {hist} has {times.size}: they cannot be paired "
+                                 "(the forecast's iguide_sav and the history's output frequency must be the same)")
+            k = np.flatnonzero(times == t + np.timedelta64(int(lead_s), "s"))
+            if k.size != 1:
+                raise InputError(f"{hist}: no record at {tag} + {lead_hours:g} h; its times: {[str(x)[:16] for x in times]}")
+            r = g.isel(TIME=k).load()
+        for name in ("u", "ua", "v", "va", "cu", "cv"):
+            if name not in r:
+                raise InputError(f"{guide}: no {name!r} (guide_out writes the model and analysis winds with guide_sav=y)")
+        # (analysis - forecast) / lead in m s-2, as guide_out's covariant increment per day
+        ucov = ((r["ua"] - r["u"]) * r["cu"] * (86400.0 / lead_s)).astype(np.float32)
+        vcov = ((r["va"] - r["v"]) * r["cv"] * (86400.0 / lead_s)).astype(np.float32)
+        targets.append(xr.Dataset({"ucov": ucov, "vcov": vcov, "cu": r["cu"], "cv": r["cv"]}).assign_coords(TIME=[t]))
+    hist_out = xr.concat(states, "time_counter")
+    guide_out = xr.concat(targets, "TIME", data_vars=["ucov", "vcov"], coords="minimal", compat="override")
+    guide_out.attrs.update(target="forecast error: (analysis - forecast) / lead at t + lead, dated t", lead_hours=float(lead_hours))
+    for ds, out in ((hist_out, out_histhf), (guide_out, out_guide)):
+        with atomic_path(out) as tmp:
+            ds.to_netcdf(tmp)
+    log.info("joined %d forecast samples (%s to %s), lead %g h", len(done), done[0], done[-1], lead_hours)
+    return done
+
+
 def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, *,
                    model_mean: Sequence[Any] | None = None, gains: Any = None) -> None:
     """The workflow's mean tendency (``mean_tendency.nc``, canonical ``(lev, lat, lon)``) as the file
