@@ -70,3 +70,17 @@ def neighbour_fields(root: Path, *, nlat: int = 8, nlon: int = 16, nlev: int = 2
     cfg = ShardConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, gap_hours=12, chunk_samples=256, shard_samples=2048, seed=seed)
     shard_columns(columns, store, cfg, source_digest="synthetic")
     return Path(columns), store
+
+
+def lmdz_nudging_files(forcing: Path, months: list[str]) -> None:
+    """LMDZ's monthly nudging files ``u_<YYYYMM>.nc``, ``v_<YYYYMM>.nc`` as the CDO stage writes them
+    (6-hourly, ending with the next month's first analysis), zeros on a tiny grid: what the job kit's
+    day-by-day runs cut with ``cdo``."""
+    forcing.mkdir(exist_ok=True)
+    for tag in months:
+        t0 = np.datetime64(f"{tag[:4]}-{tag[4:]}-01T00:00")
+        t1 = (t0.astype("datetime64[M]") + 1).astype("datetime64[m]")
+        times = np.arange(t0, t1 + np.timedelta64(1, "m"), np.timedelta64(6, "h"))
+        for var, name in (("u", "UWND"), ("v", "VWND")):
+            xr.Dataset({name: (("time", "LEVEL", "lat", "lon"), np.zeros((times.size, 2, 3, 4), np.float32))},
+                       coords={"time": times, "LEVEL": [1000.0, 500.0]}).to_netcdf(forcing / f"{var}_{tag}.nc")

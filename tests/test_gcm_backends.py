@@ -5,6 +5,7 @@ and the Jean Zay dry run with backend lmdz (no SLURM needed: Snakemake only rend
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import stat
@@ -19,6 +20,7 @@ import xarray as xr
 import yaml
 
 from factories import FirstFeature
+from synthetic import lmdz_nudging_files
 from nudgeml import lmdze_build
 from nudgeml.checks import validate
 from nudgeml.config import read_config
@@ -79,6 +81,8 @@ def test_jeanzay_config_is_lmdz_and_valid(jz_env):
         # the last guided month needs the next month's first record: period must end on it
         (lambda c: c["period"].update(end="2016-12-31T18:00"), "'period.end' .* next month's first record"),
         (lambda c: c["models"]["mlp"].update(target="replay"), "'models.mlp' trains on .* replay"),
+        # forecast targets run from the job kit's spin-up run and array: they need its lmdz.forecast block
+        (lambda c: c["models"]["mlp"].update(target="forecast"), "'models.mlp' trains on forecasts: backend 'lmdz' needs the 'lmdz.forecast' block"),
         # LMDZ's physics reads one annual mean tendency
         (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
         (lambda c: c["lmdz"].update(calendar="earth_365d"), "'lmdz.calendar' is 'earth_365d'.* use gregorian"),
@@ -92,6 +96,17 @@ def test_lmdz_configuration_errors_name_the_key(jz_env, edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         validate(config)
+
+
+def test_lmdz_forecast_targets_are_valid_with_the_kits_block_and_refused_on_lmdze(jz_env):
+    config = copy.deepcopy(jeanzay_config())
+    config["models"]["mlp"]["target"] = "forecast"
+    config["lmdz"]["forecast"] = {"start": config["lmdz"]["guided"]["start"], "end": config["lmdz"]["guided"]["end"]}
+    validate(config)
+    lmdze = copy.deepcopy(lmdze_config())
+    lmdze["models"]["mlp"]["target"] = "forecast"
+    with pytest.raises(ConfigError, match="'models.mlp' trains on forecasts, which backend 'lmdze' does not run"):
+        validate(lmdze)
 
 
 def test_lmdz_ml_run_may_use_the_aoti_artifact(jz_env):
@@ -188,13 +203,20 @@ get() { sed -n "s/^$1=//p" run.def; }
 day=$(get dayref); year=$(get anneeref)
 month=$(date -d "$year-01-01 +$((day - 1)) days" +%m)
 src="$FAKE_HIST/$year$month"
-echo "$(grep '^nudgeml_mode' nudgeml.def) $year$month from $(cat start.nc)" >> "$FAKE_LOG"
+tag=$year$month
+if [ "$(get nday)" = 1 ]; then  # a day of the forecast kit's spin-up run or a forecast: $FAKE_DAYS/<YYYYMMDD>
+  tag=$(date -d "$year-01-01 +$((day - 1)) days" +%Y%m%d)
+  src="$FAKE_DAYS/$tag"
+  echo "day $tag from $(cat start.nc) tau=$(sed -n 's/^tau_min_u=//p' guide.def) records=$(cdo -s ntime u.nc)" >> "$FAKE_LOG"
+else
+  echo "$(grep '^nudgeml_mode' nudgeml.def) $year$month from $(cat start.nc)" >> "$FAKE_LOG"
+fi
 cp "$src/histhf.nc" histhf.nc
 if grep -q '^INCLUDEDEF=guide.def' run.def; then
   [ -e u.nc ] && [ -e v.nc ] || { echo "no nudging files"; exit 4; }
   cp "$src/guide_ins.nc" guide_ins.nc
 fi
-echo "end of $year$month" > restart.nc
+echo "end of $tag" > restart.nc
 cp restart.nc restartphy.nc
 """
 
@@ -340,9 +362,8 @@ def lmdz_world(tmp_path, jz_env, monkeypatch):
     forcing = tmp_path / "forcing"
     forcing.mkdir()
     hist = tmp_path / "hist"
+    lmdz_nudging_files(forcing, ["200001", "200002", "200003"])  # real netCDF: the forecast kit cuts days with cdo
     for i, tag in enumerate(("200001", "200002", "200003")):
-        for var in ("u", "v"):
-            (forcing / f"{var}_{tag}.nc").write_text(var)
         _month_files(hist, tag, (0, 31, 60)[i])
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
@@ -354,6 +375,33 @@ def lmdz_world(tmp_path, jz_env, monkeypatch):
     block["guided"] = {"start": "2000-01-01", "end": "2000-03-01"}
     block["free"] = {"start": "2000-02-01", "end": "2000-04-01", "runs": {"control": {"correction": "none"}}}
     return {"lmdz": block, "tau_hours": 6.0, "kit_dir": str(tmp_path / "kit")}
+
+
+def test_lmdz_forecast_job_runs_the_kits_spinup_and_array_and_joins_the_samples(lmdz_world, tmp_path, monkeypatch):
+    """backend lmdz, target forecast: the forecast rule's job runs the kit's spin-up run (from the guided
+    run's state at the end of January) and its array's tasks, then joins the samples for extract."""
+    days = tmp_path / "days"
+    for d in range(1, 30):
+        tag = f"200002{d:02d}"
+        _forecast_day(days / tag, marker=float(d), increment=(2.16, 0.0))
+    monkeypatch.setenv("FAKE_DAYS", str(days))
+    lmdz_world["lmdz"]["forecast"] = {"start": "2000-02-01", "end": "2000-03-01", "every_days": 10, "samples_per_task": 2}
+    BACKENDS["lmdz"].runner("guided")(lmdz_world, {}, {"histhf": tmp_path / "g" / "histhf.nc", "guide": tmp_path / "g" / "guide_ins.nc"})
+    out = {k: tmp_path / "fc" / f for k, f in (("histhf", "histhf.nc"), ("guide", "guide_ins.nc"), ("diagnostics", "diagnostics.json"))}
+    cfg = {**lmdz_world, "forecast": {"spinup_tau_hours": 1.0, "lead_hours": 6.0}}
+    BACKENDS["lmdz"].runner("forecast")(cfg, {}, out)
+    log = [ln for ln in (tmp_path / "log").read_text().splitlines() if ln.startswith("day ")]
+    # samples on the 2nd, 12th and 22nd; the spin-up run's days are the 1st to the 21st, from the guided state
+    spin = [ln for ln in log if "tau=0.0416667" in ln]
+    assert len(spin) == 21 and spin[0] == "day 20000201 from end of 200001 tau=0.0416667 records=5"
+    assert spin[1] == "day 20000202 from end of 20000201 tau=0.0416667 records=5"
+    assert [ln for ln in log if "tau=1e+06" in ln] == [f"day 200002{d:02d} from end of 200002{d - 1:02d} tau=1e+06 records=5" for d in (2, 12, 22)]
+    hist, guide = read_histhf(out["histhf"]), read_guide(out["guide"])
+    np.testing.assert_array_equal(hist["time"].values, np.array(["2000-02-02", "2000-02-12", "2000-02-22"], "datetime64[ns]"))
+    np.testing.assert_array_equal(guide["time"].values, hist["time"].values)
+    np.testing.assert_allclose(guide["du"].isel(lat=slice(1, -1)).values, 1e-4, rtol=1e-5)
+    diag = json.loads(out["diagnostics"].read_text())
+    assert (diag["samples"], diag["first"], diag["cost"]["forecasts"]["array_tasks"]) == (3, "20000202", 2)
 
 
 def test_lmdz_guided_job_runs_the_kit_and_joins_the_months_for_extract(lmdz_world, tmp_path):

@@ -16,6 +16,7 @@ import yaml
 
 from nudgeml import lmdz
 from nudgeml.config import SCHEMA_PATH
+from synthetic import lmdz_nudging_files
 
 KIT = Path(__file__).resolve().parents[1] / "lmdz"
 LMDZ_SCHEMA = SCHEMA_PATH.parent / "lmdz.schema.yaml"
@@ -385,25 +386,10 @@ echo "guide $(get dayref)" > guide_ins.nc
 """
 
 
-def _netcdf_forcing(forcing: Path, months: list[str]) -> None:
-    """Monthly nudging files as the CDO stage writes them: 6-hourly, ending with the next month's first analysis."""
-    import numpy as np
-    import xarray as xr
-
-    forcing.mkdir(exist_ok=True)
-    for tag in months:
-        t0 = np.datetime64(f"{tag[:4]}-{tag[4:]}-01T00:00")
-        t1 = (t0.astype("datetime64[M]") + 1).astype("datetime64[m]")
-        times = np.arange(t0, t1 + np.timedelta64(1, "m"), np.timedelta64(6, "h"))
-        for var, name in (("u", "UWND"), ("v", "VWND")):
-            xr.Dataset({name: (("time", "LEVEL", "lat", "lon"), np.zeros((times.size, 2, 3, 4), np.float32))},
-                       coords={"time": times, "LEVEL": [1000.0, 500.0]}).to_netcdf(forcing / f"{var}_{tag}.nc")
-
-
 def test_forecast_kit_runs_spinup_then_array_tasks_with_real_cdo(raw, tmp_path):
     env = _fake_world(tmp_path, [])
     (tmp_path / "bin" / "gcm.e").write_text(FAKE_FORECAST_GCM)
-    _netcdf_forcing(tmp_path / "forcing", ["200001", "200002", "200003"])
+    lmdz_nudging_files(tmp_path / "forcing", ["200001", "200002", "200003"])
     files = render(with_forecast(raw, tmp_path), tmp_path / "kit")
     runs = tmp_path / "runs"
 

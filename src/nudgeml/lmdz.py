@@ -634,9 +634,10 @@ def render_jobs(cfg: LmdzJobConfig, out_dir: Path, runs: Sequence[str] | None = 
     restart_tag, start_dir = _free_start(cfg)
     spinup_tag, spinup_start_dir = _spinup_start(cfg)
     keep_tags = sorted({t for t in (restart_tag, spinup_tag) if t})
-    unknown = set(runs or ()) - {r.name for r in known}
+    names = [r.name for r in known] + (["forecast"] if cfg.forecast is not None else [])  # forecast: the spin-up run and the array
+    unknown = set(runs or ()) - set(names)
     if unknown:
-        raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {[r.name for r in known]}")
+        raise LmdzConfigError(f"lmdz job kit: no run named {sorted(unknown)}; runs: {names}")
     for run in known:
         if runs is not None and run.name not in runs:
             continue

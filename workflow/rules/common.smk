@@ -150,9 +150,21 @@ def replay_params():
     }
 
 
+def forecast_inputs(wildcards):
+    """The forecast-error targets start from the guided run: the stand-in's from its states, with the
+    regridded forcing; LMDZ's from the state its guided job keeps, with LMDZ's nudging files."""
+    if BACKEND.forcing == "lmdz":
+        return {"histhf": rules.nudged.output.histhf, "forcing": LMDZ_FORCING}
+    return {"grid": rules.model_grid.output.nc, "histhf": rules.nudged.output.histhf, "forcing": forcing_files()}
+
+
 def forecast_params():
     """The forecast-error targets read the model, the nudging's relaxation time and projection, the
-    sampling, the split it samples in and free_runs.start (no sample from the evaluation period)."""
+    sampling, the split it samples in and free_runs.start (no sample from the evaluation period); on
+    LMDZ the job kit's block (lmdz.forecast), the settings it defaults to and where it renders the kit."""
+    if BACKEND.needs_lmdz_block:
+        return {"lmdz": config["lmdz"], "tau_hours": config["nudging"]["tau_hours"], "forecast": config["forecast"],
+                "kit_dir": f"{OUT}/lmdz/kit"}
     return {
         "dataset": {"split": config["dataset"]["split"]},
         "free_runs": {"start": config["free_runs"]["start"]},

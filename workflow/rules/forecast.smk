@@ -1,12 +1,11 @@
-# Forecast-error targets: (analysis - forecast) / lead from the nudged states, spun up onto the
-# analysis with a short relaxation time (nudgeml.forecast; stand-in only).
+# Forecast-error targets: (analysis - forecast) / lead from states spun up onto the analysis with a
+# short relaxation time: the stand-in's in this job's process (nudgeml.forecast), LMDZ's from the job
+# kit's spin-up run and forecast array (lmdz.forecast) run inside this rule's SLURM job.
 
 
 rule forecast:
     input:
-        grid=rules.model_grid.output.nc,
-        histhf=rules.nudged.output.histhf,
-        forcing=forcing_files(),
+        unpack(forecast_inputs),
     output:
         histhf=f"{OUT}/forecast/histhf.nc",
         guide=f"{OUT}/forecast/guide_ins.nc",
@@ -20,8 +19,9 @@ rule forecast:
         "../../envs/nudgeml.yaml"
     threads: threads_of("forecast")
     resources:
-        **res("forecast"),
+        **gcm_res("forecast"),
     params:
+        backend=config["backend"],
         cfg=forecast_params(),
     script:
         "../scripts/forecast.py"

@@ -13,7 +13,8 @@ report stages read any backend's runs.
   (:mod:`nudgeml.lmdz`) and runs its month-by-month script inside the rule's own SLURM job, whose
   ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
   are then joined into the rule's outputs. Its model grid is LMDZ's physics grid, from the reference
-  ``start.nc``/``startphy.nc`` (:mod:`nudgeml.lmdz_grid`).
+  ``start.nc``/``startphy.nc`` (:mod:`nudgeml.lmdz_grid`). Forecast-error targets run the kit's
+  spin-up run and forecast array (``lmdz.forecast``) the same way.
 - ``lmdze``: LMDZE (github lguez/LMDZE), built by ``scripts/build_lmdze.sh``. Its guided run reads the
   ERA5 files themselves (``forcing="era5"``): it builds LMDZE's start, boundary and nudging files from
   them (:mod:`nudgeml.lmdze_inputs`, :mod:`nudgeml.lmdze_run`) and writes its history and recorded
@@ -62,9 +63,13 @@ class GcmBackend:
     mean_residual: bool = False
     # calibrated gains (nudgeml.calibrate): the calibration's members are free runs of this backend in the job's process
     calibration: bool = False
+    # "module:function" writing the forecast-error targets (models.<name>.target: forecast) from (cfg, inputs, outputs);
+    # "": the backend does not run them
+    forecast: str = ""
 
     def runner(self, which: str) -> Callable[..., Any]:
-        """The guided (``which="guided"``), free (``"free"``) or grid (``"grid"``) function, imported now."""
+        """The guided (``which="guided"``), free (``"free"``), grid (``"grid"``) or forecast-target (``"forecast"``)
+        function, imported now."""
         module, _, func = getattr(self, which).partition(":")
         return getattr(importlib.import_module(module), func)
 
@@ -74,11 +79,13 @@ BACKENDS: dict[str, GcmBackend] = {
     for b in (
         GcmBackend("standin", "jcm stand-in GCM (SPEEDY physics on a JAX spectral core), in the job's process",
                    guided="nudgeml.gcm.runners:standin_guided", free="nudgeml.gcm.runners:standin_free", needs_lmdz_block=False,
-                   mpi=False, forcing="standin", ensembles=True, iterations=True, mean_residual=True, calibration=True),
+                   mpi=False, forcing="standin", ensembles=True, iterations=True, mean_residual=True, calibration=True,
+                   forecast="nudgeml.gcm.runners:standin_forecast"),
         GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
                    guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
                    needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False,
-                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference", lmdz_routine=True, mean_residual=True),
+                   grid="nudgeml.lmdz_grid:lmdz_model_grid", grid_from="lmdz_reference", lmdz_routine=True, mean_residual=True,
+                   forecast="nudgeml.gcm.runners:lmdz_forecast"),
         GcmBackend("lmdze", "LMDZE (github lguez/LMDZE) built by scripts/build_lmdze.sh",
                    guided="nudgeml.gcm.runners:lmdze_guided", free="nudgeml.gcm.runners:lmdze_free",
                    needs_lmdz_block=False, mpi=False, forcing="era5", ensembles=True, iterations=False,
@@ -113,7 +120,8 @@ def check_backend(config: Mapping[str, Any]) -> None:
     """The configuration a backend can run, one error naming the key: an LMDZ backend needs the
     ``lmdz`` block, guided and free months that are the workflow's (``period``, ``free_runs``), the
     next month's first analysis for the last guided month, and only what it supports (no perturbed
-    ensemble members, no iterative training or replay targets: those run the stand-in)."""
+    ensemble members, no iterative training or replay targets: those run the stand-in; forecast targets
+    where the backend has a forecast runner)."""
     backend = backend_of(config)
     if backend.needs_lmdz_block:
         if "lmdz" not in config:
@@ -168,11 +176,18 @@ def check_backend(config: Mapping[str, Any]) -> None:
         if spec.get("calibrated") and not backend.calibration:
             raise ConfigError(f"config key 'free_runs.runs.{name}.calibrated': the calibration runs its members in the job's process, "
                               f"which backend {backend.name!r} does not (LMDZ's routine takes per-level gains: lmdz/INTEGRATION.md)")
-    if not backend.iterations:
-        for name, section in config.get("models", {}).items():
-            if name in config.get("train", {}).get("models", []) and (section.get("iterations") or section.get("target", "nudging") != "nudging"):
-                raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run, a replay or forecasts, which backend {backend.name!r} does not run; "
-                                  "use target: nudging without iterations")
+    for name, section in config.get("models", {}).items():
+        if name not in config.get("train", {}).get("models", []):
+            continue
+        target = section.get("target", "nudging")
+        if not backend.iterations and (section.get("iterations") or target == "replay"):
+            raise ConfigError(f"config key 'models.{name}' trains on a corrected nudged run or a replay, which backend {backend.name!r} does not run; "
+                              "use target: nudging without iterations")
+        if target == "forecast" and not backend.forecast:
+            raise ConfigError(f"config key 'models.{name}' trains on forecasts, which backend {backend.name!r} does not run; use target: nudging")
+        if target == "forecast" and backend.needs_lmdz_block and not config["lmdz"].get("forecast"):
+            raise ConfigError(f"config key 'models.{name}' trains on forecasts: backend {backend.name!r} needs the 'lmdz.forecast' block "
+                              "(the months its spin-up run and forecast array sample; lmdz/config.example.yaml)")
 
 
 def _month(t: Any) -> str:

@@ -61,6 +61,38 @@ def _has_compiled_trees(model_dir: Path) -> bool:
     return (model_dir / "model.json").is_file() and read_manifest(model_dir).tree_backend is not None
 
 
+def standin_forecast(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    """Forecast-error targets on the stand-in, in the job's process (:mod:`nudgeml.forecast`)."""
+    from nudgeml.forecast import run_forecast_targets
+
+    n = run_forecast_targets(cfg, inputs["grid"], list(inputs["forcing"]), inputs["histhf"], outputs["histhf"], outputs["guide"],
+                             outputs["diagnostics"])
+    log.info("%d forecast-error samples", n)
+
+
+def lmdz_forecast(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    """Forecast-error targets on LMDZ: the job kit's spin-up run (``lmdz.forecast``), then its forecast
+    array's tasks one after the other in this job (``forecast/submit.sh`` runs them side by side), then
+    :func:`join_forecasts` into the rule's outputs; ``diagnostics`` holds the samples and the cost."""
+    from nudgeml.atomic import write_text_atomic
+    from nudgeml.lmdz import forecast_cost, render_jobs
+
+    kit = kit_config(cfg)
+    if kit.forecast is None:
+        raise ConfigError("config key 'lmdz.forecast' is missing: the forecast-error targets sample its months")
+    kit_dir = Path(cfg["kit_dir"])
+    paths = render_jobs(kit, kit_dir, runs=("forecast",))
+    run_kit_jobs(sorted(p for p in paths if p.parent.name == "spinup" and p.suffix == ".slurm"), kit_dir / "spinup")
+    array = kit_dir / "forecast" / "forecast.slurm"
+    n_tasks = forecast_cost(kit)["forecasts"]["array_tasks"]
+    for task in range(1, n_tasks + 1):
+        run_kit_jobs([array], kit_dir / "forecast", env={"SLURM_ARRAY_TASK_ID": str(task)}, name=f"forecast_task{task:03d}")
+    tags = join_forecasts(os.path.expandvars(kit.run_root), kit.forecast.lead_hours, outputs["histhf"], outputs["guide"])
+    write_text_atomic(outputs["diagnostics"], json.dumps({
+        "backend": "lmdz", "samples": len(tags), "first": tags[0], "last": tags[-1], "lead_hours": kit.forecast.lead_hours,
+        "spinup_tau_hours": kit.forecast.spinup_tau_hours, "cost": forecast_cost(kit)}, indent=2) + "\n")
+
+
 def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str, Any] | None = None,
                *, mean_file: str | None = None, model_dir: str | None = None):
     """The job kit's configuration of one run: the ``lmdz`` block with, for a free run, the workflow's
@@ -84,10 +116,10 @@ def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str
         if spec["correction"] == "ml" and model_dir and _has_compiled_trees(Path(model_dir)):
             # as the stand-in's free run does: an xgboost export's compiled trees, not its walker
             block.setdefault("correction", {})["backend"] = "trees"
-    return LmdzJobConfig.from_dict(block, tau_hours=cfg["tau_hours"])
+    return LmdzJobConfig.from_dict(block, tau_hours=cfg["tau_hours"], forecast=cfg.get("forecast"))
 
 
-def run_kit_jobs(job_scripts: Sequence[Path], log_dir: Path) -> None:
+def run_kit_jobs(job_scripts: Sequence[Path], log_dir: Path, *, env: Mapping[str, str] | None = None, name: str | None = None) -> None:
     """Run a rendered run's job scripts one after the other in this (SLURM) job.
 
     A kit script is a batch script: its ``#SBATCH`` lines are comments to bash, its ``srun`` starts
@@ -95,11 +127,12 @@ def run_kit_jobs(job_scripts: Sequence[Path], log_dir: Path) -> None:
     done (``output/<YYYYMM>/.done``) is skipped, so rerunning the rule after a time-out resumes.
     """
     for job in job_scripts:
-        out = log_dir / f"{job.stem}.out"
+        out = log_dir / f"{name or job.stem}.out"
         t0 = time.monotonic()
         log.info("running %s (log %s)", job, out)
         with out.open("w") as fh:
-            res = subprocess.run(["bash", str(job)], stdout=fh, stderr=subprocess.STDOUT, check=False)
+            res = subprocess.run(["bash", str(job)], stdout=fh, stderr=subprocess.STDOUT, check=False,
+                                 env={**os.environ, **env} if env else None)
         if res.returncode != 0:
             tail = out.read_text().strip().splitlines()[-5:]
             raise RunFailed(f"LMDZ job {job} failed (exit {res.returncode}), see {out}: " + " | ".join(tail))
