@@ -100,11 +100,11 @@ def test_gpu_switch_sets_partition_constraint_account_and_cpus(monkeypatch, gpu)
 
 def test_gcm_runs_are_placed_by_the_profile_and_sized_by_the_backend(monkeypatch):
     """The profile no longer has a GCM switch (NUDGEML_JZ_GCM gave 40 MPI tasks to stand-in jobs): it
-    places nudged and free_run on cpu_p1 and leaves their CPUs to the backend's resources (tasks x
-    threads with mpi=srun for LMDZ, threads for the stand-in; tests/test_gcm_backends.py)."""
+    places nudged, forecast and free_run on cpu_p1 and leaves their CPUs to the backend's resources
+    (tasks x threads with mpi=srun for LMDZ, threads for the stand-in; tests/test_gcm_backends.py)."""
     profile = load_profile(monkeypatch, NUDGEML_JZ_PROJECT=PROJECT, NUDGEML_JZ_GCM="lmdz")
     entries = profile["set-resources"]
-    for rule in ("nudged", "free_run"):
+    for rule in ("nudged", "forecast", "free_run"):
         assert entries[rule] == {"slurm_partition": "cpu_p1", "mem_mb": 0}, rule
     for rule in ("era5_standin", "replay", "nudged_iter"):  # always the stand-in: one process
         assert entries[rule]["cpus_per_task"] == 2 and "mpi" not in entries[rule] and "tasks" not in entries[rule]
