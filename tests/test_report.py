@@ -177,7 +177,7 @@ def test_summary_markdown_carries_the_verdicts():
 
 def _write_case(root, *, diverged: bool):
     """Truth: 40 days of white-noise 'weather' (u, v, T, q, ps; hourly precipitation). Free runs over days
-    20-30: the control (u, v off by 1 m/s) and a better method (off by 0.3 m/s), 3 members each, their
+    20-30: the control (u, v off by 1 m/s, precipitation 1.5 x) and a better method (off by 0.3 m/s), 3 members each, their
     weather from independent stretches (diverged) or one shared stretch (members that never diverged)."""
     rng = np.random.default_rng(7)
     lat, lon, lev = LAT, np.arange(NLON) * 60.0, np.array([85000.0, 50000.0])
@@ -212,7 +212,8 @@ def _write_case(root, *, diverged: bool):
             else:
                 weather = {v: shared[v] + 1e-4 * amp[v] * rng.normal(size=shared[v].shape) for v in base}
                 precip = shared_p
-            history(root / f"{name}.nc", {"u": bias, "v": bias}, weather, precip)
+            # the control rains 1.5 x too much at every rate: its daily-precipitation distribution is off
+            history(root / f"{name}.nc", {"u": bias, "v": bias}, weather, precip * (1.5 if run == "control" else 1.0))
             (root / f"{name}.json").write_text('{"status": "ok"}')
             runs[name] = (root / f"{name}.nc", root / f"{name}.json")
     history(root / "nudged.nc", {}, {v: 0.1 * (truth[v][free] - base[v]) for v in base}, shared_p)
@@ -241,9 +242,15 @@ def test_evaluate_runs_judges_ensembles_and_withholds_verdicts_when_unsaturated(
         assert 0.5 < ev["saturation"]["u"]["ratio"] < 2.0
         assert u["verdict"] == "better" and u["p"] < 0.05 and not u["ranges_overlap"]
         assert ev["verdicts"]["better"]["vs_control"]["t"]["verdict"] == "not significant"  # no T bias either way
+        # precipitation's distribution, by the same rule: closer to the truth's on both scores
+        for k in ("precip_pdf", "precip_w1"):
+            d = ev["verdicts"]["better"]["vs_control"][k]
+            assert d["verdict"] == "better" and d["n"] == [3, 3], (k, d)
+        assert ev["ensembles"]["control"]["range"]["precip_w1"][0] > ev["ensembles"]["better"]["range"]["precip_w1"][1]
     else:
         assert ev["spread_saturated"] is False and ev["saturation"]["u"]["ratio"] < 0.01
         assert u["verdict"] == "not concluded" and u["text"] == "not concluded (spread not saturated)"
+        assert ev["verdicts"]["better"]["vs_control"]["precip_w1"]["verdict"] == "not concluded"  # precipitation's saturation
     row = next(r for r in ev["table"] if r["run"] == "better.m1")
     assert row["vs_control"]["u"]["verdict"] == u["verdict"] and "vs_control" not in next(r for r in ev["table"] if r["run"] == "control.m1")
     calibrated = next(r for r in ev["table"] if r["run"] == "better.m2")

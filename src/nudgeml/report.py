@@ -56,7 +56,13 @@ from nudgeml.significance import (
 
 STATE_VARS = ("u", "v", "t", "q", "ps")
 ALL_VARS = (*STATE_VARS, "precip")
-UNITS = {"u": "m/s", "v": "m/s", "t": "K", "q": "g/kg", "ps": "hPa", "precip": "mm/day"}
+# precipitation's distribution, judged by the same rule on one score per member (lower is better): the
+# share of the daily-precipitation PDF that misses the truth's (1 - Perkins skill) and the Wasserstein
+# distance to the truth's daily values; with precipitation's saturation (the same field and window)
+DIST_SCORES = {"precip_pdf": ("perkins", lambda x: 1.0 - x), "precip_w1": ("wasserstein", lambda x: x)}
+VERDICT_VARS = (*ALL_VARS, *DIST_SCORES)
+SATURATION_OF = {k: "precip" for k in DIST_SCORES}
+UNITS = {"u": "m/s", "v": "m/s", "t": "K", "q": "g/kg", "ps": "hPa", "precip": "mm/day", "precip_pdf": "1 - Perkins", "precip_w1": "mm/day"}
 SCALE = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e3, "ps": 1e-2, "precip": 1.0}  # to the units above
 PRECIP_BINS = np.logspace(-1, np.log10(500.0), 101)  # mm/day, as fv3net's online reports
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -281,6 +287,7 @@ def evaluate_runs(
     for e, names in ensembles.items():
         used = [by_name[n] for n in names if n in by_name and complete(by_name[n])]
         scores = {v: [r.metrics[v]["rmse"] for r in used if v in r.metrics] for v in ALL_VARS}
+        scores |= {k: [f(r.precip[key]) for r in used if r.precip and r.precip.get(key) is not None] for k, (key, f) in DIST_SCORES.items()}
         ens[e] = {
             "runs": list(names), "used": [r.name for r in used], "correction": by_name[names[0]].correction if names[0] in by_name else "?",
             "scores": {v: x for v, x in scores.items() if x},
@@ -317,14 +324,15 @@ def evaluate_runs(
             if ref is None or ref == e or (ref_name == "mean" and e == ref_ens["control"]):
                 continue
             out = {}
-            for v in ALL_VARS:
+            for v in VERDICT_VARS:
                 if v not in info["scores"] and v not in ens[ref]["scores"]:
                     continue
                 c = compare_scores(info["scores"].get(v, []), ens[ref]["scores"].get(v, []))
-                if sat[v].saturated is False:
+                st = sat[SATURATION_OF.get(v, v)]
+                if st.saturated is False:
                     c = not_concluded(c, "spread not saturated")
-                elif sat[v].saturated is None:
-                    c = not_concluded(c, f"spread saturation not assessable: {sat[v].reason}")
+                elif st.saturated is None:
+                    c = not_concluded(c, f"spread saturation not assessable: {st.reason}")
                 out[v] = c
             verdicts.setdefault(e, {})[f"vs_{ref_name}"] = out
 
@@ -651,12 +659,13 @@ def _conclusion_html(ev: Mapping[str, Any]) -> str:
         lines.append(text + "</li>")
     parts.append(f"<ul>{''.join(lines)}</ul>")
 
-    head = "".join(f"<th>{v}<br>({UNITS[v]})</th>" for v in ALL_VARS)
+    shown = [v for v in VERDICT_VARS if any(v in info["range"] for info in ev["ensembles"].values())]
+    head = "".join(f"<th>{v}<br>({UNITS[v]})</th>" for v in shown)
     rows = []
     for e, refs in verdicts.items():
         info = ev["ensembles"][e]
         cells = []
-        for v in ALL_VARS:
+        for v in shown:
             rng = info["range"].get(v)
             cell = f"{_fmt(info['mean'][v])} [{_fmt(rng[0])}, {_fmt(rng[1])}]" if rng else "–"
             for ref in ("vs_control", "vs_mean"):
@@ -671,11 +680,12 @@ def _conclusion_html(ev: Mapping[str, Any]) -> str:
     for e in (x for x in ev["ensembles"] if x not in verdicts):  # the control: the reference, no verdict of its own
         info = ev["ensembles"][e]
         cells = "".join(
-            f"<td>{_fmt(info['mean'][v])} [{_fmt(info['range'][v][0])}, {_fmt(info['range'][v][1])}]</td>" if v in info["range"] else "<td>–</td>" for v in ALL_VARS
+            f"<td>{_fmt(info['mean'][v])} [{_fmt(info['range'][v][0])}, {_fmt(info['range'][v][1])}]</td>" if v in info["range"] else "<td>–</td>" for v in shown
         )
         rows.insert(0, f"<tr><td>{html.escape(e)}<br><span class=note>reference, {len(info['used'])} complete members</span></td>{cells}</tr>")
     parts.append(
-        "<p class=note>Per ensemble: mean score and [min, max] over its complete members (RMSE of the time mean), then the verdict against the control and "
+        "<p class=note>Per ensemble: mean score and [min, max] over its complete members (RMSE of the time mean; for precip_pdf 1 - the Perkins skill "
+        "score of daily precipitation, for precip_w1 its Wasserstein distance to the truth's), then the verdict against the control and "
         "the mean baseline (difference of mean scores, whether the ranges overlap, Welch p).</p>"
         f"<table><tr><th>ensemble</th>{head}</tr>{''.join(rows)}</table>"
     )

@@ -51,7 +51,8 @@ RULE_TEXT = (
     f"Two ensembles of scores (each member's RMSE of the time mean) differ significantly when each has at least {MIN_MEMBERS} members, "
     f"their score ranges do not overlap, and a Welch t-test gives p < {ALPHA:g}; nothing is concluded while the control members' "
     f"spread has not saturated (their time means differ less than {SATURATION_RATIO:g} x as much as two independent time means "
-    "of the same length within the truth)."
+    "of the same length within the truth). Precipitation's distribution is judged the same way on each member's 1 - Perkins skill "
+    "score (precip_pdf) and Wasserstein distance (precip_w1) of daily precipitation to the truth's, with precipitation's saturation."
 )
 
 
