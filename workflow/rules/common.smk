@@ -163,8 +163,12 @@ def forecast_params():
     sampling, the split it samples in and free_runs.start (no sample from the evaluation period); on
     LMDZ the job kit's block (lmdz.forecast), the settings it defaults to and where it renders the kit."""
     if BACKEND.needs_lmdz_block:
-        return {"lmdz": config["lmdz"], "tau_hours": config["nudging"]["tau_hours"], "forecast": config["forecast"],
-                "kit_dir": f"{OUT}/lmdz/kit"}
+        return {
+            "lmdz": config["lmdz"],
+            "tau_hours": config["nudging"]["tau_hours"],
+            "forecast": config["forecast"],
+            "kit_dir": f"{OUT}/lmdz/kit",
+        }
     return {
         "dataset": {"split": config["dataset"]["split"]},
         "free_runs": {"start": config["free_runs"]["start"]},
