@@ -82,6 +82,10 @@ class NudgingConfig:
     def tau_days(self) -> float:
         return self.tau_hours / 24.0
 
+    def month_file(self, var: str, year: int, month: int) -> str:
+        """The month's nudging file of ``var`` as the jobs name it (``$WORK`` left for the job to expand)."""
+        return f"{self.forcing_dir}/{self.file_pattern.format(var=var, year=year, month=month)}"
+
 
 @dataclass(frozen=True)
 class MonthRange:

@@ -84,13 +84,13 @@ def lmdz_forecast(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None
     paths = render_jobs(kit, kit_dir, runs=("forecast",))
     run_kit_jobs(sorted(p for p in paths if p.parent.name == "spinup" and p.suffix == ".slurm"), kit_dir / "spinup")
     array = kit_dir / "forecast" / "forecast.slurm"
-    n_tasks = forecast_cost(kit)["forecasts"]["array_tasks"]
-    for task in range(1, n_tasks + 1):
+    cost = forecast_cost(kit)
+    for task in range(1, cost["forecasts"]["array_tasks"] + 1):
         run_kit_jobs([array], kit_dir / "forecast", env={"SLURM_ARRAY_TASK_ID": str(task)}, name=f"forecast_task{task:03d}")
     tags = join_forecasts(os.path.expandvars(kit.run_root), kit.forecast.lead_hours, outputs["histhf"], outputs["guide"])
     write_text_atomic(outputs["diagnostics"], json.dumps({
         "backend": "lmdz", "samples": len(tags), "first": tags[0], "last": tags[-1], "lead_hours": kit.forecast.lead_hours,
-        "spinup_tau_hours": kit.forecast.spinup_tau_hours, "cost": forecast_cost(kit)}, indent=2) + "\n")
+        "spinup_tau_hours": kit.forecast.spinup_tau_hours, "cost": cost}, indent=2) + "\n")
 
 
 def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str, Any] | None = None,
