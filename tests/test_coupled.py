@@ -312,6 +312,46 @@ def test_eddy_only_keeps_the_mean_zonal_mean_and_the_models_departures_from_its_
     np.testing.assert_allclose(mr(T0, state).du.mean(axis=-1), 1e-6, rtol=1e-4)
 
 
+
+def test_top_hpa_keeps_the_model_part_below_it_and_the_mean_above(setup):
+    """top_hpa: on the levels whose nominal pressure is below it the correction is the mean tendency;
+    on the others the run is unchanged (add_mean and the mean residual alike); a level that the model
+    part never reaches, or a run without a mean to fall to, is refused naming the key."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first-top", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    kw = dict(columns=columns, grid=grid, mean_file=root / "mean.nc", model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    state = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    p_hpa = np.asarray(grid.presnivs_pa) / 100.0
+    top = float(np.sort(p_hpa)[1]) + 1.0  # the two upper levels lie above it
+    on = p_hpa >= top
+    assert 0 < on.sum() < on.size
+    full = make_corrector({"correction": "ml", "model": "first-top", "add_mean": True}, **kw)(T0, state)
+    ml = make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, "top_hpa": top}, **kw)
+    du, dv, _, _ = ml(T0, state)
+    np.testing.assert_array_equal(du[on], full.du[on])
+    np.testing.assert_array_equal(dv[on], full.dv[on])
+    np.testing.assert_allclose(du[~on], 1e-6, rtol=1e-6)  # the mean above
+    np.testing.assert_array_equal(dv[~on], 0.0)
+    assert np.abs(full.dv[~on]).max() > 1e-7  # the model had a part there
+    assert ml.status()["model_levels_pa"] == np.asarray(grid.presnivs_pa)[on].round(1).tolist()
+    # with the mean residual: mean + (part - its training mean) below, the mean above
+    mean = (np.full(grid.shape, 1e-6, np.float32), np.zeros(grid.shape, np.float32))  # mean.nc's du, dv means
+    mr = type(ml)(model, "torchscript", columns, grid, mean, top_hpa=top)  # the residual added as make_corrector does
+    mr.add_mean_residual(mean, iter([(T0, state)]))
+    moved = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    moved["u"] += 3.0  # away from the training state: the model part leaves its mean
+    out = mr(T0, GridState(**moved))
+    np.testing.assert_allclose(out.du[~on], 1e-6, rtol=1e-6)
+    np.testing.assert_array_equal(out.dv[~on], 0.0)
+    np.testing.assert_allclose(out.dv[on], 3e-6, rtol=1e-4)  # the state dependence stays below: 1e-6 x 3 m/s
+    assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "top_hpa": 150}) == "ml: mlp + mean residual, model part at p >= 150 hPa"
+    with pytest.raises(ConfigError, match="top_hpa"):
+        make_corrector({"correction": "ml", "model": "first-top", "top_hpa": top}, **kw)  # no mean residual, no add_mean
+    with pytest.raises(ConfigError, match="top_hpa 2000 hPa is above no model level"):
+        make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, "top_hpa": 2000}, **kw)
+
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""
     from nudgeml.models.cnn import CNNConfig, FieldModel, build_net

@@ -51,6 +51,9 @@ def check_corrections(config: Mapping[str, Any]) -> None:
             for target, var in (("dt", "t"), ("dq", "q")):
                 if target in run["variables"] and config.get("nudging", {}).get(var) is None:
                     raise ConfigError(f"config key {key!r} has {target!r}, which needs 'nudging.{var}' (the mean file holds '{target}_mean' only then)")
+        if "top_hpa" in run and not (run["correction"] == "ml" and (run.get("mean_residual") or run.get("add_mean"))):
+            raise ConfigError(f"config key 'free_runs.runs.{name}.top_hpa': the model's part about the mean is kept below it, so the run "
+                              "needs correction ml with mean_residual or add_mean")
         if run["correction"] == "ml" and targets:
             try:
                 check_corrected(targets, "config key 'columns.targets'")

@@ -20,6 +20,11 @@ Corrections (``free_runs.runs.<name>.correction``):
   mean keeps, per latitude row and level, only its departure from its zonal mean (over the columns the
   guard keeps). The model then cannot push the zonal-mean flow, whose drift made up nearly all of the
   ML runs' u error on ``config/science.yaml``; it still corrects the waves.
+  With ``top_hpa: P`` (and ``mean_residual`` or ``add_mean``), the model's part about the mean applies
+  on the levels whose nominal pressure (LMDZ's ``presnivs``) is at least P hPa; above, the correction
+  is the mean tendency: a per-level gain of 0, which LMDZ's routine applies as it applies calibrated
+  gains. In the stratosphere the nudging target constrains the model least and its part there carried
+  most of the ML runs' zonal-mean u drift on ``config/science.yaml`` (docs/science.md).
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -79,6 +84,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts.append(f"T{int(spec['filter_truncation'])} filter")
     if spec.get("eddy_only"):
         parts.append("eddies only")
+    if "top_hpa" in spec:
+        parts.append(f"model part at p >= {float(spec['top_hpa']):g} hPa")
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
     return ", ".join(parts)
@@ -176,6 +183,7 @@ class MLCorrector(Corrector):
         large_scale: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
         add_mean: bool = False,
         eddy_only: bool = False,
+        top_hpa: float | None = None,
     ) -> None:
         import torch
 
@@ -238,6 +246,14 @@ class MLCorrector(Corrector):
         self.add_mean = bool(add_mean)
         # the correction's zonal mean is the mean's: the model's part about the mean, zonal mean removed
         self.eddy_only = bool(eddy_only)
+        # levels where the model's part about the mean applies (None: every level); the mean above
+        self.levels_on: np.ndarray | None = None
+        if top_hpa is not None:
+            on = np.asarray(grid.presnivs_pa, float) >= 100.0 * float(top_hpa)
+            if not on.any():
+                raise ConfigError(f"top_hpa {float(top_hpa):g} hPa is above no model level (nominal pressures "
+                                  f"{np.round(np.asarray(grid.presnivs_pa) / 100.0, 1).tolist()} hPa): the run would be the mean")
+            self.levels_on = None if on.all() else on
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -321,6 +337,8 @@ class MLCorrector(Corrector):
         if self.gains is not None:
             # model part + residual = mean + (model part - model mean): scale the bracket
             fields = tuple(k[:, None, None] * f + (1 - k[:, None, None]) * m for f, k, m in zip(fields, self.gains, self.fallback_fields))
+        if self.levels_on is not None:  # above top_hpa the mean (a gain of 0 about it)
+            fields = tuple(np.where(self.levels_on[:, None, None], f, m) for f, m in zip(fields, self.fallback_fields))
         if self.eddy_only:
             kept = ~g.fallback.reshape(self.shape[1:])
             fields = tuple(m + zonal_departure(f - m, kept) for f, m in zip(fields, self.fallback_fields))
@@ -350,6 +368,7 @@ class MLCorrector(Corrector):
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
             **({"add_mean": True} if self.add_mean else {}),
             **({"eddy_only": True} if self.eddy_only else {}),
+            **({"model_levels_pa": np.asarray(self.grid.presnivs_pa, float)[self.levels_on].round(1).tolist()} if self.levels_on is not None else {}),
         }
 
 
@@ -460,8 +479,11 @@ def make_corrector(
         add_mean = bool(spec.get("add_mean", False))
         if add_mean and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError("add_mean adds the model's output to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
+        if "top_hpa" in spec and not (add_mean or spec.get("mean_residual")):
+            raise ConfigError("top_hpa keeps the model's part about the mean on the lower levels: it needs mean_residual or add_mean")
         ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)),
-                         large_scale=large_scale, add_mean=add_mean, eddy_only=bool(spec.get("eddy_only", False)))
+                         large_scale=large_scale, add_mean=add_mean, eddy_only=bool(spec.get("eddy_only", False)),
+                         top_hpa=float(spec["top_hpa"]) if "top_hpa" in spec else None)
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
