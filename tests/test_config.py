@@ -197,9 +197,16 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(variables=["du", "dv"]), r"'free_runs.runs.ml-mlp.variables': only a mean correction"),
         (lambda c: c["columns"].update(targets=["dt", "du", "dv"]), r"'columns.targets'.*not du, dv optionally followed.*free run 'ml-mlp'"),
         (lambda c: c["free_runs"]["runs"]["mean-uv"].update(variables=["du"]), r"free_runs.runs.mean-uv.variables"),
+        # top_hpa keeps the model's part about the mean: an ml run with the mean residual or add_mean only
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(top_hpa=150), r"'free_runs.runs.ml-mlp.top_hpa'.*mean_residual or add_mean"),
+        (lambda c: c["free_runs"]["runs"]["mean-uv"].update(top_hpa=150), r"'free_runs.runs.mean-uv.top_hpa'.*correction ml"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=0), r"top_hpa"),
     ]
     for change, named in cases:
         bad = copy.deepcopy(tq)
         change(bad)
         with pytest.raises(ConfigError, match=named):
             validate(bad)
+    ok = copy.deepcopy(tq)
+    ok["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=150)
+    validate(ok)

@@ -508,6 +508,16 @@ def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_train
         np.testing.assert_allclose(m["du_model_mean"].values[0, 0], 1e-6 * (3.5 + 0.95 + 1.0), rtol=1e-6)
         np.testing.assert_allclose(m["dv_model_mean"].values[:, -1], 1e-6 * (3.5 + 0.95 - 1.0), rtol=1e-6)
     assert yaml.safe_load(out["status"].read_text())["status"] == "ok"
+    # top_hpa: the routine gets it as per-level gains about the model's mean, 1 at and below it, 0 above
+    p_hpa = np.asarray(grid.presnivs_pa) / 100.0
+    top = float(np.sort(p_hpa)[1]) + 1.0  # the upper two levels lie above it
+    cfg["free_runs"]["runs"]["ml-mr-top"] = {**cfg["free_runs"]["runs"]["ml-mr"], "top_hpa": top}
+    BACKENDS["lmdz"].runner("free")(cfg, "ml-mr-top", inputs, {k: tmp_path / "free-top" / Path(v).name for k, v in out.items()})
+    with xr.open_dataset(tmp_path / "runs" / "ml-mr-top" / "nudgeml_mean.nc") as m:
+        for k in ("du", "dv"):
+            assert m[f"gain_{k}"].dims == ("presnivs",)
+            np.testing.assert_array_equal(m[f"gain_{k}"].values, (p_hpa >= top).astype(float))
+        assert 0 < m["gain_du"].values.sum() < m.sizes["presnivs"]
     # the kit refuses a mean-residual run whose mean file lacks the model's mean, naming the file
     block = copy.deepcopy(lmdz_world["lmdz"])
     block["correction"] = {"mean_file": str(tmp_path / "mean_only.nc")}

@@ -418,14 +418,15 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmd
     residual_inputs = {"nudged": guided["histhf"], "store": str(tmp_path / "store.zarr"), "grid": str(lmdze_grid / "grid" / "model_grid.nc")}
     columns = {"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"], "targets": ["du", "dv"]}
     runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"},
-            "ml-mr": {"correction": "ml", "model": "m", "mean_residual": True}}
+            "ml-mr": {"correction": "ml", "model": "m", "mean_residual": True},
+            "ml-mr-top": {"correction": "ml", "model": "m", "mean_residual": True, "top_hpa": 300.0}}
     hist, status = {}, {}
     for name, run_spec in runs.items():
         cfg = {"free_runs": {"start": TRUTH_START, "end": "2000-02-01T00:00", "runs": {name: run_spec}},
                "run_dir": str(tmp_path / "lmdze" / "free" / name), "columns": columns}
         inputs = dict(era5, **({"mean": str(mean)} if name != "control" else {}),
                       **({"manifest": str(model_dir / "model.json")} if name.startswith("ml") else {}),
-                      **(residual_inputs if name == "ml-mr" else {}))
+                      **(residual_inputs if name.startswith("ml-mr") else {}))
         outputs = {"histhf": str(tmp_path / "free" / name / "histhf.nc"), "status": str(tmp_path / "free" / name / "status.json")}
         BACKENDS["lmdze"].runner("free")(cfg, name, inputs, outputs)
         hist[name] = read_histhf(outputs["histhf"]).load()
@@ -459,6 +460,17 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmd
     # the check sees the residual: the same dump against the plain ML formula is not bit for bit
     stripped.to_netcdf(tmp_path / "mean_only.nc")
     assert not check_refresh(tmp_path / "lmdze" / "free" / "ml-mr" / "refresh_dump.nc", model_dir, tmp_path / "mean_only.nc").bitwise
+    # top_hpa: the routine applies it as per-level gains (0 above 300 hPa), bit for bit as Python, and the
+    # run differs from the plain mean-residual run
+    from nudgeml.grid import read_model_grid
+
+    p_hpa = read_model_grid(lmdze_grid / "grid" / "model_grid.nc").presnivs_pa / 100.0
+    with xr.open_dataset(tmp_path / "lmdze" / "free" / "ml-mr-top.mean_physics.nc") as m:
+        np.testing.assert_array_equal(m["gain_du"].values, (p_hpa >= 300.0).astype(float))
+        np.testing.assert_array_equal(m["gain_dv"].values, m["gain_du"].values)
+    assert 0 < (p_hpa >= 300.0).sum() < p_hpa.size
+    assert status["ml-mr-top"]["refresh_check"]["bitwise"] is True
+    assert float(np.abs(hist["ml-mr-top"]["u"] - hist["ml-mr"]["u"]).isel(time=-1).max()) > 1e-6
 
     # the check can fail: the same dump against another model is not bit for bit
     dump = tmp_path / "lmdze" / "free" / "ml" / "refresh_dump.nc"

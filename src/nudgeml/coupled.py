@@ -91,6 +91,18 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def model_levels(presnivs_pa: Sequence[float] | np.ndarray, top_hpa: float) -> np.ndarray:
+    """The levels (bool, per ``presnivs``) where a ``top_hpa`` run keeps the model's part about the mean:
+    nominal pressure at least ``top_hpa``. The same mask is the per-level gain (1, else 0) that LMDZ's
+    routine applies (:func:`nudgeml.gcm.runners.lmdz_mean_file`)."""
+    p = np.asarray(presnivs_pa, float)
+    on = p >= 100.0 * float(top_hpa)
+    if not on.any():
+        raise ConfigError(f"top_hpa {float(top_hpa):g} hPa is above no model level (nominal pressures "
+                          f"{np.round(p / 100.0, 1).tolist()} hPa): the run would be the mean")
+    return on
+
+
 def zonal_departure(part: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """``part`` (lev, lat, lon) minus its zonal mean over the ``kept`` columns (lat, lon), per level
     and latitude row; a row without a kept column is returned as it is.
@@ -249,10 +261,7 @@ class MLCorrector(Corrector):
         # levels where the model's part about the mean applies (None: every level); the mean above
         self.levels_on: np.ndarray | None = None
         if top_hpa is not None:
-            on = np.asarray(grid.presnivs_pa, float) >= 100.0 * float(top_hpa)
-            if not on.any():
-                raise ConfigError(f"top_hpa {float(top_hpa):g} hPa is above no model level (nominal pressures "
-                                  f"{np.round(np.asarray(grid.presnivs_pa) / 100.0, 1).tolist()} hPa): the run would be the mean")
+            on = model_levels(grid.presnivs_pa, top_hpa)
             self.levels_on = None if on.all() else on
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:

@@ -387,6 +387,23 @@ def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files
     return corrector.model_mean
 
 
+def routine_gains(spec: Mapping[str, Any], grid_file: str | os.PathLike[str] | None) -> Any:
+    """The per-level gains ``(2, n_levels)`` of du, dv that LMDZ's routine applies about the model's mean
+    for a ``top_hpa`` run (1 at and below it, 0 above: :func:`nudgeml.coupled.model_levels`); None for
+    any other run."""
+    if "top_hpa" not in spec:
+        return None
+    if grid_file is None:
+        raise ConfigError("top_hpa needs the model grid (its levels' nominal pressures): the free run's input 'grid'")
+    import numpy as np
+
+    from nudgeml.coupled import model_levels
+    from nudgeml.grid import read_model_grid
+
+    on = model_levels(read_model_grid(grid_file).presnivs_pa, spec["top_hpa"]).astype(np.float64)
+    return np.stack([on, on])
+
+
 def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
     """One free run: control (no correction), mean tendency (the kit's ``nudgeml_mean.nc``) or ML
     (the exported model through the bridge's ``nudgeml.def``); its months' histories joined."""
@@ -401,7 +418,8 @@ def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -
 
         size = lmdz_grid_size(cfg["lmdz"])
         model_mean = lmdz_residual(cfg, spec, inputs) if spec.get("mean_residual") else None
-        lmdz_mean_file(inputs["mean"], size["iim"], size["jjm"], mean_file, model_mean=model_mean)
+        lmdz_mean_file(inputs["mean"], size["iim"], size["jjm"], mean_file, model_mean=model_mean,
+                       gains=routine_gains(spec, inputs.get("grid")))
     kit = kit_config(cfg, run, spec, mean_file=str(mean_file) if mean_file else None, model_dir=model_dir)
     t0 = time.monotonic()
     run_dir, tags = _run_lmdz(kit, Path(cfg["kit_dir"]), run)
@@ -497,7 +515,8 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     if inputs.get("mean"):  # the file LMDZ's routine reads, beside the run folder (which the run empties)
         mean_file = run_dir.parent / f"{run}.mean_physics.nc"
         model_mean = lmdz_residual(cfg, spec, inputs) if spec.get("mean_residual") else None
-        lmdz_mean_file(inputs["mean"], settings.iim, settings.jjm, mean_file, model_mean=model_mean)
+        lmdz_mean_file(inputs["mean"], settings.iim, settings.jjm, mean_file, model_mean=model_mean,
+                       gains=routine_gains(spec, inputs.get("grid")))
     correction = Correction(spec["correction"], mean_file=mean_file,
                             model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
                             dump="refresh_dump.nc" if spec["correction"] == "ml" else None,
