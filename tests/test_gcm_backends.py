@@ -669,7 +669,8 @@ def test_lmdze_dry_run_makes_the_model_grid_from_the_start_month_of_the_truth(tm
                # LMDZ's physics routine applies one annual mean: config.yaml's monthly-mean run is switched off
                "free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-08T00:00",
                              # LMDZE's hook loads the TorchScript model (the default's ML run reads the .pt2)
-                             "runs": {"control": {"correction": "none", "members": 1}, "mean-monthly": None, "ml-mlp": {"backend": "torchscript"}}}}
+                             "runs": {"control": {"correction": "none", "members": 1}, "mean-monthly": None, "ml-mlp": {"backend": "torchscript"},
+                                      "ml-mlp-mr-eddy-top": None}}}
     (tmp_path / "lmdze.yaml").write_text(yaml.safe_dump(overlay))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/tiny.yaml", str(tmp_path / "lmdze.yaml")],

@@ -77,7 +77,7 @@ def test_outputs_and_bias_check(workflow_run):
     assert not list(out.rglob("*.tmp.nc")), "no temporary files left behind"
     metrics = json.loads((out / "report/metrics.json").read_text())
     runs = {row["run"] for row in metrics["table"]}
-    assert runs == {"nudged", "control", "control.m1", "mean", "mean-monthly", "ml-mlp"}
+    assert runs == {"nudged", "control", "control.m1", "mean", "mean-monthly", "ml-mlp", "ml-mlp-mr-eddy-top"}
     assert set(metrics["noise_floor"]) == {"u", "v", "t", "q", "ps", "precip"}
     page = (out / "report/index.html").read_text()
     assert "data:image/png;base64," in page and "field-to-field floor" in page and 'src="http' not in page, "self-contained"
