@@ -65,6 +65,9 @@ def test_consistency_rules(cfg):
     with pytest.raises(ConfigError, match=r"'free_runs\.runs\.ml-mlp\.backend' is 'aoti', but 'export\.aoti' is false"):
         validate(bad)
     bad["free_runs"]["runs"]["ml-mlp"]["backend"] = "torchscript"
+    with pytest.raises(ConfigError, match=r"'free_runs\.runs\.ml-mlp-mr-eddy-top\.backend' is 'aoti'"):  # each run is checked
+        validate(bad)
+    bad["free_runs"]["runs"]["ml-mlp-mr-eddy-top"]["backend"] = "torchscript"
     validate(bad)
 
 
