@@ -23,8 +23,8 @@ Corrections (``free_runs.runs.<name>.correction``):
   With ``top_hpa: P`` (and ``mean_residual`` or ``add_mean``), the model's part about the mean applies
   on the levels whose nominal pressure (LMDZ's ``presnivs``) is at least P hPa; above, the correction
   is the mean tendency: a per-level gain of 0, which LMDZ's routine applies as it applies calibrated
-  gains. In the stratosphere the nudging target constrains the model least and its part there carried
-  most of the ML runs' zonal-mean u drift on ``config/science.yaml`` (docs/science.md).
+  gains. The model's part there carried most of the ML runs' zonal-mean u drift on
+  ``config/science.yaml``, whose training year held the truth's stratospheric spin-up (docs/science.md).
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean

@@ -272,8 +272,8 @@ def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, 
     ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)`` on the ``iim`` x ``jjm`` grid's columns.
 
     A mean-residual run adds the model's own mean over the nudged run's training states,
-    ``du_model_mean``/``dv_model_mean`` (``model_mean``: canonical du, dv fields), and a calibrated run its
-    per-level gains ``gain_du``/``gain_dv`` ``(presnivs)`` (``gains``: ``(2, n_levels)``)."""
+    ``du_model_mean``/``dv_model_mean`` (``model_mean``: canonical du, dv fields), and a ``top_hpa`` run its
+    per-level gains ``gain_du``/``gain_dv`` ``(presnivs)`` (``gains``: ``(2, n_levels)``, :func:`routine_gains`)."""
     import numpy as np
     import xarray as xr
 
@@ -294,7 +294,7 @@ def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, 
     if gains is not None:
         gains = np.asarray(gains, np.float64)
         for i, k in enumerate(("du", "dv")):
-            ds[f"gain_{k}"] = ("presnivs", gains[i], {"units": "1", "long_name": f"gain of {k} about the model's mean, per level (nudgeml.calibrate)"})
+            ds[f"gain_{k}"] = ("presnivs", gains[i], {"units": "1", "long_name": f"gain of {k} about the model's mean, per level (0 above top_hpa)"})
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         ds.to_netcdf(tmp)
