@@ -204,6 +204,12 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(top_hpa=150), r"'free_runs.runs.ml-mlp.top_hpa'.*mean_residual or add_mean"),
         (lambda c: c["free_runs"]["runs"]["mean-uv"].update(top_hpa=150), r"'free_runs.runs.mean-uv.top_hpa'.*correction ml"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=0), r"top_hpa"),
+        # bottom_hpa likewise, and a band whose bottom is above its top is refused naming both
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(bottom_hpa=700), r"'free_runs.runs.ml-mlp.bottom_hpa'.*mean_residual or add_mean"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=700, bottom_hpa=150),
+         r"'free_runs.runs.ml-mlp.bottom_hpa' is 150, above its top_hpa 700"),
+        # rotational_only filters a model part: ml runs only
+        (lambda c: c["free_runs"]["runs"]["mean-uv"].update(rotational_only=True), r"'free_runs.runs.mean-uv.rotational_only': only an ml"),
     ]
     for change, named in cases:
         bad = copy.deepcopy(tq)
@@ -212,4 +218,6 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
             validate(bad)
     ok = copy.deepcopy(tq)
     ok["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=150)
+    validate(ok)
+    ok["free_runs"]["runs"]["ml-mlp"].update(bottom_hpa=700, rotational_only=True)
     validate(ok)

@@ -349,8 +349,60 @@ def test_top_hpa_keeps_the_model_part_below_it_and_the_mean_above(setup):
     assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "top_hpa": 150}) == "ml: mlp + mean residual, model part at p >= 150 hPa"
     with pytest.raises(ConfigError, match="top_hpa"):
         make_corrector({"correction": "ml", "model": "first-top", "top_hpa": top}, **kw)  # no mean residual, no add_mean
-    with pytest.raises(ConfigError, match="top_hpa 2000 hPa is above no model level"):
+    with pytest.raises(ConfigError, match="top_hpa 2000 hPa keep no model level"):
         make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, "top_hpa": 2000}, **kw)
+    # bottom_hpa: the model part at p <= it, the mean below; with top_hpa a band
+    bottom = float(np.sort(p_hpa)[-2]) - 1.0  # the lowest two levels lie below it
+    band = on & (p_hpa <= bottom)
+    assert 0 < band.sum() < on.sum()
+    for spec, kept in (({"bottom_hpa": bottom}, p_hpa <= bottom), ({"top_hpa": top, "bottom_hpa": bottom}, band)):
+        out = make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, **spec}, **kw)(T0, state)
+        np.testing.assert_array_equal(out.dv[kept], full.dv[kept])
+        np.testing.assert_array_equal(out.dv[~kept], 0.0)
+        np.testing.assert_allclose(out.du[~kept], 1e-6, rtol=1e-6)
+    assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "top_hpa": 150, "bottom_hpa": 700}) == (
+        "ml: mlp + mean residual, model part at 150 <= p <= 700 hPa")
+    with pytest.raises(ConfigError, match="bottom_hpa"):
+        make_corrector({"correction": "ml", "model": "first-top", "bottom_hpa": bottom}, **kw)  # no mean to fall to
+    with pytest.raises(ConfigError, match="top_hpa 700 hPa and bottom_hpa 150 hPa keep no model level"):
+        make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, "top_hpa": 700, "bottom_hpa": 150}, **kw)
+
+
+@pytest.mark.slow
+def test_rotational_only_removes_the_model_parts_divergence_and_keeps_its_vorticity(setup):
+    """rotational_only: the correction minus the mean has no divergence and the vorticity of the
+    unfiltered model part (a model whose du = dv = k x u_lowest, which is divergent); the winds only
+    (the mean's divergence stays); without the stand-in's transform it is refused."""
+    from dinosaur import spherical_harmonic as sh
+
+    from nudgeml.gcm.standin import to_jcm
+
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first-rot", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    g = StandinGCM(GCMConfig(21), T0)
+    kw = dict(columns=ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction")), grid=grid, mean_file=root / "mean.nc", model_dir=model, gcm=g)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    state = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    spec = {"correction": "ml", "model": "first-rot", "add_mean": True}
+    full = make_corrector(spec, **kw)(T0, state)
+    ml = make_corrector(spec | {"rotational_only": True}, **kw)
+    rot = ml(T0, state)
+    mean_du, mean_dv = 1e-6, 0.0  # mean.nc's
+    h = g.model.coords.horizontal
+
+    def vor_div(du, dv):
+        vor, div = sh.uv_nodal_to_vor_div_modal(h, to_jcm(du - mean_du), to_jcm(dv - mean_dv))
+        return np.asarray(vor), np.asarray(div)
+
+    vor_full, div_full = vor_div(full.du, full.dv)
+    vor_rot, div_rot = vor_div(rot.du, rot.dv)
+    assert np.abs(div_full).max() > 1e-3 * np.abs(vor_full).max() > 0  # the model part was divergent
+    assert np.abs(div_rot).max() < 1e-3 * np.abs(div_full).max()
+    np.testing.assert_allclose(vor_rot, vor_full, atol=1e-4 * np.abs(vor_full).max())
+    assert ml.status()["rotational_only"]
+    assert describe_correction(spec | {"rotational_only": True}) == "ml: mean + first-rot, rotational part"
+    with pytest.raises(ConfigError, match="rotational_only needs the stand-in"):
+        make_corrector(spec | {"rotational_only": True}, **{**kw, "gcm": None})
 
 def export_cnn(root, grid, name, grid_shape, *, aoti=False):
     """An untrained CNN (bounded output: tanh, y_std 1e-6 m s-2) exported for ``grid_shape``."""

@@ -164,6 +164,7 @@ def test_lmdze_config_is_valid():
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(scale=0.5), "'free_runs.runs.ml-mlp.scale' is 0.5: backend 'lmdze' applies the model's output unscaled"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(filter_truncation=6), "'free_runs.runs.ml-mlp-mr.filter_truncation' is 6"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(eddy_only=True), "'free_runs.runs.ml-mlp-mr.eddy_only' is True: backend 'lmdze' applies"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(rotational_only=True), "'free_runs.runs.ml-mlp-mr.rotational_only' is True: backend 'lmdze'"),
     ],
 )
 def test_lmdze_configuration_errors_name_the_key(edit, message):
@@ -518,6 +519,15 @@ def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_train
             assert m[f"gain_{k}"].dims == ("presnivs",)
             np.testing.assert_array_equal(m[f"gain_{k}"].values, (p_hpa >= top).astype(float))
         assert 0 < m["gain_du"].values.sum() < m.sizes["presnivs"]
+    # with bottom_hpa too, a band: 1 at top <= p <= bottom, 0 elsewhere
+    top, bottom = float(np.sort(p_hpa)[0]) + 1.0, float(np.sort(p_hpa)[-1]) - 1.0  # the middle levels
+    cfg["free_runs"]["runs"]["ml-mr-band"] = {**cfg["free_runs"]["runs"]["ml-mr"], "top_hpa": top, "bottom_hpa": bottom}
+    BACKENDS["lmdz"].runner("free")(cfg, "ml-mr-band", inputs, {k: tmp_path / "free-band" / Path(v).name for k, v in out.items()})
+    with xr.open_dataset(tmp_path / "runs" / "ml-mr-band" / "nudgeml_mean.nc") as m:
+        band = ((p_hpa >= top) & (p_hpa <= bottom)).astype(float)
+        assert 0 < band.sum() < (p_hpa >= top).sum() < p_hpa.size
+        for k in ("du", "dv"):
+            np.testing.assert_array_equal(m[f"gain_{k}"].values, band)
     # the kit refuses a mean-residual run whose mean file lacks the model's mean, naming the file
     block = copy.deepcopy(lmdz_world["lmdz"])
     block["correction"] = {"mean_file": str(tmp_path / "mean_only.nc")}

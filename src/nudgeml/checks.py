@@ -51,9 +51,15 @@ def check_corrections(config: Mapping[str, Any]) -> None:
             for target, var in (("dt", "t"), ("dq", "q")):
                 if target in run["variables"] and config.get("nudging", {}).get(var) is None:
                     raise ConfigError(f"config key {key!r} has {target!r}, which needs 'nudging.{var}' (the mean file holds '{target}_mean' only then)")
-        if "top_hpa" in run and not (run["correction"] == "ml" and (run.get("mean_residual") or run.get("add_mean"))):
-            raise ConfigError(f"config key 'free_runs.runs.{name}.top_hpa': the model's part about the mean is kept below it, so the run "
-                              "needs correction ml with mean_residual or add_mean")
+        for key in ("top_hpa", "bottom_hpa"):
+            if key in run and not (run["correction"] == "ml" and (run.get("mean_residual") or run.get("add_mean"))):
+                raise ConfigError(f"config key 'free_runs.runs.{name}.{key}': the model's part about the mean is kept on some levels and "
+                                  "the mean on the others, so the run needs correction ml with mean_residual or add_mean")
+        if "top_hpa" in run and "bottom_hpa" in run and float(run["top_hpa"]) > float(run["bottom_hpa"]):
+            raise ConfigError(f"config key 'free_runs.runs.{name}.bottom_hpa' is {run['bottom_hpa']}, above its top_hpa {run['top_hpa']}: "
+                              "the model's part is kept at top_hpa <= p <= bottom_hpa")
+        if run.get("rotational_only") and run["correction"] != "ml":
+            raise ConfigError(f"config key 'free_runs.runs.{name}.rotational_only': only an ml correction has a model part to filter")
         if run["correction"] == "ml" and targets:
             try:
                 check_corrected(targets, "config key 'columns.targets'")

@@ -25,6 +25,11 @@ Corrections (``free_runs.runs.<name>.correction``):
   is the mean tendency: a per-level gain of 0, which LMDZ's routine applies as it applies calibrated
   gains. The model's part there carried most of the ML runs' zonal-mean u drift on
   ``config/science.yaml``, whose training year held the truth's stratospheric spin-up (docs/science.md).
+  ``bottom_hpa: P`` likewise keeps it on the levels at most P hPa (off the boundary layer, whose
+  convergence feeds convection); with both, a band.
+  With ``rotational_only``, the model's part about the mean keeps its vorticity and loses its
+  divergence (the winds, through the spectral transform): the correction's divergence, and so the
+  convergence it drives, is the mean's.
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -84,22 +89,33 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts.append(f"T{int(spec['filter_truncation'])} filter")
     if spec.get("eddy_only"):
         parts.append("eddies only")
-    if "top_hpa" in spec:
+    if spec.get("rotational_only"):
+        parts.append("rotational part")
+    if "top_hpa" in spec and "bottom_hpa" in spec:
+        parts.append(f"model part at {float(spec['top_hpa']):g} <= p <= {float(spec['bottom_hpa']):g} hPa")
+    elif "top_hpa" in spec:
         parts.append(f"model part at p >= {float(spec['top_hpa']):g} hPa")
+    elif "bottom_hpa" in spec:
+        parts.append(f"model part at p <= {float(spec['bottom_hpa']):g} hPa")
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
     return ", ".join(parts)
 
 
-def model_levels(presnivs_pa: Sequence[float] | np.ndarray, top_hpa: float) -> np.ndarray:
-    """The levels (bool, per ``presnivs``) where a ``top_hpa`` run keeps the model's part about the mean:
-    nominal pressure at least ``top_hpa``. The same mask is the per-level gain (1, else 0) that LMDZ's
-    routine applies (:func:`nudgeml.gcm.runners.lmdz_mean_file`)."""
+def model_levels(presnivs_pa: Sequence[float] | np.ndarray, top_hpa: float | None = None, bottom_hpa: float | None = None) -> np.ndarray:
+    """The levels (bool, per ``presnivs``) where a ``top_hpa`` / ``bottom_hpa`` run keeps the model's part
+    about the mean: nominal pressure at least ``top_hpa`` and at most ``bottom_hpa`` (either may be
+    None). The same mask is the per-level gain (1, else 0) that LMDZ's routine applies
+    (:func:`nudgeml.gcm.runners.lmdz_mean_file`)."""
     p = np.asarray(presnivs_pa, float)
-    on = p >= 100.0 * float(top_hpa)
+    on = np.ones(p.shape, bool)
+    if top_hpa is not None:
+        on &= p >= 100.0 * float(top_hpa)
+    if bottom_hpa is not None:
+        on &= p <= 100.0 * float(bottom_hpa)
     if not on.any():
-        raise ConfigError(f"top_hpa {float(top_hpa):g} hPa is above no model level (nominal pressures "
-                          f"{np.round(p / 100.0, 1).tolist()} hPa): the run would be the mean")
+        bounds = " and ".join(f"{k} {float(v):g} hPa" for k, v in (("top_hpa", top_hpa), ("bottom_hpa", bottom_hpa)) if v is not None)
+        raise ConfigError(f"{bounds} keep no model level (nominal pressures {np.round(p / 100.0, 1).tolist()} hPa): the run would be the mean")
     return on
 
 
@@ -196,6 +212,8 @@ class MLCorrector(Corrector):
         add_mean: bool = False,
         eddy_only: bool = False,
         top_hpa: float | None = None,
+        bottom_hpa: float | None = None,
+        rotational: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         import torch
 
@@ -260,9 +278,11 @@ class MLCorrector(Corrector):
         self.eddy_only = bool(eddy_only)
         # levels where the model's part about the mean applies (None: every level); the mean above
         self.levels_on: np.ndarray | None = None
-        if top_hpa is not None:
-            on = model_levels(grid.presnivs_pa, top_hpa)
+        if top_hpa is not None or bottom_hpa is not None:
+            on = model_levels(grid.presnivs_pa, top_hpa, bottom_hpa)
             self.levels_on = None if on.all() else on
+        # (du, dv) -> their rotational part: the model's part about the mean adds no divergence
+        self.rotational = rotational
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -346,8 +366,12 @@ class MLCorrector(Corrector):
         if self.gains is not None:
             # model part + residual = mean + (model part - model mean): scale the bracket
             fields = tuple(k[:, None, None] * f + (1 - k[:, None, None]) * m for f, k, m in zip(fields, self.gains, self.fallback_fields))
-        if self.levels_on is not None:  # above top_hpa the mean (a gain of 0 about it)
+        if self.levels_on is not None:  # above top_hpa (below bottom_hpa) the mean: a gain of 0 about it
             fields = tuple(np.where(self.levels_on[:, None, None], f, m) for f, m in zip(fields, self.fallback_fields))
+        if self.rotational is not None:  # variables start du, dv (check_corrected)
+            (mu, mv), rest = self.fallback_fields[:2], fields[2:]
+            ru, rv = self.rotational(fields[0] - mu, fields[1] - mv)
+            fields = (mu + ru, mv + rv, *rest)
         if self.eddy_only:
             kept = ~g.fallback.reshape(self.shape[1:])
             fields = tuple(m + zonal_departure(f - m, kept) for f, m in zip(fields, self.fallback_fields))
@@ -377,6 +401,7 @@ class MLCorrector(Corrector):
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
             **({"add_mean": True} if self.add_mean else {}),
             **({"eddy_only": True} if self.eddy_only else {}),
+            **({"rotational_only": True} if self.rotational is not None else {}),
             **({"model_levels_pa": np.asarray(self.grid.presnivs_pa, float)[self.levels_on].round(1).tolist()} if self.levels_on is not None else {}),
         }
 
@@ -488,11 +513,18 @@ def make_corrector(
         add_mean = bool(spec.get("add_mean", False))
         if add_mean and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError("add_mean adds the model's output to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
-        if "top_hpa" in spec and not (add_mean or spec.get("mean_residual")):
-            raise ConfigError("top_hpa keeps the model's part about the mean on the lower levels: it needs mean_residual or add_mean")
+        for key in ("top_hpa", "bottom_hpa"):
+            if key in spec and not (add_mean or spec.get("mean_residual")):
+                raise ConfigError(f"{key} keeps the model's part about the mean on some levels, the mean on the others: it needs mean_residual or add_mean")
+        rotational = None
+        if spec.get("rotational_only"):
+            if gcm is None or not hasattr(gcm, "rotational_winds"):
+                raise ConfigError("rotational_only needs the stand-in model (its spectral transform)")
+            rotational = gcm.rotational_winds
         ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)),
                          large_scale=large_scale, add_mean=add_mean, eddy_only=bool(spec.get("eddy_only", False)),
-                         top_hpa=float(spec["top_hpa"]) if "top_hpa" in spec else None)
+                         top_hpa=float(spec["top_hpa"]) if "top_hpa" in spec else None,
+                         bottom_hpa=float(spec["bottom_hpa"]) if "bottom_hpa" in spec else None, rotational=rotational)
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")

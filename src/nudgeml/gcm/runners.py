@@ -272,7 +272,7 @@ def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, 
     ``du_mean``/``dv_mean`` ``(presnivs, points_physiques)`` on the ``iim`` x ``jjm`` grid's columns.
 
     A mean-residual run adds the model's own mean over the nudged run's training states,
-    ``du_model_mean``/``dv_model_mean`` (``model_mean``: canonical du, dv fields), and a ``top_hpa`` run its
+    ``du_model_mean``/``dv_model_mean`` (``model_mean``: canonical du, dv fields), and a ``top_hpa`` / ``bottom_hpa`` run its
     per-level gains ``gain_du``/``gain_dv`` ``(presnivs)`` (``gains``: ``(2, n_levels)``, :func:`routine_gains`)."""
     import numpy as np
     import xarray as xr
@@ -294,7 +294,7 @@ def lmdz_mean_file(mean: str | os.PathLike[str], iim: int, jjm: int, out: Path, 
     if gains is not None:
         gains = np.asarray(gains, np.float64)
         for i, k in enumerate(("du", "dv")):
-            ds[f"gain_{k}"] = ("presnivs", gains[i], {"units": "1", "long_name": f"gain of {k} about the model's mean, per level (0 above top_hpa)"})
+            ds[f"gain_{k}"] = ("presnivs", gains[i], {"units": "1", "long_name": f"gain of {k} about the model's mean, per level (0 outside top_hpa..bottom_hpa)"})
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         ds.to_netcdf(tmp)
@@ -389,18 +389,18 @@ def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files
 
 def routine_gains(spec: Mapping[str, Any], grid_file: str | os.PathLike[str] | None) -> Any:
     """The per-level gains ``(2, n_levels)`` of du, dv that LMDZ's routine applies about the model's mean
-    for a ``top_hpa`` run (1 at and below it, 0 above: :func:`nudgeml.coupled.model_levels`); None for
-    any other run."""
-    if "top_hpa" not in spec:
+    for a ``top_hpa`` / ``bottom_hpa`` run (1 at top_hpa <= p <= bottom_hpa, 0 elsewhere:
+    :func:`nudgeml.coupled.model_levels`); None for any other run."""
+    if "top_hpa" not in spec and "bottom_hpa" not in spec:
         return None
     if grid_file is None:
-        raise ConfigError("top_hpa needs the model grid (its levels' nominal pressures): the free run's input 'grid'")
+        raise ConfigError("top_hpa / bottom_hpa need the model grid (its levels' nominal pressures): the free run's input 'grid'")
     import numpy as np
 
     from nudgeml.coupled import model_levels
     from nudgeml.grid import read_model_grid
 
-    on = model_levels(read_model_grid(grid_file).presnivs_pa, spec["top_hpa"]).astype(np.float64)
+    on = model_levels(read_model_grid(grid_file).presnivs_pa, spec.get("top_hpa"), spec.get("bottom_hpa")).astype(np.float64)
     return np.stack([on, on])
 
 
