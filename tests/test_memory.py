@@ -12,7 +12,7 @@ from nudgeml import memory
 def test_fixed_mmap_threshold_sends_a_few_mb_array_to_its_own_mapping_after_a_large_free():
     """With glibc's dynamic threshold, freeing a 64 MB block raises it (to 32 MiB at most), so a 6.5 MB
     array (one LMDZ-size level field) then comes from the heap and stays resident after it is freed;
-    fixed at 4 MiB, that array is mmapped and its pages go back. Measured in fresh processes by the
+    fixed at 1 MiB, that array is mmapped and its pages go back. Measured in fresh processes by the
     resident size left after the array is freed (a one-off process: the settings are process-wide)."""
     code = """
 import sys, numpy as np

@@ -7,9 +7,10 @@ the few-MB arrays of a stage at LMDZ size (one level field of 20 448 columns x 7
 from the arenas, whose free space fragments across dask's threads: the resident size of extract then
 grows with the number of windows it has streamed. Fixing the threshold turns the dynamic raise off.
 
-Measured (``benchmarks/data_path.py``' extract stage at LMDZ size, peak RSS, docs in
-``benchmarks/README.md``): 1.39, 2.00 and 2.48 GB at 8, 32 and 96 windows with glibc's default; 1.36,
-1.58 and 1.59 GB with the threshold fixed at 1 MiB (1.54 GB at 32 windows with 4 MiB).
+Measured (``benchmarks/data_path.py``' extract stage at LMDZ size, peak RSS, ``benchmarks/README.md``):
+1.39, 2.00 and 2.48 GB at 8, 32 and 96 windows with glibc's default; 1.36, 1.58 and 1.59 GB with the
+threshold fixed at 1 MiB; 1.54 and 1.72 GB at 32 and 96 windows with 4 MiB (allocations of 1-4 MB
+then still come from the heap).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-STREAMING_MMAP_THRESHOLD_BYTES = 4 << 20
+STREAMING_MMAP_THRESHOLD_BYTES = 1 << 20
 
 
 def fix_mmap_threshold(nbytes: int = STREAMING_MMAP_THRESHOLD_BYTES) -> bool:
