@@ -221,3 +221,25 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
     validate(ok)
     ok["free_runs"]["runs"]["ml-mlp"].update(bottom_hpa=700, rotational_only=True)
     validate(ok)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        ["science.yaml", "calibrate-science.yaml", "online-science.yaml", "eddy-science.yaml", "top-science.yaml"],
+        ["science.yaml", "spunup-science.yaml", "precip-science.yaml"],
+    ],
+)
+def test_science_overlay_chains_are_valid(repo_root, chain):
+    """The overlays docs/science.md runs, in the order config/README.md gives: each chain validates, and
+    every run it adds or keeps names a model the chain trains."""
+    from nudgeml.config import deep_merge, drop_switched_off
+
+    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    for name in chain:
+        cfg = deep_merge(cfg, yaml.safe_load((repo_root / "config" / name).read_text()))
+    drop_switched_off(cfg)
+    validate(cfg)
+    for name, spec in cfg["free_runs"]["runs"].items():
+        if spec["correction"] == "ml":
+            assert spec["model"] in cfg["models"], name
