@@ -570,7 +570,8 @@ class StandinGCM:
 
         One synthesis from (vorticity, 0) leaves a divergence of 4-10 % of the input's at T21 when read
         back (the cos-latitude derivatives at the top total wavenumber): each of ``iterations``
-        Richardson steps feeds the read-back error back, halving it (12 steps: about 2e-4)."""
+        Richardson steps feeds the read-back error back, at least halving it (12 steps on random T21
+        winds: divergence 1.6e-5 of the input's, vorticity within 1.7e-5; 3.7 ms a call)."""
         import jax.numpy as jnp
         from dinosaur import spherical_harmonic as sh
 
