@@ -208,6 +208,11 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(bottom_hpa=700), r"'free_runs.runs.ml-mlp.bottom_hpa'.*mean_residual or add_mean"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, top_hpa=700, bottom_hpa=150),
          r"'free_runs.runs.ml-mlp.bottom_hpa' is 150, above its top_hpa 700"),
+        # model_targets keeps the model's part on some targets, the mean on the others: a model the run applies
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(model_targets=["dt", "dq"]), r"'free_runs.runs.ml-mlp.model_targets'.*mean_residual or add_mean"),
+        (lambda c: (c["columns"].update(targets=["du", "dv", "dt"]), c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, model_targets=["dt", "dq"])),
+         r"'free_runs.runs.ml-mlp.model_targets' names \['dq'\], which the model does not predict"),
+        (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(mean_residual=True, model_targets=[]), r"model_targets"),
         # rotational_only filters a model part: ml runs only
         (lambda c: c["free_runs"]["runs"]["mean-uv"].update(rotational_only=True), r"'free_runs.runs.mean-uv.rotational_only': only an ml"),
     ]
@@ -221,6 +226,8 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
     validate(ok)
     ok["free_runs"]["runs"]["ml-mlp"].update(bottom_hpa=700, rotational_only=True)
     validate(ok)
+    ok["free_runs"]["runs"]["ml-mlp"].update(model_targets=["dt", "dq"])
+    validate(ok)
 
 
 @pytest.mark.parametrize(
@@ -228,6 +235,7 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
     [
         ["science.yaml", "calibrate-science.yaml", "online-science.yaml", "eddy-science.yaml", "top-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "precip-science.yaml"],
+        ["science.yaml", "spunup-science.yaml", "tq-science.yaml"],
     ],
 )
 def test_science_overlay_chains_are_valid(repo_root, chain):

@@ -561,6 +561,33 @@ def test_ml_correction_with_dt_targets_applies_dt_and_falls_back_to_its_mean(set
     np.testing.assert_allclose(ml(T0, clean).dt, 2e-6, rtol=1e-5)
 
 
+def test_model_targets_keep_the_model_part_on_those_targets_and_the_mean_on_the_others(setup, tmp_path):
+    """model_targets [dt, dq]: T and q get the mean plus the model's part, the winds the mean tendency
+    itself (add_mean and the mean residual alike); a target the model lacks is refused naming both."""
+    root, grid, _ = setup
+    model = export_constant(tmp_path, grid, "const-tq", 1e-5, targets=("du", "dv", "dt", "dq"))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    kw = dict(columns=columns, grid=grid, mean_file=thermo_mean(root, grid, tmp_path / "mean-tq.nc", dt=2e-6, dq=-1e-9), model_dir=model)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    state = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    full = make_corrector({"correction": "ml", "model": "const-tq", "add_mean": True}, **kw)(T0, state)
+    np.testing.assert_allclose(full.du, 1e-6 + 1e-5, rtol=1e-5)  # the model part is everywhere without it
+    ml = make_corrector({"correction": "ml", "model": "const-tq", "add_mean": True, "model_targets": ["dt", "dq"]}, **kw)
+    c = ml(T0, state)
+    np.testing.assert_allclose(c.du, 1e-6, rtol=1e-6)
+    np.testing.assert_array_equal(c.dv, 0.0)
+    np.testing.assert_array_equal(c.dt, full.dt)
+    np.testing.assert_array_equal(c.dq, full.dq)
+    assert ml.status()["model_targets"] == ["dt", "dq"]
+    assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "model_targets": ["dt", "dq"]}) == (
+        "ml: mlp + mean residual, model part on dt dq")
+    with pytest.raises(ConfigError, match=r"model_targets \['dq'\]: the model .*const-dt corrects \['du', 'dv', 'dt'\]"):
+        make_corrector({"correction": "ml", "model": "const-dt", "add_mean": True, "model_targets": ["dq"]},
+                       **{**kw, "model_dir": export_constant(tmp_path, grid, "const-dt", 1e-5, targets=("du", "dv", "dt"))})
+    with pytest.raises(ConfigError, match="model_targets keeps the model's part .* needs mean_residual or add_mean"):
+        make_corrector({"correction": "ml", "model": "const-tq", "model_targets": ["dt"]}, **kw)
+
+
 def test_ml_targets_must_be_winds_then_t_and_q(setup, tmp_path):
     root, grid, _ = setup
     model = export_constant(tmp_path, grid, "dt-first", 0.0, targets=("dt", "du", "dv"))

@@ -528,6 +528,12 @@ def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_train
         assert 0 < band.sum() < (p_hpa >= top).sum() < p_hpa.size
         for k in ("du", "dv"):
             np.testing.assert_array_equal(m[f"gain_{k}"].values, band)
+    # model_targets: the routine's gain row of a target left out is 0 on every level (its mean only)
+    cfg["free_runs"]["runs"]["ml-mr-du"] = {**cfg["free_runs"]["runs"]["ml-mr"], "model_targets": ["du"], "top_hpa": top}
+    BACKENDS["lmdz"].runner("free")(cfg, "ml-mr-du", inputs, {k: tmp_path / "free-du" / Path(v).name for k, v in out.items()})
+    with xr.open_dataset(tmp_path / "runs" / "ml-mr-du" / "nudgeml_mean.nc") as m:
+        np.testing.assert_array_equal(m["gain_du"].values, (p_hpa >= top).astype(float))
+        np.testing.assert_array_equal(m["gain_dv"].values, 0.0)
     # the kit refuses a mean-residual run whose mean file lacks the model's mean, naming the file
     block = copy.deepcopy(lmdz_world["lmdz"])
     block["correction"] = {"mean_file": str(tmp_path / "mean_only.nc")}

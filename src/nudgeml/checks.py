@@ -58,6 +58,14 @@ def check_corrections(config: Mapping[str, Any]) -> None:
         if "top_hpa" in run and "bottom_hpa" in run and float(run["top_hpa"]) > float(run["bottom_hpa"]):
             raise ConfigError(f"config key 'free_runs.runs.{name}.bottom_hpa' is {run['bottom_hpa']}, above its top_hpa {run['top_hpa']}: "
                               "the model's part is kept at top_hpa <= p <= bottom_hpa")
+        if "model_targets" in run:
+            key = f"free_runs.runs.{name}.model_targets"
+            if not (run["correction"] == "ml" and (run.get("mean_residual") or run.get("add_mean"))):
+                raise ConfigError(f"config key {key!r}: the model's part about the mean is kept on some targets and the mean on the "
+                                  "others, so the run needs correction ml with mean_residual or add_mean")
+            missing = [k for k in run["model_targets"] if k not in targets]
+            if missing:
+                raise ConfigError(f"config key {key!r} names {missing}, which the model does not predict (columns.targets: {targets})")
         if run.get("rotational_only") and run["correction"] != "ml":
             raise ConfigError(f"config key 'free_runs.runs.{name}.rotational_only': only an ml correction has a model part to filter")
         if run["correction"] == "ml" and targets:

@@ -30,6 +30,9 @@ Corrections (``free_runs.runs.<name>.correction``):
   With ``rotational_only``, the model's part about the mean keeps its vorticity and loses its
   divergence (the winds, through the spectral transform): the correction's divergence, and so the
   convergence it drives, is the mean's.
+  With ``model_targets`` (a subset of the model's targets, and ``mean_residual`` or ``add_mean``), the
+  model's part about the mean applies to those targets only; the others get the mean tendency (a
+  per-target gain of 0): e.g. the model's T and q corrections about the mean with the mean's winds.
 
 The guard (``nudgeml.guard``, the same rule as the Fortran routine): a column whose inputs leave the
 training range (widened by the manifest's margin) or whose output is not finite takes the mean
@@ -97,6 +100,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts.append(f"model part at p >= {float(spec['top_hpa']):g} hPa")
     elif "bottom_hpa" in spec:
         parts.append(f"model part at p <= {float(spec['bottom_hpa']):g} hPa")
+    if spec.get("model_targets"):
+        parts.append(f"model part on {' '.join(spec['model_targets'])}")
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
     return ", ".join(parts)
@@ -214,6 +219,7 @@ class MLCorrector(Corrector):
         top_hpa: float | None = None,
         bottom_hpa: float | None = None,
         rotational: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        model_targets: Sequence[str] | None = None,
     ) -> None:
         import torch
 
@@ -283,6 +289,14 @@ class MLCorrector(Corrector):
             self.levels_on = None if on.all() else on
         # (du, dv) -> their rotational part: the model's part about the mean adds no divergence
         self.rotational = rotational
+        # targets whose model part about the mean applies (None: all); the others get the mean tendency
+        self.targets_on: tuple[bool, ...] | None = None
+        if model_targets is not None:
+            unknown = [k for k in model_targets if k not in names]
+            if unknown or not model_targets:
+                raise ConfigError(f"model_targets {list(model_targets)}: the model {model_dir} corrects {list(names)}")
+            on_t = tuple(k in model_targets for k in names)
+            self.targets_on = None if all(on_t) else on_t
 
     def predict(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
         """The guarded model output for the columns of ``state`` at ``t``: one canonical (lev, lat, lon)
@@ -368,6 +382,8 @@ class MLCorrector(Corrector):
             fields = tuple(k[:, None, None] * f + (1 - k[:, None, None]) * m for f, k, m in zip(fields, self.gains, self.fallback_fields))
         if self.levels_on is not None:  # above top_hpa (below bottom_hpa) the mean: a gain of 0 about it
             fields = tuple(np.where(self.levels_on[:, None, None], f, m) for f, m in zip(fields, self.fallback_fields))
+        if self.targets_on is not None:  # the other targets the mean: a gain of 0 about it
+            fields = tuple(f if on else m for f, on, m in zip(fields, self.targets_on, self.fallback_fields))
         if self.rotational is not None:  # variables start du, dv (check_corrected)
             (mu, mv), rest = self.fallback_fields[:2], fields[2:]
             ru, rv = self.rotational(fields[0] - mu, fields[1] - mv)
@@ -402,6 +418,7 @@ class MLCorrector(Corrector):
             **({"add_mean": True} if self.add_mean else {}),
             **({"eddy_only": True} if self.eddy_only else {}),
             **({"rotational_only": True} if self.rotational is not None else {}),
+            **({"model_targets": [k for k, on in zip(self.variables, self.targets_on) if on]} if self.targets_on is not None else {}),
             **({"model_levels_pa": np.asarray(self.grid.presnivs_pa, float)[self.levels_on].round(1).tolist()} if self.levels_on is not None else {}),
         }
 
@@ -513,9 +530,9 @@ def make_corrector(
         add_mean = bool(spec.get("add_mean", False))
         if add_mean and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError("add_mean adds the model's output to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
-        for key in ("top_hpa", "bottom_hpa"):
+        for key in ("top_hpa", "bottom_hpa", "model_targets"):
             if key in spec and not (add_mean or spec.get("mean_residual")):
-                raise ConfigError(f"{key} keeps the model's part about the mean on some levels, the mean on the others: it needs mean_residual or add_mean")
+                raise ConfigError(f"{key} keeps the model's part about the mean on some levels or targets, the mean on the others: it needs mean_residual or add_mean")
         rotational = None
         if spec.get("rotational_only"):
             if gcm is None or not hasattr(gcm, "rotational_winds"):
@@ -524,7 +541,8 @@ def make_corrector(
         ml = MLCorrector(Path(model_dir), spec.get("backend", "torchscript"), columns, grid, fallback, scale=float(spec.get("scale", 1.0)),
                          large_scale=large_scale, add_mean=add_mean, eddy_only=bool(spec.get("eddy_only", False)),
                          top_hpa=float(spec["top_hpa"]) if "top_hpa" in spec else None,
-                         bottom_hpa=float(spec["bottom_hpa"]) if "bottom_hpa" in spec else None, rotational=rotational)
+                         bottom_hpa=float(spec["bottom_hpa"]) if "bottom_hpa" in spec else None, rotational=rotational,
+                         model_targets=spec.get("model_targets"))
         if spec.get("mean_residual", False):
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")

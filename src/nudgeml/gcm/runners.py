@@ -389,19 +389,20 @@ def lmdz_residual(cfg: Mapping[str, Any], spec: Mapping[str, Any], inputs: Files
 
 def routine_gains(spec: Mapping[str, Any], grid_file: str | os.PathLike[str] | None) -> Any:
     """The per-level gains ``(2, n_levels)`` of du, dv that LMDZ's routine applies about the model's mean
-    for a ``top_hpa`` / ``bottom_hpa`` run (1 at top_hpa <= p <= bottom_hpa, 0 elsewhere:
-    :func:`nudgeml.coupled.model_levels`); None for any other run."""
-    if "top_hpa" not in spec and "bottom_hpa" not in spec:
+    for a ``top_hpa`` / ``bottom_hpa`` / ``model_targets`` run (1 at top_hpa <= p <= bottom_hpa on the
+    targets named, 0 elsewhere: :func:`nudgeml.coupled.model_levels`); None for any other run."""
+    if not any(k in spec for k in ("top_hpa", "bottom_hpa", "model_targets")):
         return None
     if grid_file is None:
-        raise ConfigError("top_hpa / bottom_hpa need the model grid (its levels' nominal pressures): the free run's input 'grid'")
+        raise ConfigError("top_hpa / bottom_hpa / model_targets need the model grid (its levels' nominal pressures): the free run's input 'grid'")
     import numpy as np
 
     from nudgeml.coupled import model_levels
     from nudgeml.grid import read_model_grid
 
     on = model_levels(read_model_grid(grid_file).presnivs_pa, spec.get("top_hpa"), spec.get("bottom_hpa")).astype(np.float64)
-    return np.stack([on, on])
+    targets = spec.get("model_targets", ("du", "dv"))
+    return np.stack([on * (k in targets) for k in ("du", "dv")])
 
 
 def lmdz_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
