@@ -142,11 +142,13 @@ def test_lmdze_config_is_valid():
     config = lmdze_config()
     validate(config)
     assert config["backend"] == "lmdze" and backend_of(config).lmdz_routine
-    assert {n for n, s in config["free_runs"]["runs"].items() if s} == {"control", "mean", "ml-mlp", "ml-mlp-mr"}
+    assert {n for n, s in config["free_runs"]["runs"].items() if s} == {"control", "mean", "ml-mlp", "ml-mlp-mr", "ml-mlp-mr-eddy-top"}
     assert config["free_runs"]["runs"]["ml-mlp-mr"]["mean_residual"]  # LMDZE's hook takes the model's mean
     # initial-condition ensembles (LMDZE's start perturbed), T nudged, the winds-only mean of LMDZ's routine
     assert config["free_runs"]["runs"]["control"]["members"] >= 5 and config["free_runs"]["runs"]["mean"]["members"] >= 3
     assert config["nudging"]["t"] and config["free_runs"]["runs"]["mean"]["variables"] == ["du", "dv"]
+    # the stand-in's best method runs in LMDZ's routine too: eddies only (row sums), below 150 hPa (gains)
+    assert config["free_runs"]["runs"]["ml-mlp-mr-eddy-top"]["eddy_only"] and config["free_runs"]["runs"]["ml-mlp-mr-eddy-top"]["top_hpa"] == 150
 
 
 @pytest.mark.parametrize(
@@ -163,7 +165,6 @@ def test_lmdze_config_is_valid():
         # the routine applies the model's output unscaled and unfiltered: the stand-in's levers would be dropped
         (lambda c: c["free_runs"]["runs"]["ml-mlp"].update(scale=0.5), "'free_runs.runs.ml-mlp.scale' is 0.5: backend 'lmdze' applies the model's output unscaled"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(filter_truncation=6), "'free_runs.runs.ml-mlp-mr.filter_truncation' is 6"),
-        (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(eddy_only=True), "'free_runs.runs.ml-mlp-mr.eddy_only' is True: backend 'lmdze' applies"),
         (lambda c: c["free_runs"]["runs"]["ml-mlp-mr"].update(rotational_only=True), "'free_runs.runs.ml-mlp-mr.rotational_only' is True: backend 'lmdze'"),
     ],
 )
@@ -528,6 +529,11 @@ def test_lmdz_mean_residual_run_gives_the_routine_the_models_mean_over_the_train
         assert 0 < band.sum() < (p_hpa >= top).sum() < p_hpa.size
         for k in ("du", "dv"):
             np.testing.assert_array_equal(m[f"gain_{k}"].values, band)
+    # eddy_only: the kit's nudgeml.def turns the routine's row means on (LMDZ passes rows and its reduction)
+    assert "nudgeml_eddy_only=n" in run_def
+    cfg["free_runs"]["runs"]["ml-mr-eddy"] = {**cfg["free_runs"]["runs"]["ml-mr"], "eddy_only": True}
+    BACKENDS["lmdz"].runner("free")(cfg, "ml-mr-eddy", inputs, {k: tmp_path / "free-eddy" / Path(v).name for k, v in out.items()})
+    assert "nudgeml_eddy_only=y" in (tmp_path / "kit" / "ml-mr-eddy" / "nudgeml.def").read_text()
     # model_targets: the routine's gain row of a target left out is 0 on every level (its mean only)
     cfg["free_runs"]["runs"]["ml-mr-du"] = {**cfg["free_runs"]["runs"]["ml-mr"], "model_targets": ["du"], "top_hpa": top}
     BACKENDS["lmdz"].runner("free")(cfg, "ml-mr-du", inputs, {k: tmp_path / "free-du" / Path(v).name for k, v in out.items()})
@@ -617,7 +623,8 @@ def test_jeanzay_dry_run_with_lmdz_lists_the_lmdz_pipeline(tmp_path, jz_env):
         counts[rule] = counts.get(rule, 0) + 1
     assert {"nudged", "lmdz_forcing", "extract", "shard", "train", "export", "free_run"} <= set(counts)
     assert counts["lmdz_forcing"] == 84  # 2010-01 .. 2016-12, each with the next month's first record
-    assert counts["nudged"] == 1 and counts["free_run"] == 4  # control, mean, ml-mlp (LMDZ reads one annual mean), ml-mlp-mr
+    # control, mean, ml-mlp (LMDZ reads one annual mean), ml-mlp-mr, ml-mlp-mr-eddy-top (row means, gains)
+    assert counts["nudged"] == 1 and counts["free_run"] == 5
     # the model grid every downstream stage reads is LMDZ's, made from the reference files
     grid = re.search(r"^rule model_grid:\n((?:    .*\n)*)", res.stdout, re.M).group(1)
     assert f"input: {ref}/start.nc, {ref}/startphy.nc" in grid, grid

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from nudgeml.errors import ConfigError, InputError
@@ -112,11 +113,14 @@ def test_free_run_correction_namelist_for_the_physics_hook(tmp_path):
     from nudgeml.lmdze_run import Correction
 
     assert Correction("none").namelist() == ("&nudgeml_nml mode_name = 'off', interval_hours = 6.0, mean_file = '', "
-                                             "model_dir = '', dump_file = '', mean_residual = f /\n")
+                                             "model_dir = '', dump_file = '', mean_residual = f, eddy_only = f /\n")
     text = Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", interval_hours=3.0, dump="d.nc").namelist()
     assert "mode_name = 'ml'" in text and f"mean_file = '{tmp_path / 'm.nc'}'" in text and "interval_hours = 3.0" in text
     assert "dump_file = 'd.nc'" in text and f"model_dir = '{tmp_path / 'model'}'" in text
     assert "mean_residual = t" in Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", mean_residual=True).namelist()
+    assert "eddy_only = t" in Correction("ml", mean_file=tmp_path / "m.nc", model_dir=tmp_path / "model", eddy_only=True).namelist()
+    with pytest.raises(ConfigError, match="'mean': eddy_only filters a model's part"):
+        Correction("mean", mean_file=tmp_path / "m.nc", eddy_only=True).namelist()
     with pytest.raises(ConfigError, match="'mean': mean_residual shifts a model's output"):
         Correction("mean", mean_file=tmp_path / "m.nc", mean_residual=True).namelist()
     with pytest.raises(ConfigError, match="'mean' needs the mean tendency file"):
@@ -168,3 +172,23 @@ def test_free_settings_span_whole_days():
     assert (s.start, s.days, s.iim, tuple(s.guide)) == ("2000-02-06T00:00:00", 2, 8, ())
     with pytest.raises(ConfigError, match="'free_runs.start', 'free_runs.end'.*whole days"):
         lmdze_free_settings({"free_runs": {"start": "2000-02-06T00:00", "end": "2000-02-07T06:00"}})
+
+
+def test_routine_eddy_only_reference_removes_the_row_means_of_the_kept_columns():
+    """The Python twin of the LMDZ routine's eddies only: on a case worked by hand, the kept columns'
+    part about the mean loses its row mean (over the kept columns), fallback columns keep the mean, a
+    row split in two parts sums to the same; rows come from the columns' latitudes in LMDZ's order."""
+    from nudgeml.lmdze_run import latitude_rows, routine_eddy_only
+
+    lat = np.array([90.0, 45.0, 45.0, 45.0, -45.0, -45.0, -45.0, -90.0])
+    rows = latitude_rows(lat)
+    assert rows.tolist() == [1, 2, 2, 2, 3, 3, 3, 4]
+    mean = np.full((8, 2), 1.0)
+    part = np.array([[5.0, -1.0], [1.0, 2.0], [3.0, 4.0], [9.0, 9.0], [2.0, 0.0], [4.0, 0.0], [0.0, 6.0], [7.0, 7.0]])
+    kept = np.array([True, True, True, False, True, True, True, True])
+    out = routine_eddy_only(mean + part, mean, kept, rows)
+    np.testing.assert_array_equal(out[0], mean[0])  # a pole is its own row: its part is its row mean
+    np.testing.assert_array_equal(out[1:3], mean[1:3] + np.array([[-1.0, -1.0], [1.0, 1.0]]))  # row 2 over columns 2, 3
+    np.testing.assert_array_equal(out[3], mean[3] + part[3])  # a fallback column is left as it is (the mean)
+    np.testing.assert_array_equal(out[4:7], mean[4:7] + np.array([[0.0, -2.0], [2.0, -2.0], [-2.0, 4.0]]))
+    np.testing.assert_array_equal(routine_eddy_only(mean + part, mean, kept, rows, [(0, 5), (5, 8)]), out)

@@ -10,7 +10,8 @@
 !>
 !> Parallelism: every variable of this module is OpenMP THREADPRIVATE, as LMDZ's physics saves
 !> its state: each OpenMP thread (and each MPI rank) calls init and step for its own klon columns
-!> and holds its own model handle. Nothing here communicates; the counters are per thread.
+!> and holds its own model handle. Nothing here communicates (eddies only calls the caller's
+!> reduction); the counters are per thread.
 !>
 !> Guard (docs/model-format.md; nudgeml.guard is the Python twin, tested bit for bit):
 !>   span_j = max_j - min_j, lo_j = min_j - margin*span_j, hi_j = max_j + margin*span_j (float64);
@@ -25,6 +26,15 @@
 !> with one gain g_k per level and tendency (init's `gains`, 1 when absent: the plain mean residual,
 !> whose training mean is the nudging mean; 0 is the mean tendency itself). A column that falls back
 !> gets du_mean. Without du_model_mean the held tendency is the clipped output (the seed's run).
+!>
+!> Eddies only (the stand-in's `eddy_only`, nudgeml.coupled.zonal_departure): given each column's
+!> latitude row (init's `rows`, 1..n_rows over the whole grid) the model's part about the mean,
+!> P = held - du_mean of the columns the guard keeps, loses its zonal mean per row and level:
+!>   held = du_mean + (P - S_r / N_r),   S_r = sum of P over the row's kept columns, N_r their number
+!> (float64, in this order), so the correction's zonal mean is the mean tendency's. A row spans
+!> threads and MPI ranks: step's `row_sum` (the caller's reduction, e.g. LMDZ's reduce_sum then
+!> bcast) turns this thread's partial sums into the grid's; with one process and one thread it does
+!> nothing. The partial sums run over the columns in their order, each thread's from 0.
 !>
 !> Backends: 'torchscript' (model.pt) and 'aoti' (model.pt2) through the libtorch bridge; 'trees', the
 !> compiled tree ensemble of an exported xgboost model (model_trees.so, nudgeml.trees) opened with
@@ -44,7 +54,16 @@ module nudgeml_lmdz
   implicit none
   private
 
-  public :: nudgeml_lmdz_init, nudgeml_lmdz_step, nudgeml_lmdz_counts, nudgeml_lmdz_final
+  public :: nudgeml_lmdz_init, nudgeml_lmdz_step, nudgeml_lmdz_counts, nudgeml_lmdz_final, nudgeml_row_sum
+
+  !> The caller's reduction for eddies only: on return, `a` holds its sum over every thread and MPI
+  !> rank that holds columns (the same on all). Layout: S (n_rows, klev, 2: du, dv) then N (n_rows).
+  abstract interface
+     subroutine nudgeml_row_sum(a)
+       import :: c_double
+       real(c_double), intent(inout) :: a(:)
+     end subroutine nudgeml_row_sum
+  end interface
 
   !> Modes (config.def key nudgeml_mode): no correction, mean nudging tendency, learned model.
   integer, parameter, public :: NUDGEML_MODE_OFF = 0, NUDGEML_MODE_MEAN = 1, NUDGEML_MODE_ML = 2
@@ -69,10 +88,15 @@ module nudgeml_lmdz
   real(c_float), allocatable, save, target :: xt(:, :)          ! (n_feat, klon) model input
   real(c_double), allocatable, save :: du_held(:, :), dv_held(:, :) ! (klon, klev) m s-2
   real(c_double), allocatable, save :: gain(:, :)                 ! (klev, 2): du, dv gains (the module header)
+  integer, save :: n_rows = 0                                     ! > 0: eddies only (the module header)
+  integer, allocatable, save :: row_of(:)                         ! (klon) each column's latitude row
+  real(c_double), allocatable, save :: part(:, :, :)              ! (klon, klev, 2) the model's part about the mean
+  real(c_double), allocatable, save :: row_buf(:)                 ! S then N, as nudgeml_row_sum
   integer(c_int64_t), save :: n_refresh = 0, n_columns = 0, n_fallback = 0, n_clipped = 0
   !$OMP THREADPRIVATE(initialised, mode, klon_s, klev_s, n_feat, n_targ, nstep_refresh, du_off, dv_off)
   !$OMP THREADPRIVATE(holding, model, feat_src, feat_lev, flo, fhi, tlo, thi, xt, du_held, dv_held)
   !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped, use_trees, trees, yt, gain)
+  !$OMP THREADPRIVATE(n_rows, row_of, part, row_buf)
 
 contains
 
@@ -103,8 +127,10 @@ contains
   !>                 OpenMP threads already use the cores)
   !>   gains         (klev, 2) gains of du, dv about the model's mean (ML mode; step must then pass
   !>                 du_model_mean, dv_model_mean); absent: 1
+  !>   rows, nrows   eddies only (ML mode): each of this thread's columns' latitude row, 1..nrows over
+  !>                 the whole grid (step must then pass row_sum); absent: off
   subroutine nudgeml_lmdz_init(mode_in, model_dir, klon, klev, pdtphys, ierr, errmsg, backend, &
-       interval_hours, torch_threads, gains)
+       interval_hours, torch_threads, gains, rows, nrows)
     integer, intent(in) :: mode_in
     character(len=*), intent(in) :: model_dir
     integer, intent(in) :: klon, klev
@@ -115,6 +141,7 @@ contains
     real(c_double), intent(in), optional :: interval_hours
     integer, intent(in), optional :: torch_threads
     real(c_double), intent(in), optional :: gains(:, :)
+    integer, intent(in), optional :: rows(:), nrows
     real(c_double) :: interval_s, span
     type(nml_manifest) :: man
     integer :: b, j, k, off, nth, src, want_levels
@@ -162,6 +189,25 @@ contains
        end if
        allocate (gain(klev, 2))
        gain = gains
+    end if
+    if (present(rows) .neqv. present(nrows)) then
+       call fail(1, 'nudgeml_lmdz_init: rows and nrows go together (eddies only)')
+       return
+    end if
+    if (present(rows)) then
+       if (size(rows) /= klon .or. nrows < 1) then
+          call fail(1, 'nudgeml_lmdz_init: rows must hold one latitude row per column (klon = ' // itoa(klon) // &
+               '), got ' // itoa(size(rows)) // ', and nrows must be positive')
+          return
+       end if
+       if (any(rows < 1 .or. rows > nrows)) then
+          call fail(1, 'nudgeml_lmdz_init: rows must lie in 1..nrows = ' // itoa(nrows) // ', got ' // &
+               itoa(minval(rows)) // '..' // itoa(maxval(rows)))
+          return
+       end if
+       n_rows = nrows
+       allocate (row_of(klon), part(klon, klev, 2), row_buf(nrows * klev * 2 + nrows))
+       row_of = rows
     end if
     b = NML_BACKEND_TORCHSCRIPT
     if (present(backend)) then
@@ -308,9 +354,10 @@ contains
   !> none is held yet (a run restarted inside a window). Outputs d_u, d_v are the increments over
   !> this step in m s-1. lat_deg, land_frac, cos_zen are needed only if the model uses them;
   !> du_model_mean, dv_model_mean (m s-2, the model's mean over the training states) turn the mean
-  !> residual on (required when init was given gains).
+  !> residual on (required when init was given gains). row_sum: the reduction of the eddies-only row
+  !> sums across threads and ranks (required when init was given rows; see nudgeml_row_sum).
   subroutine nudgeml_lmdz_step(klon, klev, itap, pdtphys, u, v, t, q, paprs, pplay, du_mean, dv_mean, &
-       d_u, d_v, ierr, errmsg, lat_deg, land_frac, cos_zen, du_model_mean, dv_model_mean)
+       d_u, d_v, ierr, errmsg, lat_deg, land_frac, cos_zen, du_model_mean, dv_model_mean, row_sum)
     integer, intent(in) :: klon, klev, itap
     real(c_double), intent(in) :: pdtphys
     real(c_double), intent(in) :: u(klon, klev), v(klon, klev), t(klon, klev), q(klon, klev)
@@ -321,6 +368,7 @@ contains
     character(len=*), intent(out) :: errmsg
     real(c_double), intent(in), optional :: lat_deg(klon), land_frac(klon), cos_zen(klon)
     real(c_double), intent(in), optional :: du_model_mean(klon, klev), dv_model_mean(klon, klev)  ! m s-2
+    procedure(nudgeml_row_sum), optional :: row_sum
 
     ierr = 0
     errmsg = ''
@@ -359,6 +407,7 @@ contains
       real(c_float), pointer :: y(:, :)
       real(c_double) :: xv
       logical :: bad, residual
+      logical, allocatable :: kept(:)
       integer :: i, j, k, i0, i1
 
       ierr = 0
@@ -372,6 +421,12 @@ contains
               '(the model''s mean the gains scale about)')
          return
       end if
+      if (n_rows > 0 .and. .not. present(row_sum)) then
+         call set_err(ierr, errmsg, 4, 'nudgeml_lmdz_step: init was given rows (eddies only): pass row_sum, '// &
+              'the reduction of the row sums across threads and ranks')
+         return
+      end if
+      if (n_rows > 0) allocate (kept(klon))
       do j = 1, n_feat
          select case (feat_src(j))
          case (SRC_SIN_LAT, SRC_COS_LAT)
@@ -449,6 +504,7 @@ contains
                end if
             end do
          end if
+         if (n_rows > 0) kept(i) = .not. bad
          if (bad) then
             n_fallback = n_fallback + 1
             du_held(i, :) = du_mean(i, :)
@@ -470,8 +526,37 @@ contains
          end if
       end do
       n_columns = n_columns + klon
+      if (n_rows > 0) call eddies(kept)
 
     end subroutine refresh
+
+    !> Eddies only: the kept columns' part about the mean loses its zonal mean per row and level.
+    subroutine eddies(kept)
+      logical, intent(in) :: kept(:)
+      integer :: i, k, r, ns
+      ns = n_rows * klev * 2
+      row_buf = 0.0_c_double
+      do i = 1, klon
+         if (.not. kept(i)) cycle
+         r = row_of(i)
+         part(i, :, 1) = du_held(i, :) - du_mean(i, :)
+         part(i, :, 2) = dv_held(i, :) - dv_mean(i, :)
+         do k = 1, klev
+            row_buf(r + n_rows * (k - 1)) = row_buf(r + n_rows * (k - 1)) + part(i, k, 1)
+            row_buf(r + n_rows * (k - 1 + klev)) = row_buf(r + n_rows * (k - 1 + klev)) + part(i, k, 2)
+         end do
+         row_buf(ns + r) = row_buf(ns + r) + 1.0_c_double
+      end do
+      call row_sum(row_buf)
+      do i = 1, klon
+         if (.not. kept(i)) cycle
+         r = row_of(i)
+         do k = 1, klev
+            du_held(i, k) = du_mean(i, k) + (part(i, k, 1) - row_buf(r + n_rows * (k - 1)) / row_buf(ns + r))
+            dv_held(i, k) = dv_mean(i, k) + (part(i, k, 2) - row_buf(r + n_rows * (k - 1 + klev)) / row_buf(ns + r))
+         end do
+      end do
+    end subroutine eddies
 
 
   end subroutine nudgeml_lmdz_step
@@ -517,6 +602,10 @@ contains
     if (allocated(du_held)) deallocate (du_held)
     if (allocated(dv_held)) deallocate (dv_held)
     if (allocated(gain)) deallocate (gain)
+    if (allocated(row_of)) deallocate (row_of)
+    if (allocated(part)) deallocate (part)
+    if (allocated(row_buf)) deallocate (row_buf)
+    n_rows = 0
     initialised = .false.
     holding = .false.
     mode = NUDGEML_MODE_OFF

@@ -4,13 +4,16 @@
 !>
 !> * settings: the namelist group `nudgeml_nml` in the file `nudgeml.nml` of the run directory
 !>   (`mode` = 'off' | 'mean' | 'ml', `mean_file`, `model_dir`, `interval_hours`, `dump_file`,
-!>   `mean_residual`);
+!>   `mean_residual`, `eddy_only`);
 !>   without the file the correction is off and LMDZE runs as built from its own sources;
 !> * `mean_file`: the workflow's mean nudging tendency on the physics columns, `du_mean`/`dv_mean`
 !>   (presnivs, points_physiques) in m s-2 -- the file LMDZ6's `nudgeml_physiq_init` reads -- used
 !>   by 'mean' and as the guard's fallback by 'ml'; with `mean_residual` ('ml'), also the model's mean
 !>   over the training states `du_model_mean`/`dv_model_mean` and, when present, per-level gains
 !>   `gain_du`/`gain_dv` (presnivs): the routine then holds du_mean + g * (model - du_model_mean);
+!> * `eddy_only` ('ml'): the routine removes the zonal mean of the model's part about the mean per
+!>   latitude row (rows numbered from the columns' latitudes, `rlat`); LMDZE runs one process and one
+!>   thread, so the reduction of the row sums the routine asks for does nothing here;
 !> * the model sees the state physiq receives from the dynamics (u, v, t, water vapour, the
 !>   pressures), the columns' latitude and land fraction (LMDZE's `rlat`, `masque`) and cos(zenith)
 !>   (`mu0`), as the training columns were read from the dynamics' history;
@@ -40,6 +43,7 @@ module nudgeml_lmdze_m
   integer, save :: mode = NUDGEML_MODE_OFF
   character(len=512), save :: dump_file = ''
   logical, save :: dumped = .false.
+  logical, save :: eddies = .false.   ! eddy_only: step passes the (serial) row reduction
   real(c_double), allocatable, save :: du_mean(:, :), dv_mean(:, :)
   real(c_double), allocatable, save :: du_model_mean(:, :), dv_model_mean(:, :)   ! mean_residual only
   ! wall time spent in this hook (s): reading the settings and loading the model, then every step
@@ -71,7 +75,7 @@ contains
     llm = size(u, 2)
     t0 = wall()
     if (.not. started) then
-       call start(klon, llm, real(dtphys, c_double))
+       call start(klon, llm, real(dtphys, c_double), rlat)
        wall_init = wall() - t0
        t0 = wall()
     end if
@@ -89,9 +93,15 @@ contains
        zen = real(mu0, c_double)
        ! du_model_mean, dv_model_mean are allocated only with mean_residual; an unallocated array passed
        ! to an optional argument is absent (Fortran 2008), as lmdz/INTEGRATION.md's patch relies on
-       call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
-            d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
-            dv_model_mean=dv_model_mean)
+       if (eddies) then
+          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
+               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
+               dv_model_mean=dv_model_mean, row_sum=serial_row_sum)
+       else
+          call nudgeml_lmdz_step(klon, llm, itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, du_mean, dv_mean, &
+               d_u, d_v, ierr, msg, lat_deg=lat, land_frac=land, cos_zen=zen, du_model_mean=du_model_mean, &
+               dv_model_mean=dv_model_mean)
+       end if
        if (ierr /= 0) call die(trim(msg))
        if (.not. dumped .and. len_trim(dump_file) > 0) then
           call dump(trim(dump_file), itap, real(dtphys, c_double), ud, vd, td, qd, pd, pld, lat, land, zen, d_u, d_v)
@@ -111,17 +121,27 @@ contains
     end if
   end subroutine nudgeml_lmdze_correct
 
-  subroutine start(klon, llm, dtphys)
+  !> The row sums of the routine's eddies only, reduced over LMDZE's one process and one thread:
+  !> they are the grid's already.
+  subroutine serial_row_sum(a)
+    real(c_double), intent(inout) :: a(:)
+    continue   ! a is the total as it is
+  end subroutine serial_row_sum
+
+  subroutine start(klon, llm, dtphys, rlat)
     integer, intent(in) :: klon, llm
     real(c_double), intent(in) :: dtphys
+    real, intent(in) :: rlat(:)
     character(len=8) :: mode_name
     character(len=512) :: mean_file, model_dir
     real(c_double) :: interval_hours
     integer :: unit, ios, ierr
     character(len=1024) :: msg
-    logical :: there, mean_residual
+    logical :: there, mean_residual, eddy_only
     real(c_double), allocatable :: gains(:, :)
-    namelist /nudgeml_nml/ mode_name, mean_file, model_dir, interval_hours, dump_file, mean_residual
+    integer, allocatable :: rows(:)
+    integer :: i
+    namelist /nudgeml_nml/ mode_name, mean_file, model_dir, interval_hours, dump_file, mean_residual, eddy_only
 
     started = .true.
     mode_name = 'off'
@@ -130,6 +150,7 @@ contains
     interval_hours = 6.0_c_double
     dump_file = ''
     mean_residual = .false.
+    eddy_only = .false.
     inquire (file='nudgeml.nml', exist=there)
     if (.not. there) return
     open (newunit=unit, file='nudgeml.nml', status='old', action='read', iostat=ios)
@@ -160,8 +181,23 @@ contains
        call read_mean(trim(mean_file), 'dv_model_mean', dv_model_mean)
        call read_gains(trim(mean_file), llm, gains)
     end if
-    call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
-         torch_threads=1, gains=gains)   ! unallocated gains: absent, gains 1
+    if (eddy_only .and. mode /= NUDGEML_MODE_ML) call die('nudgeml.nml: eddy_only needs mode ''ml''')
+    if (eddy_only) then
+       ! LMDZ's column order: north pole, the rows north to south, south pole: a new row where the
+       ! latitude changes
+       allocate (rows(klon))
+       rows(1) = 1
+       do i = 2, klon
+          rows(i) = rows(i - 1)
+          if (rlat(i) /= rlat(i - 1)) rows(i) = rows(i) + 1
+       end do
+       eddies = .true.
+       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
+            torch_threads=1, gains=gains, rows=rows, nrows=rows(klon))
+    else
+       call nudgeml_lmdz_init(mode, trim(model_dir), klon, llm, dtphys, ierr, msg, interval_hours=interval_hours, &
+            torch_threads=1, gains=gains)   ! unallocated gains: absent, gains 1
+    end if
     if (ierr /= 0) call die(trim(msg))
   end subroutine start
 
@@ -245,6 +281,7 @@ contains
     status = nf90_def_var(ncid, 'd_v', nf90_double, [dk, dl], ids(11))
     status = nf90_put_att(ncid, nf90_global, 'itap', itap)
     status = nf90_put_att(ncid, nf90_global, 'dtphys_s', dtphys)
+    status = nf90_put_att(ncid, nf90_global, 'eddy_only', merge(1, 0, eddies))
     status = nf90_put_att(ncid, nf90_global, 'title', &
          'nudgeml_lmdz inputs and increments (m s-1 over the step) at its first refresh in LMDZE')
     status = nf90_enddef(ncid)

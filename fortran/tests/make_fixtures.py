@@ -19,8 +19,8 @@ Layout of ``<out>``:
 * ``bad_n_features/``, ``bad_model_size/``, ``missing_pt/``, ``bad_json/``: bad inputs.
 * ``bridge/``: 257 columns, outputs of both artifacts for batches of 257, 1 and 7 columns.
 * ``lmdz/``: an LMDZ-like state evolving linearly over 49 physics steps of 900 s, the mean
-  tendency, the model's mean and per-level gains (the mean residual), and the expected d_u, d_v of the
-  LMDZ routine at the three 6-hourly refreshes.
+  tendency, the model's mean and per-level gains (the mean residual), each column's latitude row (eddies
+  only), and the expected d_u, d_v of the LMDZ routine at the three 6-hourly refreshes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from torch import nn
 from nudgeml import export as ex
 from nudgeml import manifest as mf
 from nudgeml.guard import apply_guard, guard_bounds
+from nudgeml.lmdze_run import routine_eddy_only
 from nudgeml.trees import CompiledTrees
 from nudgeml.models import normalized as nn_models
 
@@ -50,6 +51,7 @@ DT = 900.0  # physics step, s
 NSTEP_REFRESH = 24  # 6 h / 900 s
 NSTEPS = 2 * NSTEP_REFRESH + 1  # refreshes at steps 1, 25, 49
 TORCH_THREADS = 2  # the Fortran tests load the models with the same count
+ROW_LEN = 10  # eddies only: latitude rows of 10 columns (the last of 4), row 4 spans both OpenMP halves
 
 
 def blocks() -> tuple[tuple[mf.Block, ...], tuple[mf.Block, ...]]:
@@ -192,10 +194,13 @@ def write_bridge(out: Path, rng: np.random.Generator, models: dict[str, torch.nn
 
 
 def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate, mean, partition, threads,
-                   model_mean=None, gains=None):
+                   model_mean=None, gains=None, rows=None):
     """Expected (d_u, d_v) at each refresh, and the counters, for one partition of the columns. With
     ``model_mean`` (the mean residual) a column the guard keeps gets ``mean + g (tendency - model_mean)``
-    per level, in float64 in that order (g = ``gains``, 1 when None), as nudgeml_lmdz documents."""
+    per level, in float64 in that order (g = ``gains``, 1 when None), as nudgeml_lmdz documents. With
+    ``rows`` (each column's latitude row, 1-based: eddies only) the kept columns' part about the mean
+    P loses its row mean (``nudgeml.lmdze_run.routine_eddy_only`` over the partition: the Fortran test's
+    reduction adds the threads' sums)."""
     bounds = guard_bounds(manifest.guard)
     fallback = np.concatenate([mean["du"], mean["dv"]], axis=1)
     if model_mean is not None:
@@ -203,6 +208,7 @@ def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate
         g = np.ones(2 * KLEV) if gains is None else np.concatenate([gains[:, 0], gains[:, 1]])
     expected = []
     counts = np.zeros(4, dtype=np.int64)  # refreshes, columns, fallbacks, clipped: summed over threads
+    kept_all = np.zeros(KLON, bool)
     for step in range(1, NSTEPS + 1, NSTEP_REFRESH):
         state = {k: state0[k] + (step - 1) * dstate[k] for k in state0}
         x = features(state)
@@ -215,6 +221,10 @@ def lmdz_reference(model: torch.nn.Module, manifest: mf.Manifest, state0, dstate
                 kept = ~res.fallback
                 tendency[lo:hi][kept] = fallback[lo:hi][kept] + g * (res.tendency[kept] - mm[lo:hi][kept])
             counts += (1, hi - lo, res.n_fallback, res.n_clipped)
+            if rows is not None:
+                kept_all[lo:hi] = ~res.fallback
+        if rows is not None:
+            tendency = routine_eddy_only(tendency, fallback, kept_all, rows, partition)
         expected += [tendency[:, :KLEV] * DT, tendency[:, KLEV:] * DT]
     return expected, counts
 
@@ -240,7 +250,11 @@ def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, model
     gains = np.stack([np.linspace(0.0, 1.5, KLEV), np.linspace(2.0, -0.5, KLEV)], axis=1)  # (klev, 2)
     fortran_write(d / "model_mean.f64", model_mean["du"], model_mean["dv"])
     fortran_write(d / "gains.f64", gains)
+    rows = np.arange(KLON) // ROW_LEN + 1
+    (d / "rows.txt").write_text(" ".join(str(int(r)) for r in rows) + "\n")
     half = KLON // 2
+    assert rows[half - 1] == rows[half], "a row spans both OpenMP halves"
+
     cases = {
         "torchscript_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS),
         "aoti_serial": (models["aoti"], [(0, KLON)], TORCH_THREADS),
@@ -254,6 +268,9 @@ def write_lmdz(out: Path, rng: np.random.Generator, manifest: mf.Manifest, model
         "residual_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS, model_mean, None),
         "gains_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS, model_mean, gains),
         "gains_omp": (models["torchscript"], [(0, half), (half, KLON)], 1, model_mean, gains),
+        # eddies only about the gained part, serial and with a row split between two OpenMP threads
+        "eddy_serial": (models["torchscript"], [(0, KLON)], TORCH_THREADS, model_mean, gains, rows),
+        "eddy_omp": (models["torchscript"], [(0, half), (half, KLON)], 1, model_mean, gains, rows),
     }
     for name, (model, partition, threads, *residual) in cases.items():
         expected, counts = lmdz_reference(model, manifest, state0, dstate, mean, partition, threads, *residual)

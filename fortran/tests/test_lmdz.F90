@@ -4,7 +4,8 @@
 !> the correction must be recomputed only at steps 1, 25 and 49 (6-hourly) from the state of
 !> that step, guarded (clip + fallback to the mean tendency), and held in between. Then: a model
 !> that outputs NaN falls back; two OpenMP threads with their own columns; the mean residual (the
-!> model's mean passed at each step) with and without per-level gains; the mean mode; errors.
+!> model's mean passed at each step) with and without per-level gains; eddies only (row means removed,
+!> the row sums reduced across two OpenMP threads as LMDZ's reduce_sum would); the mean mode; errors.
 !> Built with -fdefault-real-8 like LMDZ.
 program test_lmdz
   use, intrinsic :: iso_c_binding, only: c_double, c_int64_t
@@ -19,7 +20,10 @@ program test_lmdz
   real(c_double) :: dt
   real(c_double), allocatable :: s0(:, :, :), ds(:, :, :), p0(:, :), dp(:, :), dum(:, :), dvm(:, :)
   real(c_double), allocatable :: mmu(:, :), mmv(:, :), gains(:, :)   ! the model's mean, (klev, 2) gains
-  integer, parameter :: PLAIN = 0, RESIDUAL = 1, GAINED = 2
+  integer, allocatable :: rows(:)                                     ! eddies only: each column's row
+  integer :: nrows
+  real(c_double), allocatable :: shared_sums(:)                       ! omp_row_sum's buffer (shared)
+  integer, parameter :: PLAIN = 0, RESIDUAL = 1, GAINED = 2, EDDY = 3
   integer, parameter :: IU = 1, IV = 2, IT = 3, IQ = 4, IPL = 5
 
   npass = 0
@@ -36,6 +40,8 @@ program test_lmdz
   call run_case('residual_serial', '/mlp33', 'torchscript', 0, 2, RESIDUAL)
   call run_case('gains_serial', '/mlp33', 'torchscript', 0, 2, GAINED)
   call run_case('gains_omp', '/mlp33', 'torchscript', 2, 1, GAINED)
+  call run_case('eddy_serial', '/mlp33', 'torchscript', 0, 2, EDDY)
+  call run_case('eddy_omp', '/mlp33', 'torchscript', 2, 1, EDDY)
   call mean_mode()
   call errors()
 
@@ -72,7 +78,29 @@ contains
     allocate (buf(2 * klev))
     call read_f64(trim(fixtures) // '/lmdz/gains.f64', buf)
     gains = reshape(buf, [klev, 2])
+    allocate (rows(klon))
+    open (newunit=u, file=trim(fixtures) // '/lmdz/rows.txt', status='old', action='read')
+    read (u, *) rows
+    close (u)
+    nrows = maxval(rows)
+    allocate (shared_sums(nrows * klev * 2 + nrows))
   end subroutine read_inputs
+
+  !> The eddies-only reduction over the threads of the enclosing parallel region (one thread outside
+  !> one), as LMDZ's reduce_sum then bcast: every thread adds its partial sums to one buffer.
+  subroutine omp_row_sum(a)
+    real(c_double), intent(inout) :: a(:)
+    !$omp barrier
+    !$omp single
+    shared_sums = 0.0_c_double
+    !$omp end single
+    !$omp critical (row_sum)
+    shared_sums = shared_sums + a
+    !$omp end critical (row_sum)
+    !$omp barrier
+    a = shared_sums
+    !$omp barrier
+  end subroutine omp_row_sum
 
   !> Run all steps over columns [i0, i1] on the calling thread; count mismatches with `expect`.
   subroutine drive(dir, backend, i0, i1, expect, torch_threads, variant, bad, counts, errtext)
@@ -94,6 +122,9 @@ contains
     if (variant == GAINED) then
        call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
             torch_threads=torch_threads, gains=gains)
+    else if (variant == EDDY) then
+       call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
+            torch_threads=torch_threads, gains=gains, rows=rows(i0:i1), nrows=nrows)
     else
        call nudgeml_lmdz_init(NUDGEML_MODE_ML, dir, n, klev, dt, ierr, m, backend=backend, &
             torch_threads=torch_threads)
@@ -113,6 +144,9 @@ contains
        if (variant == PLAIN) then
           call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
                d_u, d_v, ierr, m)
+       else if (variant == EDDY) then
+          call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
+               d_u, d_v, ierr, m, du_model_mean=mmu(i0:i1, :), dv_model_mean=mmv(i0:i1, :), row_sum=omp_row_sum)
        else
           call nudgeml_lmdz_step(n, klev, step, dt, u, v, t, q, pa, pl, dum(i0:i1, :), dvm(i0:i1, :), &
                d_u, d_v, ierr, m, du_model_mean=mmu(i0:i1, :), dv_model_mean=mmv(i0:i1, :))
@@ -222,6 +256,16 @@ contains
     call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
          p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg, du_model_mean=mmu)
     call check(ierr /= 0 .and. index(msg, 'go together') > 0, 'du_model_mean without dv_model_mean refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, rows=rows(1:klon - 1), &
+         nrows=nrows)
+    call check(ierr /= 0 .and. index(msg, 'one latitude row per column') > 0, 'rows of the wrong size refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, rows=rows, nrows=nrows - 1)
+    call check(ierr /= 0 .and. index(msg, 'rows must lie in 1..nrows') > 0, 'a row beyond nrows refused: ' // trim(msg))
+    call nudgeml_lmdz_init(NUDGEML_MODE_ML, trim(fixtures) // '/mlp33', klon, klev, dt, ierr, msg, rows=rows, nrows=nrows)
+    call check(ierr == 0, 'init with rows: ' // trim(msg))
+    call nudgeml_lmdz_step(klon, klev, 1, dt, s0(:, :, IU), s0(:, :, IV), s0(:, :, IT), s0(:, :, IQ), &
+         p0, s0(:, :, IPL), dum, dvm, d_u, d_v, ierr, msg)
+    call check(ierr /= 0 .and. index(msg, 'pass row_sum') > 0, 'eddies only without the reduction refused: ' // trim(msg))
     call nudgeml_lmdz_final()
   end subroutine errors
 

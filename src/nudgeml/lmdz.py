@@ -105,6 +105,7 @@ class FreeRun:
     correction: str  # none | mean | ml
     model_dir: str = ""  # ml: directory of model.json/model.pt/model.pt2
     mean_residual: bool = False  # ml: about the model's mean (du_model_mean, dv_model_mean, gains: in the mean file)
+    eddy_only: bool = False  # ml: the model's part about the mean loses its zonal mean per latitude row
 
 
 @dataclass(frozen=True)
@@ -491,7 +492,10 @@ def _parse(cfg: Mapping[str, Any], tau_hours: float | None = None, forecast: Map
             if corr != "ml":
                 raise _err(f"{where}.mean_residual", f"given for a run with correction {corr!r} (it shifts a model's output)")
             _check_residual_file(correction.mean_file, f"{where}.mean_residual")
-        runs.append(FreeRun(str(name), corr, model_dir, residual))
+        eddy_only = _get(spec, "eddy_only", bool, where, False)
+        if eddy_only and corr != "ml":
+            raise _err(f"{where}.eddy_only", f"given for a run with correction {corr!r} (it filters a model's part)")
+        runs.append(FreeRun(str(name), corr, model_dir, residual, eddy_only))
 
     start_from = _get(f, "start_from", str, "free", "reference")
     if start_from not in ("reference", "guided"):
@@ -585,11 +589,12 @@ class _Run:
     period: MonthRange
     model_dir: str = ""
     mean_residual: bool = False
+    eddy_only: bool = False
 
 
 def _runs(cfg: LmdzJobConfig) -> list[_Run]:
     out = [_Run("guided", "guided", "none", cfg.guided)]
-    out += [_Run(r.name, "free", r.correction, cfg.free, r.model_dir, r.mean_residual) for r in cfg.free_runs]
+    out += [_Run(r.name, "free", r.correction, cfg.free, r.model_dir, r.mean_residual, r.eddy_only) for r in cfg.free_runs]
     return out
 
 

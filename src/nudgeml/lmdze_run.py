@@ -274,7 +274,8 @@ class Correction:
     run's correction and the ML guard's fallback), the exported model's folder, the refresh interval,
     ``dump`` (a file name in the run folder: the first refresh's columns and increments) and
     ``mean_residual`` (ml: the model's output about its own mean, ``du_model_mean``/``dv_model_mean`` and
-    any per-level ``gain_du``/``gain_dv`` of the mean file)."""
+    any per-level ``gain_du``/``gain_dv`` of the mean file) and ``eddy_only`` (ml: the zonal mean of the
+    model's part about the mean removed per latitude row, as the stand-in's ``eddy_only``)."""
 
     correction: str = "none"
     mean_file: str | os.PathLike[str] | None = None
@@ -282,6 +283,7 @@ class Correction:
     interval_hours: float = 6.0
     dump: str | None = None
     mean_residual: bool = False
+    eddy_only: bool = False
 
     def namelist(self) -> str:
         if self.correction not in HOOK_MODES:
@@ -292,10 +294,13 @@ class Correction:
             raise ConfigError("LMDZE free-run correction 'ml' needs the exported model's folder")
         if self.mean_residual and self.correction != "ml":
             raise ConfigError(f"LMDZE free-run correction {self.correction!r}: mean_residual shifts a model's output; use ml")
+        if self.eddy_only and self.correction != "ml":
+            raise ConfigError(f"LMDZE free-run correction {self.correction!r}: eddy_only filters a model's part; use ml")
         values = {"mode_name": HOOK_MODES[self.correction], "interval_hours": float(self.interval_hours),
                   "mean_file": str(Path(self.mean_file).resolve()) if self.mean_file else "",
                   "model_dir": str(Path(self.model_dir).resolve()) if self.model_dir else "",
-                  "dump_file": self.dump or "", "mean_residual": self.mean_residual}
+                  "dump_file": self.dump or "", "mean_residual": self.mean_residual,
+                  "eddy_only": self.eddy_only}
         return _groups(("nudgeml_nml",), {"nudgeml_nml": values})
 
 
@@ -409,6 +414,37 @@ class RefreshCheck:
     bitwise: bool
 
 
+def latitude_rows(lat_deg: np.ndarray) -> np.ndarray:
+    """Each physics column's latitude row, 1-based, in LMDZ's column order (north pole, the rows from
+    north to south, south pole): a new row wherever the latitude changes, as the LMDZE hook numbers them
+    for the routine's eddies only (nudgeml_lmdze.f90)."""
+    lat = np.asarray(lat_deg)
+    return np.concatenate([[1], 1 + np.cumsum(lat[1:] != lat[:-1])]).astype(int)
+
+
+def routine_eddy_only(tendency: np.ndarray, fallback: np.ndarray, kept: np.ndarray, rows: np.ndarray,
+                      parts: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+    """The LMDZ routine's eddies only (fortran/lmdz/nudgeml_lmdz.F90), in its float64 order: the kept
+    columns' part about the mean ``P = tendency - fallback`` (klon, n_targets) becomes ``fallback + (P -
+    S_r / N_r)``, S_r and N_r summed over each of ``parts`` (the threads' column ranges, in column order,
+    from 0: the whole grid when None) and the parts' sums then added in order, as a reduction would."""
+    part = tendency - fallback
+    n_rows = int(rows.max())
+    total_s, total_n = np.zeros((n_rows, part.shape[1])), np.zeros(n_rows)
+    for lo, hi in parts or [(0, part.shape[0])]:
+        s_part, n_part = np.zeros_like(total_s), np.zeros(n_rows)
+        for i in range(lo, hi):  # one column at a time, as the Fortran loop (np.sum would sum pairwise)
+            if kept[i]:
+                s_part[rows[i] - 1] += part[i]
+                n_part[rows[i] - 1] += 1.0
+        total_s += s_part
+        total_n += n_part
+    out = tendency.copy()
+    for i in np.flatnonzero(kept):
+        out[i] = fallback[i] + (part[i] - total_s[rows[i] - 1] / total_n[rows[i] - 1])
+    return out
+
+
 def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                   mean_file: str | os.PathLike[str]) -> RefreshCheck:
     """Recompute in Python the refresh LMDZE's physics hook dumped (``dump_file``: the columns given
@@ -416,8 +452,9 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
     TorchScript model on the same float32 features (one intra-op thread, as the hook loads it), the
     guard (:mod:`nudgeml.guard`) with the same mean-tendency fallback, for a mean-residual run (the mean
     file holds ``du_model_mean``) ``mean + g (tendency - model mean)`` per level on the columns the guard
-    kept (the routine's float64 order; g from ``gain_du``/``gain_dv``, else 1), times the physics step.
-    ``bitwise`` is whether every increment is the same float64."""
+    kept (the routine's float64 order; g from ``gain_du``/``gain_dv``, else 1), for a dump marked
+    ``eddy_only`` the row means of that part removed (:func:`routine_eddy_only`, rows from the columns'
+    latitudes), times the physics step. ``bitwise`` is whether every increment is the same float64."""
     import torch
     import xarray as xr
 
@@ -429,6 +466,7 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
         # the Fortran (klon, klev) arrays are (presnivs, points_physiques) in the file
         cols = {k: ds[k].values.astype(np.float64).T for k in ds.data_vars}
         dt = float(ds.attrs["dtphys_s"])
+        eddy_only = bool(int(ds.attrs.get("eddy_only", 0)))
     with xr.open_dataset(mean_file) as m:  # (presnivs, points_physiques) -> (klon, klev)
         fallback = np.concatenate([m["du_mean"].values.T, m["dv_mean"].values.T], axis=1).astype(np.float64)
         model_mean = gains = None
@@ -452,6 +490,8 @@ def check_refresh(dump_file: str | os.PathLike[str], model_dir: str | os.PathLik
         k = np.ones(tendency.shape[1]) if gains is None else gains
         tendency = tendency.copy()
         tendency[kept] = fallback[kept] + k * (g.tendency[kept] - model_mean[kept])
+    if eddy_only:
+        tendency = routine_eddy_only(tendency, fallback, ~g.fallback, latitude_rows(cols["lat_deg"]))
     klev = cols["u"].shape[1]
     want = {"d_u": tendency[:, :klev] * dt, "d_v": tendency[:, klev:] * dt}
     diff = max(float(np.max(np.abs(cols[k] - want[k]))) for k in want)

@@ -150,8 +150,9 @@ def check_backend(config: Mapping[str, Any]) -> None:
             if spec.get("add_mean"):
                 raise ConfigError(f"config key 'free_runs.runs.{name}.add_mean': backend {backend.name!r} applies the model's output or, with "
                                   "mean_residual, the mean plus its part about its mean (LMDZ's physics routine); remove it")
-            for key in ("scale", "filter_truncation", "eddy_only", "rotational_only"):
-                if key in spec and not (key == "scale" and float(spec[key]) == 1.0) and not (key in ("eddy_only", "rotational_only") and not spec[key]):
+            # eddy_only it applies too (row sums reduced across ranks and threads, fortran/lmdz/nudgeml_lmdz.F90)
+            for key in ("scale", "filter_truncation", "rotational_only"):
+                if key in spec and not (key == "scale" and float(spec[key]) == 1.0) and not (key == "rotational_only" and not spec[key]):
                     raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' is {spec[key]!r}: backend {backend.name!r} applies the model's "
                                       "output unscaled and unfiltered (LMDZ's physics routine); remove it")
             targets = config.get("columns", {}).get("targets", ["du", "dv"])

@@ -108,6 +108,8 @@ def kit_config(cfg: Mapping[str, Any], run: str | None = None, spec: Mapping[str
             entry["model"] = str(Path(model_dir).resolve()) if model_dir else ""
             if spec.get("mean_residual"):
                 entry["mean_residual"] = True
+            if spec.get("eddy_only"):
+                entry["eddy_only"] = True
         block["free"]["runs"] = {run: entry}
         if mean_file:  # the job runs in the LMDZ run directory: absolute paths
             block.setdefault("correction", {})["mean_file"] = str(Path(mean_file).resolve())
@@ -521,7 +523,7 @@ def lmdze_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) 
     correction = Correction(spec["correction"], mean_file=mean_file,
                             model_dir=Path(inputs["manifest"]).parent if "manifest" in inputs else None,
                             dump="refresh_dump.nc" if spec["correction"] == "ml" else None,
-                            mean_residual=bool(spec.get("mean_residual")))
+                            mean_residual=bool(spec.get("mean_residual")), eddy_only=bool(spec.get("eddy_only")))
     t0 = time.monotonic()
     res = run_free(run_dir, settings, correction, ce0l=lmdze_build.executable("ce0l"), gcm=lmdze_build.executable("gcm"),
                    pressure_levels=list(inputs["pressure_levels"]), single_levels=list(inputs["single_levels"]),
