@@ -382,7 +382,7 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmd
     exported model through the bridge inside physiq (refreshed every 6 h, guarded), and its first
     refresh equals the Python model on the same columns bit for bit (issue 15, items 2 and 3); the
     mean-residual ML run holds mean + (model - the model's mean over the guided run's states), also bit
-    for bit."""
+    for bit, and so does the eddies-only run (row means removed)."""
     import json
 
     import numpy as np
@@ -419,7 +419,8 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmd
     columns = {"level_inputs": ["u", "v", "t", "q"], "surface_inputs": ["ps"], "geo": ["sin_lat", "cos_lat"], "targets": ["du", "dv"]}
     runs = {"control": {"correction": "none"}, "mean": {"correction": "mean"}, "ml": {"correction": "ml", "model": "m"},
             "ml-mr": {"correction": "ml", "model": "m", "mean_residual": True},
-            "ml-mr-top": {"correction": "ml", "model": "m", "mean_residual": True, "top_hpa": 300.0}}
+            "ml-mr-top": {"correction": "ml", "model": "m", "mean_residual": True, "top_hpa": 300.0},
+            "ml-mr-eddy-top": {"correction": "ml", "model": "m", "mean_residual": True, "eddy_only": True, "top_hpa": 300.0}}
     hist, status = {}, {}
     for name, run_spec in runs.items():
         cfg = {"free_runs": {"start": TRUTH_START, "end": "2000-02-01T00:00", "runs": {name: run_spec}},
@@ -471,6 +472,31 @@ def test_free_runs_control_mean_and_ml_through_the_bridge(built, truth_era5, lmd
     assert 0 < (p_hpa >= 300.0).sum() < p_hpa.size
     assert status["ml-mr-top"]["refresh_check"]["bitwise"] is True
     assert float(np.abs(hist["ml-mr-top"]["u"] - hist["ml-mr"]["u"]).isel(time=-1).max()) > 1e-6
+    # eddy_only: the routine removes each latitude row's mean of the model's part about the mean (rows
+    # numbered from rlat in the hook), bit for bit as Python; the increments' zonal mean over the kept
+    # columns of a row is the mean tendency's; the check sees the row means
+    from nudgeml.lmdze_run import latitude_rows
+
+    eddy_dump = tmp_path / "lmdze" / "free" / "ml-mr-eddy-top" / "refresh_dump.nc"
+    assert status["ml-mr-eddy-top"]["refresh_check"]["bitwise"] is True
+    with xr.open_dataset(eddy_dump) as ds, xr.open_dataset(tmp_path / "lmdze" / "free" / "ml-mr-eddy-top.mean_physics.nc") as m:
+        assert int(ds.attrs["eddy_only"]) == 1
+        rows = latitude_rows(ds["lat_deg"].values)
+        part = (ds["d_u"].values / float(ds.attrs["dtphys_s"]) - m["du_mean"].values).T  # (klon, klev)
+    assert rows.max() == 13 and np.bincount(rows)[2:-1].tolist() == [16] * 11  # 2 poles, 11 rows of 16
+    fell_back = np.all(part == 0.0, axis=1)  # on the guard's fallback (or alone in its row)
+    checked = 0
+    for r in range(2, 13):
+        kept = (rows == r) & ~fell_back
+        if kept.sum() > 1:
+            np.testing.assert_allclose(part[kept].mean(axis=0), 0.0, atol=1e-12)
+            checked += 1
+    assert checked >= 5, checked
+    assert np.abs(part).max() > 1e-7  # waves stay
+    top_dump = xr.open_dataset(tmp_path / "lmdze" / "free" / "ml-mr-top" / "refresh_dump.nc").load()
+    top_dump.attrs["eddy_only"] = 1  # the eddies-only formula on the run without it: not bit for bit
+    top_dump.to_netcdf(tmp_path / "dump_as_eddy.nc")
+    assert not check_refresh(tmp_path / "dump_as_eddy.nc", model_dir, tmp_path / "lmdze" / "free" / "ml-mr-top.mean_physics.nc").bitwise
 
     # the check can fail: the same dump against another model is not bit for bit
     dump = tmp_path / "lmdze" / "free" / "ml" / "refresh_dump.nc"
