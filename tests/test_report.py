@@ -60,6 +60,27 @@ def test_identical_distributions_score_one_and_distance_zero():
     assert s["wasserstein"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_wet_day_intensity_and_the_share_above_the_truths_p99():
+    """Worked by hand: cell-days of 0, 0.5, 2 and 6 mm with weights 1, 1, 1, 3: the wet days (>= 1 mm)
+    average (2 + 3 x 6) / 4 = 5 mm; above 4 mm lies weight 3 of 6. The truth has 1 % above its own p99,
+    a run twice as wet more, and a higher intensity."""
+    from nudgeml.report import share_above, wet_day_intensity
+
+    d, w = np.array([0.0, 0.5, 2.0, 6.0]), np.array([1.0, 1.0, 1.0, 3.0])
+    assert wet_day_intensity(d, w) == pytest.approx(5.0)
+    assert wet_day_intensity(np.zeros(3), np.ones(3)) is None
+    assert share_above(d, w, 4.0) == pytest.approx(0.5)
+    rng = np.random.default_rng(3)
+    t = rng.gamma(0.6, 6.0, size=(60, 4, NLON))
+    tw = np.broadcast_to(area_weights(LAT, NLON), t.shape)
+    truth = precip_summary(t, tw, (t, tw, precip_pdf(t, tw)[0]))
+    assert truth["above_truth_p99"] == pytest.approx(0.01, abs=0.002)
+    wetter = precip_summary(2.0 * t, tw, (t, tw, precip_pdf(t, tw)[0]))
+    assert wetter["wet_day_intensity"] > truth["wet_day_intensity"] and wetter["above_truth_p99"] > 0.05
+    # the same days count as wet when the threshold doubles with the rain: exactly twice the intensity
+    assert wet_day_intensity(2.0 * t, tw, threshold=2.0) == pytest.approx(2.0 * truth["wet_day_intensity"], rel=1e-12)
+
+
 def test_shifted_distribution_distance_and_percentiles():
     rng = np.random.default_rng(2)
     a = rng.gamma(0.6, 6.0, size=20000)

@@ -13,7 +13,8 @@ Over the evaluation window (the free runs' period after ``report.skip_days``):
 * maps of the time-mean bias (u at an upper level, T at the lowest level, precipitation) and zonal-mean
   cross-sections of the u and T bias;
 * the distribution of daily precipitation: PDFs on log bins, percentiles (p50, p90, p99, p99.9), the
-  Perkins skill score and the Wasserstein distance to the truth;
+  wet-day intensity (mean over cell-days of at least 1 mm) and the share of cell-days above the truth's
+  p99, the Perkins skill score and the Wasserstein distance to the truth;
 * offline skill (R^2 per level), guard counts, stability, configuration, software versions, git commit.
 
 Everything is written into one self-contained HTML page (figures embedded as data URIs).
@@ -66,6 +67,9 @@ UNITS = {"u": "m/s", "v": "m/s", "t": "K", "q": "g/kg", "ps": "hPa", "precip": "
 SCALE = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e3, "ps": 1e-2, "precip": 1.0}  # to the units above
 PRECIP_BINS = np.logspace(-1, np.log10(500.0), 101)  # mm/day, as fv3net's online reports
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+# a wet day as ETCCDI counts it: the mean over wet cell-days is their simple daily intensity index
+# (SDII), which separates "rains on too few days" from "rains too hard when it rains"
+WET_DAY_MM = 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,16 +138,34 @@ def daily_precip_from_history(precip_rate: xr.DataArray, window_hours: float = 6
     return total.sel(time=complete.values)
 
 
+def wet_day_intensity(daily_mm: np.ndarray, weights: np.ndarray, threshold: float = WET_DAY_MM) -> float | None:
+    """Area-weighted mean of the cell-days with at least ``threshold`` mm (None when none is wet)."""
+    d = np.asarray(daily_mm, np.float64).ravel()
+    w = np.asarray(weights, np.float64).ravel()
+    wet = d >= threshold
+    return float(np.sum(d[wet] * w[wet]) / np.sum(w[wet])) if wet.any() else None
+
+
+def share_above(daily_mm: np.ndarray, weights: np.ndarray, threshold: float) -> float:
+    """Area-weighted fraction of the cell-days above ``threshold`` mm (the truth's p99: 1 % for the truth)."""
+    d = np.asarray(daily_mm, np.float64).ravel()
+    w = np.asarray(weights, np.float64).ravel()
+    return float(np.sum(w[d > threshold]) / np.sum(w))
+
+
 def precip_summary(daily: np.ndarray, weights: np.ndarray, truth: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
     pdf, dry = precip_pdf(daily, weights)
     out: dict[str, Any] = {
         "mean": float(np.sum(daily * weights) / np.sum(weights)),
         "percentiles": {f"p{p:g}": float(v) for p, v in zip(PERCENTILES, weighted_quantiles(daily, weights, PERCENTILES))},
         "dry_fraction": dry,
+        "wet_day_intensity": wet_day_intensity(daily, weights),
         "pdf": pdf.tolist(),
     }
     if truth is not None:
         t_daily, t_w, t_pdf = truth
+        if np.size(t_daily):
+            out["above_truth_p99"] = share_above(daily, weights, float(weighted_quantiles(t_daily, t_w, [99.0])[0]))
         out["perkins"] = perkins_skill_score(np.append(pdf, dry), np.append(t_pdf, 1.0 - t_pdf.sum()))
         out["wasserstein"] = wasserstein(daily, weights, t_daily, t_w)
     return out
@@ -730,7 +752,8 @@ def _table_html(ev: Mapping[str, Any]) -> str:
 
 
 def _precip_table(ev: Mapping[str, Any]) -> str:
-    head = "".join(f"<th>{k}</th>" for k in ("mean", *[f"p{p:g}" for p in PERCENTILES], "dry fraction", "Perkins", "Wasserstein"))
+    head = "".join(f"<th>{k}</th>" for k in ("mean", *[f"p{p:g}" for p in PERCENTILES], "dry fraction", f"wet-day intensity (≥ {WET_DAY_MM:g} mm)",
+                                             "above the truth's p99", "Perkins", "Wasserstein"))
     rows = []
     for name, res in ev["precipitation"].items():
         if not res:
@@ -739,7 +762,9 @@ def _precip_table(ev: Mapping[str, Any]) -> str:
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{_fmt(res['mean'], 2)}</td>"
             + "".join(f"<td>{_fmt(pc[f'p{p:g}'], 2)}</td>" for p in PERCENTILES)
-            + f"<td>{_fmt(res['dry_fraction'], 3)}</td><td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td></tr>"
+            + f"<td>{_fmt(res['dry_fraction'], 3)}</td><td>{_fmt(res.get('wet_day_intensity'), 2)}</td>"
+            + f"<td>{_fmt(100.0 * res['above_truth_p99'], 2) + ' %' if res.get('above_truth_p99') is not None else '–'}</td>"
+            + f"<td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td></tr>"
         )
     return f"<table><tr><th>daily precip (mm/day)</th>{head}</tr>{''.join(rows)}</table>"
 
