@@ -90,13 +90,12 @@ module nudgeml_lmdz
   real(c_double), allocatable, save :: gain(:, :)                 ! (klev, 2): du, dv gains (the module header)
   integer, save :: n_rows = 0                                     ! > 0: eddies only (the module header)
   integer, allocatable, save :: row_of(:)                         ! (klon) each column's latitude row
-  real(c_double), allocatable, save :: part(:, :, :)              ! (klon, klev, 2) the model's part about the mean
   real(c_double), allocatable, save :: row_buf(:)                 ! S then N, as nudgeml_row_sum
   integer(c_int64_t), save :: n_refresh = 0, n_columns = 0, n_fallback = 0, n_clipped = 0
   !$OMP THREADPRIVATE(initialised, mode, klon_s, klev_s, n_feat, n_targ, nstep_refresh, du_off, dv_off)
   !$OMP THREADPRIVATE(holding, model, feat_src, feat_lev, flo, fhi, tlo, thi, xt, du_held, dv_held)
   !$OMP THREADPRIVATE(n_refresh, n_columns, n_fallback, n_clipped, use_trees, trees, yt, gain)
-  !$OMP THREADPRIVATE(n_rows, row_of, part, row_buf)
+  !$OMP THREADPRIVATE(n_rows, row_of, row_buf)
 
 contains
 
@@ -206,7 +205,7 @@ contains
           return
        end if
        n_rows = nrows
-       allocate (row_of(klon), part(klon, klev, 2), row_buf(nrows * klev * 2 + nrows))
+       allocate (row_of(klon), row_buf(nrows * klev * 2 + nrows))
        row_of = rows
     end if
     b = NML_BACKEND_TORCHSCRIPT
@@ -531,6 +530,8 @@ contains
     end subroutine refresh
 
     !> Eddies only: the kept columns' part about the mean loses its zonal mean per row and level.
+    !> The part about the mean is held - mean, taken again in the second pass (the same float64
+    !> subtraction, so no copy of it is kept).
     subroutine eddies(kept)
       logical, intent(in) :: kept(:)
       integer :: i, k, r, ns
@@ -539,11 +540,10 @@ contains
       do i = 1, klon
          if (.not. kept(i)) cycle
          r = row_of(i)
-         part(i, :, 1) = du_held(i, :) - du_mean(i, :)
-         part(i, :, 2) = dv_held(i, :) - dv_mean(i, :)
          do k = 1, klev
-            row_buf(r + n_rows * (k - 1)) = row_buf(r + n_rows * (k - 1)) + part(i, k, 1)
-            row_buf(r + n_rows * (k - 1 + klev)) = row_buf(r + n_rows * (k - 1 + klev)) + part(i, k, 2)
+            row_buf(r + n_rows * (k - 1)) = row_buf(r + n_rows * (k - 1)) + (du_held(i, k) - du_mean(i, k))
+            row_buf(r + n_rows * (k - 1 + klev)) = row_buf(r + n_rows * (k - 1 + klev)) &
+                 + (dv_held(i, k) - dv_mean(i, k))
          end do
          row_buf(ns + r) = row_buf(ns + r) + 1.0_c_double
       end do
@@ -552,8 +552,10 @@ contains
          if (.not. kept(i)) cycle
          r = row_of(i)
          do k = 1, klev
-            du_held(i, k) = du_mean(i, k) + (part(i, k, 1) - row_buf(r + n_rows * (k - 1)) / row_buf(ns + r))
-            dv_held(i, k) = dv_mean(i, k) + (part(i, k, 2) - row_buf(r + n_rows * (k - 1 + klev)) / row_buf(ns + r))
+            du_held(i, k) = du_mean(i, k) + ((du_held(i, k) - du_mean(i, k)) &
+                 - row_buf(r + n_rows * (k - 1)) / row_buf(ns + r))
+            dv_held(i, k) = dv_mean(i, k) + ((dv_held(i, k) - dv_mean(i, k)) &
+                 - row_buf(r + n_rows * (k - 1 + klev)) / row_buf(ns + r))
          end do
       end do
     end subroutine eddies
@@ -603,7 +605,6 @@ contains
     if (allocated(dv_held)) deallocate (dv_held)
     if (allocated(gain)) deallocate (gain)
     if (allocated(row_of)) deallocate (row_of)
-    if (allocated(part)) deallocate (part)
     if (allocated(row_buf)) deallocate (row_buf)
     n_rows = 0
     initialised = .false.
