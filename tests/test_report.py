@@ -16,6 +16,7 @@ from nudgeml.report import (
     precip_pdf,
     precip_summary,
     summary_markdown,
+    truth_reference,
     wasserstein,
     weighted_quantiles,
 )
@@ -55,7 +56,7 @@ def test_identical_distributions_score_one_and_distance_zero():
     rng = np.random.default_rng(1)
     d = rng.gamma(0.6, 6.0, size=(30, 4, NLON))
     w = np.broadcast_to(area_weights(LAT, NLON), d.shape)
-    s = precip_summary(d, w, (d, w, precip_pdf(d, w)[0]))
+    s = precip_summary(d, w, truth_reference(d, w))
     assert s["perkins"] == pytest.approx(1.0)
     assert s["wasserstein"] == pytest.approx(0.0, abs=1e-12)
 
@@ -73,9 +74,9 @@ def test_wet_day_intensity_and_the_share_above_the_truths_p99():
     rng = np.random.default_rng(3)
     t = rng.gamma(0.6, 6.0, size=(60, 4, NLON))
     tw = np.broadcast_to(area_weights(LAT, NLON), t.shape)
-    truth = precip_summary(t, tw, (t, tw, precip_pdf(t, tw)[0]))
+    truth = precip_summary(t, tw, truth_reference(t, tw))
     assert truth["above_truth_p99"] == pytest.approx(0.01, abs=0.002)
-    wetter = precip_summary(2.0 * t, tw, (t, tw, precip_pdf(t, tw)[0]))
+    wetter = precip_summary(2.0 * t, tw, truth_reference(t, tw))
     assert wetter["wet_day_intensity"] > truth["wet_day_intensity"] and wetter["above_truth_p99"] > 0.05
     # the same days count as wet when the threshold doubles with the rain: exactly twice the intensity
     assert wet_day_intensity(2.0 * t, tw, threshold=2.0) == pytest.approx(2.0 * truth["wet_day_intensity"], rel=1e-12)

@@ -153,7 +153,16 @@ def share_above(daily_mm: np.ndarray, weights: np.ndarray, threshold: float) -> 
     return float(np.sum(w[d > threshold]) / np.sum(w))
 
 
-def precip_summary(daily: np.ndarray, weights: np.ndarray, truth: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+def truth_reference(daily: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+    """What every run's daily precipitation is compared with, computed once: the truth's values, weights,
+    PDF and p99 (None without a day)."""
+    pdf, _ = precip_pdf(daily, weights)
+    p99 = float(weighted_quantiles(daily, weights, [99.0])[0]) if np.size(daily) else None
+    return daily, weights, pdf, p99
+
+
+def precip_summary(daily: np.ndarray, weights: np.ndarray, truth: tuple[np.ndarray, np.ndarray, np.ndarray, float | None] | None) -> dict[str, Any]:
+    """One run's daily-precipitation statistics; against ``truth`` (:func:`truth_reference`) its scores too."""
     pdf, dry = precip_pdf(daily, weights)
     out: dict[str, Any] = {
         "mean": float(np.sum(daily * weights) / np.sum(weights)),
@@ -163,9 +172,9 @@ def precip_summary(daily: np.ndarray, weights: np.ndarray, truth: tuple[np.ndarr
         "pdf": pdf.tolist(),
     }
     if truth is not None:
-        t_daily, t_w, t_pdf = truth
-        if np.size(t_daily):
-            out["above_truth_p99"] = share_above(daily, weights, float(weighted_quantiles(t_daily, t_w, [99.0])[0]))
+        t_daily, t_w, t_pdf, t_p99 = truth
+        if t_p99 is not None:
+            out["above_truth_p99"] = share_above(daily, weights, t_p99)
         out["perkins"] = perkins_skill_score(np.append(pdf, dry), np.append(t_pdf, 1.0 - t_pdf.sum()))
         out["wasserstein"] = wasserstein(daily, weights, t_daily, t_w)
     return out
@@ -260,7 +269,7 @@ def evaluate_runs(
     wcell = area_weights(lat, nlon)
     t_daily = truth_daily.values
     t_w = np.broadcast_to(wcell, t_daily.shape)
-    t_pdf, _ = precip_pdf(t_daily, t_w)
+    truth_ref = truth_reference(t_daily, t_w)
     truth_means["precip"] = t_daily.mean(axis=0) if t_daily.size else np.zeros_like(wcell)
     truth_precip = precip_summary(t_daily, t_w, None) if t_daily.size else {}
 
@@ -294,7 +303,7 @@ def evaluate_runs(
         if daily is not None and daily.size:
             d = daily.values
             r.means["precip"] = d.mean(axis=0)
-            r.precip = precip_summary(d, np.broadcast_to(wcell, d.shape), (t_daily, t_w, t_pdf))
+            r.precip = precip_summary(d, np.broadcast_to(wcell, d.shape), truth_ref)
         tm = truth_means if common.size == window.size else _time_means(truth, common.astype("datetime64[ns]"), STATE_VARS) | {"precip": truth_means["precip"]}
         r.metrics = field_metrics(r.means, tm, lat)
         r.zonal = {v: (r.means[v] - tm[v]).mean(axis=-1) for v in ("u", "t")}
