@@ -612,3 +612,24 @@ def test_free_run_applies_the_mean_temperature_correction(setup, tmp_path):
         temps[name] = h["temp"].values
     warming = float(np.mean(temps["mean-t"][-1] - temps["mean-uv"][-1]))  # at the last window start: 12 h
     assert 0.2 * 1e-5 * 12 * 3600 < warming < 1.2 * 1e-5 * 12 * 3600, warming
+
+
+@pytest.mark.slow
+def test_free_run_records_the_precipitation_its_humidity_correction_implies(setup, tmp_path):
+    """A constant dq_mean of -1e-9 kg kg-1 s-1 removes 1e-9 ps / g kg m-2 s-1 of water from every column
+    (the sigma layers sum to 1): the history's precip_qcorr is that, with the window's psol; a winds-only
+    correction writes zero."""
+    from nudgeml.conventions import read_histhf
+    from nudgeml.gcm.standin import GRAVITY_M_S2
+
+    root, grid, cfg = setup
+    path = thermo_mean(root, grid, tmp_path / "mean-dq.nc", dt=0.0, dq=-1e-9)
+    runs = {"mean-q": {"correction": "mean"}, "mean-uv": {"correction": "mean", "variables": ["du", "dv"]}}
+    cfg = cfg | {"free_runs": cfg["free_runs"] | {"runs": runs}}
+    for name in runs:
+        run_free(cfg, name, root / "grid.nc", [root / "forcing.nc"], tmp_path / f"{name}.nc", tmp_path / f"{name}.json", mean_file=path)
+    q = read_histhf(tmp_path / "mean-q.nc").load()
+    want = 1e-9 * q["ps"].values / GRAVITY_M_S2
+    np.testing.assert_allclose(q["precip_correction"].values, want, rtol=2e-3)
+    assert q["precip_correction"].attrs["units"] == "kg/(s*m2)"
+    np.testing.assert_array_equal(read_histhf(tmp_path / "mean-uv.nc")["precip_correction"].values, 0.0)

@@ -315,3 +315,63 @@ def test_offline_table_has_a_column_per_learned_target():
     assert "<th>R² du</th><th>R² dv</th><th>R² dt</th><th>R² dq</th>" in html
     assert "<tr><td>mlp</td><td>0.108</td><td>0.195</td><td>0.149</td><td>–</td></tr>" in html
     assert "<tr><td>xgb</td><td>0.200</td><td>0.300</td><td>–</td><td>–</td></tr>" in html
+
+
+def test_total_precipitation_adds_what_the_humidity_correction_implies(tmp_path):
+    """``total``: precip + precip_correction, negative sums floored at zero and counted; ``physics``: the
+    physics' own; a dq-corrected run without the record is one error naming the file and the variable."""
+    from nudgeml.errors import ConfigError, InputError
+    from nudgeml.report import run_precipitation
+
+    t = np.datetime64("2000-01-01T00", "ns") + np.arange(4) * np.timedelta64(6, "h")
+    precip = np.full((4, LAT.size, NLON), 2e-5)
+    corr = np.full_like(precip, 1e-5)
+    corr[:, 0, :] = -3e-5  # 60S: the correction takes more than the physics rains -> floored
+    coords = {"time": t, "lat": LAT, "lon": np.arange(NLON) * 60.0}
+    h = xr.Dataset({"precip": (("time", "lat", "lon"), precip), "precip_correction": (("time", "lat", "lon"), corr)}, coords=coords, attrs={"corrected": "du dv dt dq"})
+    total, size = run_precipitation(h, "run.nc", "total")
+    want = np.clip(precip + corr, 0.0, None)
+    np.testing.assert_allclose(total.values, want)
+    w = area_weights(LAT, NLON)
+    assert size["implied_mm_day"] == pytest.approx(float((corr[0] * w).sum()) * 86400.0)
+    assert size["floored_mm_day"] == pytest.approx(1e-5 * 86400.0 * float(w[0].sum()))
+    assert size["floored_share"] == pytest.approx(float(w[0].sum()))
+    physics, none = run_precipitation(h, "run.nc", "physics")
+    np.testing.assert_array_equal(physics.values, precip) and none is None
+    bare = h.drop_vars("precip_correction")
+    with pytest.raises(InputError, match=r"run\.nc: the run corrects humidity \(dq\) but has no 'precip_qcorr'"):
+        run_precipitation(bare, "run.nc", "total")
+    winds = bare.assign_attrs(corrected="du dv")
+    np.testing.assert_array_equal(run_precipitation(winds, "run.nc", "total")[0].values, precip)  # nothing to add
+    with pytest.raises(ConfigError, match="report.precipitation' is 'all'"):
+        run_precipitation(h, "run.nc", "all")
+
+
+def test_evaluate_runs_scores_the_total_precipitation_when_asked(tmp_path):
+    """The control rains 1.5 x the method; a humidity correction that takes a third of it back (recorded as
+    precip_qcorr) makes its total the method's kind of rain: closer to the truth under ``total``, unchanged
+    under ``physics``; the page says which."""
+    from nudgeml.report import evaluate_runs, render_html
+
+    runs = _write_case(tmp_path, diverged=True)
+    for name, (path, _) in runs.items():
+        if name.startswith("control"):
+            h = xr.load_dataset(path)
+            h["precip_qcorr"] = -h["precip"] / 3.0
+            h.attrs["corrected"] = "du dv dt dq"
+            h.to_netcdf(path)
+    kw = dict(start=np.datetime64("2000-01-21T00:00"), end=np.datetime64("2000-01-31T00:00"), skip_days=0.0,
+              corrections={n: "x" for n in runs}, truth_paths=[tmp_path / "forcing.nc"], truth_precip_paths=[tmp_path / "precip.nc"])
+    args = ([tmp_path / "forcing.nc"], [tmp_path / "precip.nc"], tmp_path / "nudged.nc", runs)
+    phys = evaluate_runs(*args, precipitation="physics", **kw)
+    total = evaluate_runs(*args, precipitation="total", **kw)
+    for name in ("better", "better.m1"):
+        assert total["precipitation"][name]["wasserstein"] == phys["precipitation"][name]["wasserstein"]
+        assert "humidity_correction" not in total["precipitation"][name]
+    c_phys, c_total = phys["precipitation"]["control"], total["precipitation"]["control"]
+    assert c_total["mean"] == pytest.approx(c_phys["mean"] * 2.0 / 3.0)
+    assert c_total["wasserstein"] < 0.5 * c_phys["wasserstein"]
+    assert c_total["humidity_correction"]["implied_mm_day"] == pytest.approx(-c_phys["mean"] / 3.0, rel=0.02)
+    assert total["precip_definition"]["name"] == "total" and phys["precip_definition"]["name"] == "physics"
+    page = render_html(total, figures={}, statuses={}, offline={}, config={}, versions={}, commit="x")
+    assert "report.precipitation: total" in page and "implies" in page

@@ -208,6 +208,11 @@ HISTHF_VARS: dict[str, tuple[str, str, str]] = {
     "precip": ("precip", "kg/(s*m2)", "Precip Totale liq+sol"),
 }
 
+#: Optional histhf record of the stand-in's corrected free runs: the precipitation the applied humidity
+#: correction implies (minus its column integral, window mean); the report adds it to ``precip`` for the
+#: water-conserving total (``report.precipitation: total``). LMDZ's own histhf has no such record.
+PRECIP_CORRECTION_VAR = ("precip_qcorr", "precip_correction", "kg/(s*m2)", "Precipitation implied by the humidity correction (minus its column integral)")
+
 
 @dataclass(frozen=True)
 class LmdzGrid:
@@ -241,11 +246,14 @@ def _time_attrs(epoch: np.datetime64) -> dict[str, str]:
     return {"standard_name": "time", "long_name": "Time axis", "units": f"seconds since {stamp}", "calendar": "gregorian", "axis": "T"}
 
 
-def open_histhf_writer(path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: np.datetime64, window_hours: float, attrs: Mapping[str, Any] | None = None) -> StreamingNetCDF:
+def open_histhf_writer(
+    path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: np.datetime64, window_hours: float, attrs: Mapping[str, Any] | None = None, precip_correction: bool = False
+) -> StreamingNetCDF:
     """Streaming writer for a ``histhf``-style file.
 
     ``time_counter`` labels the window start: ``vitu vitv temp ovap psol`` are instantaneous there;
-    ``precip`` is the mean over the window that starts there (``online_operation = ave``).
+    ``precip`` is the mean over the window that starts there (``online_operation = ave``), and so is
+    ``precip_qcorr`` (:data:`PRECIP_CORRECTION_VAR`) when ``precip_correction``.
     """
     nlev, nlat, nlon = grid.presnivs_pa.size, grid.lat_deg.size, grid.lon_deg.size
     coords = {
@@ -259,6 +267,9 @@ def open_histhf_writer(path: str | os.PathLike[str], grid: LmdzGrid, *, epoch: n
     for name, (_, units, long_name) in HISTHF_VARS.items():
         dims = ("time_counter", "lat", "lon") if name in ("psol", "precip") else ("time_counter", "presnivs", "lat", "lon")
         records[name] = VarSpec(dims, "f4", {"units": units, "long_name": long_name, **(ave if name == "precip" else inst)})
+    if precip_correction:
+        name, _, units, long_name = PRECIP_CORRECTION_VAR
+        records[name] = VarSpec(("time_counter", "lat", "lon"), "f4", {"units": units, "long_name": long_name, **ave})
     gattrs = {"Conventions": "CF-1.1", "file_name": "histhf", "production": "nudgeml stand-in GCM, LMDZ histhf conventions"}
     gattrs.update(attrs or {})
     return StreamingNetCDF(
@@ -408,6 +419,8 @@ def read_histhf(path: str | os.PathLike[str], names: Mapping[str, str] | None = 
     for dim in ("time_counter", "presnivs", "lat", "lon"):
         if dim not in ds.dims:
             raise InputError(f"{path}: history file has no dimension {dim!r} (has {sorted(ds.dims)})")
+    if PRECIP_CORRECTION_VAR[0] in ds.data_vars and PRECIP_CORRECTION_VAR[0] not in names.values():  # optional, kept when written
+        names[PRECIP_CORRECTION_VAR[1]] = PRECIP_CORRECTION_VAR[0]
     out = ds[list(names.values())].rename({v: k for k, v in names.items()})
     out = out.rename({"time_counter": "time", "presnivs": "lev"})
     return canonical(out, lev="lev")

@@ -591,7 +591,7 @@ def run_free(
         state = perturbed_member(state, member, float(config["free_runs"]["perturbation_k"]))
     gcm.start(state)
     attrs = {"run": run, "correction": spec["correction"], "corrected": " ".join(corrector.variables), "member": member, "model_truncation": gcm.grid.truncation}
-    hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs)
+    hist = HistoryWriter(out_histhf, gcm.grid, period.start, attrs, precip_correction=True)
     max_wind = float(config["free_runs"]["max_wind_ms"])
     n_windows = len(period.times) - 1
     status: dict[str, Any] = {"run": run, "name": name, "member": member, "correction": spec["correction"], "status": "ok", "n_windows": n_windows, "windows_done": 0}

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import daily_totals_mm, read_histhf
-from nudgeml.errors import InputError
+from nudgeml.conventions import PRECIP_CORRECTION_VAR, daily_totals_mm, read_histhf
+from nudgeml.errors import ConfigError, InputError
 from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse, zonal_rmse
 from nudgeml.regrid import check_on_truth_grid, open_forcing
 from nudgeml.significance import (
@@ -153,6 +153,43 @@ def share_above(daily_mm: np.ndarray, weights: np.ndarray, threshold: float) -> 
     return float(np.sum(w[d > threshold]) / np.sum(w))
 
 
+#: What a free run's precipitation is in the report (``report.precipitation``).
+PRECIP_DEFINITIONS = {
+    "total": "the physics' precipitation plus what the humidity correction implies (minus its column integral; "
+    "window means, negative sums set to zero), so the column water budget closes as in fv3net's runs",
+    "physics": "the physics' own precipitation (LMDZ's precip), without what the humidity correction removes or adds",
+}
+
+
+def run_precipitation(h: xr.Dataset, path: str | Path, definition: str) -> tuple[xr.DataArray, dict[str, float] | None]:
+    """A run's precipitation rate (kg m-2 s-1, per window) under ``definition`` (:data:`PRECIP_DEFINITIONS`),
+    and, for ``total`` with a humidity correction, its size: the area-weighted mean of the implied rate
+    and of what the zero floor took (mm/day), and the share of window-cells floored, over the whole run."""
+    if definition not in PRECIP_DEFINITIONS:
+        raise ConfigError(f"config key 'report.precipitation' is {definition!r}: one of {sorted(PRECIP_DEFINITIONS)}")
+    rate = h["precip"].load()
+    if definition == "physics":
+        return rate, None
+    if "precip_correction" not in h:
+        if "dq" in str(h.attrs.get("corrected", "")).split():
+            raise InputError(
+                f"{path}: the run corrects humidity (dq) but has no '{PRECIP_CORRECTION_VAR[0]}' (the precipitation the "
+                "correction implies); rerun it, or set report.precipitation: physics"
+            )
+        return rate, None
+    corr = h["precip_correction"].load()
+    raw = rate + corr
+    total = raw.clip(min=0.0)
+    w = area_weights(h["lat"].values, h["lon"].size)
+    per_day = 86400.0  # kg m-2 s-1 -> mm/day
+    size = {
+        "implied_mm_day": float((corr.mean("time").values * w).sum() * per_day),
+        "floored_mm_day": float(((total - raw).mean("time").values * w).sum() * per_day),
+        "floored_share": float((((raw < 0).mean("time")).values * w).sum()),
+    }
+    return total, size
+
+
 def truth_reference(daily: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
     """What every run's daily precipitation is compared with, computed once: the truth's values, weights,
     PDF and p99 (None without a day)."""
@@ -247,8 +284,13 @@ def evaluate_runs(
     ensembles: Mapping[str, Sequence[str]] | None = None,
     truth_paths: Sequence[str | Path] | None = None,
     truth_precip_paths: Sequence[str | Path] | None = None,
+    precipitation: str = "total",
 ) -> dict[str, Any]:
     """Every statistic of the report (JSON-ready) plus the fields the figures need.
+
+    ``precipitation`` (:data:`PRECIP_DEFINITIONS`): ``total`` scores each free run's physics
+    precipitation plus what its humidity correction implies (:func:`run_precipitation`), ``physics``
+    the physics' own; the nudged run's is its physics' in both.
 
     ``ensembles``: ensemble name -> its runs and members (``nudgeml.naming.ensembles``; default:
     each run with its own members). ``truth_paths``/``truth_precip_paths``: the truth's whole series
@@ -298,12 +340,15 @@ def evaluate_runs(
             results.append(r)
             continue
         r.means = _time_means(h, common.astype("datetime64[ns]"), STATE_VARS)
-        run_daily = daily_precip_from_history(h["precip"].load())
+        rate, implied = run_precipitation(h, hist_path, precipitation if name != "nudged" else "physics")
+        run_daily = daily_precip_from_history(rate)
         daily = run_daily.sel(time=days) if days.size and np.isin(days, run_daily["time"].values).all() else None
         if daily is not None and daily.size:
             d = daily.values
             r.means["precip"] = d.mean(axis=0)
             r.precip = precip_summary(d, np.broadcast_to(wcell, d.shape), truth_ref)
+            if implied is not None:
+                r.precip["humidity_correction"] = implied
         tm = truth_means if common.size == window.size else _time_means(truth, common.astype("datetime64[ns]"), STATE_VARS) | {"precip": truth_means["precip"]}
         r.metrics = field_metrics(r.means, tm, lat)
         r.zonal = {v: (r.means[v] - tm[v]).mean(axis=-1) for v in ("u", "t")}
@@ -415,6 +460,7 @@ def evaluate_runs(
         "lower_bound": lower_bound,
         "table": table,
         "precipitation": {"truth": truth_precip, **{r.name: r.precip for r in results if r.precip}},
+        "precip_definition": {"name": precipitation, "text": PRECIP_DEFINITIONS[precipitation]},
         "_fields": {"results": results, "truth_means": truth_means, "lat": lat, "lon": truth["lon"].values, "lev": truth["lev"].values},
     }
 
@@ -760,9 +806,14 @@ def _table_html(ev: Mapping[str, Any]) -> str:
     return f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _precip_definition(ev: Mapping[str, Any]) -> str:
+    d = ev.get("precip_definition") or {"name": "physics", "text": PRECIP_DEFINITIONS["physics"]}
+    return f"{d['text']} (report.precipitation: {d['name']})"
+
+
 def _precip_table(ev: Mapping[str, Any]) -> str:
     head = "".join(f"<th>{k}</th>" for k in ("mean", *[f"p{p:g}" for p in PERCENTILES], "dry fraction", f"wet-day intensity (≥ {WET_DAY_MM:g} mm)",
-                                             "above the truth's p99", "Perkins", "Wasserstein"))
+                                             "above the truth's p99", "Perkins", "Wasserstein", "from the humidity correction (floored)"))
     rows = []
     for name, res in ev["precipitation"].items():
         if not res:
@@ -773,9 +824,13 @@ def _precip_table(ev: Mapping[str, Any]) -> str:
             + "".join(f"<td>{_fmt(pc[f'p{p:g}'], 2)}</td>" for p in PERCENTILES)
             + f"<td>{_fmt(res['dry_fraction'], 3)}</td><td>{_fmt(res.get('wet_day_intensity'), 2)}</td>"
             + f"<td>{_fmt(100.0 * res['above_truth_p99'], 2) + ' %' if res.get('above_truth_p99') is not None else '–'}</td>"
-            + f"<td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td></tr>"
+            + f"<td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td><td>{_implied(res.get('humidity_correction'))}</td></tr>"
         )
     return f"<table><tr><th>daily precip (mm/day)</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _implied(c: Mapping[str, float] | None) -> str:
+    return "–" if c is None else f"{c['implied_mm_day']:+.3f} ({c['floored_mm_day']:.3f})"
 
 
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -878,7 +933,8 @@ differ by more than it): {html.escape(floor)}.</p>
 <h2>Zonal-mean bias</h2>{_img(figures.get('zonal'), 'zonal-mean bias')}
 <h2>Precipitation distribution</h2>
 <p class=note>Daily totals over every cell and day of the window, weighted by cell area; PDF on logarithmic bins from 0.1 to 500 mm/day; Perkins skill score
-(overlap of the binned distributions, dry days as one bin; 1 is identical) and Wasserstein distance (mm/day) to the truth.</p>
+(overlap of the binned distributions, dry days as one bin; 1 is identical) and Wasserstein distance (mm/day) to the truth.
+A free run's precipitation here and in the tables above is {html.escape(_precip_definition(ev))}.</p>
 {_precip_table(ev)}{_img(figures.get('precip'), 'precipitation distribution')}
 <h2>Offline skill</h2>
 {offline_table(offline)}{_img(figures.get('offline'), 'offline skill')}

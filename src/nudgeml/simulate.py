@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nudgeml.conventions import LmdzGrid, histhf_record, open_histhf_writer
+from nudgeml.conventions import PRECIP_CORRECTION_VAR, LmdzGrid, histhf_record, open_histhf_writer
 from nudgeml.errors import InputError, RunFailed
 from nudgeml.gcm.standin import GCMConfig, GridState, ModelGrid, StandinGCM, WindowOutput, enable_jax_compilation_cache
 from nudgeml.ncstream import StreamingNetCDF, seconds_since
@@ -65,16 +65,23 @@ def lmdz_grid(grid: ModelGrid) -> LmdzGrid:
 class HistoryWriter:
     """``histhf`` output of a run: one record per window (state at the start, precip over it)."""
 
-    def __init__(self, path: str | os.PathLike[str], grid: ModelGrid, epoch: np.datetime64, attrs: Mapping[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], grid: ModelGrid, epoch: np.datetime64, attrs: Mapping[str, Any], *, precip_correction: bool = False) -> None:
+        """``precip_correction``: also write the precipitation the humidity correction implies
+        (``precip_qcorr``, zero in a window without one), as the free runs do."""
         self.path = Path(path)
         self._grid = lmdz_grid(grid)
         self._epoch = epoch
-        self._nc: StreamingNetCDF = open_histhf_writer(path, self._grid, epoch=epoch, window_hours=WINDOW_HOURS, attrs=attrs)
+        self._precip_correction = precip_correction
+        self._nc: StreamingNetCDF = open_histhf_writer(path, self._grid, epoch=epoch, window_hours=WINDOW_HOURS, attrs=attrs, precip_correction=precip_correction)
 
     def append(self, w: WindowOutput) -> None:
         s = w.state
         precip = w.precip.mean(axis=0)
-        self._nc.append(seconds_since([w.start], self._epoch)[0], **histhf_record(self._grid, u=s.u, v=s.v, t=s.t, q=s.q, ps=s.ps, precip=precip))
+        record = histhf_record(self._grid, u=s.u, v=s.v, t=s.t, q=s.q, ps=s.ps, precip=precip)
+        if self._precip_correction:
+            pc = w.precip_correction if w.precip_correction is not None else np.zeros_like(precip)
+            record[PRECIP_CORRECTION_VAR[0]] = self._grid.to_lmdz(pc)
+        self._nc.append(seconds_since([w.start], self._epoch)[0], **record)
 
     def set_attrs(self, **attrs: Any) -> None:
         self._nc.set_attrs(**attrs)

@@ -31,6 +31,7 @@ with rule_logging(snakemake.log[0]) as log:
         start=np.datetime64(p.free_runs["start"], "s"), end=np.datetime64(p.free_runs["end"], "s"),
         skip_days=float(p.report["skip_days"]), corrections=corrections,
         ensembles=dict(p.ensembles), truth_paths=list(i.truth), truth_precip_paths=list(i.truth_precip),
+        precipitation=str(p.report.get("precipitation", "total")),
     )
     statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
     offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}

@@ -119,6 +119,10 @@ class WindowOutput:
     #: window means as ``du_extra``; zero when none was given
     dt_extra: np.ndarray | None = None
     dq_extra: np.ndarray | None = None
+    #: the precipitation the applied humidity correction implies, minus its column integral
+    #: (kg m-2 s-1, ``(lat, lon)``): the water a drying correction removes falls out, a moistening one
+    #: takes from the rain (fv3net's closure of the column water budget); None without a humidity correction
+    precip_correction: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,8 @@ class StandinGCM:
         lat = np.rad2deg(np.asarray(coords.horizontal.latitudes, dtype=np.float64))
         lon = np.rad2deg(np.asarray(coords.horizontal.longitudes, dtype=np.float64))
         sigma_top_first = np.asarray(coords.vertical.centers, dtype=np.float64)
+        # layer thickness in sigma, surface first: the column integral of a tendency is sum(x dsigma) ps / g
+        self._dsigma = np.asarray(coords.vertical.layer_thickness, dtype=np.float64)[::-1].copy()
         self.grid = ModelGrid(
             lat_deg=lat,
             lon_deg=lon,
@@ -708,6 +714,12 @@ class StandinGCM:
         )
         return self._base_forcing.copy(nudging_target=wind)
 
+    def column_integral(self, x: np.ndarray, ps_pa: np.ndarray) -> np.ndarray:
+        """Mass-weighted column integral of ``x`` (canonical ``(lev, lat, lon)``, per kg of air) per m2:
+        ``sum_k x_k dsigma_k ps / g``; for a humidity tendency in kg kg-1 s-1, kg m-2 s-1."""
+        x = np.asarray(x, np.float64)
+        return np.tensordot(self._dsigma, x, axes=(0, 0)) * np.asarray(ps_pa, np.float64) / GRAVITY_M_S2
+
     # ------------------------------------------------------------------ integration
     def run_window(
         self,
@@ -750,6 +762,9 @@ class StandinGCM:
         dt_ext, dq_ext = mean_over_frames(diag["dt_extra"]), mean_over_frames(diag["dq_extra"])
         if thermo_extra:  # the applied (projected) window mean, as for the winds' correction
             dt_ext, dq_ext = self.applied_thermo_tendency(dt_ext, dq_ext)
+        precip_correction = None
+        if dq_extra is not None:  # column water the correction removed (window-start surface pressure)
+            precip_correction = self.column_integral(-dq_ext, state.ps).astype(np.float32)
         return WindowOutput(
             start=start,
             state=state,
@@ -768,4 +783,5 @@ class StandinGCM:
             dq_nudge_raw=dq_raw,
             dt_extra=dt_ext,
             dq_extra=dq_ext,
+            precip_correction=precip_correction,
         )
