@@ -156,7 +156,8 @@ def share_above(daily_mm: np.ndarray, weights: np.ndarray, threshold: float) -> 
 #: What a free run's precipitation is in the report (``report.precipitation``).
 PRECIP_DEFINITIONS = {
     "total": "the physics' precipitation plus what the humidity correction implies (minus its column integral; "
-    "window means, negative sums set to zero), so the column water budget closes as in fv3net's runs",
+    "window means, negative sums set to zero), as in fv3net's runs: the column water budget closes but for what "
+    "the zero floor adds (the precipitation table's last column)",
     "physics": "the physics' own precipitation (LMDZ's precip), without what the humidity correction removes or adds",
 }
 
