@@ -633,3 +633,44 @@ def test_free_run_records_the_precipitation_its_humidity_correction_implies(setu
     np.testing.assert_allclose(q["precip_correction"].values, want, rtol=2e-3)
     assert q["precip_correction"].attrs["units"] == "kg/(s*m2)"
     np.testing.assert_array_equal(read_histhf(tmp_path / "mean-uv.nc")["precip_correction"].values, 0.0)
+
+
+def test_column_neutral_humidity_moves_water_within_each_column_in_proportion_to_humidity():
+    from nudgeml.coupled import column_neutral_humidity
+
+    rng = np.random.default_rng(3)
+    dsigma = np.array([0.1, 0.13, 0.17, 0.18, 0.16, 0.12, 0.09, 0.05])
+    q = rng.uniform(1e-6, 2e-2, size=(8, 3, 4))
+    dq = rng.normal(0.0, 1e-8, size=(8, 3, 4))
+    q[:, 0, 0] = 0.0  # a column without humidity keeps its correction
+    out = column_neutral_humidity(dq, q, dsigma)
+    net = np.tensordot(dsigma, out.astype(np.float64), axes=(0, 0))
+    assert np.abs(net.ravel()[1:]).max() < 1e-6 * np.abs(np.tensordot(dsigma, dq, axes=(0, 0))).max()
+    np.testing.assert_allclose(out[:, 0, 0], dq[:, 0, 0], rtol=1e-6)
+    # what is taken out is proportional to q: (dq - out) / q is one number per column
+    ratio = (dq - out)[:, 1, 2] / q[:, 1, 2]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-3, atol=1e-14)
+
+
+def test_humidity_column_neutral_wraps_the_mean_and_refuses_a_run_without_dq(setup, tmp_path):
+    from types import SimpleNamespace
+
+    root, grid, _ = setup
+    path = thermo_mean(root, grid, tmp_path / "mean-tq.nc", dt=2e-6, dq=-1e-9)
+    forcing = xr.open_dataset(root / "forcing.nc")
+    state = GridState(**{k: forcing[k].values[0] for k in ("u", "v", "t", "q", "ps")})
+    dsigma = np.full(grid.sigma.size, 1.0 / grid.sigma.size)
+    gcm = SimpleNamespace(dsigma=dsigma)
+    spec = {"correction": "mean", "humidity_column_neutral": True}
+    c = make_corrector(spec, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None, gcm=gcm)
+    plain = make_corrector({"correction": "mean"}, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None)
+    got, want = c(T0, state), plain(T0, state)
+    assert c.variables == ("du", "dv", "dt", "dq") and c.status()["humidity_column_neutral"] is True
+    np.testing.assert_array_equal(got.du, want.du)
+    np.testing.assert_array_equal(got.dt, want.dt)
+    assert np.abs(np.tensordot(dsigma, got.dq.astype(np.float64), axes=(0, 0))).max() < 1e-15  # -1e-9 before
+    assert describe_correction(spec) == "mean (annual, dq column-neutral)"
+    with pytest.raises(ConfigError, match=r"humidity_column_neutral needs a humidity correction; this run corrects \['du', 'dv'\]"):
+        make_corrector({**spec, "variables": ["du", "dv"]}, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None, gcm=gcm)
+    with pytest.raises(ConfigError, match="humidity_column_neutral needs the stand-in model"):
+        make_corrector(spec, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None)

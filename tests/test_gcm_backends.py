@@ -86,6 +86,8 @@ def test_jeanzay_config_is_lmdz_and_valid(jz_env):
         # LMDZ's physics reads one annual mean tendency
         (lambda c: c["free_runs"]["runs"].update(mm={"correction": "mean", "climatology": "monthly"}), "'free_runs.runs.mm.climatology' is 'monthly'"),
         (lambda c: c["lmdz"].update(calendar="earth_365d"), "'lmdz.calendar' is 'earth_365d'.* use gregorian"),
+        (lambda c: c["free_runs"]["runs"].update(cn={"correction": "mean", "variables": ["du", "dv"], "humidity_column_neutral": True}),
+         "'free_runs.runs.cn.humidity_column_neutral': backend 'lmdz' applies du, dv only"),
         # the mean residual runs on LMDZ (the routine takes the model's mean); the calibration's members do not
         (lambda c: c["free_runs"]["runs"].update(eki={"correction": "ml", "model": "mlp", "mean_residual": True, "calibrated": True}),
          "'free_runs.runs.eki.calibrated': the calibration runs its members in the job's process, which backend 'lmdz' does not"),

@@ -78,6 +78,7 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         n = int(spec.get("iterations", 0))
         extra = [" ".join(spec["variables"])] if "variables" in spec else []
         extra += [f"{n} iteration{'s' if n > 1 else ''}"] if n else []
+        extra += ["dq column-neutral"] if spec.get("humidity_column_neutral") else []
         return f"mean ({', '.join([spec.get('climatology', 'annual'), *extra])})"
     if kind != "ml":
         return kind
@@ -104,6 +105,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts.append(f"model part on {' '.join(spec['model_targets'])}")
     if float(spec.get("scale", 1.0)) != 1.0:
         parts.append(f"x{float(spec['scale']):g}")
+    if spec.get("humidity_column_neutral"):
+        parts.append("dq column-neutral")
     return ", ".join(parts)
 
 
@@ -149,6 +152,20 @@ class Correction(NamedTuple):
     def window_kwargs(self) -> dict[str, np.ndarray | None]:
         """Keyword arguments of :meth:`StandinGCM.run_window` (``du_extra`` ...)."""
         return {"du_extra": self.du, "dv_extra": self.dv, "dt_extra": self.dt, "dq_extra": self.dq}
+
+
+def column_neutral_humidity(dq: np.ndarray, q: np.ndarray, dsigma: np.ndarray) -> np.ndarray:
+    """``dq`` (canonical ``(lev, lat, lon)``) less its column integral, taken from each level in
+    proportion to the humidity there: ``sum_k dq'_k dsigma_k = 0`` in every column, so the correction
+    moves water up or down a column and neither adds nor removes any (a column without humidity keeps
+    ``dq``). Proportional to q so that the moist boundary layer, not the dry stratosphere, gives or takes
+    the net (a uniform shift would drive the upper levels' humidity negative)."""
+    dq = np.asarray(dq, np.float64)
+    q = np.clip(np.asarray(q, np.float64), 0.0, None)
+    net = np.tensordot(dsigma, dq, axes=(0, 0))
+    load = np.tensordot(dsigma, q, axes=(0, 0))
+    share = np.divide(net, load, out=np.zeros_like(net), where=load > 0)
+    return (dq - share[None] * q).astype(np.float32)
 
 
 @dataclass
@@ -480,6 +497,31 @@ def training_states(nudged_histhf: str | Path, blocks: Sequence[tuple[np.datetim
         yield np.datetime64(t, "s"), GridState(**{k: snap[k].values for k in ("u", "v", "t", "q", "ps")})
 
 
+class ColumnNeutralHumidity(Corrector):
+    """A corrector whose humidity correction is made column-neutral (:func:`column_neutral_humidity`,
+    the window-start humidity): the free run's precipitation then needs no share of the correction's
+    water (``report.precipitation`` scores both definitions alike). Everything else is the wrapped
+    corrector's."""
+
+    def __init__(self, inner: Corrector, dsigma: np.ndarray) -> None:
+        if "dq" not in inner.variables:
+            raise ConfigError(f"humidity_column_neutral needs a humidity correction; this run corrects {list(inner.variables)}")
+        self.inner = inner
+        self.kind, self.variables = inner.kind, inner.variables
+        self.dsigma = np.asarray(dsigma, np.float64)
+
+    def __getattr__(self, name: str) -> Any:  # what only the wrapped one has: seconds, gains, set_gains ...
+        return getattr(self.inner, name)
+
+    def __call__(self, t: np.datetime64, state: Any) -> Correction:
+        c = self.inner(t, state)
+        assert c.dq is not None  # checked at construction: the run corrects dq
+        return c._replace(dq=column_neutral_humidity(c.dq, state.q, self.dsigma))
+
+    def status(self) -> dict[str, Any]:
+        return {**self.inner.status(), "humidity_column_neutral": True}
+
+
 def make_corrector(
     spec: Mapping[str, Any],
     *,
@@ -491,7 +533,27 @@ def make_corrector(
     training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
     gcm: Any = None,
 ) -> Corrector:
-    """The corrector of a run spec; ``gcm`` (a started or fresh model) provides the spectral filter."""
+    """The corrector of a run spec; ``gcm`` (a started or fresh model) provides the spectral filter
+    and, for ``humidity_column_neutral``, the sigma layers."""
+    corrector = _make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)
+    if spec.get("humidity_column_neutral"):
+        if gcm is None or not hasattr(gcm, "dsigma"):
+            raise ConfigError("humidity_column_neutral needs the stand-in model (its sigma layers)")
+        return ColumnNeutralHumidity(corrector, gcm.dsigma)
+    return corrector
+
+
+def _make_corrector(
+    spec: Mapping[str, Any],
+    *,
+    columns: ColumnSpec,
+    grid: Any,
+    mean_file: str | Path | None,
+    model_dir: str | Path | None,
+    nudged_histhf: str | Path | None = None,
+    training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
+    gcm: Any = None,
+) -> Corrector:
     from nudgeml.mean_tendency import read_mean_tendency
 
     kind = spec["correction"]
@@ -584,7 +646,7 @@ def run_free(
     if spec.get("calibrated"):
         if gains_file is None:
             raise ConfigError(f"free run {name!r} is calibrated: it needs the calibration's gains file")
-        assert isinstance(corrector, MLCorrector)  # check_calibration_config: calibrated runs are ml runs
+        assert isinstance(getattr(corrector, "inner", corrector), MLCorrector)  # check_calibration_config: calibrated runs are ml runs
         corrector.set_gains(read_gains(gains_file, corrector.variables, grid.sigma.size))
     state = state_at(forcing, period.start)
     if member > 0:  # initial-condition ensemble: a tiny temperature perturbation

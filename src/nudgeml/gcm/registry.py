@@ -155,6 +155,9 @@ def check_backend(config: Mapping[str, Any]) -> None:
                 if key in spec and not (key == "scale" and float(spec[key]) == 1.0) and not (key == "rotational_only" and not spec[key]):
                     raise ConfigError(f"config key 'free_runs.runs.{name}.{key}' is {spec[key]!r}: backend {backend.name!r} applies the model's "
                                       "output unscaled and unfiltered (LMDZ's physics routine); remove it")
+            if spec.get("humidity_column_neutral"):
+                raise ConfigError(f"config key 'free_runs.runs.{name}.humidity_column_neutral': backend {backend.name!r} applies du, dv "
+                                  "only (LMDZ's physics routine), no humidity correction to make column-neutral; remove it")
             targets = config.get("columns", {}).get("targets", ["du", "dv"])
             if spec.get("correction") == "ml" and list(targets) != ["du", "dv"]:
                 raise ConfigError(f"config key 'columns.targets' is {targets}: backend {backend.name!r} applies a model of du, dv only "

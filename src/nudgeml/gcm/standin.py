@@ -714,6 +714,11 @@ class StandinGCM:
         )
         return self._base_forcing.copy(nudging_target=wind)
 
+    @property
+    def dsigma(self) -> np.ndarray:
+        """Layer thickness in sigma, surface first (sums to 1)."""
+        return self._dsigma.copy()
+
     def column_integral(self, x: np.ndarray, ps_pa: np.ndarray) -> np.ndarray:
         """Mass-weighted column integral of ``x`` (canonical ``(lev, lat, lon)``, per kg of air) per m2:
         ``sum_k x_k dsigma_k ps / g``; for a humidity tendency in kg kg-1 s-1, kg m-2 s-1."""
