@@ -672,5 +672,7 @@ def test_humidity_column_neutral_wraps_the_mean_and_refuses_a_run_without_dq(set
     assert describe_correction(spec) == "mean (annual, dq column-neutral)"
     with pytest.raises(ConfigError, match=r"humidity_column_neutral needs a humidity correction; this run corrects \['du', 'dv'\]"):
         make_corrector({**spec, "variables": ["du", "dv"]}, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None, gcm=gcm)
+    with pytest.raises(ConfigError, match=r"humidity_column_neutral needs a humidity correction; this run corrects \[\]"):
+        make_corrector({"correction": "none", "humidity_column_neutral": True}, columns=ColumnSpec(), grid=grid, mean_file=None, model_dir=None, gcm=gcm)
     with pytest.raises(ConfigError, match="humidity_column_neutral needs the stand-in model"):
         make_corrector(spec, columns=ColumnSpec(), grid=grid, mean_file=path, model_dir=None)

@@ -535,37 +535,18 @@ def make_corrector(
 ) -> Corrector:
     """The corrector of a run spec; ``gcm`` (a started or fresh model) provides the spectral filter
     and, for ``humidity_column_neutral``, the sigma layers."""
-    corrector = _make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)
-    if spec.get("humidity_column_neutral"):
-        if gcm is None or not hasattr(gcm, "dsigma"):
-            raise ConfigError("humidity_column_neutral needs the stand-in model (its sigma layers)")
-        return ColumnNeutralHumidity(corrector, gcm.dsigma)
-    return corrector
-
-
-def _make_corrector(
-    spec: Mapping[str, Any],
-    *,
-    columns: ColumnSpec,
-    grid: Any,
-    mean_file: str | Path | None,
-    model_dir: str | Path | None,
-    nudged_histhf: str | Path | None = None,
-    training: Sequence[tuple[np.datetime64, np.datetime64]] | None = None,
-    gcm: Any = None,
-) -> Corrector:
     from nudgeml.mean_tendency import read_mean_tendency
 
     kind = spec["correction"]
     if kind == "none":
-        return Corrector()
+        return _column_neutral(spec, Corrector(), gcm)  # refuses the key: nothing to make neutral
     if mean_file is None:
         raise ConfigError(f"correction {kind!r} needs the mean tendency file")
     mean = read_mean_tendency(mean_file)
     if mean["du_mean"].shape != grid.shape:
         raise InputError(f"{mean_file}: mean tendency is {mean['du_mean'].shape}, the model grid is {grid.shape}")
     if kind == "mean":
-        return MeanCorrector(mean, spec.get("climatology", "annual"), spec.get("variables"), source=str(mean_file))
+        return _column_neutral(spec, MeanCorrector(mean, spec.get("climatology", "annual"), spec.get("variables"), source=str(mean_file)), gcm)
     if "variables" in spec:
         raise ConfigError(f"'variables' is a key of the mean correction; an ml correction applies its model's targets (got correction {kind!r})")
     if kind == "ml":
@@ -609,8 +590,19 @@ def _make_corrector(
             if nudged_histhf is None or training is None:
                 raise ConfigError("mean_residual needs the nudged run and the training period")
             ml.add_mean_residual(fallback, training_states(nudged_histhf, training))
-        return ml
+        return _column_neutral(spec, ml, gcm)
     raise ConfigError(f"unknown correction {kind!r}")
+
+
+def _column_neutral(spec: Mapping[str, Any], corrector: Corrector, gcm: Any) -> Corrector:
+    """``corrector``, its humidity correction made column-neutral when the run asks for it."""
+    if not spec.get("humidity_column_neutral"):
+        return corrector
+    if "dq" not in corrector.variables:
+        raise ConfigError(f"humidity_column_neutral needs a humidity correction; this run corrects {list(corrector.variables)}")
+    if gcm is None or not hasattr(gcm, "dsigma"):
+        raise ConfigError("humidity_column_neutral needs the stand-in model (its sigma layers)")
+    return ColumnNeutralHumidity(corrector, gcm.dsigma)
 
 
 def run_free(
