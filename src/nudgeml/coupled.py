@@ -598,8 +598,6 @@ def _column_neutral(spec: Mapping[str, Any], corrector: Corrector, gcm: Any) -> 
     """``corrector``, its humidity correction made column-neutral when the run asks for it."""
     if not spec.get("humidity_column_neutral"):
         return corrector
-    if "dq" not in corrector.variables:
-        raise ConfigError(f"humidity_column_neutral needs a humidity correction; this run corrects {list(corrector.variables)}")
     if gcm is None or not hasattr(gcm, "dsigma"):
         raise ConfigError("humidity_column_neutral needs the stand-in model (its sigma layers)")
     return ColumnNeutralHumidity(corrector, gcm.dsigma)
