@@ -195,6 +195,11 @@ def test_summary_markdown_carries_the_verdicts():
     row = next(ln for ln in unsat.splitlines() if ln.startswith("| ml-x "))
     assert [c.strip() for c in row.strip("|").split("|")][-2:] == ["-0.45 (nc)", "-0.45 (nc)"]
     assert "**Spread not saturated (or not assessable) for u (members' spread 0.02 x the truth's (< 0.5))" in unsat
+    assert "Precipitation:" not in text  # a metrics.json from before report.precipitation says nothing
+    from nudgeml.report import PRECIP_DEFINITIONS
+
+    physics = summary_markdown({**_metrics(saturated=True), "precip_definition": {"name": "physics", "text": PRECIP_DEFINITIONS["physics"]}})
+    assert f"Precipitation: {PRECIP_DEFINITIONS['physics']} (report.precipitation: physics)." in physics
 
 
 def _write_case(root, *, diverged: bool):

@@ -994,6 +994,9 @@ def summary_markdown(metrics: Mapping[str, Any], offline: Mapping[str, float] | 
             "precipitation in mm/day. Δ: the run's RMSE minus the mean baseline's mean score; unmarked: its ensemble differs significantly, "
             "(ns) not significant, (nt) not testable, (nc) not concluded. The field-to-field floor is a second figure, not the test."
         )
+        if "precip_definition" in metrics:  # absent from a metrics.json from before report.precipitation
+            lines.append("")
+            lines.append(f"Precipitation: {_precip_definition(metrics)}.")
         lines.append("")
         lines.append(f"Rule: {metrics['rule']}")
         lines.append("")
