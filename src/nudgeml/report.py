@@ -171,14 +171,15 @@ def run_precipitation(h: xr.Dataset, path: str | Path, definition: str) -> tuple
     rate = h["precip"].load()
     if definition == "physics":
         return rate, None
-    if "precip_correction" not in h:
+    name = PRECIP_CORRECTION_VAR[1]  # the canonical name read_histhf gives the record
+    if name not in h:
         if "dq" in str(h.attrs.get("corrected", "")).split():
             raise InputError(
                 f"{path}: the run corrects humidity (dq) but has no '{PRECIP_CORRECTION_VAR[0]}' (the precipitation the "
                 "correction implies); rerun it, or set report.precipitation: physics"
             )
         return rate, None
-    corr = h["precip_correction"].load()
+    corr = h[name].load()
     raw = rate + corr
     total = raw.clip(min=0.0)
     w = area_weights(h["lat"].values, h["lon"].size)
@@ -808,7 +809,7 @@ def _table_html(ev: Mapping[str, Any]) -> str:
 
 
 def _precip_definition(ev: Mapping[str, Any]) -> str:
-    d = ev.get("precip_definition") or {"name": "physics", "text": PRECIP_DEFINITIONS["physics"]}
+    d = ev["precip_definition"]
     return f"{d['text']} (report.precipitation: {d['name']})"
 
 
