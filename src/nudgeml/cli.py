@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--anomalies", choices=["gridpoint", "level"], default="gridpoint", help="about each point's time mean (default) or each level's mean")
     t.add_argument("--skip-days", type=float, default=0.0, help="drop this much of the run's start")
     t.add_argument("--json", type=Path, default=None, help="also write the factors here")
+    se = sub.add_parser("sensitivity", help="a trained column model's sensitivity to the model's own state at the same level (d dX_k / d X_k, day^-1)")
+    se.add_argument("model_dir", type=Path, help="an exported model's folder (model.json, model.pt), e.g. results/science/models/mlp")
+    se.add_argument("store", type=Path, help="its training store, e.g. results/science/datasets/nudging/dataset.zarr")
+    se.add_argument("--split", default="test", choices=["train", "val", "test"])
+    se.add_argument("--rows", type=int, default=262144, help="columns of the split to average over")
+    se.add_argument("--json", type=Path, default=None, help="also write the result here")
     m = sub.add_parser("lmdz-mean", help="the workflow's mean_tendency.nc in LMDZ's physics columns (the nudgeml_mean.nc LMDZ reads)")
     m.add_argument("mean", type=Path, help="the workflow's mean_tendency.nc (backend lmdz: on LMDZ's physics grid)")
     m.add_argument("out", type=Path, help="the file to write: du_mean, dv_mean (presnivs, points_physiques)")
@@ -48,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drift(args)
     if args.cmd == "tracking":
         return _tracking(args)
+    if args.cmd == "sensitivity":
+        return _sensitivity(args)
     if args.cmd == "lmdz-mean":
         return _lmdz_mean(args)
     if args.cmd == "lmdz-forecast-join":
@@ -106,6 +114,22 @@ def _tracking(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json is not None:
         write_json(result, args.json)
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from nudgeml.atomic import write_text_atomic
+    from nudgeml.errors import InputError, ManifestError
+    from nudgeml.sensitivity import format_sensitivity, model_sensitivity
+
+    try:
+        result = model_sensitivity(args.model_dir, args.store, args.split, args.rows)
+    except (InputError, ManifestError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(format_sensitivity(result))
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
     return 0
 
 
