@@ -235,6 +235,7 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
     [
         ["science.yaml", "calibrate-science.yaml", "online-science.yaml", "eddy-science.yaml", "top-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "precip-science.yaml"],
+        ["science.yaml", "spunup-science.yaml", "cnn-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "tq-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "tq-science.yaml", "tq-neutral-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "spunup-gap-physics.yaml"],
