@@ -34,13 +34,14 @@ def linear_store(path: Path, *, nlev: int = 3, ntime: int = 40, ncol: int = 300,
     return path, w
 
 
-def neighbour_fields(root: Path, *, nlat: int = 8, nlon: int = 16, nlev: int = 2, ntime: int = 72, seed: int = 0) -> tuple[Path, Path]:
+def neighbour_fields(root: Path, *, nlat: int = 8, nlon: int = 16, nlev: int = 2, ntime: int = 72, seed: int = 0, cycle: dict[str, float] | None = None) -> tuple[Path, Path]:
     """A column table (``columns.nc``) and its store where each target needs a neighbouring column.
 
     Inputs are independent random fields; ``du`` at a cell is its eastern neighbour's ``u`` (across the
     date line at the last longitude), ``dv`` its northern neighbour's ``v`` (the pole row repeats
     itself, as replicate padding does), both x 1e-4. A column model cannot predict either.
-    Returns (columns path, store path); splits 70/15/15 % of the times.
+    Returns (columns path, store path); splits 70/15/15 % of the times, or by ``cycle`` (days per split,
+    repeated: an interleaved split).
     """
     from nudgeml.extract import write_columns
 
@@ -67,7 +68,8 @@ def neighbour_fields(root: Path, *, nlat: int = 8, nlon: int = 16, nlev: int = 2
     )
     columns = write_columns(ds, root / "columns.nc")
     store = root / "dataset.zarr"
-    cfg = ShardConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, gap_hours=12, chunk_samples=256, shard_samples=2048, seed=seed)
+    split = {"cycle": cycle} if cycle else {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}}
+    cfg = ShardConfig(**split, gap_hours=12, chunk_samples=256, shard_samples=2048, seed=seed)
     shard_columns(columns, store, cfg, source_digest="synthetic")
     return Path(columns), store
 

@@ -25,7 +25,7 @@ from nudgeml.atomic import atomic_path
 from nudgeml.conventions import read_target
 from nudgeml.errors import InputError
 from nudgeml.shard import open_store
-from nudgeml.split import in_blocks
+from nudgeml.split import in_blocks, recorded_blocks
 
 
 TimeBlocks = Sequence[tuple[np.datetime64, np.datetime64]]
@@ -37,17 +37,8 @@ _LONG_NAMES = {"du": "zonal wind", "dv": "meridional wind", "dt": "temperature",
 
 def split_blocks(store: str | os.PathLike[str], split: str) -> list[tuple[np.datetime64, np.datetime64]]:
     """One split's time blocks ``[(first, last), ...]`` (inclusive) as the store records them; empty
-    when the split is.
-
-    An interleaved split (``dataset.split.cycle``) has one block per cycle: its first and last times
-    alone would span the other splits' blocks in between. Stores written before blocks were recorded
-    have ``start``/``end`` only: one block.
-    """
-    spec = open_store(store).attrs["splits"].get(split, {})
-    if not spec.get("start"):
-        return []
-    spans = spec.get("blocks") or [[spec["start"], spec["end"]]]
-    return [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in spans]
+    when the split is (:func:`nudgeml.split.recorded_blocks`)."""
+    return recorded_blocks(open_store(store).attrs["splits"].get(split, {}))
 
 
 def training_blocks(store: str | os.PathLike[str]) -> list[tuple[np.datetime64, np.datetime64]]:

@@ -170,6 +170,20 @@ def blocks(times: np.ndarray, idx: np.ndarray, step_hours: float = 6.0) -> list[
     return [(str(t[a]), str(t[b])) for a, b in zip(starts, ends)]
 
 
+def recorded_blocks(spec: Mapping[str, Any]) -> list[tuple[np.datetime64, np.datetime64]]:
+    """One split's time blocks ``[(first, last), ...]`` (inclusive) from the store's record of it
+    (``attrs["splits"][split]``); empty when the split is.
+
+    An interleaved split (``dataset.split.cycle``) has one block per cycle: its first and last times
+    alone would span the other splits' blocks in between. Stores written before blocks were recorded
+    have ``start``/``end`` only: one block.
+    """
+    if not spec.get("start"):
+        return []
+    spans = spec.get("blocks") or [[spec["start"], spec["end"]]]
+    return [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in spans]
+
+
 def in_blocks(times: np.ndarray, spans: Sequence[Sequence[str]]) -> np.ndarray:
     """Mask of ``times`` that fall inside any ``[first, last]`` of ``spans``."""
     t = np.asarray(times, dtype="datetime64[s]")

@@ -48,6 +48,29 @@ def test_uses_the_store_split(fields):
         table.close()
 
 
+def test_an_interleaved_split_reads_each_split_s_own_blocks(tmp_path):
+    """A cycle split's train blocks span the val and test blocks between them: the table reads the
+    recorded blocks, the store's times exactly (it read start..end and refused the store before)."""
+    import zarr
+
+    columns, store = neighbour_fields(tmp_path, nlat=4, nlon=8, ntime=60, cycle={"train_days": 4, "val_days": 1, "test_days": 1})
+    splits = zarr.open_group(str(store), mode="r").attrs["splits"]
+    assert len(splits["train"]["blocks"]) > 1
+    table = FieldTable(columns, store)
+    try:
+        seen = set()
+        for name in ("train", "val", "test"):
+            idx = table.fields(name)
+            assert idx.size == splits[name]["n_times"] and idx.size * 4 * 8 == splits[name]["n_samples"]
+            assert not seen & set(idx.tolist())
+            seen |= set(idx.tolist())
+            for first, last in splits[name]["blocks"]:
+                inside = (table.times[idx] >= np.datetime64(first)) & (table.times[idx] <= np.datetime64(last))
+                assert inside.any()
+    finally:
+        table.close()
+
+
 def test_learns_what_a_column_model_cannot(fields, trained):
     root, columns, store = fields
     table = FieldTable(columns, store)

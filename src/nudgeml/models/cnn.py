@@ -43,6 +43,7 @@ from nudgeml.atomic import write_text_atomic
 from nudgeml.errors import InputError
 from nudgeml.models.common import save_trained, settings_of
 from nudgeml.shard import load_stats, open_store
+from nudgeml.split import in_blocks, recorded_blocks
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ class FieldModel(nn.Module):
 class FieldTable:
     """Whole fields of one column table (``columns.nc``), split like the training store.
 
-    ``fields(split)`` are the time indices of a split: those between the store's recorded ``start``
-    and ``end`` of that split (the split is a contiguous block of times, so this is the same set).
+    ``fields(split)`` are the time indices of a split: those inside the time blocks the store records
+    for it (one block for a dates or fractions split, one per cycle for an interleaved one).
     ``read(idx)`` returns ``x (n, ncol, n_features)``, ``y (n, ncol, n_targets)`` for those times,
     one record at a time (each time step is one NetCDF record).
     """
@@ -195,7 +196,8 @@ class FieldTable:
         s = self.splits[split]
         if not s["n_times"]:
             return np.zeros(0, dtype=np.int64)
-        sel = np.flatnonzero((self.times >= np.datetime64(s["start"], "s")) & (self.times <= np.datetime64(s["end"], "s")))
+        # the blocks, not start..end: an interleaved split's span holds the other splits' blocks too
+        sel = np.flatnonzero(in_blocks(self.times, recorded_blocks(s)))
         if sel.size != s["n_times"]:
             raise InputError(f"{self.path}: split {split!r} has {sel.size} times here, {s['n_times']} in the store {self.store} (a different extract?)")
         return sel
