@@ -71,9 +71,15 @@ def model_sensitivity(model_dir: str | os.PathLike[str], store: str | os.PathLik
     from nudgeml.evaluate import check_manifest_matches_store
     from nudgeml.manifest import read_manifest
 
+    from nudgeml.models.registry import MODEL_KINDS
+
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     check_manifest_matches_store(manifest, store, str(model_dir / "model.json"))
+    kind = MODEL_KINDS.get(manifest.kind)
+    if kind is not None and kind.reads_fields:
+        # the store's rows are shuffled columns, not a field: a field model would see nonsense neighbours
+        raise InputError(f"{model_dir / 'model.json'}: a {manifest.kind!r} model reads whole fields; the sensitivity is measured on column models")
     arrays = SplitArrays(store, split)
     if arrays.n_rows == 0:
         raise InputError(f"{store}: split {split!r} is empty")

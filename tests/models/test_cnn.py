@@ -11,6 +11,7 @@ from nudgeml.export import export_trained
 from nudgeml.manifest import read_manifest
 from nudgeml.models.cnn import CNNConfig, FieldModel, FieldTable, build_net, train_cnn
 from nudgeml.models.common import load_trained
+from nudgeml.sensitivity import model_sensitivity
 from synthetic import neighbour_fields
 
 pytestmark = pytest.mark.slow
@@ -94,6 +95,8 @@ def test_learns_what_a_column_model_cannot(fields, trained):
     assert trained[1]["halo_cells"] == 1 and trained[1]["grid_shape"] == [NLAT, NLON]
     with pytest.raises(InputError, match="whole fields"):
         evaluate(root / "export", store)
+    with pytest.raises(InputError, match="column models"):  # store rows are not a field
+        model_sensitivity(root / "export", store)
 
 
 def test_longitude_wrap_is_exact():
