@@ -6,7 +6,9 @@ tracking`` measures on the nudged run. What a trained model learned of it is the
 Jacobian in physical units, ``d(dX_k) / d(X_k)`` for every corrected variable X that is also an input
 (du on u, dv on v, dt on t, dq on q) at each level k, averaged over columns: negative, the correction
 damps the model's own anomalies (a drag on its weather, which the free run feels every step); positive,
-it amplifies them. In day^-1 it compares with the tracking factors' "slope on x" of the same variable.
+it amplifies them. It is a partial derivative (the model's other inputs held), the tracking factors'
+"slope on x" a plain regression on that one input: in the same unit (day^-1), but not necessarily of the
+same sign.
 """
 
 from __future__ import annotations
