@@ -29,7 +29,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 #: The issue's placement policy: downloads, CDO and light work on prepost; GCM runs on the CPU partition.
 PARTITION_POLICY = {
     "era5_cds": "prepost", "era5_cds_invariant": "prepost", "model_grid": "prepost", "regrid": "prepost",
-    "bias_check": "prepost", "report": "prepost", "mean_tendency": "prepost", "mean_tendency_iter": "prepost", "offline_eval": "prepost",
+    "bias_check": "prepost", "report": "prepost", "precip_mapping": "prepost", "mean_tendency": "prepost", "mean_tendency_iter": "prepost", "offline_eval": "prepost",
     "lmdz_forcing": "prepost", "lmdz_jobs": "prepost",
     "era5_standin": "cpu_p1", "nudged": "cpu_p1", "nudged_iter": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1", "forecast": "cpu_p1", "calibrate": "cpu_p1",
     "train_online": "cpu_p1",
@@ -159,7 +159,7 @@ def test_dry_run_without_slurm_prints_the_jobs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", res.stdout, re.M)
     assert sorted({rule for rule, _ in jobs}) == ["all", "bias_check", "era5_standin", "export", "extract", "free_run", "mean_tendency",
-                                                   "model_grid", "nudged", "offline_eval", "regrid", "report", "shard", "train"]
+                                                   "model_grid", "nudged", "offline_eval", "precip_mapping", "regrid", "report", "shard", "train"]
     for rule, resources in jobs:
         if rule in ("all", "train"):
             assert rule == "all" or ("slurm_partition=gpu_p13" in resources and f"slurm_account={PROJECT}@v100" in resources and "gres=gpu:1" in resources), resources

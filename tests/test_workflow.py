@@ -63,7 +63,8 @@ def test_outputs_and_bias_check(workflow_run):
                 "columns/nudging/columns.nc", "datasets/nudging/dataset.zarr/zarr.json", "datasets/nudging/dataset.zarr/train/inputs/zarr.json",
                 "models/mlp/trained.pt", "models/mlp/model.pt", "models/mlp/model.pt2", "models/mlp/model.json",
                 "models/mlp/offline.json", "models/mlp/r2_by_level.png", "mean_tendency.nc",
-                "free/control.m1/histhf.nc", "free/ml-mlp/status.json", "report/index.html", "report/metrics.json"):
+                "free/control.m1/histhf.nc", "free/ml-mlp/status.json", "report/index.html", "report/metrics.json",
+                "report/precip_mapping.nc"):
         assert (out / rel).exists(), rel
     result = json.loads((out / "checks/bias_check.json").read_text())
     assert set(result) >= {"nudged", "control", "_period"}
@@ -72,13 +73,16 @@ def test_outputs_and_bias_check(workflow_run):
         assert all(0 < result[run][k] < 20 for k in ("rmse_u", "rmse_v", "rmse_t"))
     # relaxed toward the truth, the nudged winds stay closer to it than the free control's
     assert result["nudged"]["rmse_u"] < result["control"]["rmse_u"]
-    for rule in ("era5_standin", "model_grid", "nudged", "bias_check", "extract_nudging", "shard_nudging", "train_mlp", "report"):
+    for rule in ("era5_standin", "model_grid", "nudged", "bias_check", "extract_nudging", "shard_nudging", "train_mlp", "precip_mapping", "report"):
         assert (out / "logs" / f"{rule}.log").exists() and (out / "benchmarks" / f"{rule}.tsv").exists()
     assert not list(out.rglob("*.tmp.nc")), "no temporary files left behind"
     metrics = json.loads((out / "report/metrics.json").read_text())
     runs = {row["run"] for row in metrics["table"]}
     assert runs == {"nudged", "control", "control.m1", "mean", "mean-monthly", "ml-mlp", "ml-mlp-mr-eddy-top"}
-    assert set(metrics["noise_floor"]) == {"u", "v", "t", "q", "ps", "precip"}
+    assert set(metrics["noise_floor"]) == {"u", "v", "t", "q", "ps", "precip", "precip_mapped"}
+    # the default maps every run's precipitation onto the analysis' too, fitted before the free runs (6 days)
+    assert metrics["precip_mapping"]["n_days"] == 6 and metrics["precip_mapping"]["last_day"] < "2000-02-06"
+    assert {"precip_mapped", "precip_pdf_mapped", "precip_w1_mapped"} <= set(metrics["ensembles"]["control"]["scores"])
     page = (out / "report/index.html").read_text()
     assert "data:image/png;base64," in page and "field-to-field floor" in page and 'src="http' not in page, "self-contained"
     assert page.index("What this report concludes") < page.index("Time-mean error"), "the page opens with its conclusion"
@@ -121,7 +125,7 @@ def test_a_calibrated_run_adds_its_calibration_and_nothing_upstream(workflow_run
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):
     res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
     text = res.stdout + res.stderr
-    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "train": 1, "export": 1, "offline_eval": 1, "mean_tendency": 1, "free_run": 4, "report": 1, "all": 1}
+    assert job_stats(text) == {"nudged": 1, "bias_check": 1, "extract": 1, "shard": 1, "train": 1, "export": 1, "offline_eval": 1, "mean_tendency": 1, "free_run": 4, "precip_mapping": 1, "report": 1, "all": 1}
     era5 = workflow_run / "era5/pressure_levels/2000-02.nc"
     before = era5.stat().st_mtime
     smk("--forcerun", "nudged", outdir=workflow_run)

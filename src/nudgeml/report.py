@@ -42,6 +42,7 @@ import xarray as xr
 from nudgeml.conventions import PRECIP_CORRECTION_VAR, daily_totals_mm, read_histhf
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.metrics import area_weights, weighted_bias, weighted_rmse, zonal_rmse
+from nudgeml.precip_mapping import METHOD, QuantileMapping, run_rng
 from nudgeml.regrid import check_on_truth_grid, open_forcing
 from nudgeml.significance import (
     NOT_CONCLUDED,
@@ -61,10 +62,15 @@ ALL_VARS = (*STATE_VARS, "precip")
 # share of the daily-precipitation PDF that misses the truth's (1 - Perkins skill) and the Wasserstein
 # distance to the truth's daily values; with precipitation's saturation (the same field and window)
 DIST_SCORES = {"precip_pdf": ("perkins", lambda x: 1.0 - x), "precip_w1": ("wasserstein", lambda x: x)}
-VERDICT_VARS = (*ALL_VARS, *DIST_SCORES)
-SATURATION_OF = {k: "precip" for k in DIST_SCORES}
+# with report.precip_mapping: the same three precipitation scores of every run's precipitation mapped
+# onto the analysis' distribution (nudgeml.precip_mapping), judged by the same rule
+MAPPED = "_mapped"
+MAPPED_VARS = ("precip" + MAPPED, *(k + MAPPED for k in DIST_SCORES))
+VERDICT_VARS = (*ALL_VARS, *DIST_SCORES, *MAPPED_VARS)
+SATURATION_OF = {k: "precip" for k in (*DIST_SCORES, *MAPPED_VARS)}
 UNITS = {"u": "m/s", "v": "m/s", "t": "K", "q": "g/kg", "ps": "hPa", "precip": "mm/day", "precip_pdf": "1 - Perkins", "precip_w1": "mm/day"}
-SCALE = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e3, "ps": 1e-2, "precip": 1.0}  # to the units above
+UNITS |= {k + MAPPED: UNITS[k] for k in ("precip", *DIST_SCORES)}
+SCALE = {"u": 1.0, "v": 1.0, "t": 1.0, "q": 1e3, "ps": 1e-2, "precip": 1.0, "precip" + MAPPED: 1.0}  # to the units above
 PRECIP_BINS = np.logspace(-1, np.log10(500.0), 101)  # mm/day, as fv3net's online reports
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 # a wet day as ETCCDI counts it: the mean over wet cell-days is their simple daily intensity index
@@ -287,6 +293,8 @@ def evaluate_runs(
     truth_paths: Sequence[str | Path] | None = None,
     truth_precip_paths: Sequence[str | Path] | None = None,
     precipitation: str = "total",
+    mapping: QuantileMapping | None = None,
+    mapping_seed: int = 0,
 ) -> dict[str, Any]:
     """Every statistic of the report (JSON-ready) plus the fields the figures need.
 
@@ -296,7 +304,10 @@ def evaluate_runs(
 
     ``ensembles``: ensemble name -> its runs and members (``nudgeml.naming.ensembles``; default:
     each run with its own members). ``truth_paths``/``truth_precip_paths``: the truth's whole series
-    (the period), for the saturation check (default: the free-run months)."""
+    (the period), for the saturation check (default: the free-run months). ``mapping``: every run's
+    daily precipitation mapped onto the analysis' distribution too (:mod:`nudgeml.precip_mapping`;
+    tie draws seeded by ``mapping_seed`` and the run's name), scored as ``precip_mapped``,
+    ``precip_pdf_mapped``, ``precip_w1_mapped``."""
     truth = open_forcing(forcing_paths)
     lat = truth["lat"].values
     w_start = np.datetime64(start, "s") + np.timedelta64(int(skip_days * 86400), "s")
@@ -315,6 +326,8 @@ def evaluate_runs(
     t_w = np.broadcast_to(wcell, t_daily.shape)
     truth_ref = truth_reference(t_daily, t_w)
     truth_means["precip"] = t_daily.mean(axis=0) if t_daily.size else np.zeros_like(wcell)
+    if mapping is not None:
+        truth_means["precip" + MAPPED] = truth_means["precip"]
     truth_precip = precip_summary(t_daily, t_w, None) if t_daily.size else {}
 
     if ensembles is None:
@@ -351,7 +364,11 @@ def evaluate_runs(
             r.precip = precip_summary(d, np.broadcast_to(wcell, d.shape), truth_ref)
             if implied is not None:
                 r.precip["humidity_correction"] = implied
-        tm = truth_means if common.size == window.size else _time_means(truth, common.astype("datetime64[ns]"), STATE_VARS) | {"precip": truth_means["precip"]}
+            if mapping is not None:
+                mapped = mapping.apply(d, lat, run_rng(mapping_seed, name), where=str(hist_path))
+                r.means["precip" + MAPPED] = mapped.mean(axis=0)
+                r.precip["mapped"] = precip_summary(mapped, np.broadcast_to(wcell, d.shape), truth_ref)
+        tm = truth_means if common.size == window.size else _time_means(truth, common.astype("datetime64[ns]"), STATE_VARS) | {k: v for k, v in truth_means.items() if k.startswith("precip")}
         r.metrics = field_metrics(r.means, tm, lat)
         r.zonal = {v: (r.means[v] - tm[v]).mean(axis=-1) for v in ("u", "t")}
         results.append(r)
@@ -364,8 +381,12 @@ def evaluate_runs(
     ens: dict[str, dict[str, Any]] = {}
     for e, names in ensembles.items():
         used = [by_name[n] for n in names if n in by_name and complete(by_name[n])]
-        scores = {v: [r.metrics[v]["rmse"] for r in used if v in r.metrics] for v in ALL_VARS}
+        scores = {v: [r.metrics[v]["rmse"] for r in used if v in r.metrics] for v in (*ALL_VARS, "precip" + MAPPED)}
         scores |= {k: [f(r.precip[key]) for r in used if r.precip and r.precip.get(key) is not None] for k, (key, f) in DIST_SCORES.items()}
+        scores |= {
+            k + MAPPED: [f(r.precip["mapped"][key]) for r in used if r.precip.get("mapped") and r.precip["mapped"].get(key) is not None]
+            for k, (key, f) in DIST_SCORES.items()
+        }
         ens[e] = {
             "runs": list(names), "used": [r.name for r in used], "correction": by_name[names[0]].correction if names[0] in by_name else "?",
             "scores": {v: x for v, x in scores.items() if x},
@@ -463,6 +484,7 @@ def evaluate_runs(
         "table": table,
         "precipitation": {"truth": truth_precip, **{r.name: r.precip for r in results if r.precip}},
         "precip_definition": {"name": precipitation, "text": PRECIP_DEFINITIONS[precipitation]},
+        "precip_mapping": None if mapping is None else {"method": METHOD, "quantiles": int(mapping.levels.size), "first_day": mapping.first_day, "last_day": mapping.last_day, "n_days": mapping.n_days, "seed": int(mapping_seed)},
         "_fields": {"results": results, "truth_means": truth_means, "lat": lat, "lon": truth["lon"].values, "lev": truth["lev"].values},
     }
 
@@ -817,9 +839,9 @@ def _precip_table(ev: Mapping[str, Any]) -> str:
     head = "".join(f"<th>{k}</th>" for k in ("mean", *[f"p{p:g}" for p in PERCENTILES], "dry fraction", f"wet-day intensity (≥ {WET_DAY_MM:g} mm)",
                                              "above the truth's p99", "Perkins", "Wasserstein", "from the humidity correction (floored)"))
     rows = []
-    for name, res in ev["precipitation"].items():
-        if not res:
-            continue
+    listed = [(name, res) for name, res in ev["precipitation"].items() if res]
+    listed += [(f"{name}, mapped", res["mapped"]) for name, res in listed if res.get("mapped")]
+    for name, res in listed:
         pc = res["percentiles"]
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{_fmt(res['mean'], 2)}</td>"
@@ -829,6 +851,19 @@ def _precip_table(ev: Mapping[str, Any]) -> str:
             + f"<td>{_fmt(res.get('perkins'), 3)}</td><td>{_fmt(res.get('wasserstein'), 3)}</td><td>{_implied(res.get('humidity_correction'))}</td></tr>"
         )
     return f"<table><tr><th>daily precip (mm/day)</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _mapping_text(ev: Mapping[str, Any]) -> str:
+    """What the "mapped" rows and columns are, or that there are none."""
+    m = ev.get("precip_mapping")
+    if not m:
+        return "No precipitation mapping (<code>report.precip_mapping.method: none</code>)."
+    return (
+        f"Rows and columns marked <i>mapped</i>: each run's daily precipitation through an {html.escape(m['method'])} "
+        f"({m['quantiles']} quantiles, fitted on {m['n_days']} days, {html.escape(m['first_day'])} – {html.escape(m['last_day'])}, before the free runs; "
+        "ties drawn with a seeded generator), the same mapping for every run: a correction of the output, fed nothing back "
+        "(<code>report.precip_mapping</code>, docs/evaluation.md)."
+    )
 
 
 def _implied(c: Mapping[str, float] | None) -> str:
@@ -936,7 +971,7 @@ differ by more than it): {html.escape(floor)}.</p>
 <h2>Precipitation distribution</h2>
 <p class=note>Daily totals over every cell and day of the window, weighted by cell area; PDF on logarithmic bins from 0.1 to 500 mm/day; Perkins skill score
 (overlap of the binned distributions, dry days as one bin; 1 is identical) and Wasserstein distance (mm/day) to the truth.
-A free run's precipitation here and in the tables above is {html.escape(_precip_definition(ev))}.</p>
+A free run's precipitation here and in the tables above is {html.escape(_precip_definition(ev))}. {_mapping_text(ev)}</p>
 {_precip_table(ev)}{_img(figures.get('precip'), 'precipitation distribution')}
 <h2>Offline skill</h2>
 {offline_table(offline)}{_img(figures.get('offline'), 'offline skill')}

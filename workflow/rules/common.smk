@@ -39,6 +39,8 @@ ENSEMBLES = ensembles(
     config["free_runs"]["runs"], RUNS
 )  # the report's ensembles; a bad `ensemble` key fails here, before any run
 USES_MEAN = any(spec["correction"] in ("mean", "ml") for spec in config["free_runs"]["runs"].values())
+# the report maps each run's precipitation onto the analysis' too (report.precip_mapping)
+MAPS_PRECIP = (config["report"].get("precip_mapping") or {}).get("method", "none") != "none"
 ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 ERA5_EXT = era5_suffix(config["era5"])  # .grib for era5.cds.data_format: grib, else .nc
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)

@@ -1,6 +1,30 @@
 # The evaluation report: every free run against the truth, as one self-contained HTML page.
 
 
+# The nudged run's daily precipitation mapped onto the analysis' (days before the free runs only); the
+# report applies it to every run alike (nudgeml.precip_mapping).
+rule precip_mapping:
+    input:
+        nudged=rules.nudged.output.histhf,
+        precip=[f"{OUT}/forcing/precip_{m}.nc" for m in MONTHS],
+    output:
+        nc=f"{OUT}/report/precip_mapping.nc",
+    log:
+        f"{OUT}/logs/precip_mapping.log",
+    benchmark:
+        f"{OUT}/benchmarks/precip_mapping.tsv"
+    conda:
+        "../../envs/nudgeml.yaml"
+    threads: threads_of("report")
+    resources:
+        **res("report"),
+    params:
+        before=config["free_runs"]["start"],
+        quantiles=config["report"].get("precip_mapping", {}).get("quantiles", 200),
+    script:
+        "../scripts/precip_mapping.py"
+
+
 rule report:
     input:
         forcing=forcing_files(FREE_MONTHS),
@@ -16,6 +40,7 @@ rule report:
         # the months the baseline was computed from (only when a run uses it: a control-only
         # configuration needs no training store)
         mean=rules.mean_tendency.output.nc if USES_MEAN else [],
+        mapping=rules.precip_mapping.output.nc if MAPS_PRECIP else [],
     output:
         html=report(f"{OUT}/report/index.html", caption="../report/index.rst", category="Report"),
         json=f"{OUT}/report/metrics.json",

@@ -8,6 +8,7 @@ from nudgeml.coupled import describe_correction
 from nudgeml.grid import read_model_grid
 from nudgeml.logs import rule_logging
 from nudgeml.naming import split_member
+from nudgeml.precip_mapping import read_mapping
 from nudgeml.report import (
     evaluate_runs,
     figure_guard,
@@ -32,6 +33,8 @@ with rule_logging(snakemake.log[0]) as log:
         skip_days=float(p.report["skip_days"]), corrections=corrections,
         ensembles=dict(p.ensembles), truth_paths=list(i.truth), truth_precip_paths=list(i.truth_precip),
         precipitation=str(p.report.get("precipitation", "total")),
+        mapping=read_mapping(i.mapping) if i.get("mapping") else None,
+        mapping_seed=int((p.report.get("precip_mapping") or {}).get("seed", 0)),
     )
     statuses = {run: json.loads(Path(s).read_text()) for run, s in zip(p.runs, i.status)}
     offline = {m: json.loads(Path(f).read_text()) for m, f in zip(p.models, i.offline)}
