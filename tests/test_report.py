@@ -409,4 +409,4 @@ def test_evaluate_runs_scores_the_mapped_precipitation_beside_the_raw(tmp_path):
     assert ev["verdicts"]["better"]["vs_control"]["precip_w1_mapped"]["verdict"] == "worse"  # the mapping overcorrects the method
     assert {"precip_mapped", "precip_pdf_mapped", "precip_w1_mapped"} <= set(ev["verdicts"]["better"]["vs_control"])
     page = render_html(ev, figures={}, statuses={}, offline={}, config={}, versions={}, commit="x")
-    assert "control, mapped" in page and "fitted on 20 days" in page and "precip_w1_mapped" in page
+    assert "control, mapped" in page and "20 days, 2000-01-01 – 2000-01-20, before the free runs" in page and "precip_w1_mapped" in page

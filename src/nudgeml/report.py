@@ -860,7 +860,7 @@ def _mapping_text(ev: Mapping[str, Any]) -> str:
         return "No precipitation mapping (<code>report.precip_mapping.method: none</code>)."
     return (
         f"Rows and columns marked <i>mapped</i>: each run's daily precipitation through an {html.escape(m['method'])} "
-        f"({m['quantiles']} quantiles, fitted on {m['n_days']} days, {html.escape(m['first_day'])} – {html.escape(m['last_day'])}, before the free runs; "
+        f"({m['quantiles']} quantiles; {m['n_days']} days, {html.escape(m['first_day'])} – {html.escape(m['last_day'])}, before the free runs; "
         "ties drawn with a seeded generator), the same mapping for every run: a correction of the output, fed nothing back "
         "(<code>report.precip_mapping</code>, docs/evaluation.md)."
     )
