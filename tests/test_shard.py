@@ -112,13 +112,16 @@ def test_files_per_lmdz_year_within_inode_budget():
 
 @pytest.mark.slow
 def test_streaming_memory_on_lmdz_sized_input(tmp_path):
-    """144 x 142 columns x 79 levels x 120 times (2.45 M samples, 4.7 GB as float32) in <= 4 GB of memory."""
+    """144 x 142 columns x 79 levels x 60 times (1.23 M samples, 2.35 GB as float32) in < 2 GB of memory:
+    the input is larger than the bound, so only a streaming shard passes (1.0 GB measured, the same as at
+    120 times: the peak does not grow with the input). 60 times, not a month's 120: the store and the
+    scratch it streams through are on disk together, and CI's disk is small."""
     code = f"""
 import json
 import dask.array as da, numpy as np, xarray as xr
 from nudgeml.extract import ColumnSpec, expand_names
 from nudgeml.shard import ShardConfig, shard_columns
-nt, nc, nlev = 120, 20448, 79
+nt, nc, nlev = 60, 20448, 79
 spec = ColumnSpec()
 fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
 def block(shape, scale):
@@ -143,10 +146,10 @@ print(json.dumps({{"peak_mb": peak_kb / 1024, "n_train": s["splits"]["train"]["n
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     print(out)
-    assert out["n_train"] == 96 * 20448
-    assert out["peak_mb"] < 4096, f"peak memory {out['peak_mb']:.0f} MB"
+    assert out["n_train"] == 48 * 20448
+    assert out["peak_mb"] < 2048, f"peak memory {out['peak_mb']:.0f} MB"
     root = zarr.open_group(str(tmp_path / "lmdz.zarr"), mode="r")
-    assert root["train"]["inputs"].shape == (96 * 20448, 317)
+    assert root["train"]["inputs"].shape == (48 * 20448, 317)
     assert count_files(tmp_path / "lmdz.zarr") < 60
 
 
