@@ -243,6 +243,11 @@ def forcing_files(months=MONTHS):
     return [f"{OUT}/forcing/{m}.nc" for m in months]
 
 
+def precip_files(months=MONTHS):
+    """The analysis' daily precipitation on the model grid, one file per month (rule regrid)."""
+    return [f"{OUT}/forcing/precip_{m}.nc" for m in months]
+
+
 def bias_check_json():
     return f"{OUT}/checks/bias_check.json"
 

@@ -7,7 +7,7 @@ rule precip_mapping:
     input:
         nudged=rules.nudged.output.histhf,
         # the months up to the free runs' first: the fit reads no day after it
-        precip=[f"{OUT}/forcing/precip_{m}.nc" for m in MONTHS if m <= FREE_MONTHS[0]],
+        precip=precip_files(m for m in MONTHS if m <= FREE_MONTHS[0]),
     output:
         nc=f"{OUT}/report/precip_mapping.nc",
     log:
@@ -29,10 +29,10 @@ rule precip_mapping:
 rule report:
     input:
         forcing=forcing_files(FREE_MONTHS),
-        precip=[f"{OUT}/forcing/precip_{m}.nc" for m in FREE_MONTHS],
+        precip=precip_files(FREE_MONTHS),
         # the truth's whole period: the spread of independent window means, for the saturation check
         truth=forcing_files(MONTHS),
-        truth_precip=[f"{OUT}/forcing/precip_{m}.nc" for m in MONTHS],
+        truth_precip=precip_files(),
         nudged=rules.nudged.output.histhf,
         histhf=expand(f"{OUT}/free/{{run}}/histhf.nc", run=RUNS),
         status=expand(f"{OUT}/free/{{run}}/status.json", run=RUNS),
