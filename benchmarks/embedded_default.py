@@ -5,7 +5,10 @@ newcomer's first `make run` costs after installation) and prints the total and p
 Snakemake's own benchmark files, with the ratio to the target: 5 minutes for everything (truth ->
 report, issue 16), 2.5 minutes up to the bias check of the nudged and control runs (``--target bias_check``).
 
-    .venv/bin/python benchmarks/embedded_default.py [--target all|bias_check] [--keep]
+    .venv/bin/python benchmarks/embedded_default.py [--target all|bias_check] [--keep] [--config KEY=VALUE ...]
+
+``--config`` passes more entries to Snakemake's ``--config`` (e.g. ``'export={aoti_precision: float32}'``
+to measure the ML share with a float32 ``.pt2`` where the default's ``auto`` chooses bfloat16).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ def main() -> int:
     ap.add_argument("--target", default="all", help="Snakemake rule or file to build (default: all)")
     ap.add_argument("--cores", default="2")
     ap.add_argument("--keep", action="store_true", help="keep the output folder")
+    ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="more Snakemake --config entries")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="nudgeml-bench-"))
     out = work / "results"
-    cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--config", f"outdir={out}", f"jax_cache_dir={work / 'jax'}", "--", args.target]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", args.cores, "--config", f"outdir={out}", f"jax_cache_dir={work / 'jax'}", *args.config, "--", args.target]
     if args.target == "bias_check":  # only the runs the foundation checks: nudged and control
         cmd = cmd[:-2] + ["--", str(out / "checks" / "bias_check.json")]
     t0 = time.perf_counter()
@@ -56,7 +60,7 @@ def main() -> int:
 
         s = json.loads(status.read_text())
         if "inference_share" in s:
-            print(f"  {s['run']}: ML inference {100 * s['inference_share']:.2f} % of the free run's wall time, "
+            print(f"  {s['run']} ({s['backend']}{', ' + s['aoti_precision'] if 'aoti_precision' in s else ''}): ML inference {100 * s['inference_share']:.2f} % of the free run's wall time, "
                   f"{100 * s['inference_share_steady']:.2f} % after its first window (goal <= 2 %; {s['calls']} calls)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def test_manifest_round_trip(tmp_path: Path):
     m = small_manifest()
     p = mf.write_manifest(m, tmp_path / "model.json")
     back = mf.read_manifest(tmp_path)
-    assert back == m
+    assert back == m and back.aoti_precision == "float32"
     d = json.loads(p.read_text())
+    assert "aoti_precision" not in d  # float32: the key is left out, as in every earlier manifest
     assert d["format"] == "nudgeml-model" and d["format_version"] == 1
     assert len(d["guard"]["feature_min"]) == 33
     assert d["levels"]["order"] == "surface_first"
@@ -90,6 +92,7 @@ def _write_raw(tmp_path: Path, mutate) -> Path:
         (lambda d: d.update(tree_backend="walker"), "key 'tree_backend'"),
         (lambda d: d.update(tree_backend="tl2cgen"), "key 'artifacts.trees' is missing"),
         (lambda d: (d.update(tree_backend="tl2cgen"), d["artifacts"].update(trees="../m.so")), "key 'artifacts.trees'"),
+        (lambda d: d.update(aoti_precision="float16"), "key 'aoti_precision'"),
     ],
 )
 def test_manifest_rejections_name_file_and_key(tmp_path: Path, mutate, message):
@@ -169,6 +172,49 @@ def test_export_model_writes_three_files_with_dynamic_batch(tmp_path: Path):
         assert got.shape == (n, 16)
         # AOTInductor may fuse the normalisation differently: a few ulp at most.
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-9)
+
+
+def test_bfloat16_pt2_keeps_the_standardisation_and_interface_in_float32(tmp_path: Path):
+    """The bfloat16 .pt2 computes the hidden layers in bfloat16 only: a surface pressure of ~1e5 Pa
+    standardised in bfloat16 (512-Pa steps against a 1 000-Pa spread) would move the output by more
+    than the tolerance below, which the float32 standardisation stays well within."""
+    m = small_manifest()
+    torch.manual_seed(3)
+    x_mean, x_std = torch.randn(33), torch.rand(33) + 0.5
+    x_mean[-1], x_std[-1] = 1.0e5, 1.0e3  # ps (Pa)
+    mod = nn_models.NormalizedModel(nn_models.mlp(33, [32, 32], 16), x_mean=x_mean, x_std=x_std,
+                                    y_mean=torch.randn(16) * 1e-5, y_std=torch.rand(16) * 1e-4 + 1e-5).eval()
+    with torch.no_grad():
+        mod.net[0].weight[:, -1] *= 4.0  # a network that reads ps, as the wind tendencies do
+    paths = ex.export_model(mod, m, tmp_path, aoti_precision="bfloat16")
+    assert mf.read_manifest(tmp_path).aoti_precision == "bfloat16"
+    assert json.loads(paths["manifest"].read_text())["aoti_precision"] == "bfloat16"
+    x = x_mean + x_std * torch.randn(256, 33)
+    pkg = torch._inductor.aoti_load_package(str(paths["aoti"]))
+    ts = torch.jit.load(str(paths["torchscript"]))
+    with torch.no_grad():
+        ref = mod(x)
+        assert torch.equal(ts(x), ref)  # model.pt stays float32
+        got = pkg(x)
+        naive = copy.deepcopy(mod).to(torch.bfloat16)(x.to(torch.bfloat16)).float()  # everything in bfloat16
+    assert got.dtype == torch.float32 and got.shape == (256, 16)
+    err = ((got - ref).abs() / mod.y_std).max().item()
+    naive_err = ((naive - ref).abs() / mod.y_std).max().item()
+    print(f"bfloat16 .pt2: max error {err:.4f} of the target spread; all in bfloat16: {naive_err:.4f}")
+    assert 0 < err <= 0.05 < naive_err
+    assert ((got - ref) / mod.y_std).pow(2).mean().sqrt().item() <= 0.01
+
+
+def test_aoti_precision_auto_follows_the_cpu(monkeypatch):
+    monkeypatch.setattr(ex, "native_bfloat16", lambda: True)
+    assert ex.resolve_aoti_precision("auto") == "bfloat16"
+    monkeypatch.setattr(ex, "native_bfloat16", lambda: False)
+    assert ex.resolve_aoti_precision("auto") == "float32"
+    assert ex.resolve_aoti_precision("bfloat16") == "bfloat16"
+    with pytest.raises(errors.InputError, match="'export.aoti_precision' is 'half'"):
+        ex.resolve_aoti_precision("half")
+    with pytest.raises(ValueError, match="NormalizedModel"):
+        ex.export_aoti(torch.nn.Linear(33, 16), torch.zeros(4, 33), "/nonexistent/model.pt2", precision="bfloat16")
 
 
 def test_export_model_rejects_shape_mismatch(tmp_path: Path):

@@ -427,6 +427,7 @@ class MLCorrector(Corrector):
     def status(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
+            **({"aoti_precision": self.manifest.aoti_precision} if self.backend == "aoti" else {}),
             "calls": self.calls,
             "inference_s": self.seconds,
             "guard": {"columns": self.counts.columns, "fallback_columns": self.counts.fallback, "clipped_values": self.counts.clipped, "margin": self.manifest.guard.margin},

@@ -14,6 +14,8 @@ Every file is written atomically (temporary file in the same directory, then ``o
 reader never sees half a model and an interrupted export leaves the previous one intact.
 """
 
+import dataclasses
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -23,11 +25,31 @@ from torch import nn
 
 from nudgeml.atomic import synced_atomic_path
 from nudgeml.errors import InputError, ManifestError
-from nudgeml.manifest import MANIFEST_NAME, Block, Grid, Guard, Levels, Manifest, validate_manifest, write_manifest
+from nudgeml.manifest import AOTI_PRECISIONS, MANIFEST_NAME, Block, Grid, Guard, Levels, Manifest, validate_manifest, write_manifest
 
 # A trained.pt pickles its module by class path: those written before NormalizedModel moved to
 # nudgeml.models.normalized name it here, so this name stays importable for them.
-from nudgeml.models.normalized import NormalizedModel  # noqa: F401
+from nudgeml.models.normalized import NormalizedModel, ReducedPrecisionModel
+
+log = logging.getLogger(__name__)
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (x86 AVX512-BF16 or AMX), with which
+    oneDNN runs a bfloat16 matrix product at about twice the float32 rate; without them bfloat16 is
+    emulated and slower than float32."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def resolve_aoti_precision(value: str, key: str = "export.aoti_precision") -> str:
+    """``float32``, ``bfloat16``, or ``auto``: bfloat16 where this CPU computes it natively
+    (:func:`native_bfloat16`; a ``.pt2`` is compiled for the CPU that exports it), float32 elsewhere."""
+    if value == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    if value not in AOTI_PRECISIONS:
+        raise InputError(f"config key {key!r} is {value!r}: use one of {(*AOTI_PRECISIONS, 'auto')}")
+    return value
 
 
 def export_torchscript(module: nn.Module, path: str | os.PathLike[str]) -> Path:
@@ -53,19 +75,28 @@ def export_aoti(
     *,
     max_batch: int = 1 << 24,
     dynamic_batch: bool = True,
+    precision: str = "float32",
 ) -> Path:
     """``torch.export`` (batch dimension dynamic unless ``dynamic_batch=False``), compile with
     AOTInductor, package to ``path``.
 
     ``example_input`` is ``(n, n_features)`` float32 with ``n >= 2`` (export specialises sizes 0
     and 1). A field model (``dynamic_batch=False``) is compiled for its example's ``n`` only.
-    The package runs on the device of ``example_input``/``module`` (CPU here).
+    The package runs on the device of ``example_input``/``module`` (CPU here). ``precision``
+    ``bfloat16``: the hidden layers of a :class:`NormalizedModel` in bfloat16, its standardisation and
+    its float32 interface kept (:class:`ReducedPrecisionModel`).
     """
     path = Path(path)
     if example_input.ndim != 2 or example_input.shape[0] < 2:
         raise ValueError(f"example_input must be (n >= 2, n_features), got {tuple(example_input.shape)}")
     if example_input.dtype != torch.float32:
         raise ValueError(f"example_input must be float32, got {example_input.dtype}")
+    if precision == "bfloat16":
+        if not isinstance(module, NormalizedModel):
+            raise ValueError(f"a bfloat16 .pt2 is made for a NormalizedModel (the MLP), got {type(module).__name__}")
+        module = ReducedPrecisionModel(module, torch.bfloat16)
+    elif precision != "float32":
+        raise ValueError(f"precision must be one of {AOTI_PRECISIONS}, got {precision!r}")
     module = module.eval()
     batch = torch.export.Dim("n_columns", min=1, max=max_batch)
     with torch.no_grad():
@@ -83,14 +114,17 @@ def export_model(
     example_input: torch.Tensor | None = None,
     *,
     aoti: bool = True,
+    aoti_precision: str = "float32",
 ) -> dict[str, Path]:
     """Write ``model.pt``, ``model.pt2`` (unless ``aoti=False``) and ``model.json`` to ``out_dir``.
 
-    The manifest is written last, so a directory holding a manifest holds its artifacts.
+    The manifest is written last, so a directory holding a manifest holds its artifacts; it records
+    ``aoti_precision`` (what ``model.pt2``'s hidden layers compute in; ``model.pt`` is float32).
     ``example_input`` defaults to 8 columns (a field model: the whole grid) at the guard's feature
     mid-range.
     """
     out = Path(out_dir)
+    manifest = dataclasses.replace(manifest, aoti_precision=aoti_precision if aoti else "float32")
     validate_manifest(manifest, str(out / MANIFEST_NAME))
     grid_shape = getattr(module, "grid_shape", None)  # a field model: the batch is the whole grid
     if grid_shape is not None:
@@ -109,7 +143,8 @@ def export_model(
                          f"manifest expects (n, {manifest.n_targets})")
     paths = {"torchscript": export_torchscript(module, out / manifest.artifacts["torchscript"])}
     if aoti:
-        paths["aoti"] = export_aoti(module, example_input, out / manifest.artifacts["aoti"], dynamic_batch=grid_shape is None)
+        paths["aoti"] = export_aoti(module, example_input, out / manifest.artifacts["aoti"], dynamic_batch=grid_shape is None,
+                                    precision=manifest.aoti_precision)
     paths["manifest"] = write_manifest(manifest, out / MANIFEST_NAME)
     return paths
 
@@ -149,8 +184,6 @@ def export_compiled_trees(booster_path: Path, module: nn.Module, manifest: Manif
     """Compile the booster beside a ``trained.pt``, with the trained module's modes, intercept and
     target statistics, to ``model_trees.so`` (:mod:`nudgeml.trees`); returns the manifest that names
     it (written later, last, by :func:`export_model`)."""
-    import dataclasses
-
     import xgboost as xgb
 
     from nudgeml.trees import LIBRARY_NAME, TREE_BACKEND, compile_trees
@@ -165,9 +198,12 @@ def export_compiled_trees(booster_path: Path, module: nn.Module, manifest: Manif
     return dataclasses.replace(manifest, artifacts={**manifest.artifacts, "trees": LIBRARY_NAME}, tree_backend=TREE_BACKEND)
 
 
-def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True, threads: int = 1) -> dict[str, Path]:
+def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, name: str, margin: float, aoti: bool = True, threads: int = 1,
+                   aoti_precision: str = "float32") -> dict[str, Path]:
     """Export a ``trained.pt`` (physical-units module) with the manifest of its store; an xgboost
-    model's booster is also compiled to C (``threads`` gcc jobs)."""
+    model's booster is also compiled to C (``threads`` gcc jobs). ``aoti_precision`` (``float32``,
+    ``bfloat16`` or ``auto``, :func:`resolve_aoti_precision`) applies to an MLP's ``.pt2``; the other
+    kinds' stay float32 (the trees run compiled to C; the CNN's is not made for it)."""
     from nudgeml.data import Segment, SplitArrays
     from nudgeml.models.common import load_trained
     from nudgeml.models.registry import MODEL_KINDS
@@ -176,10 +212,14 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
     if obj["kind"] not in MODEL_KINDS:
         raise InputError(f"{trained}: model kind {obj['kind']!r} is not one of this package's ({', '.join(MODEL_KINDS)})")
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
+    precision = resolve_aoti_precision(aoti_precision)
+    if precision != "float32" and not isinstance(obj["module"], NormalizedModel):
+        log.info("%s: a %s model's model.pt2 stays float32 (%s asked for an MLP's)", trained, obj["kind"], precision)
+        precision = "float32"
     if obj["kind"] == "xgboost":  # trees online: the ensemble compiled to C (nudgeml.trees)
         manifest = export_compiled_trees(Path(trained).parent / "booster.ubj", obj["module"], manifest, out_dir, threads=threads)
     if MODEL_KINDS[obj["kind"]].reads_fields:  # a field model: the example is a whole grid (mid-range)
-        return export_model(obj["module"].eval(), manifest, out_dir, aoti=aoti)
+        return export_model(obj["module"].eval(), manifest, out_dir, aoti=aoti, aoti_precision=precision)
     train = SplitArrays(store, "train")
     x, _ = train.read(Segment(0, min(train.n_rows, 16)))  # real columns as the export example
-    return export_model(obj["module"].eval(), manifest, out_dir, torch.from_numpy(x), aoti=aoti)
+    return export_model(obj["module"].eval(), manifest, out_dir, torch.from_numpy(x), aoti=aoti, aoti_precision=precision)

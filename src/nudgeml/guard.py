@@ -122,12 +122,20 @@ def apply_guard_f32(x: F32, y: F32, fallback: F32, bounds: GuardBounds32) -> Gua
     if x.dtype != np.float32 or y.dtype != np.float32 or fallback.dtype != np.float32:
         raise ValueError(f"apply_guard_f32 takes float32 arrays, got x {x.dtype}, y {y.dtype}, fallback {fallback.dtype}")
     _check_shapes(x, y, fallback)
+    # NaN compares false both ways, so "not inside" also catches non-finite inputs. A row's verdict is a
+    # count, taken as a float32 product with ones (exact below 2**24 entries): numpy's reductions along
+    # rows of a few dozen entries cost about 4 times as much (the online call runs this every window)
     inside = (x >= bounds.feature_lo) & (x <= bounds.feature_hi)
-    bad = ~inside.all(axis=1) | ~np.isfinite(y).all(axis=1)
+    n_inside = inside.astype(np.float32) @ np.ones(x.shape[1], np.float32)
+    n_finite = np.isfinite(y).astype(np.float32) @ np.ones(y.shape[1], np.float32)
+    bad = (n_inside < x.shape[1]) | (n_finite < y.shape[1])
     low = y < bounds.target_lo
     high = y > bounds.target_hi
-    out = np.where(low, bounds.clip_lo, np.where(high, bounds.clip_hi, y))
-    n_clipped = int((low | high)[~bad].sum())
+    out = y.copy()  # two masked copies: half the time of two nested np.where
+    np.copyto(out, np.broadcast_to(bounds.clip_lo, y.shape), where=low)
+    np.copyto(out, np.broadcast_to(bounds.clip_hi, y.shape), where=high)
+    clipped = low | high
+    n_clipped = int(np.count_nonzero(clipped)) - int(np.count_nonzero(clipped[bad]))  # kept rows only
     out[bad] = fallback[bad]
     return GuardResult32(tendency=out, fallback=bad, n_clipped=n_clipped)
 

@@ -33,6 +33,9 @@ TORCHSCRIPT_NAME: Final = "model.pt"
 AOTI_NAME: Final = "model.pt2"
 LEVEL_ORDER: Final = "surface_first"
 TREE_BACKENDS: Final = ("tl2cgen",)  # values of the optional key 'tree_backend' (nudgeml.trees)
+# values of the optional key 'aoti_precision': what model.pt2's hidden layers compute in (float32 when
+# absent); its inputs and outputs are float32 either way, and model.pt is float32 always
+AOTI_PRECISIONS: Final = ("float32", "bfloat16")
 TREE_ARTIFACTS: Final = ("trees",)  # the artifact a tree backend adds (the shared library)
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -106,6 +109,9 @@ class Manifest:
     # ``trees`` (the shared library, same contract as model.pt), which the free run calls; model.pt
     # (the TorchScript walker) stays for the offline evaluation and the libtorch bridge
     tree_backend: str | None = None
+    # model.pt2's hidden layers in bfloat16 (nudgeml.models.normalized.ReducedPrecisionModel): about
+    # half the float32 call on a CPU with native bfloat16 dot products (benchmarks/aoti_precision.py)
+    aoti_precision: str = "float32"
 
     @property
     def n_features(self) -> int:
@@ -156,6 +162,8 @@ class Manifest:
         d["artifacts"] = dict(self.artifacts)
         if self.tree_backend is not None:
             d["tree_backend"] = self.tree_backend
+        if self.aoti_precision != "float32":
+            d["aoti_precision"] = self.aoti_precision
         return d
 
 
@@ -332,11 +340,15 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
         if not val or "/" in val or val in (".", ".."):
             raise fail(f"artifacts.{key}", f"must be a file name in the model directory, got {val!r}")
         artifacts[key] = val
+    aoti_precision = data.get("aoti_precision", "float32")
+    if aoti_precision not in AOTI_PRECISIONS:
+        raise fail("aoti_precision", f"is {aoti_precision!r}, use one of {AOTI_PRECISIONS} or leave it out")
     sha = data.get("dataset_sha256", "")
     if not isinstance(sha, str):
         raise fail("dataset_sha256", "must be a string")
     return Manifest(name=name, kind=kind, features=features, targets=targets, levels=levels,
-                    guard=guard, grid=grid, dataset_sha256=sha, artifacts=artifacts, tree_backend=tree_backend)
+                    guard=guard, grid=grid, dataset_sha256=sha, artifacts=artifacts, tree_backend=tree_backend,
+                    aoti_precision=aoti_precision)
 
 
 def _numbers(values: list[Any], key: str, fail: Any) -> list[float]:

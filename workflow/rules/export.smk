@@ -24,5 +24,6 @@ rule export:
     params:
         margin=config["export"]["margin"],
         aoti=config["export"]["aoti"],
+        aoti_precision=config["export"]["aoti_precision"],
     script:
         "../scripts/export.py"

@@ -96,5 +96,6 @@ rule export_iter:
     params:
         margin=config["export"]["margin"],
         aoti=False,  # the corrected nudged run loads TorchScript; skip the slow AOTInductor compile
+        aoti_precision="float32",
     script:
         "../scripts/export.py"

@@ -11,6 +11,7 @@ with rule_logging(snakemake.log[0]) as log:
         name=snakemake.wildcards.model,
         margin=snakemake.params.margin,
         aoti=snakemake.params.aoti,
+        aoti_precision=snakemake.params.aoti_precision,
         threads=snakemake.threads,
     )
     log.info("exported %s", {k: str(v) for k, v in paths.items()})

@@ -71,3 +71,34 @@ def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: type[nn.Module
         d = h
     layers.append(nn.Linear(d, n_out))
     return nn.Sequential(*layers)
+
+
+class ReducedPrecisionModel(nn.Module):
+    """A :class:`NormalizedModel` whose network computes in ``dtype`` (bfloat16), for the ``.pt2``.
+
+    The clip and the standardisation stay in float32 (a raw feature such as ``ps`` ~1e5 Pa has 8 bits
+    of mantissa in bfloat16, 512 Pa steps, far coarser than its spread), the standardised features are
+    cast to ``dtype`` for the hidden layers (whose matrix products accumulate in float32 on CPUs with
+    native bfloat16 dot products), and the output is cast back to float32 before the de-standardisation:
+    inputs and outputs keep the float32 interface of every exported model.
+    """
+
+    clip_inputs: Final[bool]
+
+    def __init__(self, model: NormalizedModel, dtype: torch.dtype) -> None:
+        super().__init__()
+        import copy
+
+        if not isinstance(model, NormalizedModel):
+            raise TypeError(f"reduced precision applies to a NormalizedModel, got {type(model).__name__}")
+        self.net = copy.deepcopy(model.net).to(dtype)
+        for name in ("x_mean", "x_std", "y_mean", "y_std", "x_lo", "x_hi"):
+            self.register_buffer(name, getattr(model, name).detach().clone())
+        self.clip_inputs = model.clip_inputs
+        self.compute_dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clip_inputs:
+            x = torch.maximum(torch.minimum(x, self.x_hi), self.x_lo)
+        z = ((x - self.x_mean) / self.x_std).to(self.compute_dtype)
+        return self.net(z).to(torch.float32) * self.y_std + self.y_mean
