@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mlp_width import T21_COLUMNS, time_calls  # the online call's timing, the artefacts taking turns (this folder)
+
 from nudgeml.data import Segment, SplitArrays
 from nudgeml.evaluate import MetricAccumulator, overall_r2
 from nudgeml.export import export_trained, native_bfloat16
-from nudgeml.guard import apply_guard_f32, float32_bounds, guard_bounds
 from nudgeml.manifest import read_manifest
 
-T21_COLUMNS = 2048
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -54,7 +52,7 @@ def main() -> None:
             export_trained(args.model / "trained.pt", args.store, dirs[p], name="mlp", margin=args.margin, aoti=True, aoti_precision=p)
             assert read_manifest(dirs[p]).aoti_precision == p
         models = {p: torch._inductor.aoti_load_package(str(d / read_manifest(d).artifacts["aoti"])) for p, d in dirs.items()}
-        times = time_calls(models, read_manifest(dirs["float32"]), args.store, args.rounds)
+        times = time_calls(dirs, args.store, args.rounds)
         skill = score(models, read_manifest(dirs["float32"]), args.store, args.max_rows)
     print(f"\nonline call on {T21_COLUMNS} test columns, 1 thread, median of {args.rounds} rounds (ms):")
     print(f"{'precision':>10} {'model':>8} {'guard':>8} {'call':>8} {'call / float32':>15}")
@@ -68,30 +66,6 @@ def main() -> None:
     for p in PRECISIONS:
         print(f"{p:>10} " + " ".join(f"{skill[p][b]:>9.4f}" for b in blocks))
     print(f"bfloat16 - float32, in test standard deviations of each target: largest {skill['max_dev']:.4f}, root mean square {skill['rms_dev']:.5f} (the largest target's)")
-
-
-def time_calls(models: dict[str, object], manifest, store: Path, rounds: int) -> dict[str, tuple[float, float]]:
-    """Median ms of the model and of the guard per artefact, the artefacts taking turns each round."""
-    torch.set_num_threads(1)  # as the ML free run (nudgeml.coupled.MLCorrector)
-    test = SplitArrays(store, "test")
-    x, _ = test.read(Segment(0, min(T21_COLUMNS, test.n_rows)))
-    x = np.ascontiguousarray(x, np.float32)
-    bounds = float32_bounds(guard_bounds(manifest.guard))
-    fallback = np.zeros((x.shape[0], manifest.n_targets), np.float32)
-    spent: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in models}
-    with torch.no_grad():
-        for i in range(rounds + 5):  # 5 warm-up rounds, not counted
-            for p, model in models.items():
-                t0 = time.perf_counter()
-                y = model(torch.from_numpy(x))
-                y = np.asarray((y[0] if isinstance(y, (list, tuple)) else y).numpy(), np.float32)
-                t1 = time.perf_counter()
-                apply_guard_f32(x, y, fallback, bounds)
-                t2 = time.perf_counter()
-                if i >= 5:
-                    spent[p][0].append(1e3 * (t1 - t0))
-                    spent[p][1].append(1e3 * (t2 - t1))
-    return {p: (statistics.median(m), statistics.median(g)) for p, (m, g) in spent.items()}
 
 
 def score(models: dict[str, object], manifest, store: Path, max_rows: int) -> dict[str, object]:

@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,8 +89,9 @@ def main() -> None:
         print(f"{w:>6} {mean['val_loss']:>9.4f} " + " ".join(f"{mean[k]:>8.3f}" for k in blocks) + f" {m:>9.3f} {g:>9.3f} {ratio:>10.2f}")
 
 
-def time_calls(model_dirs: dict[int, Path], store: Path, rounds: int) -> dict[int, tuple[float, float]]:
-    """Median ms of the model and of the guard per width, the widths taking turns each round."""
+def time_calls(model_dirs: dict[Any, Path], store: Path, rounds: int) -> dict[Any, tuple[float, float]]:
+    """Median ms of the model and of the guard per exported model (a width here, a precision in
+    ``aoti_precision.py``), the models' ``.pt2`` taking turns each round."""
     torch.set_num_threads(1)  # as the ML free run (nudgeml.coupled.MLCorrector)
     test = SplitArrays(store, "test")
     x, _ = test.read(Segment(0, min(T21_COLUMNS, test.n_rows)))
@@ -100,7 +102,7 @@ def time_calls(model_dirs: dict[int, Path], store: Path, rounds: int) -> dict[in
         model = torch._inductor.aoti_load_package(str(d / manifest.artifacts["aoti"]))
         fallback = np.zeros((x.shape[0], manifest.n_targets), np.float32)
         loaded[w] = (model, float32_bounds(guard_bounds(manifest.guard)), fallback)
-    spent: dict[int, tuple[list[float], list[float]]] = {w: ([], []) for w in loaded}
+    spent: dict[Any, tuple[list[float], list[float]]] = {w: ([], []) for w in loaded}
     with torch.no_grad():
         for i in range(rounds + 5):  # 5 warm-up rounds, not counted
             for w, (model, bounds, fallback) in loaded.items():
