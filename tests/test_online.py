@@ -3,6 +3,8 @@ exported module, the rollout's features are the free run's, and on a truth that 
 by a known forcing the rollout reproduces the analysis when the mean is that forcing, and the gradient
 points toward it when the mean is zero."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -93,9 +95,20 @@ def test_online_models_are_checked_before_any_run():
         ({**ok, "train": {"models": ["mlp", "mlp-online"]}}, "names the online model 'mlp-online'"),
         ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online", "add_mean": True, "mean_residual": True}}}}, "add_mean"),
     ]
+    # a model trained in the form its free run applies (eddies only, below top_hpa): applied in that form only
+    form = {"init": "mlp", "windows": 4, "eddy_only": True, "top_hpa": 150}
+    as_trained = {"correction": "ml", "model": "mlp-online", "add_mean": True, "eddy_only": True, "top_hpa": 150}
+    formed = {"models": {"mlp-online": {"kind": "mlp", "online": form}}, "free_runs": {"runs": {"ml-online": as_trained}}}
+    check_online_config(load_config("config/config.yaml", formed))
+    for run, missing in [({**as_trained, "eddy_only": False}, "'eddy_only': False"), ({**as_trained, "top_hpa": 100}, "'top_hpa': 100.0"),
+                         ({k: v for k, v in as_trained.items() if k != "add_mean"} | {"mean_residual": True}, "without add_mean"),
+                         ({**as_trained, "bottom_hpa": 700}, "with ['bottom_hpa']")]:
+        cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, "trained online in the form {'eddy_only': True, 'top_hpa': 150.0} (models.mlp-online.online); the run applies"))
+        cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, missing))
+    cases.append(({"models": {"mlp-online": {"kind": "mlp", "online": {**form, "top_hpa": 0}}}}, "online.top_hpa"))
     assert "xgb" in base["models"]
     for override, message in cases:
-        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             load_config("config/config.yaml", override)
 
 
@@ -145,6 +158,60 @@ def test_rollout_reproduces_a_truth_forced_by_the_mean_and_its_gradient_points_t
     step = [*params[:-1], (params[-1][0], params[-1][1] - jnp.asarray(bias / np.abs(bias).max()))]
     assert free.value(step, T0) < 0.8 * loss
     assert loss_scales(consts, names, nlev)["u"].shape == (nlev,)
+
+
+def test_the_rollout_applies_the_form_the_free_run_applies():
+    """Trained in a form (``online.eddy_only``, ``online.top_hpa``), a rollout window's correction is
+    the free run's in that form: mean + the network's part on the levels at or below top_hpa, less its
+    zonal mean per latitude row and level (``coupled.model_levels``, ``coupled.zonal_departure``)."""
+    import jax.numpy as jnp
+
+    from nudgeml.coupled import model_levels, zonal_departure
+    from nudgeml.extract import cos_solar_zenith
+    from nudgeml.gcm.standin import GCMConfig, StandinGCM, from_jcm
+
+    gcm = StandinGCM(GCMConfig(21), T0)
+    gcm.start()
+    grid = gcm.grid
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction", "cos_zenith"))
+    nlev, nlat, nlon = grid.shape
+    names = expand_names(columns.feature_blocks(nlev))
+    module = random_model(len(names), 2 * nlev, seed=3)
+    consts = module_constants(module)
+    layers, act = network_of(module)
+    params = [tuple(map(jnp.asarray, p)) for p in layers]
+    rng = np.random.default_rng(0)
+    mean = [(1e-2 * rng.normal(size=grid.shape)).astype(np.float32) for _ in range(2)]
+    scales = {k: np.ones(nlev) for k in LOSS_VARIABLES}
+    on = model_levels(grid.presnivs_pa, 500.0)
+    assert 0 < on.sum() < nlev
+    lat2d, lon2d = np.meshgrid(grid.lat_deg, grid.lon_deg, indexing="ij")
+    cosz = jnp.asarray(cos_solar_zenith(np.array([T0]), lat2d.ravel(), lon2d.ravel())[0], jnp.float32)
+    physics = gcm.model.dycore.to_physics_state(gcm.model.run_state.dynamics)
+
+    # the free run's side, from the model's own state and the module
+    state = gcm.current_state()
+    fields = {k: getattr(state, k)[None] for k in ("u", "v", "t", "q", "ps")}
+    x = column_features(fields, columns, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, times=np.array([T0]), land_fraction=grid.land_fraction)[0]
+    with torch.no_grad():
+        y = module(torch.from_numpy(x)).numpy().astype(np.float64)
+    parts = [y[:, i * nlev:(i + 1) * nlev].T.reshape(grid.shape) for i in range(2)]
+    kept = np.ones((nlat, nlon), bool)
+
+    def rollout(**form):
+        roll = Rollouts(gcm, None, mean, ("du", "dv"), columns, consts, act, 1, loss_scale=scales, **form)
+        return [from_jcm(c) for c in roll._correction(params, physics, cosz)]
+
+    want = [m + zonal_departure(np.where(on[:, None, None], p, 0.0), kept) for m, p in zip(mean, parts)]
+    for got, w, m in zip(rollout(eddy_only=True, levels_on=on), want, mean):
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-4 * np.abs(w - m).max())
+        np.testing.assert_allclose(got[~on], m[~on], rtol=0, atol=1e-6)  # above top_hpa: the mean
+        # no zonal mean, to the float32 rounding of rows whose parts reach a few units
+        assert np.abs((got - m).astype(np.float64).mean(axis=-1)).max() < 1e-4 * np.abs(got - m).max()
+    plain = rollout()  # the form is what changed it
+    for got, p, m in zip(plain, parts, mean):
+        np.testing.assert_allclose(got, m + p, rtol=1e-4, atol=1e-4 * np.abs(p).max())
+        assert np.abs((got - m)[~on]).max() > 0.1 * np.abs(p).max()
 
 
 def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):

@@ -61,6 +61,11 @@ class OnlineSettings:
     validation_starts: int = 4
     validate_every: int = 25
     seed: int = 0
+    # the form the free run applies, trained as it is applied ("train what you apply"): the network's
+    # zonal mean removed per latitude row and level (eddy_only), and its part kept on the levels at
+    # or below top_hpa (the mean above); a free run of the model then has to apply the same form
+    eddy_only: bool = False
+    top_hpa: float | None = None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: str) -> "OnlineSettings":
@@ -68,14 +73,23 @@ class OnlineSettings:
             raise ConfigError(f"config key '{key}.init' is required: the offline model the online training starts from")
         kw: dict[str, Any] = {"init": str(section["init"])}
         kw.update({k: int(section[k]) for k in ("windows", "steps", "validation_starts", "validate_every", "seed") if k in section})
-        kw.update({k: float(section[k]) for k in ("learning_rate", "clip_norm") if k in section})
+        kw.update({k: float(section[k]) for k in ("learning_rate", "clip_norm", "top_hpa") if k in section})
+        if "eddy_only" in section:
+            kw["eddy_only"] = bool(section["eddy_only"])
         s = cls(**kw)
         for name in ("windows", "steps", "validate_every"):
             if getattr(s, name) < 1:
                 raise ConfigError(f"config key '{key}.{name}' is {getattr(s, name)}: at least 1")
         if s.validation_starts < 0:
             raise ConfigError(f"config key '{key}.validation_starts' is {s.validation_starts}: 0 or more")
+        if s.top_hpa is not None and not s.top_hpa > 0:
+            raise ConfigError(f"config key '{key}.top_hpa' is {s.top_hpa}: a pressure above 0 hPa")
         return s
+
+    @property
+    def form(self) -> dict[str, Any]:
+        """The free-run keys of the form the model is trained in (empty: mean + the network everywhere)."""
+        return {**({"eddy_only": True} if self.eddy_only else {}), **({"top_hpa": self.top_hpa} if self.top_hpa is not None else {})}
 
 
 def check_online_config(config: Mapping[str, Any]) -> None:
@@ -106,6 +120,17 @@ def check_online_config(config: Mapping[str, Any]) -> None:
         if online and not (spec.get("add_mean") or spec.get("mean_residual")):
             raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online as a departure from the mean tendency; "
                               "set add_mean: true (mean + the model, as trained) or mean_residual: true (the mean + the model's part about its training mean)")
+        form = OnlineSettings.from_config(models[spec["model"]]["online"], f"models.{spec['model']}.online").form if online else {}
+        if form:
+            # a model trained in a form is the right correction in that form only: applied with another,
+            # the free run would judge something the training never saw
+            applied = {"eddy_only": bool(spec.get("eddy_only", False)), "top_hpa": float(spec["top_hpa"]) if "top_hpa" in spec else None}
+            trained = {"eddy_only": bool(form.get("eddy_only", False)), "top_hpa": form.get("top_hpa")}
+            extra = [k for k in ("bottom_hpa", "rotational_only", "model_targets", "filter_truncation") if spec.get(k)]
+            if applied != trained or extra or not spec.get("add_mean"):
+                raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online in the form {trained} "
+                                  f"(models.{spec['model']}.online); the run applies {applied}{f' with {extra}' if extra else ''}"
+                                  f"{'' if spec.get('add_mean') else ' without add_mean'}: apply it as it was trained (add_mean: true and the same form)")
         if spec.get("add_mean") and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean': the model's output is added to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
 
@@ -219,7 +244,8 @@ class Rollouts:
     """
 
     def __init__(self, gcm: Any, forcing: Any, mean: Sequence[np.ndarray], targets: Sequence[str], columns: Any,
-                 consts: Mapping[str, Any], act: str, windows: int, *, loss_scale: Mapping[str, np.ndarray]) -> None:
+                 consts: Mapping[str, Any], act: str, windows: int, *, loss_scale: Mapping[str, np.ndarray], eddy_only: bool = False,
+                 levels_on: np.ndarray | None = None) -> None:
         import jax
         import jax.numpy as jnp
 
@@ -241,6 +267,9 @@ class Rollouts:
         self.geo_static = {k: jnp.asarray(v, jnp.float32) for k, v in static.items() if k in columns.geo}
         self.consts = {k: (jnp.asarray(v) if k != "clip" else v) for k, v in consts.items()}
         self.act = act
+        # the form the free run applies (OnlineSettings.form): as coupled.MLCorrector with add_mean
+        self.eddy_only = bool(eddy_only)
+        self.levels_on = None if levels_on is None else jnp.asarray(np.asarray(levels_on, bool).reshape(1, 1, self.nlev), jnp.float32)
         self.p0 = gcm.p0_pa
         base = gcm._forcing(None, None)
         self._base = base
@@ -272,6 +301,10 @@ class Rollouts:
         out = []
         for i, m in enumerate(self.mean_jcm):  # (col, lev surface-first) -> jcm
             block = y[:, i * self.nlev:(i + 1) * self.nlev].reshape(self.nlat, self.nlon, self.nlev)
+            if self.levels_on is not None:  # above top_hpa the mean alone (levels surface first, as presnivs)
+                block = block * self.levels_on
+            if self.eddy_only:  # the network's zonal mean per latitude row and level removed
+                block = block - jnp.mean(block, axis=1, keepdims=True)
             out.append(m + jnp.transpose(block, (2, 1, 0))[::-1])
         return out
 
@@ -348,6 +381,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     import optax
 
     from nudgeml.atomic import write_text_atomic
+    from nudgeml.coupled import model_levels
     from nudgeml.extract import ColumnSpec, expand_names
     from nudgeml.grid import read_model_grid
     from nudgeml.mean_tendency import read_mean_tendency, split_blocks, training_blocks
@@ -386,8 +420,9 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     every = np.unique(np.concatenate([t + WINDOW * np.arange(s.windows + 1) for t in np.concatenate([starts, val_starts])]))
     select_times(forcing, every, forcing_paths[0])  # every analysis used, or an error naming the file
     layers, act = network_of(module)
+    levels_on = model_levels(grid.presnivs_pa, s.top_hpa) if s.top_hpa is not None else None
     roll = Rollouts(gcm, forcing, [mean[f"{k}_mean"].values for k in columns.targets], columns.targets, columns, consts, act, s.windows,
-                    loss_scale=loss_scales(consts, features, nlev))
+                    loss_scale=loss_scales(consts, features, nlev), eddy_only=s.eddy_only, levels_on=levels_on)
     params = jax.tree_util.tree_map(jax.numpy.asarray, [list(p) for p in layers])
     opt = optax.chain(optax.clip_by_global_norm(s.clip_norm), optax.adam(s.learning_rate))
     opt_state = opt.init(params)
