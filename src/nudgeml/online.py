@@ -86,11 +86,6 @@ class OnlineSettings:
             raise ConfigError(f"config key '{key}.top_hpa' is {s.top_hpa}: a pressure above 0 hPa")
         return s
 
-    @property
-    def form(self) -> dict[str, Any]:
-        """The free-run keys of the form the model is trained in (empty: mean + the network everywhere)."""
-        return {**({"eddy_only": True} if self.eddy_only else {}), **({"top_hpa": self.top_hpa} if self.top_hpa is not None else {})}
-
 
 def check_online_config(config: Mapping[str, Any]) -> None:
     """Before any run: an online model starts from an offline mlp of the same columns, on the stand-in."""
@@ -120,12 +115,12 @@ def check_online_config(config: Mapping[str, Any]) -> None:
         if online and not (spec.get("add_mean") or spec.get("mean_residual")):
             raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online as a departure from the mean tendency; "
                               "set add_mean: true (mean + the model, as trained) or mean_residual: true (the mean + the model's part about its training mean)")
-        form = OnlineSettings.from_config(models[spec["model"]]["online"], f"models.{spec['model']}.online").form if online else {}
-        if form:
+        s = OnlineSettings.from_config(models[spec["model"]]["online"], f"models.{spec['model']}.online") if online else None
+        if s is not None and (s.eddy_only or s.top_hpa is not None):
             # a model trained in a form is the right correction in that form only: applied with another,
             # the free run would judge something the training never saw
             applied = {"eddy_only": bool(spec.get("eddy_only", False)), "top_hpa": float(spec["top_hpa"]) if "top_hpa" in spec else None}
-            trained = {"eddy_only": bool(form.get("eddy_only", False)), "top_hpa": form.get("top_hpa")}
+            trained = {"eddy_only": s.eddy_only, "top_hpa": s.top_hpa}
             extra = [k for k in ("bottom_hpa", "rotational_only", "model_targets", "filter_truncation") if spec.get(k)]
             if applied != trained or extra or not spec.get("add_mean"):
                 raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online in the form {trained} "
@@ -267,7 +262,7 @@ class Rollouts:
         self.geo_static = {k: jnp.asarray(v, jnp.float32) for k, v in static.items() if k in columns.geo}
         self.consts = {k: (jnp.asarray(v) if k != "clip" else v) for k, v in consts.items()}
         self.act = act
-        # the form the free run applies (OnlineSettings.form): as coupled.MLCorrector with add_mean
+        # the form the free run applies (OnlineSettings.eddy_only, top_hpa): as coupled.MLCorrector with add_mean
         self.eddy_only = bool(eddy_only)
         self.levels_on = None if levels_on is None else jnp.asarray(np.asarray(levels_on, bool).reshape(1, 1, self.nlev), jnp.float32)
         self.p0 = gcm.p0_pa
