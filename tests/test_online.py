@@ -13,7 +13,7 @@ import yaml
 
 from factories import T0, forced_truth
 from nudgeml.checks import load_config
-from nudgeml.errors import ConfigError
+from nudgeml.errors import ConfigError, InputError
 from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.models.normalized import NormalizedModel, mlp
 from nudgeml.online import (
@@ -213,6 +213,54 @@ def test_the_rollout_applies_the_form_the_free_run_applies():
         np.testing.assert_allclose(got, m + p, rtol=1e-4, atol=1e-4 * np.abs(p).max())
         assert np.abs((got - m)[~on]).max() > 0.1 * np.abs(p).max()
 
+    # a mean-residual run in that form (nudgeml rollout-loss --run): MLCorrector's steps one by one,
+    # model part + (mean - the model's training mean), the mean above top_hpa, the zonal mean removed
+    model_mean = [(0.5 * rng.normal(size=grid.shape)).astype(np.float32) for _ in range(2)]
+    residual = rollout(eddy_only=True, levels_on=on, offset=[-a for a in model_mean])
+    for got, p, m, mm in zip(residual, parts, mean, model_mean):
+        f = np.where(on[:, None, None], p + (m - mm), m)
+        w = m + zonal_departure(f - m, kept)
+        # float32 rounding of the rows' sums, before their zonal mean is taken off
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-4 * np.abs(f - m).max())
+    assert max(np.abs(r - w).max() for r, w in zip(residual, want)) > 0.1 * max(np.abs(w - m).max() for w, m in zip(want, mean))
+    # a plain ml run: the model alone
+    for got, p in zip(rollout(offset=[-m for m in mean]), parts):
+        np.testing.assert_allclose(got, p, rtol=1e-4, atol=1e-4 * np.abs(p).max())
+
+
+def test_scored_forms_are_what_the_free_runs_apply():
+    """``nudgeml rollout-loss``: a free run's correction is rolled out as the run applies it, a model
+    trained online in a form is scored in that form only, and a run the rollout cannot apply is refused
+    by name (not scored as another correction)."""
+    from nudgeml.online import ScoredForm, model_form, run_form
+
+    cfg = {"models": {"mlp": {"kind": "mlp"}, "form": {"kind": "mlp", "online": {"init": "mlp", "eddy_only": True, "top_hpa": 150}}},
+           "free_runs": {"runs": {
+               "mean": {"correction": "mean", "members": 3},
+               "mr": {"correction": "ml", "model": "mlp", "backend": "aoti", "mean_residual": True, "eddy_only": True, "top_hpa": 150, "scale": 1.0},
+               "plain": {"correction": "ml", "model": "mlp"},
+               "online": {"correction": "ml", "model": "form", "add_mean": True, "eddy_only": True, "top_hpa": 150, "ensemble": "x"},
+               "control": {"correction": "none"},
+               "monthly": {"correction": "mean", "climatology": "monthly"},
+               "rot": {"correction": "ml", "model": "mlp", "mean_residual": True, "rotational_only": True, "scale": 0.5},
+           }}}
+    assert run_form(cfg, "mean") == ScoredForm("mean", "-", "mean")
+    assert run_form(cfg, "mr") == ScoredForm("mr", "mlp", "residual", eddy_only=True, top_hpa=150.0)
+    assert run_form(cfg, "plain") == ScoredForm("plain", "mlp", "plain")
+    assert run_form(cfg, "online") == ScoredForm("online", "form", "add", eddy_only=True, top_hpa=150.0)
+    assert model_form(cfg, "form", "add") == ScoredForm("form:add", "form", "add", eddy_only=True, top_hpa=150.0)
+    assert model_form(cfg, "mlp", "residual") == ScoredForm("mlp:residual", "mlp", "residual")
+    assert model_form(cfg, "mean", "mean") == ScoredForm("mean", "-", "mean")
+    with pytest.raises(InputError, match=re.escape("score it as form:add")):
+        model_form(cfg, "form", "residual")
+    with pytest.raises(InputError, match="form 'bogus' of model 'mlp'"):
+        model_form(cfg, "mlp", "bogus")
+    for run, what in (("control", "correction: none"), ("monthly", "climatology: monthly"), ("rot", "['rotational_only', 'scale']")):
+        with pytest.raises(InputError, match=re.escape(f"'free_runs.runs.{run}'") + ".*" + re.escape(what)):
+            run_form(cfg, run)
+    with pytest.raises(InputError, match="free run 'nope': not in free_runs.runs"):
+        run_form(cfg, "nope")
+
 
 def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):
     from nudgeml.cli import main
@@ -228,6 +276,10 @@ def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):
     assert "needs one model" in capsys.readouterr().err
     assert main([*args, "mean", "mlp:residual"]) == 2
     assert f"{tmp_path / 'grid/model_grid.nc'}: not found" in capsys.readouterr().err
+    assert main([*args[:-1], "--run", "bogus"]) == 2
+    assert "free run 'bogus': not in free_runs.runs" in capsys.readouterr().err
+    assert main(args[:-1]) == 2
+    assert "name what to score" in capsys.readouterr().err
 
 
 def test_online_overlay_is_valid():

@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("rollout-loss", help="online training's rollout loss (free runs from the analysis against it) of the mean and of models")
     r.add_argument("results", type=Path, help="a workflow's results folder, e.g. results/calibrate-science")
     r.add_argument("--configfile", type=Path, nargs="+", required=True, help="the overlays the results were made with, after config/config.yaml")
-    r.add_argument("--model", nargs="+", required=True, metavar="NAME:FORM", help="mean (the mean tendency alone), then NAME:FORM with FORM add or residual, e.g. mean mlp:residual mlp-online:add")
+    r.add_argument("--model", nargs="+", default=[], metavar="NAME:FORM",
+                   help="mean (the mean tendency alone), then NAME:FORM with FORM add, residual or plain, e.g. mean mlp:residual mlp-online:add "
+                        "(a model trained online in a form is scored in it)")
+    r.add_argument("--run", nargs="+", default=[], metavar="KEY", help="free runs (free_runs.runs keys) whose correction is scored as the run applies it")
     r.add_argument("--windows", type=int, default=8, help="rollout length in 6-h windows")
     r.add_argument("--starts", type=int, default=6, help="analyses spread over the split's blocks")
     r.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -82,23 +85,27 @@ def _rollout_loss(args: argparse.Namespace) -> int:
     from nudgeml.checks import load_config
     from nudgeml.config import deep_merge
     from nudgeml.errors import ConfigError, InputError
-    from nudgeml.online import score_rollouts
+    from nudgeml.online import model_form, run_form, score_rollouts
 
     try:
         overlay: dict = {}
         for path in args.configfile:
             overlay = deep_merge(overlay, yaml.safe_load(path.read_text()) or {})
         cfg = load_config("config/config.yaml", overlay)
-        models = [("-", "mean") if m == "mean" else tuple(m.split(":", 1)) if ":" in m else (m, "") for m in args.model]
-        rows = score_rollouts(cfg, args.results, models, windows=args.windows, n_starts=args.starts, split=args.split)
+        if not args.model and not args.run:
+            raise InputError("name what to score: --model NAME:FORM ... and/or --run KEY ...")
+        forms = [model_form(cfg, *(m.split(":", 1) if ":" in m else (m, "mean" if m == "mean" else ""))) for m in args.model]
+        forms += [run_form(cfg, k) for k in args.run]
+        rows = score_rollouts(cfg, args.results, forms, windows=args.windows, n_starts=args.starts, split=args.split)
     except (ConfigError, InputError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"Rollout loss ({args.windows} windows of 6 h, {args.starts} starts of the {args.split} split; online training's loss)")
-    print("| model | form | loss | per start |")
-    print("|---|---|---|---|")
+    print("| correction | model | form | loss | per start |")
+    print("|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['model']} | {row['form']} | {row['loss']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
+        form = " ".join([row["form"], *("eddy_only" if k == "eddy_only" else f"{k} {row[k]:g}" for k in ("eddy_only", "top_hpa", "bottom_hpa") if k in row)])
+        print(f"| {row['label']} | {row['model']} | {form} | {row['loss']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
     return 0
 
 

@@ -231,7 +231,8 @@ def module_constants(module: Any) -> dict[str, Any]:
 
 
 class Rollouts:
-    """The loss of a ``windows``-window free run of ``mean + m(x)`` against the analysis, and its gradient.
+    """The loss of a ``windows``-window free run of ``mean + m(x)`` against the analysis, and its gradient;
+    with ``levels_on``, ``eddy_only`` and ``offset``, of ``mean + form(m(x) + offset)`` as a free run applies it.
 
     Layouts: jcm's fields are ``(lev top first, lon, lat)``; a column of the model's features is
     ``(lat, lon)`` row-major with levels surface first (``extract.column_features``): the two
@@ -240,7 +241,7 @@ class Rollouts:
 
     def __init__(self, gcm: Any, forcing: Any, mean: Sequence[np.ndarray], targets: Sequence[str], columns: Any,
                  consts: Mapping[str, Any], act: str, windows: int, *, loss_scale: Mapping[str, np.ndarray], eddy_only: bool = False,
-                 levels_on: np.ndarray | None = None) -> None:
+                 levels_on: np.ndarray | None = None, offset: Sequence[np.ndarray] | None = None) -> None:
         import jax
         import jax.numpy as jnp
 
@@ -265,6 +266,10 @@ class Rollouts:
         # the form the free run applies (OnlineSettings.eddy_only, top_hpa): as coupled.MLCorrector with add_mean
         self.eddy_only = bool(eddy_only)
         self.levels_on = None if levels_on is None else jnp.asarray(np.asarray(levels_on, bool).reshape(1, 1, self.nlev), jnp.float32)
+        # added to the network's output before the form, canonical (lev surface first, lat, lon) per target:
+        # the correction is mean + form(m(x) + offset); -(the model's training mean) is a mean-residual
+        # run's (mean + m - model mean), -mean a plain ml run's (m alone)
+        self.offset = None if offset is None else [jnp.asarray(np.transpose(np.asarray(o, np.float32), (1, 2, 0))) for o in offset]
         self.p0 = gcm.p0_pa
         base = gcm._forcing(None, None)
         self._base = base
@@ -296,6 +301,8 @@ class Rollouts:
         out = []
         for i, m in enumerate(self.mean_jcm):  # (col, lev surface-first) -> jcm
             block = y[:, i * self.nlev:(i + 1) * self.nlev].reshape(self.nlat, self.nlon, self.nlev)
+            if self.offset is not None:
+                block = block + self.offset[i]
             if self.levels_on is not None:  # above top_hpa the mean alone (levels surface first, as presnivs)
                 block = block * self.levels_on
             if self.eddy_only:  # the network's zonal mean per latitude row and level removed
@@ -476,20 +483,79 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     return summary
 
 
-#: how a scored model's output is applied: the mean alone, mean + the model (``add_mean``), or the mean
-#: + the model's part about its mean over the training states (``mean_residual``)
-FORMS = ("mean", "add", "residual")
+#: how a scored model's output is applied: the mean alone, mean + the model (``add_mean``), the mean
+#: + the model's part about its mean over the training states (``mean_residual``), or the model alone
+FORMS = ("mean", "add", "residual", "plain")
+#: the keys of a free run that :class:`Rollouts` applies as the run does; a run with any other key is
+#: refused by name rather than scored as something it is not (the guard's fallback is not rolled out)
+ROLLED_OUT_KEYS = frozenset({"correction", "members", "ensemble", "climatology", "model", "backend", "mean_residual", "add_mean", "eddy_only",
+                             "top_hpa", "bottom_hpa"})
 
 
-def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence[tuple[str, str]], *, windows: int, n_starts: int,
+@dataclass(frozen=True)
+class ScoredForm:
+    """One correction :func:`score_rollouts` rolls out: ``model`` (``-`` for the mean alone) applied in
+    ``form`` (:data:`FORMS`), kept on the levels between ``top_hpa`` and ``bottom_hpa``, eddies only if
+    ``eddy_only``, as :class:`nudgeml.coupled.MLCorrector` applies it."""
+
+    label: str
+    model: str
+    form: str
+    eddy_only: bool = False
+    top_hpa: float | None = None
+    bottom_hpa: float | None = None
+
+
+def model_form(cfg: Mapping[str, Any], model: str, form: str) -> ScoredForm:
+    """``NAME:FORM`` on the command line. A model trained online in a form (``online.eddy_only``,
+    ``online.top_hpa``) is scored in that form: the only one its free runs may apply (check_online_config)."""
+    if form not in FORMS:
+        raise InputError(f"form {form!r} of model {model!r}: use one of {FORMS} (NAME:FORM)")
+    if form == "mean":
+        return ScoredForm("mean", "-", "mean")
+    section = cfg.get("models", {}).get(model, {})
+    if "online" not in section:
+        return ScoredForm(f"{model}:{form}", model, form)
+    s = OnlineSettings.from_config(section["online"], f"models.{model}.online")
+    if (s.eddy_only or s.top_hpa is not None) and form != "add":
+        raise InputError(f"form {form!r} of model {model!r}: it is trained online as mean + m in the form "
+                         f"{{'eddy_only': {s.eddy_only}, 'top_hpa': {s.top_hpa}}} (models.{model}.online); score it as {model}:add")
+    return ScoredForm(f"{model}:{form}", model, form, eddy_only=s.eddy_only, top_hpa=s.top_hpa)
+
+
+def run_form(cfg: Mapping[str, Any], run: str) -> ScoredForm:
+    """The correction of free run ``run`` (a key of ``free_runs.runs``), as the run applies it."""
+    runs = cfg["free_runs"]["runs"]
+    if run not in runs:
+        raise InputError(f"free run {run!r}: not in free_runs.runs ({sorted(runs)})")
+    spec, key = runs[run], f"free_runs.runs.{run}"
+    # keys that change nothing: the default scale, no iterations, a switch left off
+    neutral = {"scale": 1, "iterations": 0}
+    other = sorted(k for k, v in spec.items() if k not in ROLLED_OUT_KEYS and v is not False and v is not None and not (k in neutral and v == neutral[k]))
+    if spec["correction"] == "none":
+        other.append("correction: none")
+    if spec.get("climatology", "annual") != "annual":
+        other.append(f"climatology: {spec['climatology']}")
+    if other:
+        raise InputError(f"config key {key!r}: the rollout applies the annual mean and an ml model in the forms {FORMS} "
+                         f"with eddy_only, top_hpa, bottom_hpa; not {other}")
+    if spec["correction"] == "mean":
+        return ScoredForm(run, "-", "mean")
+    form = "add" if spec.get("add_mean") else "residual" if spec.get("mean_residual") else "plain"
+    return ScoredForm(run, str(spec["model"]), form, eddy_only=bool(spec.get("eddy_only", False)),
+                      top_hpa=float(spec["top_hpa"]) if "top_hpa" in spec else None, bottom_hpa=float(spec["bottom_hpa"]) if "bottom_hpa" in spec else None)
+
+
+def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[ScoredForm], *, windows: int, n_starts: int,
                    split: str = "val") -> list[dict[str, Any]]:
-    """The rollout loss (the one online training minimises) of each ``(model, form)`` from ``n_starts``
-    analyses spread over ``split``'s blocks, from a workflow's ``results`` folder. ``model`` is a name
-    in ``results/models`` (ignored for form ``mean``). Online training's validation loss, for any model:
-    whether the short-range skill the training rewards goes with the free run's (``docs/science.md``)."""
+    """The rollout loss (the one online training minimises) of each correction in ``forms`` from
+    ``n_starts`` analyses spread over ``split``'s blocks, from a workflow's ``results`` folder. A
+    ``model`` is a name in ``results/models``. Online training's validation loss, for any model or free
+    run's correction: whether the short-range skill the training rewards goes with the free run's
+    (``docs/science.md``)."""
     import jax.numpy as jnp
 
-    from nudgeml.coupled import make_corrector, training_states
+    from nudgeml.coupled import make_corrector, model_levels, training_states
     from nudgeml.extract import ColumnSpec, expand_names
     from nudgeml.grid import read_model_grid
     from nudgeml.mean_tendency import read_mean_tendency, split_blocks, training_blocks
@@ -497,10 +563,10 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence
     from nudgeml.regrid import open_forcing
     from nudgeml.simulate import check_same_grid, model_gcm, select_times
 
-    for model, form in models:
-        if form not in FORMS:
-            raise InputError(f"form {form!r} of model {model!r}: use one of {FORMS} (NAME:FORM)")
-    if all(form == "mean" for _, form in models):
+    for f in forms:
+        if f.form not in FORMS:
+            raise InputError(f"form {f.form!r} of {f.label!r}: use one of {FORMS}")
+    if all(f.form == "mean" for f in forms):
         raise InputError("the mean alone needs one model of the same columns beside it (its normalisation scales the loss)")
     results = Path(results)
     for need in ("grid/model_grid.nc", "mean_tendency.nc", "datasets/nudging/dataset.zarr", "forcing"):
@@ -523,22 +589,27 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, models: Sequence
     gcm = model_gcm(cfg, starts[0])
     check_same_grid(gcm.grid, grid, results / "grid" / "model_grid.nc")
     out = []
-    for model, form in models:
-        reference = model if form != "mean" else next(m for m, f in models if f != "mean")
+    for f in forms:
+        reference = f.model if f.form != "mean" else next(g.model for g in forms if g.form != "mean")
         module = load_trained(results / "models" / reference / "trained.pt")["module"].eval()
-        if form == "mean":
+        if f.form == "mean":
             module = start_module(module)
         consts = module_constants(module)
-        shifted = mean
-        if form == "residual":  # the model's mean over the training states, as the free run takes it
-            ml = make_corrector({"correction": "ml", "model": model}, columns=columns, grid=grid, mean_file=mean_file, model_dir=results / "models" / model)
+        offset = None
+        if f.form == "residual":  # the model's mean over the training states, as the free run takes it
+            ml = make_corrector({"correction": "ml", "model": f.model}, columns=columns, grid=grid, mean_file=mean_file, model_dir=results / "models" / f.model)
             ml.add_mean_residual(mean, training_states(results / "nudged" / "histhf.nc", training_blocks(store)))
-            shifted = [m - mm for m, mm in zip(mean, ml.model_mean)]
+            offset = [-np.asarray(mm) for mm in ml.model_mean]
+        elif f.form == "plain":  # the model alone: the mean taken off again
+            offset = [-np.asarray(m) for m in mean]
+        on = model_levels(grid.presnivs_pa, f.top_hpa, f.bottom_hpa) if f.top_hpa is not None or f.bottom_hpa is not None else None
         layers, act = network_of(module)
-        roll = Rollouts(gcm, forcing, shifted, columns.targets, columns, consts, act, windows, loss_scale=loss_scales(consts, names, nlev))
+        roll = Rollouts(gcm, forcing, mean, columns.targets, columns, consts, act, windows, loss_scale=loss_scales(consts, names, nlev),
+                        eddy_only=f.eddy_only, levels_on=None if on is None or on.all() else on, offset=offset)
         params = [tuple(map(jnp.asarray, p)) for p in layers]
         losses = [roll.value(params, t) for t in starts]
-        out.append({"model": model if form != "mean" else "-", "form": form, "loss": float(np.mean(losses)), "per_start": [float(v) for v in losses],
+        applied = {k: v for k, v in (("eddy_only", f.eddy_only), ("top_hpa", f.top_hpa), ("bottom_hpa", f.bottom_hpa)) if v}
+        out.append({"label": f.label, "model": f.model, "form": f.form, **applied, "loss": float(np.mean(losses)), "per_start": [float(v) for v in losses],
                     "starts": [str(t) for t in starts], "windows": windows})
-        log.info("%s (%s): rollout loss %.5f", model, form, out[-1]["loss"])
+        log.info("%s (%s%s): rollout loss %.5f", f.label, f.form, f", {applied}" if applied else "", out[-1]["loss"])
     return out
