@@ -62,6 +62,8 @@ def main() -> int:
         if "inference_share" in s:
             print(f"  {s['run']} ({s['backend']}{', ' + s['aoti_precision'] if 'aoti_precision' in s else ''}): ML inference {100 * s['inference_share']:.2f} % of the free run's wall time, "
                   f"{100 * s['inference_share_steady']:.2f} % after its first window (goal <= 2 %; {s['calls']} calls)")
+            parts = s.get("inference_parts_share_steady", {})
+            print("    after its first window: " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in parts.items()))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

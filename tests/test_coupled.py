@@ -110,6 +110,10 @@ def test_nan_model_falls_back_to_the_mean_everywhere(setup):
     assert status["guard"]["fallback_columns"] == status["guard"]["columns"] == 3 * grid.lat_deg.size * grid.lon_deg.size
     assert 0.0 < status["inference_share"] < 1.0
     assert 0.0 < status["inference_share_steady"] < 1.0  # 2 of the 3 calls, over the last 2 windows
+    # the steady calls' time split into its parts, which add up to it (features, network, guard, form)
+    parts = status["inference_parts_share_steady"]
+    assert list(parts) == ["features", "network", "guard", "form"] and min(parts.values()) >= 0.0 and parts["network"] > 0.0
+    assert sum(parts.values()) == pytest.approx(status["inference_share_steady"], rel=1e-3, abs=1e-5)
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ import numpy as np
 from nudgeml.atomic import write_text_atomic
 from nudgeml.config import Period
 from nudgeml.errors import ConfigError, InputError
-from nudgeml.extract import ColumnSpec, column_features, expand_names
+from nudgeml.extract import ColumnFeatures, ColumnSpec, expand_names
 from nudgeml.grid import read_model_grid
 from nudgeml.manifest import first_difference
 from nudgeml.naming import split_member
@@ -166,6 +166,11 @@ def column_neutral_humidity(dq: np.ndarray, q: np.ndarray, dsigma: np.ndarray) -
     load = np.tensordot(dsigma, q, axes=(0, 0))
     share = np.divide(net, load, out=np.zeros_like(net), where=load > 0)
     return (dq - share[None] * q).astype(np.float32)
+
+
+#: the parts of an ML call the status times (after the first call): the columns' features, the network
+#: (the artefact's call), the guard with the fields' layout, and the form (mean, residual, levels, eddies)
+INFERENCE_PARTS = ("features", "network", "guard", "form")
 
 
 @dataclass
@@ -280,6 +285,7 @@ class MLCorrector(Corrector):
         check_module_shapes(self.model, artifact, len(self.manifest.feature_names), len(self.manifest.target_names), grid.lat_deg.size * grid.lon_deg.size)
         self.backend = backend
         self.spec, self.grid = spec, grid
+        self.features = ColumnFeatures(spec, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, land_fraction=grid.land_fraction)
         self.bounds = float32_bounds(guard_bounds(self.manifest.guard))  # the guard in float32, exact
         nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
         self.shape = (nlev, nlat, nlon)
@@ -289,6 +295,9 @@ class MLCorrector(Corrector):
         self.per_window: list[tuple[str, int, int]] = []
         self.seconds = 0.0
         self.calls = 0
+        # where a call's time goes, summed over the calls after the first: INFERENCE_PARTS
+        self.part_seconds = np.zeros(len(INFERENCE_PARTS))
+        self.last_parts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # predict's features, network, guard
         self.scale = float(scale)
         self.large_scale = large_scale
         self.residual: tuple[np.ndarray, ...] | None = None
@@ -322,14 +331,18 @@ class MLCorrector(Corrector):
 
         from nudgeml.guard import apply_guard_f32
 
+        t0 = time.perf_counter()
         fields = {"u": state.u[None], "v": state.v[None], "t": state.t[None], "q": state.q[None], "ps": state.ps[None]}
-        x = column_features(fields, self.spec, lat_deg=self.grid.lat_deg, lon_deg=self.grid.lon_deg, times=np.array([t]), land_fraction=self.grid.land_fraction)[0]
+        x = self.features(fields, np.array([t]))[0]
+        t1 = time.perf_counter()
         with torch.no_grad():
-            y = self.model(torch.from_numpy(np.ascontiguousarray(x)))
+            y = self.model(torch.from_numpy(x))
         y = np.asarray((y[0] if isinstance(y, (list, tuple)) else y).numpy(), np.float32)
+        t2 = time.perf_counter()
         g = apply_guard_f32(x, y, self.fallback, self.bounds)
-        nlev = self.shape[0]
-        fields = tuple(np.ascontiguousarray(g.tendency[:, i * nlev:(i + 1) * nlev].T).reshape(self.shape) for i in range(len(self.variables)))
+        # (column, target) -> one (lev, lat, lon) field per target block, in one transposed copy
+        fields = tuple(np.ascontiguousarray(g.tendency.T).reshape(len(self.variables), *self.shape))
+        self.last_parts = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         return fields, g
 
     def model_part(self, t: np.datetime64, state: Any) -> tuple[tuple[np.ndarray, ...], Any]:
@@ -416,7 +429,10 @@ class MLCorrector(Corrector):
             fields = tuple(f.copy() for f in fields)
             for f, fb in zip(fields, self.fallback_fields):
                 f[:, cols] = fb[:, cols]
-        self.seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        if self.calls:  # the first call holds the artefact's warm-up: the parts are the steady calls'
+            self.part_seconds += (*self.last_parts, dt - sum(self.last_parts))
         self.calls += 1
         self.counts.columns += g.fallback.size
         self.counts.fallback += g.n_fallback
@@ -430,6 +446,7 @@ class MLCorrector(Corrector):
             **({"aoti_precision": self.manifest.aoti_precision} if self.backend == "aoti" else {}),
             "calls": self.calls,
             "inference_s": self.seconds,
+            "inference_parts_s": dict(zip(INFERENCE_PARTS, self.part_seconds.round(6).tolist())),
             "guard": {"columns": self.counts.columns, "fallback_columns": self.counts.fallback, "clipped_values": self.counts.clipped, "margin": self.manifest.guard.margin},
             "guard_per_window": [{"time": t, "fallback": f, "clipped": c} for t, f, c in self.per_window],
             **({"mean_residual": self.residual_counts} if self.residual is not None else {}),
@@ -657,7 +674,7 @@ def run_free(
             w = gcm.run_window(**corrector(gcm.time, state).window_kwargs())
             hist.append(w)
             if i == 0:
-                first_window_s, first_inference_s = time.perf_counter() - t0, getattr(corrector, "seconds", 0.0)
+                first_window_s, first_inference_s = time.perf_counter() - t0, getattr(getattr(corrector, "inner", corrector), "seconds", 0.0)
             state = gcm.current_state()
             status["windows_done"] = i + 1
             umax = float(np.nanmax(np.abs(state.u))) if np.isfinite(state.u).any() else float("inf")
@@ -683,6 +700,8 @@ def run_free(
         # the share once the model is compiled: what a longer run converges to (issue 16's figure)
         steady = wall - first_window_s
         status["inference_share_steady"] = (status["inference_s"] - first_inference_s) / steady if steady > 0 else 0.0
+        # each part's share of the same steady wall time (the first window holds the first call)
+        status["inference_parts_share_steady"] = {k: v / steady if steady > 0 else 0.0 for k, v in status["inference_parts_s"].items()}
         log.info("ML inference: %.2f s of %.1f s (%.2f %% of the run's wall time, %.2f %% after the first window, %d calls)",
                  status["inference_s"], wall, 100 * status["inference_share"], 100 * status["inference_share_steady"], status["calls"])
         log.info("guard: %d of %d columns fell back, %d values clipped", status["guard"]["fallback_columns"], status["guard"]["columns"], status["guard"]["clipped_values"])

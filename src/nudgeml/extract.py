@@ -135,43 +135,69 @@ def _aligned_times(hist: xr.Dataset, guide: xr.Dataset, histhf: Path, guide_path
     return guide
 
 
+class ColumnFeatures:
+    """:func:`column_features` on one grid: the static inputs (latitude, land) computed once.
+
+    The online call builds its columns' features every window; this is the one implementation, so the
+    features of training and of the free run cannot drift apart.
+    """
+
+    def __init__(self, spec: ColumnSpec, *, lat_deg: np.ndarray, lon_deg: np.ndarray, land_fraction: np.ndarray | None = None) -> None:
+        lat2d, lon2d = np.meshgrid(lat_deg, lon_deg, indexing="ij")
+        self.spec = spec
+        self.col_lat, self.col_lon = lat2d.ravel(), lon2d.ravel()
+        self.ncol = self.col_lat.size
+        self.static: dict[str, np.ndarray] = {}  # (column,) float32 per static geographic input
+        for name in spec.geo:
+            if name == "sin_lat":
+                self.static[name] = np.sin(np.deg2rad(self.col_lat)).astype(np.float32)
+            elif name == "cos_lat":
+                self.static[name] = np.cos(np.deg2rad(self.col_lat)).astype(np.float32)
+            elif name == "land_fraction":
+                if land_fraction is None:
+                    raise InputError("feature 'land_fraction' needs the model grid file")
+                if np.shape(land_fraction) != lat2d.shape:
+                    raise InputError(f"land fraction is {np.shape(land_fraction)}, the grid is {lat2d.shape}")
+                self.static[name] = np.asarray(land_fraction).ravel().astype(np.float32)
+
+    def __call__(self, fields: Mapping[str, np.ndarray], times: np.ndarray) -> np.ndarray:
+        """Inputs ``(time, column, feature)`` from ``fields`` at ``times`` (:func:`column_features`)."""
+        spec, ncol = self.spec, self.ncol
+        nt = np.asarray(times).size
+        levels = [np.asarray(fields[name], np.float32) for name in spec.level_inputs]
+        n_features = sum(a.shape[1] for a in levels) + len(spec.surface_inputs) + len(spec.geo)
+        x = np.empty((nt, ncol, n_features), np.float32)  # filled in place: no list of parts to concatenate
+        j = 0
+        for name, a in zip(spec.level_inputs, levels):
+            nlev = a.shape[1]
+            block = a.reshape(nt, nlev, ncol).transpose(0, 2, 1)
+            if name == "q":
+                # negative specific humidity is a transport undershoot (spectral models such as jcm make
+                # it at the upper levels, more in free runs than in nudged ones): read it as dry. Left
+                # negative, it sent most free-run columns out of the training range (the guard's fallback)
+                np.maximum(block, np.float32(0.0), out=x[:, :, j:j + nlev])
+            else:
+                x[:, :, j:j + nlev] = block
+            j += nlev
+        for name in spec.surface_inputs:
+            x[:, :, j] = np.asarray(fields[name], np.float32).reshape(nt, ncol)
+            j += 1
+        for name in spec.geo:
+            # cos_zenith changes with time; the others are the grid's
+            x[:, :, j] = self.static[name] if name in self.static else cos_solar_zenith(np.asarray(times), self.col_lat, self.col_lon)
+            j += 1
+        return x
+
+
 def column_features(fields: Mapping[str, np.ndarray], spec: ColumnSpec, *, lat_deg: np.ndarray, lon_deg: np.ndarray, times: np.ndarray, land_fraction: np.ndarray | None = None) -> np.ndarray:
     """Inputs ``(time, column, feature)`` from canonical fields, in the manifest's feature order.
 
     ``fields`` holds the per-level inputs ``(time, lev, lat, lon)`` (level 0 at the surface) and the
     surface inputs ``(time, lat, lon)``; columns are (lat, lon) row-major. This one function builds the
-    features both for training (extract) and online (the ML free run), so the two cannot drift apart.
+    features both for training (extract) and online (the ML free run, through :class:`ColumnFeatures`),
+    so the two cannot drift apart.
     """
-    nt = np.asarray(times).size
-    lat2d, lon2d = np.meshgrid(lat_deg, lon_deg, indexing="ij")
-    col_lat, col_lon = lat2d.ravel(), lon2d.ravel()
-    ncol = col_lat.size
-    parts: list[np.ndarray] = []
-    for name in spec.level_inputs:
-        a = np.asarray(fields[name], np.float32)
-        if name == "q":
-            # negative specific humidity is a transport undershoot (spectral models such as jcm make
-            # it at the upper levels, more in free runs than in nudged ones): read it as dry. Left
-            # negative, it sent most free-run columns out of the training range (the guard's fallback)
-            a = np.maximum(a, 0.0)
-        parts.append(a.reshape(nt, a.shape[1], ncol).transpose(0, 2, 1))
-    for name in spec.surface_inputs:
-        parts.append(np.asarray(fields[name], np.float32).reshape(nt, ncol, 1))
-    for name in spec.geo:
-        if name == "sin_lat":
-            val = np.broadcast_to(np.sin(np.deg2rad(col_lat)), (nt, ncol))
-        elif name == "cos_lat":
-            val = np.broadcast_to(np.cos(np.deg2rad(col_lat)), (nt, ncol))
-        elif name == "land_fraction":
-            if land_fraction is None:
-                raise InputError("feature 'land_fraction' needs the model grid file")
-            if np.shape(land_fraction) != lat2d.shape:
-                raise InputError(f"land fraction is {np.shape(land_fraction)}, the grid is {lat2d.shape}")
-            val = np.broadcast_to(np.asarray(land_fraction).ravel(), (nt, ncol))
-        else:  # cos_zenith
-            val = cos_solar_zenith(np.asarray(times), col_lat, col_lon)
-        parts.append(np.asarray(val, np.float32)[..., None])
-    return np.concatenate(parts, axis=2)
+    return ColumnFeatures(spec, lat_deg=lat_deg, lon_deg=lon_deg, land_fraction=land_fraction)(fields, times)
 
 
 def column_targets(fields: Mapping[str, np.ndarray], spec: ColumnSpec) -> np.ndarray:
