@@ -253,6 +253,8 @@ def test_scored_forms_are_what_the_free_runs_apply():
     assert model_form(cfg, "mean", "mean") == ScoredForm("mean", "-", "mean")
     with pytest.raises(InputError, match=re.escape("score it as form:add")):
         model_form(cfg, "form", "residual")
+    with pytest.raises(InputError, match="form 'plain' of model 'form': it is trained online as a departure"):
+        model_form(cfg, "form", "plain")
     with pytest.raises(InputError, match="form 'bogus' of model 'mlp'"):
         model_form(cfg, "mlp", "bogus")
     for run, what in (("control", "correction: none"), ("monthly", "climatology: monthly"), ("rot", "['rotational_only', 'scale']")):

@@ -517,6 +517,8 @@ def model_form(cfg: Mapping[str, Any], model: str, form: str) -> ScoredForm:
     if "online" not in section:
         return ScoredForm(f"{model}:{form}", model, form)
     s = OnlineSettings.from_config(section["online"], f"models.{model}.online")
+    if form == "plain":  # as check_online_config refuses a free run of it without the mean
+        raise InputError(f"form 'plain' of model {model!r}: it is trained online as a departure from the mean tendency; score it as {model}:add or {model}:residual")
     if (s.eddy_only or s.top_hpa is not None) and form != "add":
         raise InputError(f"form {form!r} of model {model!r}: it is trained online as mean + m in the form "
                          f"{{'eddy_only': {s.eddy_only}, 'top_hpa': {s.top_hpa}}} (models.{model}.online); score it as {model}:add")
