@@ -245,6 +245,7 @@ class Rollouts:
         import jax
         import jax.numpy as jnp
 
+        from nudgeml.extract import ColumnFeatures
         from nudgeml.gcm.standin import to_jcm
 
         self.gcm, self.forcing, self.windows = gcm, forcing, int(windows)
@@ -257,10 +258,9 @@ class Rollouts:
         self.area = jnp.asarray(w / w.sum(), jnp.float32)
         # the loss' scale per variable and level, jcm's level order (top first)
         self.scale = {k: jnp.asarray(np.asarray(loss_scale[k], np.float32)[::-1].reshape(-1, 1, 1)) for k in LOSS_VARIABLES}
-        lat2d, lon2d = np.meshgrid(grid.lat_deg, grid.lon_deg, indexing="ij")
-        static = {"sin_lat": np.sin(np.deg2rad(lat2d)).ravel(), "cos_lat": np.cos(np.deg2rad(lat2d)).ravel(),
-                  "land_fraction": np.asarray(grid.land_fraction).ravel()}
-        self.geo_static = {k: jnp.asarray(v, jnp.float32) for k, v in static.items() if k in columns.geo}
+        # the grid's static inputs as the free run's features have them (one implementation, float32)
+        static = ColumnFeatures(columns, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, land_fraction=grid.land_fraction).static
+        self.geo_static = {k: jnp.asarray(v) for k, v in static.items()}
         self.consts = {k: (jnp.asarray(v) if k != "clip" else v) for k, v in consts.items()}
         self.act = act
         # the form the free run applies (OnlineSettings.eddy_only, top_hpa): as coupled.MLCorrector with add_mean
