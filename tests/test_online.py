@@ -106,6 +106,7 @@ def test_online_models_are_checked_before_any_run():
         cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, "trained online in the form {'eddy_only': True, 'top_hpa': 150.0} (models.mlp-online.online); the run applies"))
         cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, missing))
     cases.append(({"models": {"mlp-online": {"kind": "mlp", "online": {**form, "top_hpa": 0}}}}, "online.top_hpa"))
+    cases.append(({"models": {"mlp-online": {"kind": "mlp", "online": {**form, "time_mean_weight": -1}}}}, "online.time_mean_weight"))
     assert "xgb" in base["models"]
     for override, message in cases:
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -144,12 +145,23 @@ def test_rollout_reproduces_a_truth_forced_by_the_mean_and_its_gradient_points_t
     want = column_features(fields, columns, lat_deg=grid.lat_deg, lon_deg=grid.lon_deg, times=np.array([T0]), land_fraction=grid.land_fraction)[0]
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
-    forced = roll.value(params, T0)
+    forced = roll.terms(params, T0)
     free = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 2, loss_scale=scales)
-    loss, grads = free.value_and_grad(params, T0)
+    terms, grads = free.value_and_grad(params, T0)
+    loss = terms.total
     # the same model and forcing: the analysis, but for the start's round trip through the grid
     # (measured 1.9e-4 against 5.6e-2)
-    assert forced < loss / 20, (forced, loss)
+    assert forced.total < loss / 20 and forced.time_mean < terms.time_mean / 20, (forced, terms)
+    # the error of the rollout's time mean (online.time_mean_weight): without weight the loss is the
+    # per-window term; the mean of two windows' errors is smaller than their mean square (they differ);
+    # over one window the two terms are the same error
+    assert terms.total == terms.per_window and 0 < terms.time_mean < terms.per_window, terms
+    weighted = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 2, loss_scale=scales, time_mean_weight=3.0).terms(params, T0)
+    np.testing.assert_allclose(weighted[1:], terms[1:], rtol=1e-6)
+    np.testing.assert_allclose(weighted.total, terms.per_window + 3.0 * terms.time_mean, rtol=1e-6)
+    one = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 1, loss_scale=scales, time_mean_weight=0.5).terms(params, T0)
+    np.testing.assert_allclose(one.time_mean, one.per_window, rtol=1e-6)
+    np.testing.assert_allclose(one.total, 1.5 * one.per_window, rtol=1e-6)
     bias = np.asarray(grads[-1][1])  # d loss / d (last layer's bias): du's levels, then dv's
     assert np.isfinite(bias).all()
     assert (bias[:nlev] < 0).sum() >= nlev - 1, bias[:nlev]  # raising du everywhere (toward a > 0) lowers the loss

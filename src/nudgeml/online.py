@@ -8,11 +8,14 @@ the analysis with respect to the network's weights is exact (reverse mode throug
 
     correction(x) = mean + m(x)
     loss = mean over k = 1..K of  sum_var  w . ((x_k - a_k) / s_var,lev)^2      (area weighted)
+           + lambda . sum_var  w . ((mean_k x_k - mean_k a_k) / s_var,lev)^2     (online.time_mean_weight)
 
 ``x_k`` is the model's state after ``k`` six-hour windows of a free run started from the analysis
 ``a_0`` (a training-block date), the correction computed from the window's initial state and held
 over the window, as in every free run; ``s`` is the offline model's feature standard deviation per
-variable and level. ``m`` is the offline model's architecture and normalisation, its hidden layers as
+variable and level. The second term (off by default) is the error of the rollout's time mean: the
+first term counts the systematic error once beside the growing chaotic part, which the correction
+cannot remove; ``lambda > 0`` weights the part a free run's climate is judged on. ``m`` is the offline model's architecture and normalisation, its hidden layers as
 trained offline, its **last layer zero**: at step 0 the correction is the mean tendency exactly, so
 any gain over the mean baseline is learned online. ``m`` is an ordinary :class:`NormalizedModel`
 afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
@@ -36,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,6 +69,8 @@ class OnlineSettings:
     # or below top_hpa (the mean above); a free run of the model then has to apply the same form
     eddy_only: bool = False
     top_hpa: float | None = None
+    # weight of the rollout's time-mean error beside the per-window error (0: the per-window loss alone)
+    time_mean_weight: float = 0.0
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: str) -> "OnlineSettings":
@@ -73,7 +78,7 @@ class OnlineSettings:
             raise ConfigError(f"config key '{key}.init' is required: the offline model the online training starts from")
         kw: dict[str, Any] = {"init": str(section["init"])}
         kw.update({k: int(section[k]) for k in ("windows", "steps", "validation_starts", "validate_every", "seed") if k in section})
-        kw.update({k: float(section[k]) for k in ("learning_rate", "clip_norm", "top_hpa") if k in section})
+        kw.update({k: float(section[k]) for k in ("learning_rate", "clip_norm", "top_hpa", "time_mean_weight") if k in section})
         if "eddy_only" in section:
             kw["eddy_only"] = bool(section["eddy_only"])
         s = cls(**kw)
@@ -84,6 +89,8 @@ class OnlineSettings:
             raise ConfigError(f"config key '{key}.validation_starts' is {s.validation_starts}: 0 or more")
         if s.top_hpa is not None and not s.top_hpa > 0:
             raise ConfigError(f"config key '{key}.top_hpa' is {s.top_hpa}: a pressure above 0 hPa")
+        if not s.time_mean_weight >= 0:
+            raise ConfigError(f"config key '{key}.time_mean_weight' is {s.time_mean_weight}: 0 or more")
         return s
 
 
@@ -230,6 +237,15 @@ def module_constants(module: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
+class RolloutLoss(NamedTuple):
+    """A rollout's loss: ``per_window + time_mean_weight * time_mean``; ``time_mean`` is the error of the
+    rollout's time mean, unweighted (with one window it equals ``per_window``)."""
+
+    total: float
+    per_window: float
+    time_mean: float
+
+
 class Rollouts:
     """The loss of a ``windows``-window free run of ``mean + m(x)`` against the analysis, and its gradient;
     with ``levels_on``, ``eddy_only`` and ``offset``, of ``mean + form(m(x) + offset)`` as a free run applies it.
@@ -241,7 +257,7 @@ class Rollouts:
 
     def __init__(self, gcm: Any, forcing: Any, mean: Sequence[np.ndarray], targets: Sequence[str], columns: Any,
                  consts: Mapping[str, Any], act: str, windows: int, *, loss_scale: Mapping[str, np.ndarray], eddy_only: bool = False,
-                 levels_on: np.ndarray | None = None, offset: Sequence[np.ndarray] | None = None) -> None:
+                 levels_on: np.ndarray | None = None, offset: Sequence[np.ndarray] | None = None, time_mean_weight: float = 0.0) -> None:
         import jax
         import jax.numpy as jnp
 
@@ -270,10 +286,11 @@ class Rollouts:
         # the correction is mean + form(m(x) + offset); -(the model's training mean) is a mean-residual
         # run's (mean + m - model mean), -mean a plain ml run's (m alone)
         self.offset = None if offset is None else [jnp.asarray(np.transpose(np.asarray(o, np.float32), (1, 2, 0))) for o in offset]
+        self.time_mean_weight = float(time_mean_weight)
         self.p0 = gcm.p0_pa
         base = gcm._forcing(None, None)
         self._base = base
-        self._value_and_grad = jax.jit(jax.value_and_grad(self._loss))
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._loss, has_aux=True))
         self._value = jax.jit(self._loss)
 
     # --------------------------------------------------------------- pieces traced by JAX
@@ -318,8 +335,11 @@ class Rollouts:
         wind = self._base.nudging_target
         names = ("du", "dv", "dt", "dq")
 
+        def area_level_mean(err: Mapping[str, Any]) -> Any:  # the area-weighted level mean of err^2, averaged over variables
+            return sum(jnp.sum(self.area * jnp.mean(err[k] ** 2, axis=0)) for k in LOSS_VARIABLES) / len(LOSS_VARIABLES)
+
         def window(carry: Any, x: Any) -> Any:
-            dyn, phys, tm, st = carry
+            (dyn, phys, tm, st), total = carry
             state = model.dycore.to_physics_state(dyn)
             corr = dict(zip(self.targets, self._correction(layers, state, x["cosz"])))
             extra = {f"{k}_extra": corr.get(k, getattr(wind, f"{k}_extra")) for k in names}
@@ -329,12 +349,15 @@ class Rollouts:
                                                     initial_physics_state=phys, initial_time=tm, initial_step=st)
             after = model.dycore.to_physics_state(rs.dynamics)
             got = {"u": after.u_wind, "v": after.v_wind, "t": after.temperature, "q": after.specific_humidity}
-            loss = sum(jnp.sum(self.area * jnp.mean(((got[k] - x[k]) / self.scale[k]) ** 2, axis=0)) for k in LOSS_VARIABLES) / len(LOSS_VARIABLES)
-            return (rs.dynamics, rs.physics, rs.time, rs.step), loss
+            err = {k: (got[k] - x[k]) / self.scale[k] for k in LOSS_VARIABLES}
+            total = {k: total[k] + err[k] for k in LOSS_VARIABLES}  # the scaled error summed over windows
+            return ((rs.dynamics, rs.physics, rs.time, rs.step), total), area_level_mean(err)
 
-        carry = (run_state.dynamics, run_state.physics, run_state.time, run_state.step)
-        _, losses = jax.lax.scan(jax.checkpoint(window), carry, xs)
-        return jnp.mean(losses)
+        carry = ((run_state.dynamics, run_state.physics, run_state.time, run_state.step), {k: jnp.zeros_like(xs[k][0]) for k in LOSS_VARIABLES})
+        (_, total), losses = jax.lax.scan(jax.checkpoint(window), carry, xs)
+        per_window = jnp.mean(losses)
+        time_mean = area_level_mean({k: total[k] / self.windows for k in LOSS_VARIABLES})  # error of the rollout's time mean
+        return per_window + self.time_mean_weight * time_mean, (per_window, time_mean)
 
     # --------------------------------------------------------------- host side
     def inputs(self, t0: np.datetime64) -> tuple[Any, dict[str, Any]]:
@@ -353,14 +376,18 @@ class Rollouts:
         xs["cosz"] = jnp.asarray(cos_solar_zenith(starts, lat2d.ravel(), lon2d.ravel()), jnp.float32)
         return self.gcm.model.run_state, xs
 
-    def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple[float, Any]:
+    def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple["RolloutLoss", Any]:
         rs, xs = self.inputs(t0)
-        v, g = self._value_and_grad(layers, rs, xs)
-        return float(v), g
+        (v, (per_window, time_mean)), g = self._value_and_grad(layers, rs, xs)
+        return RolloutLoss(float(v), float(per_window), float(time_mean)), g
 
     def value(self, layers: Any, t0: np.datetime64) -> float:
+        return self.terms(layers, t0).total
+
+    def terms(self, layers: Any, t0: np.datetime64) -> "RolloutLoss":
         rs, xs = self.inputs(t0)
-        return float(self._value(layers, rs, xs))
+        v, (per_window, time_mean) = self._value(layers, rs, xs)
+        return RolloutLoss(float(v), float(per_window), float(time_mean))
 
 
 def loss_scales(consts: Mapping[str, np.ndarray], feature_names: Sequence[str], nlev: int) -> dict[str, np.ndarray]:
@@ -424,7 +451,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     layers, act = network_of(module)
     levels_on = model_levels(grid.presnivs_pa, s.top_hpa) if s.top_hpa is not None else None
     roll = Rollouts(gcm, forcing, [mean[f"{k}_mean"].values for k in columns.targets], columns.targets, columns, consts, act, s.windows,
-                    loss_scale=loss_scales(consts, features, nlev), eddy_only=s.eddy_only, levels_on=levels_on)
+                    loss_scale=loss_scales(consts, features, nlev), eddy_only=s.eddy_only, levels_on=levels_on, time_mean_weight=s.time_mean_weight)
     params = jax.tree_util.tree_map(jax.numpy.asarray, [list(p) for p in layers])
     opt = optax.chain(optax.clip_by_global_norm(s.clip_norm), optax.adam(s.learning_rate))
     opt_state = opt.init(params)
@@ -443,7 +470,8 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     skipped = 0
     for step in range(1, s.steps + 1):
         t0 = starts[rng.integers(starts.size)]
-        loss, grads = roll.value_and_grad(params, t0)
+        terms, grads = roll.value_and_grad(params, t0)
+        loss = terms.total
         finite = np.isfinite(loss) and all(bool(np.isfinite(np.asarray(g)).all()) for g in jax.tree_util.tree_leaves(grads))
         if not finite:
             skipped += 1  # a rollout that blew up gives no usable gradient
@@ -452,6 +480,8 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
             updates, opt_state = opt.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
         entry: dict[str, Any] = {"step": step, "start": str(t0), "loss": loss if np.isfinite(loss) else None}
+        if s.time_mean_weight and np.isfinite(loss):  # the two terms apart (before the step's update)
+            entry |= {"per_window": terms.per_window, "time_mean": terms.time_mean}
         if step % s.validate_every == 0 or step == s.steps:
             entry["validation"] = validate()
             if entry["validation"] is not None and (best[0] is None or entry["validation"] < best[0]):
