@@ -72,6 +72,11 @@ class OnlineSettings:
     # weight of the rollout's time-mean error beside the per-window error (0: the per-window loss alone)
     time_mean_weight: float = 0.0
 
+    @property
+    def in_form(self) -> bool:
+        """Trained in a form (eddies only, or below ``top_hpa``): the only form its free runs and rollout scores may apply."""
+        return self.eddy_only or self.top_hpa is not None
+
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: str) -> "OnlineSettings":
         if "init" not in section:
@@ -123,7 +128,7 @@ def check_online_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online as a departure from the mean tendency; "
                               "set add_mean: true (mean + the model, as trained) or mean_residual: true (the mean + the model's part about its training mean)")
         s = OnlineSettings.from_config(models[spec["model"]]["online"], f"models.{spec['model']}.online") if online else None
-        if s is not None and (s.eddy_only or s.top_hpa is not None):
+        if s is not None and s.in_form:
             # a model trained in a form is the right correction in that form only: applied with another,
             # the free run would judge something the training never saw
             applied = {"eddy_only": bool(spec.get("eddy_only", False)), "top_hpa": float(spec["top_hpa"]) if "top_hpa" in spec else None}
@@ -549,7 +554,7 @@ def model_form(cfg: Mapping[str, Any], model: str, form: str) -> ScoredForm:
     s = OnlineSettings.from_config(section["online"], f"models.{model}.online")
     if form == "plain":  # as check_online_config refuses a free run of it without the mean
         raise InputError(f"form 'plain' of model {model!r}: it is trained online as a departure from the mean tendency; score it as {model}:add or {model}:residual")
-    if (s.eddy_only or s.top_hpa is not None) and form != "add":
+    if s.in_form and form != "add":
         raise InputError(f"form {form!r} of model {model!r}: it is trained online as mean + m in the form "
                          f"{{'eddy_only': {s.eddy_only}, 'top_hpa': {s.top_hpa}}} (models.{model}.online); score it as {model}:add")
     return ScoredForm(f"{model}:{form}", model, form, eddy_only=s.eddy_only, top_hpa=s.top_hpa)
