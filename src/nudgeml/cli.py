@@ -100,12 +100,13 @@ def _rollout_loss(args: argparse.Namespace) -> int:
     except (ConfigError, InputError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"Rollout loss ({args.windows} windows of 6 h, {args.starts} starts of the {args.split} split; online training's loss)")
-    print("| correction | model | form | loss | per start |")
-    print("|---|---|---|---|---|")
+    print(f"Rollout loss ({args.windows} windows of 6 h, {args.starts} starts of the {args.split} split; online training's per-window loss), "
+          "and the error of the rollout's time mean (online.time_mean_weight's term, unweighted)")
+    print("| correction | model | form | loss | time-mean error | loss per start |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         form = " ".join([row["form"], *("eddy_only" if k == "eddy_only" else f"{k} {row[k]:g}" for k in ("eddy_only", "top_hpa", "bottom_hpa") if k in row)])
-        print(f"| {row['label']} | {row['model']} | {form} | {row['loss']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
+        print(f"| {row['label']} | {row['model']} | {form} | {row['loss']:.5f} | {row['time_mean']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
     return 0
 
 

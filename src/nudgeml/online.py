@@ -644,9 +644,11 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
         roll = Rollouts(gcm, forcing, mean, columns.targets, columns, consts, act, windows, loss_scale=loss_scales(consts, names, nlev),
                         eddy_only=f.eddy_only, levels_on=None if on is None or on.all() else on, offset=offset)
         params = [tuple(map(jnp.asarray, p)) for p in layers]
-        losses = [roll.value(params, t) for t in starts]
+        terms = [roll.terms(params, t) for t in starts]  # the per-window loss (the total: no time-mean weight) and the time-mean error
         applied = {k: v for k, v in (("eddy_only", f.eddy_only), ("top_hpa", f.top_hpa), ("bottom_hpa", f.bottom_hpa)) if v}
-        out.append({"label": f.label, "model": f.model, "form": f.form, **applied, "loss": float(np.mean(losses)), "per_start": [float(v) for v in losses],
+        out.append({"label": f.label, "model": f.model, "form": f.form, **applied, "loss": float(np.mean([t.per_window for t in terms])),
+                    "time_mean": float(np.mean([t.time_mean for t in terms])), "per_start": [t.per_window for t in terms],
                     "starts": [str(t) for t in starts], "windows": windows})
-        log.info("%s (%s%s): rollout loss %.5f", f.label, f.form, f", {applied}" if applied else "", out[-1]["loss"])
+        log.info("%s (%s%s): rollout loss %.5f, time-mean error %.5f", f.label, f.form, f", {applied}" if applied else "", out[-1]["loss"],
+                 out[-1]["time_mean"])
     return out
