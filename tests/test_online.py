@@ -294,6 +294,25 @@ def test_rollout_loss_names_what_is_wrong(tmp_path, capsys):
     assert "free run 'bogus': not in free_runs.runs" in capsys.readouterr().err
     assert main(args[:-1]) == 2
     assert "name what to score" in capsys.readouterr().err
+    # a results folder whose store's validation blocks hold 11 windows (2000-01-24T00 .. 01-26T18)
+    import zarr
+
+    from nudgeml.shard import FORMAT
+
+    for need in ("grid/model_grid.nc", "mean_tendency.nc"):
+        (tmp_path / need).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / need).touch()
+    (tmp_path / "forcing").mkdir()
+    store = tmp_path / "datasets/nudging/dataset.zarr"
+    blocks = [["2000-01-24T00:00:00", "2000-01-26T18:00:00"], ["2000-02-23T00:00:00", "2000-02-25T18:00:00"]]
+    zarr.open_group(str(store), mode="w").attrs.update(format=FORMAT, splits={"val": {"start": blocks[0][0], "end": blocks[1][1], "blocks": blocks},
+                                                                                "test": {}})
+    assert main([*args, "mean", "mlp:residual", "--windows", "12"]) == 2
+    assert "--windows 12: no 12-window rollout fits in a block of the 'val' split" in (err := capsys.readouterr().err) and "the longest holds 11" in err
+    assert main([*args, "mean", "mlp:residual", "--split", "test"]) == 2
+    assert f"{store}: the 'test' split is empty" in capsys.readouterr().err
+    assert main([*args, "mean", "mlp:residual", "--starts", "0"]) == 2
+    assert "--starts 0: at least one rollout start" in capsys.readouterr().err
 
 
 def test_online_overlay_is_valid():

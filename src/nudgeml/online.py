@@ -609,14 +609,21 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
     for need in ("grid/model_grid.nc", "mean_tendency.nc", "datasets/nudging/dataset.zarr", "forcing"):
         if not (results / need).exists():
             raise InputError(f"{results / need}: not found (a results folder of the stand-in workflow, after its nudged run and shard)")
+    store = results / "datasets" / "nudging" / "dataset.zarr"
+    if n_starts < 1:
+        raise InputError(f"--starts {n_starts}: at least one rollout start")
+    blocks = split_blocks(store, split)
+    if not blocks:
+        raise InputError(f"{store}: the {split!r} split is empty")
+    if not candidate_starts(blocks, windows).size:  # before any GCM work; the training key's message would not fit the command line
+        longest = max(int((b - a) // WINDOW) for a, b in blocks)
+        raise InputError(f"--windows {windows}: no {windows}-window rollout fits in a block of the {split!r} split of {store} "
+                         f"(the longest holds {longest}); use --windows {longest} or less, or another --split")
     columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
     grid = read_model_grid(results / "grid" / "model_grid.nc")
     nlev = grid.sigma.size
     names = expand_names(columns.feature_blocks(nlev))
-    store = results / "datasets" / "nudging" / "dataset.zarr"
-    starts = validation_starts(split_blocks(store, split), windows, n_starts, f"--split {split}", store)
-    if not starts.size:
-        raise InputError(f"{store}: the {split!r} split is empty")
+    starts = validation_starts(blocks, windows, n_starts, f"--split {split}", store)
     forcing_paths = sorted((results / "forcing").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].nc"))
     forcing = open_forcing(forcing_paths)
     select_times(forcing, np.unique(np.concatenate([t + WINDOW * np.arange(windows + 1) for t in starts])), forcing_paths[0])
