@@ -155,9 +155,14 @@ def test_rollout_reproduces_a_truth_forced_by_the_mean_and_its_gradient_points_t
     # the error of the rollout's time mean (online.time_mean_weight): without weight the loss is the
     # per-window term; the mean of two windows' errors is smaller than their mean square (they differ);
     # over one window the two terms are the same error
-    assert terms.total == terms.per_window and 0 < terms.time_mean < terms.per_window, terms
+    np.testing.assert_allclose(terms.total, terms.per_window, rtol=1e-6)
+    assert 0 < terms.time_mean < terms.per_window, terms
     weighted = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 2, loss_scale=scales, time_mean_weight=3.0).terms(params, T0)
-    np.testing.assert_allclose(weighted[1:], terms[1:], rtol=1e-6)
+    np.testing.assert_allclose([weighted.per_window, weighted.time_mean], [terms.per_window, terms.time_mean], rtol=1e-6)
+    # each term is its variables' mean; the forcing was on u, so u's error is the largest
+    np.testing.assert_allclose(np.mean(list(terms.per_window_vars.values())), terms.per_window, rtol=1e-6)
+    np.testing.assert_allclose(np.mean(list(terms.time_mean_vars.values())), terms.time_mean, rtol=1e-6)
+    assert max(terms.per_window_vars, key=terms.per_window_vars.get) == "u", terms.per_window_vars
     np.testing.assert_allclose(weighted.total, terms.per_window + 3.0 * terms.time_mean, rtol=1e-6)
     one = Rollouts(gcm, forcing, [zero, zero], ("du", "dv"), columns, consts, act, 1, loss_scale=scales, time_mean_weight=0.5).terms(params, T0)
     np.testing.assert_allclose(one.time_mean, one.per_window, rtol=1e-6)

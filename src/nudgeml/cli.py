@@ -85,7 +85,7 @@ def _rollout_loss(args: argparse.Namespace) -> int:
     from nudgeml.checks import load_config
     from nudgeml.config import deep_merge
     from nudgeml.errors import ConfigError, InputError
-    from nudgeml.online import model_form, run_form, score_rollouts
+    from nudgeml.online import LOSS_VARIABLES, model_form, run_form, score_rollouts
 
     try:
         overlay: dict = {}
@@ -107,6 +107,12 @@ def _rollout_loss(args: argparse.Namespace) -> int:
     for row in rows:
         form = " ".join([row["form"], *("eddy_only" if k == "eddy_only" else f"{k} {row[k]:g}" for k in ("eddy_only", "top_hpa", "bottom_hpa") if k in row)])
         print(f"| {row['label']} | {row['model']} | {form} | {row['loss']:.5f} | {row['time_mean']:.5f} | " + " ".join(f"{v:.4f}" for v in row["per_start"]) + " |")
+    print("\nBy variable (each the area-weighted level mean of the squared error in the model's feature standard deviations; the loss is their mean)")
+    print("| correction | " + " | ".join(f"{k}" for k in LOSS_VARIABLES) + " | " + " | ".join(f"{k} time mean" for k in LOSS_VARIABLES) + " |")
+    print("|---|" + "---|" * (2 * len(LOSS_VARIABLES)))
+    for row in rows:
+        print(f"| {row['label']} | " + " | ".join(f"{row['per_variable'][k]:.5f}" for k in LOSS_VARIABLES) + " | "
+              + " | ".join(f"{row['time_mean_per_variable'][k]:.5f}" for k in LOSS_VARIABLES) + " |")
     return 0
 
 

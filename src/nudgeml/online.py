@@ -244,11 +244,19 @@ def module_constants(module: Any) -> dict[str, Any]:
 
 class RolloutLoss(NamedTuple):
     """A rollout's loss: ``per_window + time_mean_weight * time_mean``; ``time_mean`` is the error of the
-    rollout's time mean, unweighted (with one window it equals ``per_window``)."""
+    rollout's time mean, unweighted (with one window it equals ``per_window``). Each term is the mean of
+    its parts per variable (:data:`LOSS_VARIABLES`), given in ``per_window_vars`` and ``time_mean_vars``."""
 
     total: float
     per_window: float
     time_mean: float
+    per_window_vars: dict[str, float]
+    time_mean_vars: dict[str, float]
+
+    @classmethod
+    def of(cls, total: Any, per_window_vars: Any, time_mean_vars: Any) -> "RolloutLoss":
+        pw, tm = np.asarray(per_window_vars, np.float64), np.asarray(time_mean_vars, np.float64)
+        return cls(float(total), float(pw.mean()), float(tm.mean()), dict(zip(LOSS_VARIABLES, pw.tolist())), dict(zip(LOSS_VARIABLES, tm.tolist())))
 
 
 class Rollouts:
@@ -340,8 +348,8 @@ class Rollouts:
         wind = self._base.nudging_target
         names = ("du", "dv", "dt", "dq")
 
-        def area_level_mean(err: Mapping[str, Any]) -> Any:  # the area-weighted level mean of err^2, averaged over variables
-            return sum(jnp.sum(self.area * jnp.mean(err[k] ** 2, axis=0)) for k in LOSS_VARIABLES) / len(LOSS_VARIABLES)
+        def area_level_mean(err: Mapping[str, Any]) -> Any:  # the area-weighted level mean of err^2, per variable
+            return jnp.stack([jnp.sum(self.area * jnp.mean(err[k] ** 2, axis=0)) for k in LOSS_VARIABLES])
 
         def window(carry: Any, x: Any) -> Any:
             (dyn, phys, tm, st), total = carry
@@ -359,10 +367,10 @@ class Rollouts:
             return ((rs.dynamics, rs.physics, rs.time, rs.step), total), area_level_mean(err)
 
         carry = ((run_state.dynamics, run_state.physics, run_state.time, run_state.step), {k: jnp.zeros_like(xs[k][0]) for k in LOSS_VARIABLES})
-        (_, total), losses = jax.lax.scan(jax.checkpoint(window), carry, xs)
-        per_window = jnp.mean(losses)
+        (_, total), losses = jax.lax.scan(jax.checkpoint(window), carry, xs)  # losses: (window, variable)
+        per_window = jnp.mean(losses, axis=0)
         time_mean = area_level_mean({k: total[k] / self.windows for k in LOSS_VARIABLES})  # error of the rollout's time mean
-        return per_window + self.time_mean_weight * time_mean, (per_window, time_mean)
+        return jnp.mean(per_window) + self.time_mean_weight * jnp.mean(time_mean), (per_window, time_mean)
 
     # --------------------------------------------------------------- host side
     def inputs(self, t0: np.datetime64) -> tuple[Any, dict[str, Any]]:
@@ -383,16 +391,16 @@ class Rollouts:
 
     def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple["RolloutLoss", Any]:
         rs, xs = self.inputs(t0)
-        (v, (per_window, time_mean)), g = self._value_and_grad(layers, rs, xs)
-        return RolloutLoss(float(v), float(per_window), float(time_mean)), g
+        (v, parts), g = self._value_and_grad(layers, rs, xs)
+        return RolloutLoss.of(v, *parts), g
 
     def value(self, layers: Any, t0: np.datetime64) -> float:
         return self.terms(layers, t0).total
 
     def terms(self, layers: Any, t0: np.datetime64) -> "RolloutLoss":
         rs, xs = self.inputs(t0)
-        v, (per_window, time_mean) = self._value(layers, rs, xs)
-        return RolloutLoss(float(v), float(per_window), float(time_mean))
+        v, parts = self._value(layers, rs, xs)
+        return RolloutLoss.of(v, *parts)
 
 
 def loss_scales(consts: Mapping[str, np.ndarray], feature_names: Sequence[str], nlev: int) -> dict[str, np.ndarray]:
@@ -655,6 +663,8 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
         applied = {k: v for k, v in (("eddy_only", f.eddy_only), ("top_hpa", f.top_hpa), ("bottom_hpa", f.bottom_hpa)) if v}
         out.append({"label": f.label, "model": f.model, "form": f.form, **applied, "loss": float(np.mean([t.per_window for t in terms])),
                     "time_mean": float(np.mean([t.time_mean for t in terms])), "per_start": [t.per_window for t in terms],
+                    "per_variable": {k: float(np.mean([t.per_window_vars[k] for t in terms])) for k in LOSS_VARIABLES},
+                    "time_mean_per_variable": {k: float(np.mean([t.time_mean_vars[k] for t in terms])) for k in LOSS_VARIABLES},
                     "starts": [str(t) for t in starts], "windows": windows})
         log.info("%s (%s%s): rollout loss %.5f, time-mean error %.5f", f.label, f.form, f", {applied}" if applied else "", out[-1]["loss"],
                  out[-1]["time_mean"])
