@@ -15,9 +15,10 @@ the analysis with respect to the network's weights is exact (reverse mode throug
 over the window, as in every free run; ``s`` is the offline model's feature standard deviation per
 variable and level. The second term (off by default) is the error of the rollout's time mean: the
 first term counts the systematic error once beside the growing chaotic part, which the correction
-cannot remove; ``lambda > 0`` weights the part a free run's climate is judged on. ``m`` is the offline model's architecture and normalisation, its hidden layers as
-trained offline, its **last layer zero**: at step 0 the correction is the mean tendency exactly, so
-any gain over the mean baseline is learned online. ``m`` is an ordinary :class:`NormalizedModel`
+cannot remove; ``lambda > 0`` weights the part a free run's climate is judged on. ``m`` is the offline
+model's architecture and normalisation, its hidden layers as trained offline, its **last layer zero**:
+at step 0 the correction is the mean tendency exactly, so any gain over the mean baseline is learned
+online. ``m`` is an ordinary :class:`NormalizedModel`
 afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
 run adds it to the mean (``add_mean``), or with ``mean_residual`` adds only its part about its mean over
 the training states (the nudging mean kept, the learned state dependence applied).
@@ -389,7 +390,7 @@ class Rollouts:
         xs["cosz"] = jnp.asarray(cos_solar_zenith(starts, lat2d.ravel(), lon2d.ravel()), jnp.float32)
         return self.gcm.model.run_state, xs
 
-    def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple["RolloutLoss", Any]:
+    def value_and_grad(self, layers: Any, t0: np.datetime64) -> tuple[RolloutLoss, Any]:
         rs, xs = self.inputs(t0)
         (v, parts), g = self._value_and_grad(layers, rs, xs)
         return RolloutLoss.of(v, *parts), g
@@ -397,7 +398,7 @@ class Rollouts:
     def value(self, layers: Any, t0: np.datetime64) -> float:
         return self.terms(layers, t0).total
 
-    def terms(self, layers: Any, t0: np.datetime64) -> "RolloutLoss":
+    def terms(self, layers: Any, t0: np.datetime64) -> RolloutLoss:
         rs, xs = self.inputs(t0)
         v, parts = self._value(layers, rs, xs)
         return RolloutLoss.of(v, *parts)
