@@ -608,6 +608,7 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
     from nudgeml.models.common import load_trained
     from nudgeml.regrid import open_forcing
     from nudgeml.simulate import check_same_grid, model_gcm, select_times
+    from nudgeml.split import spread
 
     for f in forms:
         if f.form not in FORMS:
@@ -624,7 +625,8 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
     blocks = split_blocks(store, split)
     if not blocks:
         raise InputError(f"{store}: the {split!r} split is empty")
-    if not candidate_starts(blocks, windows).size:  # before any GCM work; the training key's message would not fit the command line
+    fitting = candidate_starts(blocks, windows)
+    if not fitting.size:  # before any GCM work; validation_starts' message names a training key, not the command line's
         longest = max(int((b - a) // WINDOW) for a, b in blocks)
         raise InputError(f"--windows {windows}: no {windows}-window rollout fits in a block of the {split!r} split of {store} "
                          f"(the longest holds {longest}); use --windows {longest} or less, or another --split")
@@ -632,7 +634,7 @@ def score_rollouts(cfg: Mapping[str, Any], results: str | Path, forms: Sequence[
     grid = read_model_grid(results / "grid" / "model_grid.nc")
     nlev = grid.sigma.size
     names = expand_names(columns.feature_blocks(nlev))
-    starts = validation_starts(blocks, windows, n_starts, f"--split {split}", store)
+    starts = spread(fitting, n_starts)
     forcing_paths = sorted((results / "forcing").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].nc"))
     forcing = open_forcing(forcing_paths)
     select_times(forcing, np.unique(np.concatenate([t + WINDOW * np.arange(windows + 1) for t in starts])), forcing_paths[0])
