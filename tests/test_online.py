@@ -21,10 +21,13 @@ from nudgeml.online import (
     Rollouts,
     candidate_starts,
     check_online_config,
+    first_module,
     jax_forward,
     loss_scales,
     module_constants,
     network_of,
+    offline_root,
+    OnlineSettings,
     set_network,
     start_module,
     validation_starts,
@@ -64,6 +67,23 @@ def test_start_module_is_zero_and_weights_go_back_into_the_module():
         np.testing.assert_allclose(set_network(start, layers)(x).numpy(), (m(x) - m.y_mean).numpy(), rtol=1e-6, atol=1e-6)  # y_mean stays 0
 
 
+def test_a_curriculum_stage_continues_the_network_it_names_in_its_form():
+    form = OnlineSettings(init="stage-1", windows=64, eddy_only=True, top_hpa=150.0)
+    offline = {"kind": "mlp", "module": random_model(7, 5), "summary": {"val_r2": 0.2}}
+    x = torch.randn(10, 7)
+    start, prev = first_module(offline, form, "off.pt", "models.m.online")
+    assert prev is None and torch.equal(start(x), torch.zeros(10, 5))  # from an offline model: the mean exactly
+    trained = set_network(start_module(offline["module"]), network_of(random_model(7, 5, seed=3))[0])
+    stage_1 = {"kind": "mlp", "module": trained, "summary": {"online": {"init": "mlp", "windows": 16, "steps": 200, "eddy_only": True, "top_hpa": 150.0}}}
+    module, prev = first_module(stage_1, form, "s1.pt", "models.m.online")
+    with torch.no_grad():
+        assert torch.equal(module(x), trained(x)) and not torch.equal(module(x), torch.zeros(10, 5))  # continued, not restarted
+    assert module is not trained and (prev.windows, prev.steps) == (16, 200)
+    with pytest.raises(InputError, match=re.escape("s1.pt: trained online in the form {'eddy_only': True, 'top_hpa': 150.0}; models.m.online trains in "
+                                                   "{'eddy_only': True, 'top_hpa': None}")):
+        first_module(stage_1, OnlineSettings(init="stage-1", eddy_only=True), "s1.pt", "models.m.online")
+
+
 def test_rollout_starts_stay_inside_their_block():
     h6 = np.timedelta64(6, "h")
     blocks = [(T0, T0 + 4 * h6), (T0 + 10 * h6, T0 + 11 * h6)]
@@ -89,7 +109,7 @@ def test_online_models_are_checked_before_any_run():
     load_config("config/config.yaml", {**ok, "free_runs": {"runs": {"ml-online-mr": {"correction": "ml", "model": "mlp-online", "mean_residual": True}}}})
     cases = [
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "nope"}}}}, "models.mlp-online.online.init' names 'nope'"),
-        ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "xgb"}}}}, "from an offline mlp"),
+        ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "xgb"}}}}, "starts an mlp from an mlp ('xgb' is 'xgboost')"),
         ({"models": {"mlp-online": {"kind": "mlp", "online": {"init": "mlp", "windows": 0}}}}, "online.windows"),
         ({**ok, "free_runs": {"runs": {"ml-online": {"correction": "ml", "model": "mlp-online"}}}}, "set add_mean: true"),
         ({**ok, "train": {"models": ["mlp", "mlp-online"]}}, "names the online model 'mlp-online'"),
@@ -106,6 +126,18 @@ def test_online_models_are_checked_before_any_run():
         cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, "trained online in the form {'eddy_only': True, 'top_hpa': 150.0} (models.mlp-online.online); the run applies"))
         cases.append(({**formed, "free_runs": {"runs": {"ml-online": run}}}, missing))
     cases.append(({"models": {"mlp-online": {"kind": "mlp", "online": {**form, "top_hpa": 0}}}}, "online.top_hpa"))
+    # a curriculum stage continues an online model in the same form; the chain ends at an offline model
+    stage = {"kind": "mlp", "online": {**form, "init": "mlp-online", "windows": 64}}
+    staged = {"models": {**formed["models"], "mlp-online-16d": stage},
+              "free_runs": {"runs": {"ml-online-16d": {**as_trained, "model": "mlp-online-16d"}}}}
+    cfg = load_config("config/config.yaml", staged)
+    assert offline_root(cfg["models"], "mlp-online-16d") == offline_root(cfg["models"], "mlp-online") == "mlp"
+    cases.append(({**staged, "models": {**staged["models"], "mlp-online-16d": {**stage, "online": {**stage["online"], "top_hpa": 100}}}},
+                  "models.mlp-online-16d.online.init' names the online model 'mlp-online', trained in the form {'eddy_only': True, 'top_hpa': 150.0}; "
+                  "this one is trained in {'eddy_only': True, 'top_hpa': 100.0}"))
+    looped = {"kind": "mlp", "online": {**form, "init": "mlp-online-16d"}}
+    cases.append(({**staged, "models": {"mlp-online": looped, "mlp-online-16d": stage}},
+                  "come back on themselves"))
     cases.append(({"models": {"mlp-online": {"kind": "mlp", "online": {**form, "time_mean_weight": -1}}}}, "online.time_mean_weight"))
     assert "xgb" in base["models"]
     for override, message in cases:

@@ -18,7 +18,9 @@ first term counts the systematic error once beside the growing chaotic part, whi
 cannot remove; ``lambda > 0`` weights the part a free run's climate is judged on. ``m`` is the offline
 model's architecture and normalisation, its hidden layers as trained offline, its **last layer zero**:
 at step 0 the correction is the mean tendency exactly, so any gain over the mean baseline is learned
-online. ``m`` is an ordinary :class:`NormalizedModel`
+online. With ``online.init`` naming another online model trained in the same form, the training
+continues that model's network instead (a curriculum: short rollouts first, then longer ones from where
+they ended; the chain's first model is offline and gives the columns, store and split). ``m`` is an ordinary :class:`NormalizedModel`
 afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
 run adds it to the mean (``add_mean``), or with ``mean_residual`` adds only its part about its mean over
 the training states (the nudging mean kept, the learned state dependence applied).
@@ -57,7 +59,10 @@ LOSS_VARIABLES = ("u", "v", "t", "q")
 class OnlineSettings:
     """A model section's ``online`` mapping."""
 
-    init: str  # the offline model whose architecture, normalisation and hidden layers start it
+    # the offline model whose architecture, normalisation and hidden layers start it (last layer zero), or
+    # an online model trained in the same form whose network this one continues: a curriculum stage
+    # (e.g. 4-day rollouts, then 16-day ones from where they ended)
+    init: str
     windows: int = 8  # rollout length in 6-h windows
     steps: int = 100  # gradient steps, one rollout each
     learning_rate: float = 1e-4
@@ -77,6 +82,11 @@ class OnlineSettings:
     def in_form(self) -> bool:
         """Trained in a form (eddies only, or below ``top_hpa``): the only form its free runs and rollout scores may apply."""
         return self.eddy_only or self.top_hpa is not None
+
+    @property
+    def form(self) -> dict[str, Any]:
+        """The form it is trained in, as a free run states it."""
+        return {"eddy_only": self.eddy_only, "top_hpa": self.top_hpa}
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], key: str) -> "OnlineSettings":
@@ -111,9 +121,16 @@ def check_online_config(config: Mapping[str, Any]) -> None:
         init = models.get(s.init)
         if init is None:
             raise ConfigError(f"config key '{key}.init' names {s.init!r}, which is not in 'models' ({sorted(models)})")
-        if init.get("kind") != "mlp" or section.get("kind") != "mlp" or "online" in init:
-            raise ConfigError(f"config key '{key}.init': online training starts an mlp from an offline mlp ({s.init!r} is {init.get('kind')!r}"
-                              f"{', itself online' if 'online' in init else ''})")
+        if init.get("kind") != "mlp" or section.get("kind") != "mlp":
+            raise ConfigError(f"config key '{key}.init': online training starts an mlp from an mlp ({s.init!r} is {init.get('kind')!r})")
+        if "online" in init:
+            # a curriculum stage continues the network of the stage before it: that network is the
+            # departure from the mean in its form, so the form must stay (and the chain end offline)
+            prev = OnlineSettings.from_config(init["online"], f"models.{s.init}.online")
+            if prev.form != s.form:
+                raise ConfigError(f"config key '{key}.init' names the online model {s.init!r}, trained in the form {prev.form}; "
+                                  f"this one is trained in {s.form}: a stage continues its network in the same form")
+            offline_root(models, name)
         if config.get("gcm", {}).get("backend", "standin") != "standin":
             raise ConfigError(f"config key '{key}': online training differentiates the stand-in GCM (JAX); backend {config['gcm']['backend']!r} has no adjoint")
         if section.get("iterations"):
@@ -141,6 +158,20 @@ def check_online_config(config: Mapping[str, Any]) -> None:
                                   f"{'' if spec.get('add_mean') else ' without add_mean'}: apply it as it was trained (add_mean: true and the same form)")
         if spec.get("add_mean") and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean': the model's output is added to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
+
+
+def offline_root(models: Mapping[str, Any], name: str) -> str:
+    """The offline model at the start of online model ``name``'s chain of ``init`` stages (its columns,
+    store and split are that model's); a chain that comes back on itself is refused by name."""
+    seen = [name]
+    while "online" in models[seen[-1]]:
+        init = str(models[seen[-1]]["online"]["init"])
+        if init in seen:
+            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}: the stages {' -> '.join([*seen, init])} come back on themselves")
+        if init not in models:
+            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}, which is not in 'models' ({sorted(models)})")
+        seen.append(init)
+    return seen[-1]
 
 
 def candidate_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], windows: int) -> np.ndarray:
@@ -180,6 +211,20 @@ def start_module(offline: Any) -> Any:
         linears[-1].bias.zero_()
         m.y_mean.zero_()
     return m
+
+
+def first_module(trained: Mapping[str, Any], s: OnlineSettings, path: str | Path, key: str) -> tuple[Any, OnlineSettings | None]:
+    """The module online training starts from, and the online settings ``trained`` was itself trained
+    with (None when offline). Offline: :func:`start_module` (the mean exactly). Trained online (a
+    curriculum stage): a copy of its module as it ended, the departure from the mean in its form, so
+    the form must be ``s``'s; another form is refused naming the file and the key."""
+    stage = trained.get("summary", {}).get("online")
+    if stage is None:
+        return start_module(trained["module"]), None
+    prev = OnlineSettings(**{f.name: stage[f.name] for f in dataclasses.fields(OnlineSettings) if f.name in stage})
+    if prev.form != s.form:
+        raise InputError(f"{path}: trained online in the form {prev.form}; {key} trains in {s.form}: a stage continues its network in the same form")
+    return copy.deepcopy(trained["module"]).eval(), prev
 
 
 def network_of(module: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
@@ -443,7 +488,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
     nlev = grid.sigma.size
     features = expand_names(columns.feature_blocks(nlev))
     n_targets = len(columns.targets) * nlev
-    module = start_module(obj["module"])
+    module, stage = first_module(obj, s, init_trained, key)
     consts = module_constants(module)
     if consts["x_mean"].size != len(features) or consts["y_std"].size != n_targets:
         raise InputError(f"{init_trained}: the model takes {consts['x_mean'].size} features and gives {consts['y_std'].size} outputs; "
@@ -508,6 +553,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
         "kind": "mlp",
         "online": asdict(s),
         "init": str(init_trained),
+        "continues": None if stage is None else {"init": stage.init, "windows": stage.windows, "steps": stage.steps},
         "windows": s.windows,
         "training_starts": int(starts.size),
         "validation_starts": [str(t) for t in val_starts],

@@ -21,6 +21,7 @@ from nudgeml.naming import (
     run_names,
     split_member,
 )
+from nudgeml.online import offline_root
 from nudgeml.targets import (
     TARGETS,
     columns_path,
@@ -385,14 +386,16 @@ def correction_inputs(name):
 
 def train_online_inputs(wildcards):
     """What online training reads: the grid, the analysis over every month, the mean tendency, the
-    offline model it starts from and that model's store (its split's training and validation blocks)."""
+    model it starts from (offline, or the online stage before it) and the store of its chain's offline
+    model (its split's training and validation blocks)."""
     init = config["models"][wildcards.model]["online"]["init"]
+    root = offline_root(config["models"], wildcards.model)
     return {
         "grid": rules.model_grid.output.nc,
         "forcing": forcing_files(),
         "mean": rules.mean_tendency.output.nc,
         "init": f"{OUT}/models/{init}/trained.pt",
-        "store": iter_data(init, int(config["models"][init].get("iterations", 0)))["store"],
+        "store": iter_data(root, int(config["models"][root].get("iterations", 0)))["store"],
     }
 
 
