@@ -16,6 +16,7 @@ from nudgeml.checks import load_config
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.extract import ColumnSpec, column_features, expand_names
 from nudgeml.models.normalized import NormalizedModel, mlp
+from nudgeml.naming import offline_root
 from nudgeml.online import (
     LOSS_VARIABLES,
     Rollouts,
@@ -26,7 +27,6 @@ from nudgeml.online import (
     loss_scales,
     module_constants,
     network_of,
-    offline_root,
     OnlineSettings,
     set_network,
     start_module,

@@ -69,6 +69,21 @@ def chain_correction(chain: str, models: Mapping[str, Any]) -> dict[str, Any]:
     raise ConfigError(f"iteration chain {chain!r} is neither a model in 'models' nor one of {sorted(MEAN_CHAINS)}")
 
 
+def offline_root(models: Mapping[str, Any], name: str) -> str:
+    """The offline model at the start of online model ``name``'s chain of ``models.<name>.online.init``
+    stages (its columns, store and split are that model's); a chain that comes back on itself is
+    refused by name."""
+    seen = [name]
+    while "online" in models[seen[-1]]:
+        init = str(models[seen[-1]]["online"]["init"])
+        if init in seen:
+            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}: the stages {' -> '.join([*seen, init])} come back on themselves")
+        if init not in models:
+            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}, which is not in 'models' ({sorted(models)})")
+        seen.append(init)
+    return seen[-1]
+
+
 def month_file_names(file_pattern: str, variables: Sequence[str], year: int, month: int, forcing_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """The LMDZ nudging files of one month: variable -> ``<forcing_dir>/<file_pattern>``."""
     root = Path(os.path.expandvars(str(forcing_dir)))

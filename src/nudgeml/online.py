@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nudgeml.errors import ConfigError, InputError
+from nudgeml.naming import offline_root
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +159,6 @@ def check_online_config(config: Mapping[str, Any]) -> None:
                                   f"{'' if spec.get('add_mean') else ' without add_mean'}: apply it as it was trained (add_mean: true and the same form)")
         if spec.get("add_mean") and (spec.get("mean_residual") or spec.get("calibrated")):
             raise ConfigError(f"config key 'free_runs.runs.{run}.add_mean': the model's output is added to the mean as it is; mean_residual and calibrated shift or scale it about the model's mean")
-
-
-def offline_root(models: Mapping[str, Any], name: str) -> str:
-    """The offline model at the start of online model ``name``'s chain of ``init`` stages (its columns,
-    store and split are that model's); a chain that comes back on itself is refused by name."""
-    seen = [name]
-    while "online" in models[seen[-1]]:
-        init = str(models[seen[-1]]["online"]["init"])
-        if init in seen:
-            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}: the stages {' -> '.join([*seen, init])} come back on themselves")
-        if init not in models:
-            raise ConfigError(f"config key 'models.{seen[-1]}.online.init' names {init!r}, which is not in 'models' ({sorted(models)})")
-        seen.append(init)
-    return seen[-1]
 
 
 def candidate_starts(blocks: Sequence[tuple[np.datetime64, np.datetime64]], windows: int) -> np.ndarray:

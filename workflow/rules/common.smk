@@ -18,10 +18,10 @@ from nudgeml.naming import (
     lmdz_grid_size,
     mean_chain,
     month_file_names,
+    offline_root,
     run_names,
     split_member,
 )
-from nudgeml.online import offline_root
 from nudgeml.targets import (
     TARGETS,
     columns_path,
