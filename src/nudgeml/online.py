@@ -112,7 +112,8 @@ class OnlineSettings:
 
 
 def check_online_config(config: Mapping[str, Any]) -> None:
-    """Before any run: an online model starts from an offline mlp of the same columns, on the stand-in."""
+    """Before any run: an online model starts from an offline mlp of the same columns, or continues an
+    online one trained in the same form (a curriculum stage), on the stand-in."""
     models = config.get("models", {})
     for name, section in models.items():
         if "online" not in section:
