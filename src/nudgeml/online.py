@@ -541,7 +541,7 @@ def train_online(cfg: Mapping[str, Any], name: str, *, grid_path: str | Path, fo
         "kind": "mlp",
         "online": asdict(s),
         "init": str(init_trained),
-        "continues": None if stage is None else {"init": stage.init, "windows": stage.windows, "steps": stage.steps},
+        "continues": None if stage is None else asdict(stage),  # the online settings the init (its file: "init") was trained with
         "windows": s.windows,
         "training_starts": int(starts.size),
         "validation_starts": [str(t) for t in val_starts],
