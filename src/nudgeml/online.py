@@ -20,8 +20,8 @@ model's architecture and normalisation, its hidden layers as trained offline, it
 at step 0 the correction is the mean tendency exactly, so any gain over the mean baseline is learned
 online. With ``online.init`` naming another online model trained in the same form, the training
 continues that model's network instead (a curriculum: short rollouts first, then longer ones from where
-they ended; the chain's first model is offline and gives the columns, store and split). ``m`` is an ordinary :class:`NormalizedModel`
-afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
+they ended; the chain's first model is offline and gives the columns, store and split). ``m`` is an
+ordinary :class:`NormalizedModel` afterwards (the export, the guard, the manifest and the LMDZ bridge take it as any model); the free
 run adds it to the mean (``add_mean``), or with ``mean_residual`` adds only its part about its mean over
 the training states (the nudging mean kept, the learned state dependence applied).
 
@@ -152,7 +152,7 @@ def check_online_config(config: Mapping[str, Any]) -> None:
             # a model trained in a form is the right correction in that form only: applied with another,
             # the free run would judge something the training never saw
             applied = {"eddy_only": bool(spec.get("eddy_only", False)), "top_hpa": float(spec["top_hpa"]) if "top_hpa" in spec else None}
-            trained = {"eddy_only": s.eddy_only, "top_hpa": s.top_hpa}
+            trained = s.form
             extra = [k for k in ("bottom_hpa", "rotational_only", "model_targets", "filter_truncation") if spec.get(k)]
             if applied != trained or extra or not spec.get("add_mean"):
                 raise ConfigError(f"config key 'free_runs.runs.{run}': model {spec['model']!r} is trained online in the form {trained} "
