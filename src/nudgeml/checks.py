@@ -116,6 +116,9 @@ def check_consistency(config: Mapping[str, Any]) -> None:
 
     check_forecast_config(config)
     check_calibration_config(config)
+    from nudgeml.feedback import check_feedback_config
+
+    check_feedback_config(config)
     from nudgeml.online import check_online_config
 
     check_online_config(config)

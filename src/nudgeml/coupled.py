@@ -79,6 +79,7 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         extra = [" ".join(spec["variables"])] if "variables" in spec else []
         extra += [f"{n} iteration{'s' if n > 1 else ''}"] if n else []
         extra += ["dq column-neutral"] if spec.get("humidity_column_neutral") else []
+        extra += ["tuned on free runs"] if spec.get("feedback") else []
         return f"mean ({', '.join([spec.get('climatology', 'annual'), *extra])})"
     if kind != "ml":
         return kind
@@ -89,6 +90,8 @@ def describe_correction(spec: Mapping[str, Any]) -> str:
         parts[0] = f"ml: mean + {spec['model']}"
     if spec.get("calibrated"):
         parts.append("EKI gains")
+    if spec.get("feedback"):
+        parts.append("mean tuned on free runs")
     if "filter_truncation" in spec:
         parts.append(f"T{int(spec['filter_truncation'])} filter")
     if spec.get("eddy_only"):

@@ -373,6 +373,8 @@ def correction_inputs(name):
         files["mean"] = rules.mean_tendency.output.nc
     if spec["correction"] == "mean" and spec.get("iterations", 0) > 0:
         files["mean"] = iter_mean(mean_chain(spec.get("climatology", "annual")), spec["iterations"])
+    if spec.get("feedback"):  # the mean tuned on free runs of the training period
+        files["mean"] = rules.feedback_mean.output.nc
     if spec.get("mean_residual"):
         files["nudged"] = rules.nudged.output.histhf
         files["store"] = store_of("nudging")
@@ -411,6 +413,25 @@ def calibrate_inputs(wildcards):
     """What a calibration reads: the free run's correction and the analysis over every month (its runs
     start in the training blocks)."""
     return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), **correction_inputs(wildcards.name)}
+
+
+def feedback_inputs(wildcards):
+    """What the feedback reads: the grid, the analysis over every month (its runs cover the training
+    blocks), the mean tendency it tunes and the store that records the training blocks."""
+    return {
+        "grid": rules.model_grid.output.nc,
+        "forcing": forcing_files(),
+        "mean": rules.mean_tendency.output.nc,
+        "store": store_of("nudging"),
+    }
+
+
+def feedback_params(wildcards):
+    """The feedback settings, the free-run blow-up threshold, the model and the JAX cache."""
+    return {
+        "free_runs": {"max_wind_ms": config["free_runs"]["max_wind_ms"]},
+        **sections("feedback", "model", "jax_cache_dir"),
+    }
 
 
 def calibrate_params(wildcards):

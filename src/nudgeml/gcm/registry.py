@@ -61,7 +61,8 @@ class GcmBackend:
     # ML free runs with the mean residual: the model's mean over the guided run's training states (the stand-in
     # shifts its output; LMDZ's routine takes du_model_mean, dv_model_mean from the kit's mean file)
     mean_residual: bool = False
-    # calibrated gains (nudgeml.calibrate): the calibration's members are free runs of this backend in the job's process
+    # calibrated gains (nudgeml.calibrate) and the mean tuned on free runs (nudgeml.feedback): their runs are free
+    # runs of this backend in the job's process
     calibration: bool = False
     # "module:function" writing the forecast-error targets (models.<name>.target: forecast) from (cfg, inputs, outputs);
     # "": the backend does not run them
@@ -177,6 +178,9 @@ def check_backend(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key 'free_runs.runs.{name}.iterations' needs corrected nudged runs, which backend {backend.name!r} does not run")
         if spec.get("mean_residual") and not backend.mean_residual:
             raise ConfigError(f"config key 'free_runs.runs.{name}.mean_residual': backend {backend.name!r} takes no model mean")
+        if spec.get("feedback") and not backend.calibration:
+            raise ConfigError(f"config key 'free_runs.runs.{name}.feedback': the feedback runs the training period in the job's process, "
+                              f"which backend {backend.name!r} does not; tune the mean on the stand-in, or switch the run off")
         if spec.get("calibrated") and not backend.calibration:
             raise ConfigError(f"config key 'free_runs.runs.{name}.calibrated': the calibration runs its members in the job's process, "
                               f"which backend {backend.name!r} does not (LMDZ's routine takes per-level gains: lmdz/INTEGRATION.md)")
