@@ -122,6 +122,16 @@ def test_a_calibrated_run_adds_its_calibration_and_nothing_upstream(workflow_run
     assert jobs == [("all", ""), ("bias_check", ""), ("calibrate", "name=ml-eki"), ("free_run", "run=ml-eki"), ("report", "")], jobs
 
 
+def test_a_feedback_run_adds_the_tuned_mean_and_nothing_upstream(workflow_run, tmp_path):
+    """A mean run tuned on free runs of the training period (nudgeml.feedback) after the completed run:
+    the feedback job, then its free run, reading the mean and store already there."""
+    overlay = tmp_path / "feedback.yaml"
+    overlay.write_text("free_runs:\n  runs:\n    mean-fb: {correction: mean, feedback: true}\n")
+    res = smk("-n", overlays=[overlay], outdir=workflow_run)
+    jobs = dry_run_jobs(res.stdout + res.stderr)
+    assert jobs == [("all", ""), ("bias_check", ""), ("feedback_mean", ""), ("free_run", "run=mean-fb"), ("report", "")], jobs
+
+
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):
     res = smk("-n", "--forcerun", "nudged", outdir=workflow_run)
     text = res.stdout + res.stderr

@@ -21,8 +21,8 @@ period against the analysis at the same times, which real ERA5 and LMDZ free run
   zonal-mean v does, which the Coriolis force balances) is left as it is: a step of ``b / tau`` would
   be huge or of the wrong sign.
 * ``m(lat)``: 0 within ``min_abs_lat_deg`` of the equator, where no Coriolis force balances a zonal-mean
-  torque and the zonal wind answers it far more slowly than the projection says (a first trial drove
-  the equatorial upper troposphere into superrotation: ``docs/science.md``).
+  torque: the zonal wind there answers one far more slowly, and more strongly, than the level's
+  projection (dominated by the extratropics) says, and a step sized by it overshoots into superrotation.
 * Each part's step is a backtracking line search on the training period's misfit, the area-weighted
   mean squared error of the time-mean u plus v's (the report's RMSE, in sample): a step of gain ``g``
   that does not lower it (or whose run blows up) is halved, up to ``max_halvings`` times; a part with no
