@@ -205,3 +205,31 @@ def test_training_period_run_on_the_stand_in(tmp_path):
     assert run.runs == 3
     with pytest.raises(ConfigError, match=r"feedback\.skip_days"):
         TrainingPeriodRun(gcm, forcing, blocks, FeedbackSettings(skip_days=5.0), max_wind_ms=250.0)
+
+
+def test_run_feedback_writes_the_tuned_mean_or_names_the_missing_analysis(tmp_path):
+    """The job on the stand-in: a mean file and feedback.json, the run count the record gives (2 + the
+    trials); blocks beyond the analysis: one error naming the file, nothing written."""
+    from factories import forced_truth
+    from nudgeml.feedback import run_feedback
+
+    t0 = np.datetime64("2000-03-01T00:00", "s")
+    grid, a = forced_truth(tmp_path, t0, 2e-5, windows=8)
+    zeros = np.zeros((12, *grid.shape), np.float32)
+    xr.Dataset({
+        "du_mean": (("lev", "lat", "lon"), (0.5 * a).astype(np.float32)), "dv_mean": (("lev", "lat", "lon"), np.zeros(grid.shape, np.float32)),
+        "du_monthly": (("month", "lev", "lat", "lon"), zeros + 0.5 * a), "dv_monthly": (("month", "lev", "lat", "lon"), zeros),
+    }).to_netcdf(tmp_path / "mean.nc")
+    cfg = {"model": {"truncation": 21, "layers": grid.sigma.size, "physics": {}}, "free_runs": {"max_wind_ms": 250.0},
+           "feedback": {"gain": 1.0, "max_halvings": 1, "skip_days": 0.5, "min_abs_lat_deg": 0.0}}
+    out_nc, out_json = tmp_path / "fb" / "mean_tendency.nc", tmp_path / "fb" / "feedback.json"
+    blocks = [(t0, t0 + np.timedelta64(48, "h"))]
+    rec = run_feedback(cfg, tmp_path / "grid.nc", [tmp_path / "forcing.nc"], mean_file=tmp_path / "mean.nc", training=blocks, out_nc=out_nc, out_json=out_json)
+    assert json.loads(out_json.read_text())["runs"] == rec["runs"] == 2 + len(rec["history"])
+    tuned = xr.open_dataset(out_nc)
+    assert set(tuned.data_vars) == {"du_mean", "dv_mean", "du_monthly", "dv_monthly"}
+    assert rec["misfit_final"] <= rec["misfit_mean"]
+    with pytest.raises(InputError, match="forcing.nc"):
+        run_feedback(cfg, tmp_path / "grid.nc", [tmp_path / "forcing.nc"], mean_file=tmp_path / "mean.nc",
+                     training=[(t0, t0 + np.timedelta64(72, "h"))], out_nc=tmp_path / "bad.nc", out_json=tmp_path / "bad.json")
+    assert not (tmp_path / "bad.nc").exists() and not (tmp_path / "bad.json").exists()

@@ -277,12 +277,14 @@ def run_feedback(cfg: Mapping[str, Any], grid_path: str | Path, forcing_paths: S
     if f0_ds["du_mean"].shape != grid.shape:
         raise InputError(f"{mean_file}: mean tendency is {f0_ds['du_mean'].shape}, the model grid is {grid.shape}")
     blocks = [(np.datetime64(a, "s"), np.datetime64(b, "s")) for a, b in training]
+    if not blocks:
+        raise InputError("feedback: the store records no training block")
     gcm = model_gcm(cfg, blocks[0][0])
     check_same_grid(gcm.grid, grid, grid_path)
     forcing = open_forcing(forcing_paths)
-    forward = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
     # every analysis the runs start from and are scored against, or an error naming the file
-    select_times(forcing, (forward.start + WINDOW * np.arange(forward.n_windows + 1)).astype("datetime64[ns]"), forcing_paths[0])
+    select_times(forcing, np.arange(blocks[0][0], blocks[-1][1] + WINDOW, WINDOW), forcing_paths[0])
+    forward = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
     f0 = {k: f0_ds[f"{k}_mean"].values.astype(np.float64) for k in WINDS}
     log.info("feedback: %d windows from %s, %d scored; settings %s", forward.n_windows, forward.start, int(forward.scored.sum()), asdict(s))
     tuned, record = tune(forward, f0, grid.lat_deg, s)
