@@ -168,6 +168,10 @@ def test_config_check_names_the_key():
     bad["feedback"] = {"parts": ["meridional"]}
     with pytest.raises(ConfigError, match=r"feedback\.parts"):
         check_feedback_config(bad)
+    tq = copy.deepcopy(ok)
+    tq["nudging"]["t"] = {"tau_hours": 6.0}
+    with pytest.raises(ConfigError, match=r"free_runs\.runs\.mean-fb\.feedback.*nudging\.t"):
+        check_feedback_config(tq)
     from nudgeml.gcm.registry import check_backend
 
     lmdze = copy.deepcopy(cfg)

@@ -103,6 +103,12 @@ def check_feedback_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config keys 'free_runs.runs.{name}.feedback' and 'iterations': the feedback tunes the plain mean; "
                               "an iterated mean is another file")
     if runs:
+        nudged = [v for v in ("t", "q") if config.get("nudging", {}).get(v)]
+        if nudged:
+            # the training-period runs apply the winds' mean only: a run also applying dt / dq would be
+            # corrected differently from the runs its mean was tuned on
+            raise ConfigError(f"config key 'free_runs.runs.{runs[0]}.feedback': the feedback tunes the winds' mean of a winds-only "
+                              f"nudged run; 'nudging.{nudged[0]}' is set")
         FeedbackSettings.from_config(config.get("feedback", {}))
 
 
