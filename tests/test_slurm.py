@@ -31,7 +31,7 @@ PARTITION_POLICY = {
     "era5_cds": "prepost", "era5_cds_invariant": "prepost", "model_grid": "prepost", "regrid": "prepost",
     "bias_check": "prepost", "report": "prepost", "precip_mapping": "prepost", "mean_tendency": "prepost", "mean_tendency_iter": "prepost", "offline_eval": "prepost",
     "lmdz_forcing": "prepost", "lmdz_jobs": "prepost",
-    "era5_standin": "cpu_p1", "nudged": "cpu_p1", "nudged_iter": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1", "forecast": "cpu_p1", "calibrate": "cpu_p1",
+    "era5_standin": "cpu_p1", "nudged": "cpu_p1", "nudged_iter": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1", "forecast": "cpu_p1", "calibrate": "cpu_p1", "feedback_mean": "cpu_p1",
     "train_online": "cpu_p1",
     "extract": "cpu_p1", "shard": "cpu_p1", "export": "cpu_p1", "export_iter": "cpu_p1",
     "train": "gpu_p13", "train_iter": "gpu_p13",  # the GPU partition (V100 by default; see GPU_POLICY)
