@@ -49,6 +49,7 @@ import xarray as xr
 
 from nudgeml.atomic import write_text_atomic
 from nudgeml.errors import ConfigError, InputError
+from nudgeml.metrics import area_weights, weighted_rmse
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,6 @@ def check_feedback_config(config: Mapping[str, Any]) -> None:
         FeedbackSettings.from_config(config.get("feedback", {}))
 
 
-def area_weights(lat_deg: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """cos(lat) on ``shape`` (lev, lat, lon), summing to 1 over each level."""
-    w = np.broadcast_to(np.cos(np.deg2rad(np.asarray(lat_deg, float)))[None, :, None], shape)
-    return w / w.sum(axis=(1, 2), keepdims=True)
-
-
 def split_parts(a: np.ndarray) -> dict[str, np.ndarray]:
     """``a`` (lev, lat, lon) as its zonal mean (broadcast back) and its departure from it."""
     z = np.broadcast_to(a.mean(axis=-1, keepdims=True), a.shape)
@@ -127,7 +122,7 @@ def split_parts(a: np.ndarray) -> dict[str, np.ndarray]:
 def response_times(dx: np.ndarray, forcing: np.ndarray, lat_deg: np.ndarray) -> dict[str, np.ndarray]:
     """Per part and level, the secant slope (s) of the time-mean state on the tendency:
     ``<dx, F> / <F, F>`` over the part of ``F`` (area-weighted); NaN where that part of ``F`` is 0."""
-    w = area_weights(lat_deg, forcing.shape)
+    w = area_weights(lat_deg, forcing.shape[-1])[None]  # each level's cells, summing to 1
     fp, xp = split_parts(np.asarray(forcing, float)), split_parts(np.asarray(dx, float))
     out = {}
     for part in PARTS:
@@ -158,7 +153,7 @@ def misfit(means: Means | None, lat_deg: np.ndarray) -> float:
     total = 0.0
     for k in WINDS.values():
         run, ana = means[k]
-        w = area_weights(lat_deg, run.shape)
+        w = area_weights(lat_deg, run.shape[-1])[None]  # each level's cells, summing to 1
         total += float((w * (run - ana) ** 2).sum() / run.shape[0])
     return total if np.isfinite(total) else float("inf")
 
@@ -195,19 +190,13 @@ def tune(forward: Callable[[Tendency], Means | None], f0: Tendency, lat_deg: np.
         "misfit_uncorrected": misfit(x_c, lat_deg),
         "misfit_mean": misfit(x_0, lat_deg),
         "misfit_final": m,
-        "rmse_final_ms": {k: _rmse(x[k], lat_deg) for k in WINDS.values()},
-        "rmse_mean_ms": {k: _rmse(x_0[k], lat_deg) for k in WINDS.values()},
+        "rmse_final_ms": {k: weighted_rmse(*x[k], lat_deg) for k in WINDS.values()},
+        "rmse_mean_ms": {k: weighted_rmse(*x_0[k], lat_deg) for k in WINDS.values()},
         "response_days": {k: {p: (np.asarray(tau[k][p]) / SECONDS_PER_DAY).round(4).tolist() for p in PARTS} for k in tau},
         "history": history,
         "runs": runs,
     }
     return f, record
-
-
-def _rmse(pair: tuple[np.ndarray, np.ndarray], lat_deg: np.ndarray) -> float:
-    run, ana = pair
-    w = area_weights(lat_deg, run.shape)
-    return float(np.sqrt((w * (run - ana) ** 2).sum() / run.shape[0]))
 
 
 class TrainingPeriodRun:
@@ -242,7 +231,6 @@ class TrainingPeriodRun:
         self.gcm.start_at(self.initial, self.start)
         self.runs += 1
         sums = {k: 0.0 for k in WINDS.values()}
-        state = self.initial
         for i in range(self.n_windows):
             self.gcm.run_window(**correction)
             state = self.gcm.current_state()
