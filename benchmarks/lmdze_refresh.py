@@ -4,7 +4,7 @@ For each grid (``--grids``, default LMDZE's default 16x12x11 and 48x32x19), on a
 (``tests/lmdze_inputs.write_truth_era5``: an idealised Earth written as ERA5 files):
 
 1. one guided day of the ``lmdze`` backend (its registry runner), whose columns give an MLP of the
-   workflow's default shape (3 x 128 SiLU, u v t q on every level + ps + sin/cos lat -> du dv),
+   shape `config/lmdze.yaml` trains (3 x 128 SiLU, u v t q on every level + ps + sin/cos lat -> du dv),
    exported untrained: the cost of a call depends on the model's size, not its weights;
 2. free runs of ``--days`` days from the truth, taking turns ``--rounds`` times: ``control`` (the
    physics hook off), ``mean`` (the mean tendency added every physics step) and ``ml`` (the model
