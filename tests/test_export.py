@@ -208,6 +208,14 @@ def test_bfloat16_pt2_keeps_the_standardisation_and_interface_in_float32(tmp_pat
 def test_aoti_precision_auto_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(ex, "native_bfloat16", lambda: True)
     assert ex.resolve_aoti_precision("auto") == "bfloat16"
+    # a narrow network's bfloat16 call is the slower one (measured): auto keeps it float32
+    assert ex.resolve_aoti_precision("auto", hidden=[128, 256, 128]) == "bfloat16"
+    assert ex.resolve_aoti_precision("auto", hidden=[128, 64, 128]) == "float32"
+    assert ex.resolve_aoti_precision("auto", hidden=[32, 32, 32]) == "float32"
+    assert ex.resolve_aoti_precision("auto", hidden=[]) == "float32"
+    assert ex.resolve_aoti_precision("bfloat16", hidden=[32]) == "bfloat16"  # asked for by name: kept
+    net = nn_models.NormalizedModel(nn_models.mlp(33, [32, 64, 128], 16), torch.zeros(33), torch.ones(33), torch.zeros(16), torch.ones(16))
+    assert ex.hidden_widths(net) == [32, 64, 128]
     monkeypatch.setattr(ex, "native_bfloat16", lambda: False)
     assert ex.resolve_aoti_precision("auto") == "float32"
     assert ex.resolve_aoti_precision("bfloat16") == "bfloat16"

@@ -57,6 +57,9 @@ def test_registry_names_three_backends_and_their_runners():
     assert set(BACKENDS) == {"standin", "lmdz", "lmdze"}
     for b in BACKENDS.values():
         assert callable(b.runner("guided")) and callable(b.runner("free"))
+        assert not b.precompile or callable(b.runner("precompile"))
+    # only the stand-in compiles in its jobs' processes (JAX); LMDZ and LMDZE are built beforehand
+    assert [b.name for b in BACKENDS.values() if b.precompile] == ["standin"]
     assert BACKENDS["lmdz"].mpi and not BACKENDS["standin"].mpi
     with pytest.raises(ConfigError, match="'backend' is 'speedy'"):
         backend_of({"backend": "speedy"})

@@ -69,3 +69,46 @@ def test_temperature_target_needs_temperature_nudging(cfg):
         validate(bad)
     bad["nudging"]["t"] = {"tau_hours": 12.0}
     validate(bad)
+
+
+PRECOMPILE_STEP = """
+import json, sys
+import yaml
+from pathlib import Path
+from nudgeml import nudged, coupled
+cfg = yaml.safe_load(Path(sys.argv[1]).read_text())
+root = Path(sys.argv[3])
+if sys.argv[2] == "precompile":
+    print(json.dumps(nudged.precompile(cfg, root / "grid.nc")))
+elif sys.argv[2] == "nudged":
+    nudged.run_nudged(cfg, root / "grid.nc", [root / "forcing.nc"], root / "histhf.nc", root / "guide_ins.nc")
+else:
+    coupled.run_free(cfg, "control", root / "grid.nc", [root / "forcing.nc"], root / "free.nc", root / "status.json")
+"""
+
+
+def test_precompile_leaves_the_nudged_and_free_runs_nothing_to_compile(cfg, tmp_path):
+    """The precompile job fills the persistent XLA cache with every program the nudged run and a free run
+    compile: run after it, in fresh processes (as Snakemake's jobs), they add no cache entry (every
+    compilation is written to it, nudgeml.gcm.standin.enable_jax_compilation_cache)."""
+    import subprocess
+    import sys
+
+    from factories import forced_truth
+
+    at = np.datetime64("2000-01-31T00:00")
+    forced_truth(tmp_path, at, 0.0, windows=4)
+    cache = tmp_path / "jax"
+    cfg.update(jax_cache_dir=str(cache), period={"start": "2000-01-31T00:00", "end": "2000-02-01T00:00"})
+    cfg["free_runs"].update(start="2000-01-31T00:00", end="2000-01-31T12:00")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    def step(which: str) -> set[str]:
+        subprocess.run([sys.executable, "-c", PRECOMPILE_STEP, str(path), which, str(tmp_path)], check=True, capture_output=True, text=True)
+        return {p.name for p in cache.iterdir()}
+
+    compiled = step("precompile")
+    assert compiled, "nothing reached the cache"
+    assert step("nudged") == compiled, "the nudged run compiled a program the precompile job did not"
+    assert step("free") == compiled, "the free run compiled a program the precompile job did not"

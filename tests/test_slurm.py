@@ -32,7 +32,7 @@ PARTITION_POLICY = {
     "bias_check": "prepost", "report": "prepost", "precip_mapping": "prepost", "mean_tendency": "prepost", "mean_tendency_iter": "prepost", "offline_eval": "prepost",
     "lmdz_forcing": "prepost", "lmdz_jobs": "prepost",
     "era5_standin": "cpu_p1", "nudged": "cpu_p1", "nudged_iter": "cpu_p1", "free_run": "cpu_p1", "replay": "cpu_p1", "forecast": "cpu_p1", "calibrate": "cpu_p1", "feedback_mean": "cpu_p1",
-    "train_online": "cpu_p1",
+    "train_online": "cpu_p1", "precompile": "cpu_p1",
     "extract": "cpu_p1", "shard": "cpu_p1", "export": "cpu_p1", "export_iter": "cpu_p1",
     "train": "gpu_p13", "train_iter": "gpu_p13",  # the GPU partition (V100 by default; see GPU_POLICY)
 }
@@ -159,7 +159,7 @@ def test_dry_run_without_slurm_prints_the_jobs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", res.stdout, re.M)
     assert sorted({rule for rule, _ in jobs}) == ["all", "bias_check", "era5_standin", "export", "extract", "free_run", "mean_tendency",
-                                                   "model_grid", "nudged", "offline_eval", "precip_mapping", "regrid", "report", "shard", "train"]
+                                                   "model_grid", "nudged", "offline_eval", "precip_mapping", "precompile", "regrid", "report", "shard", "train"]
     for rule, resources in jobs:
         if rule in ("all", "train"):
             assert rule == "all" or ("slurm_partition=gpu_p13" in resources and f"slurm_account={PROJECT}@v100" in resources and "gres=gpu:1" in resources), resources
@@ -218,7 +218,7 @@ def test_tiny_workflow_runs_as_one_slurm_job_per_rule(cluster, tmp_path, monkeyp
     profile = load_profile(monkeypatch, NUDGEML_JZ_PROJECT=PROJECT)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["resources"]
     config_key = {"era5_standin": "era5"}
-    expected = {"era5_standin": 1, "model_grid": 1, "regrid": 2, "nudged": 1, "free_run": 1, "extract": 1, "shard": 1, "mean_tendency": 1}
+    expected = {"era5_standin": 1, "model_grid": 1, "precompile": 1, "regrid": 2, "nudged": 1, "free_run": 1, "extract": 1, "shard": 1, "mean_tendency": 1}
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         rule = re.fullmatch(r"rule_(\w+?)(?:_wildcards_.*)?", job["Comment"]).group(1)

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,11 +43,25 @@ def native_bfloat16() -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
-def resolve_aoti_precision(value: str, key: str = "export.aoti_precision") -> str:
+# The narrowest hidden layer from which a bfloat16 `.pt2` is the faster call: on a CPU with AMX
+# (Sapphire Rapids, 2 048 columns, 1 thread, benchmarks/aoti_precision.py) bfloat16 / float32 was 1.18 at
+# 3 x 32, 0.98 at 3 x 64 and 0.65 at 3 x 128: a narrow layer's products are too small to pay for the
+# conversions around them (benchmarks/README.md).
+BFLOAT16_MIN_HIDDEN = 128
+
+
+def hidden_widths(module: nn.Module) -> list[int]:
+    """Widths of a network's hidden layers: the outputs of each ``nn.Linear`` but the last."""
+    return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)][:-1]
+
+
+def resolve_aoti_precision(value: str, key: str = "export.aoti_precision", hidden: Sequence[int] | None = None) -> str:
     """``float32``, ``bfloat16``, or ``auto``: bfloat16 where this CPU computes it natively
-    (:func:`native_bfloat16`; a ``.pt2`` is compiled for the CPU that exports it), float32 elsewhere."""
+    (:func:`native_bfloat16`; a ``.pt2`` is compiled for the CPU that exports it) and every hidden
+    layer (``hidden``, when given) is at least :data:`BFLOAT16_MIN_HIDDEN` wide; float32 elsewhere."""
     if value == "auto":
-        return "bfloat16" if native_bfloat16() else "float32"
+        wide = hidden is None or (len(hidden) > 0 and min(hidden) >= BFLOAT16_MIN_HIDDEN)
+        return "bfloat16" if native_bfloat16() and wide else "float32"
     if value not in AOTI_PRECISIONS:
         raise InputError(f"config key {key!r} is {value!r}: use one of {(*AOTI_PRECISIONS, 'auto')}")
     return value
@@ -212,7 +227,10 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
     if obj["kind"] not in MODEL_KINDS:
         raise InputError(f"{trained}: model kind {obj['kind']!r} is not one of this package's ({', '.join(MODEL_KINDS)})")
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
-    precision = resolve_aoti_precision(aoti_precision)
+    precision = resolve_aoti_precision(aoti_precision, hidden=hidden_widths(obj["module"]))
+    if aoti_precision == "auto":
+        log.info("export.aoti_precision auto: %s (bfloat16 dot products on this CPU: %s; hidden widths %s, bfloat16 from %d)",
+                 precision, native_bfloat16(), hidden_widths(obj["module"]), BFLOAT16_MIN_HIDDEN)
     if precision != "float32" and not isinstance(obj["module"], NormalizedModel):
         log.info("%s: a %s model's model.pt2 stays float32 (%s asked for an MLP's)", trained, obj["kind"], precision)
         precision = "float32"

@@ -21,6 +21,7 @@ correction as the model applied it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,64 @@ def nudging_targets(gcm: Any, u: np.ndarray, v: np.ndarray, project: bool) -> tu
     return up, vp
 
 
+def set_nudging(
+    gcm: Any, nudging: Mapping[str, Any], times: np.ndarray, u_an: np.ndarray, v_an: np.ndarray, scalars: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Relax ``gcm`` toward the analysis series ``(time, lev, lat, lon)`` as config ``nudging`` asks: the
+    winds, and the scalars of :func:`thermo_nudging` from ``scalars``; return the targets set (winds,
+    then the scalars by name), projected into the model's spectral space where ``project_target``."""
+    project = bool(nudging["project_target"])
+    thermo = thermo_nudging(nudging)
+    ua, va = nudging_targets(gcm, u_an, v_an, project)
+    gcm.set_relaxation(times, ua, va, float(nudging["tau_hours"]))
+    thermo_targets: dict[str, np.ndarray] = {}
+    for name in thermo:
+        series = np.asarray(scalars[name], np.float32)
+        if project:  # as for the winds: only what the model's truncation can hold
+            series = np.stack([gcm.project_scalar(a) for a in series])
+        if name == "q":  # the truncation's ringing must not ask for negative humidity
+            series = np.clip(series, 0.0, None)
+        thermo_targets[name] = series
+    if thermo:
+        gcm.set_thermo_relaxation(
+            times, t_target=thermo_targets.get("t"), tau_t_hours=thermo.get("t"), q_target=thermo_targets.get("q"), tau_q_hours=thermo.get("q")
+        )
+    return ua, va, thermo_targets
+
+
+def precompile(config: Mapping[str, Any], grid_path: str | Path) -> dict[str, Any]:
+    """Compile the stand-in's 6-h windows, nudged and free, into the persistent XLA cache
+    (``jax_cache_dir``), so that the nudged run and the free runs read them instead of compiling.
+
+    The nudged window's program depends on the length of the analysis series it is relaxed toward
+    (``period``) and on which scalars are nudged (the model is checked against ``grid_path`` first), so the same :func:`set_nudging` is run on a zero
+    series of the nudged run's times; the free window's has no series. The workflow runs this beside
+    the truth run, on a core that would otherwise wait for it (``benchmarks/README.md``). Returns the
+    seconds each part took.
+    """
+    t0 = time.monotonic()
+    period = Period.from_config(config["period"])
+    times = period.times
+    gcm = model_gcm(config, period.start)
+    check_same_grid(gcm.grid, read_model_grid(grid_path), grid_path)
+    record: dict[str, Any] = {"jax_cache_dir": str(config.get("jax_cache_dir")), "n_times": len(times), "build_s": time.monotonic() - t0}
+    zeros = np.zeros((len(times),) + gcm.grid.shape, np.float32)
+    set_nudging(gcm, config["nudging"], times, zeros, zeros, {name: zeros for name in thermo_nudging(config["nudging"])})
+    gcm.start(None)
+    gcm.start(gcm.current_state())  # a gridded state, as the runs start from
+    t = time.monotonic()
+    gcm.run_window()
+    record["nudged_window_s"] = time.monotonic() - t
+    gcm.set_relaxation(None, None, None, None)
+    gcm.set_thermo_relaxation(None)
+    t = time.monotonic()
+    gcm.run_window()
+    record["free_window_s"] = time.monotonic() - t
+    record["total_s"] = time.monotonic() - t0
+    log.info("compiled: %s", record)
+    return record
+
+
 def run_nudged(
     config: Mapping[str, Any],
     grid_path: str | Path,
@@ -103,23 +162,7 @@ def run_nudged(
     gcm = model_gcm(config, period.start)
     check_same_grid(gcm.grid, read_model_grid(grid_path), grid_path)
     tau_h = float(config["nudging"]["tau_hours"])
-    u_an = forcing["u"].values
-    v_an = forcing["v"].values
-    ua, va = nudging_targets(gcm, u_an, v_an, bool(config["nudging"]["project_target"]))
-    gcm.set_relaxation(times, ua, va, tau_h)
-    project = bool(config["nudging"]["project_target"])
-    thermo_targets: dict[str, np.ndarray] = {}
-    for name in thermo:
-        series = forcing[name].values.astype(np.float32)
-        if project:  # as for the winds: only what the model's truncation can hold
-            series = np.stack([gcm.project_scalar(a) for a in series])
-        if name == "q":  # the truncation's ringing must not ask for negative humidity
-            series = np.clip(series, 0.0, None)
-        thermo_targets[name] = series
-    if thermo:
-        gcm.set_thermo_relaxation(
-            times, t_target=thermo_targets.get("t"), tau_t_hours=thermo.get("t"), q_target=thermo_targets.get("q"), tau_q_hours=thermo.get("q")
-        )
+    ua, va, thermo_targets = set_nudging(gcm, config["nudging"], times, forcing["u"].values, forcing["v"].values, {name: forcing[name].values for name in thermo})
     gcm.start(state_at(forcing, period.start))
     attrs = {"run": "nudged", "tau_hours": tau_h, "model_truncation": gcm.grid.truncation, "physics": str(dict(config["model"]["physics"]))}
     attrs.update({f"tau_hours_{name}": tau for name, tau in thermo.items()})

@@ -339,7 +339,9 @@ def nudged_inputs(wildcards):
             "single_levels": era5_files("single_levels"),
             "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
         }
-    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files()}
+    # the compiled windows: ancient, as the run only needs them there first (a recompiled cache changes no result)
+    compiled = {"compiled": ancient(rules.precompile.output.record)} if BACKEND.precompile else {}
+    return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), **compiled}
 
 
 def free_run_inputs(wildcards):

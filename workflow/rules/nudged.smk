@@ -24,3 +24,30 @@ rule nudged:
         cfg=nudged_params(),
     script:
         "../scripts/nudged.py"
+
+
+if BACKEND.precompile:
+
+    # The backend's nudged and free windows compiled into the persistent cache (jax_cache_dir) on the
+    # core the truth run leaves idle: the nudged run, which waits for the truth, then reads them instead
+    # of compiling (benchmarks/README.md). After the grid job, so the truth and the grid start first.
+    rule precompile:
+        input:
+            grid=rules.model_grid.output.nc,
+        output:
+            record=f"{OUT}/nudged/precompile.json",
+        log:
+            f"{OUT}/logs/precompile.log",
+        benchmark:
+            f"{OUT}/benchmarks/precompile.tsv"
+        priority: ML_CHAIN_PRIORITY
+        conda:
+            "../../envs/nudgeml.yaml"
+        threads: threads_of("precompile")
+        resources:
+            **res("precompile"),
+        params:
+            backend=config["backend"],
+            cfg=sections("period", "model", "nudging", "jax_cache_dir"),
+        script:
+            "../scripts/precompile.py"

@@ -8,7 +8,8 @@ in LMDZ's conventions (``docs/lmdz-conventions.md``), so the same extract / shar
 report stages read any backend's runs.
 
 - ``standin``: the jcm stand-in GCM, run inside the job's Python process (``nudgeml.nudged``,
-  ``nudgeml.coupled``).
+  ``nudgeml.coupled``). Its jobs share a persistent XLA compilation cache, which the ``precompile``
+  job fills with the nudged and free windows' programs while the truth runs.
 - ``lmdz``: LMDZ6's ``gcm.e`` on Jean Zay. The job renders the job kit's run directory
   (:mod:`nudgeml.lmdz`) and runs its month-by-month script inside the rule's own SLURM job, whose
   ``srun`` launches the MPI tasks (``nudgeml.gcm.runners``); the histories the kit keeps per month
@@ -67,10 +68,13 @@ class GcmBackend:
     # "module:function" writing the forecast-error targets (models.<name>.target: forecast) from (cfg, inputs, outputs);
     # "": the backend does not run them
     forecast: str = ""
+    # "module:function" compiling the backend's guided and free windows into a persistent compilation cache from
+    # (cfg, outputs), run by the precompile job beside the truth run; "": the backend compiles nothing in its jobs
+    precompile: str = ""
 
     def runner(self, which: str) -> Callable[..., Any]:
-        """The guided (``which="guided"``), free (``"free"``), grid (``"grid"``) or forecast-target (``"forecast"``)
-        function, imported now."""
+        """The guided (``which="guided"``), free (``"free"``), grid (``"grid"``), forecast-target (``"forecast"``) or
+        compilation (``"precompile"``) function, imported now."""
         module, _, func = getattr(self, which).partition(":")
         return getattr(importlib.import_module(module), func)
 
@@ -81,7 +85,7 @@ BACKENDS: dict[str, GcmBackend] = {
         GcmBackend("standin", "jcm stand-in GCM (SPEEDY physics on a JAX spectral core), in the job's process",
                    guided="nudgeml.gcm.runners:standin_guided", free="nudgeml.gcm.runners:standin_free", needs_lmdz_block=False,
                    mpi=False, forcing="standin", ensembles=True, iterations=True, mean_residual=True, calibration=True,
-                   forecast="nudgeml.gcm.runners:standin_forecast"),
+                   forecast="nudgeml.gcm.runners:standin_forecast", precompile="nudgeml.gcm.runners:standin_precompile"),
         GcmBackend("lmdz", "LMDZ6 gcm.e from the job kit, srun inside the rule's SLURM job (Jean Zay cpu_p1)",
                    guided="nudgeml.gcm.runners:lmdz_guided", free="nudgeml.gcm.runners:lmdz_free",
                    needs_lmdz_block=True, mpi=True, forcing="lmdz", ensembles=False, iterations=False,

@@ -35,6 +35,14 @@ def standin_guided(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> Non
     run_nudged(cfg, inputs["grid"], list(inputs["forcing"]), outputs["histhf"], outputs["guide"])
 
 
+def standin_precompile(cfg: Mapping[str, Any], inputs: Files, outputs: Files) -> None:
+    """The stand-in's windows compiled into the persistent cache; what took how long as a JSON record."""
+    from nudgeml.atomic import write_text_atomic
+    from nudgeml.nudged import precompile
+
+    write_text_atomic(outputs["record"], json.dumps(precompile(cfg, inputs["grid"]), indent=2) + "\n")
+
+
 def standin_free(cfg: Mapping[str, Any], run: str, inputs: Files, outputs: Files) -> None:
     from nudgeml.coupled import run_free
     from nudgeml.mean_tendency import training_blocks
