@@ -100,7 +100,7 @@ def test_precompile_leaves_the_nudged_and_free_runs_nothing_to_compile(cfg, tmp_
     forced_truth(tmp_path, at, 0.0, windows=4)
     cache = tmp_path / "jax"
     cfg.update(jax_cache_dir=str(cache), period={"start": "2000-01-31T00:00", "end": "2000-02-01T00:00"})
-    cfg["free_runs"].update(start="2000-01-31T00:00", end="2000-01-31T12:00")
+    cfg["free_runs"].update(start="2000-01-31T12:00", end="2000-02-01T00:00")  # later than the nudged run, as in the workflow
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
 

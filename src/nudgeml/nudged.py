@@ -113,8 +113,9 @@ def precompile(config: Mapping[str, Any], grid_path: str | Path) -> dict[str, An
     (``jax_cache_dir``), so that the nudged run and the free runs read them instead of compiling.
 
     The nudged window's program depends on the length of the analysis series it is relaxed toward
-    (``period``) and on which scalars are nudged (the model is checked against ``grid_path`` first), so the same :func:`set_nudging` is run on a zero
-    series of the nudged run's times; the free window's has no series. The workflow runs this beside
+    (``period``) and on which scalars are nudged, so the same :func:`set_nudging` is run on a zero
+    series of the nudged run's times; the free window's has no series (nor a dependence on the date a
+    free run starts at). The model is checked against ``grid_path`` first. The workflow runs this beside
     the truth run, on a core that would otherwise wait for it (``benchmarks/README.md``). Returns the
     seconds each part took.
     """

@@ -69,7 +69,7 @@ class GcmBackend:
     # "": the backend does not run them
     forecast: str = ""
     # "module:function" compiling the backend's guided and free windows into a persistent compilation cache from
-    # (cfg, outputs), run by the precompile job beside the truth run; "": the backend compiles nothing in its jobs
+    # (cfg, inputs, outputs), run by the precompile job beside the truth run; "": the backend compiles nothing in its jobs
     precompile: str = ""
 
     def runner(self, which: str) -> Callable[..., Any]:
