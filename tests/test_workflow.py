@@ -180,6 +180,17 @@ lmdz:
     assert "#SBATCH --account=abc@cpu" in text and "--mem" not in text
 
 
+def test_precompile_runs_before_the_nudged_run_only_with_a_cache(tmp_path):
+    """The stand-in's precompile job is planned where its jobs share an XLA cache (jax_cache_dir), and
+    not without one, where it would compile for nothing and the nudged run would wait for it."""
+    res = smk("-n", outdir=tmp_path / "results")
+    assert job_stats(res.stdout + res.stderr)["precompile"] == 1
+    off = tmp_path / "nocache.yaml"
+    off.write_text('jax_cache_dir: ""\n')
+    stats = job_stats(smk("-n", overlays=[off], outdir=tmp_path / "results").stdout)
+    assert "precompile" not in stats and stats["nudged"] == 1
+
+
 def test_mistyped_config_key_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("nudging:\n  tau_hourz: 3.0\n")

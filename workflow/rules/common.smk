@@ -46,6 +46,8 @@ ERA5_DIR = expand_path(config["era5"].get("dir") or f"{OUT}/era5", "era5.dir")
 ERA5_EXT = era5_suffix(config["era5"])  # .grib for era5.cds.data_format: grib, else .nc
 CHAINS = chains(config)  # iterative training: chain -> iterations (empty unless asked for)
 BACKEND = backend_of(config)  # the GCM the nudged and free_run jobs run (nudgeml.gcm.registry)
+# the backend's programs compiled beside the truth run, where its jobs share a persistent cache to put them in
+PRECOMPILE = bool(BACKEND.precompile and config.get("jax_cache_dir"))
 # Scheduling: among ready jobs, those on the way from the truth to the ML free runs (regrid, nudged, replay, forecast,
 # extract, shard, train, export, the mean tendency) go first, and the free runs that need only the
 # forcing (control, mean) fill the other cores. Left to itself, Snakemake started the control members
@@ -340,7 +342,7 @@ def nudged_inputs(wildcards):
             "invariant": f"{ERA5_DIR}/invariant{ERA5_EXT}",
         }
     # the compiled windows: ancient, as the run only needs them there first (a recompiled cache changes no result)
-    compiled = {"compiled": ancient(rules.precompile.output.record)} if BACKEND.precompile else {}
+    compiled = {"compiled": ancient(rules.precompile.output.record)} if PRECOMPILE else {}
     return {"grid": rules.model_grid.output.nc, "forcing": forcing_files(), **compiled}
 
 

@@ -26,11 +26,12 @@ rule nudged:
         "../scripts/nudged.py"
 
 
-if BACKEND.precompile:
+if PRECOMPILE:
 
-    # The backend's nudged and free windows compiled into the persistent cache (jax_cache_dir) on the
-    # core the truth run leaves idle: the nudged run, which waits for the truth, then reads them instead
-    # of compiling (benchmarks/README.md). After the grid job, so the truth and the grid start first.
+    # The backend's nudged and free windows compiled into the persistent cache (jax_cache_dir; without
+    # one there is nothing to keep them in) on the core the truth run leaves idle: the nudged run, which
+    # waits for the truth, then reads them instead of compiling (benchmarks/README.md). After the grid
+    # job, so the truth and the grid start first.
     rule precompile:
         input:
             grid=rules.model_grid.output.nc,
