@@ -227,10 +227,11 @@ def export_trained(trained: str | os.PathLike[str], store: str | os.PathLike[str
     if obj["kind"] not in MODEL_KINDS:
         raise InputError(f"{trained}: model kind {obj['kind']!r} is not one of this package's ({', '.join(MODEL_KINDS)})")
     manifest = manifest_from_store(store, name=name, kind=obj["kind"], margin=margin)
-    precision = resolve_aoti_precision(aoti_precision, hidden=hidden_widths(obj["module"]))
+    hidden = hidden_widths(obj["module"])
+    precision = resolve_aoti_precision(aoti_precision, hidden=hidden)
     if aoti_precision == "auto":
-        log.info("export.aoti_precision auto: %s (bfloat16 dot products on this CPU: %s; hidden widths %s, bfloat16 from %d)",
-                 precision, native_bfloat16(), hidden_widths(obj["module"]), BFLOAT16_MIN_HIDDEN)
+        log.info("export.aoti_precision auto: %s (hidden widths %s, bfloat16 from %d where the CPU has its dot products)",
+                 precision, hidden, BFLOAT16_MIN_HIDDEN)
     if precision != "float32" and not isinstance(obj["module"], NormalizedModel):
         log.info("%s: a %s model's model.pt2 stays float32 (%s asked for an MLP's)", trained, obj["kind"], precision)
         precision = "float32"

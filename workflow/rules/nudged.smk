@@ -49,6 +49,6 @@ if PRECOMPILE:
             **res("precompile"),
         params:
             backend=config["backend"],
-            cfg=sections("period", "model", "nudging", "jax_cache_dir"),
+            cfg=nudged_params(),  # the keys the nudged run reads: its programs are compiled from them
         script:
             "../scripts/precompile.py"
