@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 # JAX on 2 cores: compile caches make the GCM tests several times faster across sessions
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# No persistent XLA cache in this process (the Snakemake jobs and other subprocesses the tests start keep
+# theirs): in one long-lived process, a cache write that fails (jaxlib 0.10.2: executable.serialize ->
+# XLA:CPU CpuCompiler::Export relinks the kernels' object code) frees that code without deregistering its
+# EH frames, and with libgcc < 13 (Debian 12's 12.2) the next C++ exception anywhere in the process walks
+# the stale registration and crashes (docs/standin.md, "Compilation cache").
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_compilation_cache", False)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
