@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -13,14 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 # JAX on 2 cores: compile caches make the GCM tests several times faster across sessions
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# No persistent XLA cache in this process (the Snakemake jobs and other subprocesses the tests start keep
-# theirs): in one long-lived process, a cache write that fails (jaxlib 0.10.2: executable.serialize ->
-# XLA:CPU CpuCompiler::Export relinks the kernels' object code) frees that code without deregistering its
-# EH frames, and with libgcc < 13 (Debian 12's 12.2) the next C++ exception anywhere in the process walks
-# the stale registration and crashes (docs/standin.md, "Compilation cache").
+# Compiled XLA programs are released after each test module, and this process writes no persistent XLA
+# cache (the Snakemake jobs and other subprocesses the tests start keep theirs): XLA:CPU maps every
+# kernel's code on its own (one T21 model: ~3 300 mappings, half of them held by JAX's jit caches until
+# cleared), so the ~440 tests before test_replay reached Linux's vm.max_map_count (65 530); the JIT's next
+# link then failed ("LLVM compilation error: Cannot allocate memory"), and a failed link leaves its EH
+# frames registered over unmapped memory, which libgcc 12's unwinder reads at the next C++ exception
+# (SIGSEGV or SIGABRT, no traceback; docs/standin.md, "Compilation cache"). A cache write links every
+# kernel again (executable.serialize -> CpuCompiler::Export), so it was where the links failed first.
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_compilation_cache", False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
