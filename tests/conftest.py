@@ -20,7 +20,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # cleared), so the ~440 tests before test_replay reached Linux's vm.max_map_count (65 530); the JIT's next
 # link then failed ("LLVM compilation error: Cannot allocate memory"), and a failed link leaves its EH
 # frames registered over unmapped memory, which libgcc 12's unwinder reads at the next C++ exception
-# (SIGSEGV or SIGABRT, no traceback; docs/standin.md, "Compilation cache"). A cache write links every
+# (SIGSEGV or SIGABRT, no traceback; docs/standin.md, "Many programs in one process"). A cache write links every
 # kernel again (executable.serialize -> CpuCompiler::Export), so it was where the links failed first.
 import jax  # noqa: E402
 
