@@ -178,3 +178,37 @@ class FirstFeature(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.k * x[:, :1].expand(-1, self.n)
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, n_targets: int, value: float) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.full((n_targets,), value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(x.shape[0], -1) + 0.0 * x[:, :1]
+
+
+def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv"), module=None):
+    """An exported model (TorchScript) of ``Constant(value)`` or ``module`` on the stand-in grid, its
+    guard wide open: what the coupled tests and the feedback's load."""
+    from nudgeml.export import export_model
+    from nudgeml.extract import ColumnSpec, expand_names
+    from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest
+
+    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"), targets=tuple(targets))
+    nlev = grid.sigma.size
+    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
+    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
+    manifest = Manifest(
+        name=name, kind="mlp",
+        features=tuple(Block(b["name"], b["units"], b["levels"]) for b in fb),
+        targets=tuple(Block(b["name"], b["units"], b["levels"]) for b in tb),
+        levels=Levels(tuple(levels if levels is not None else grid.presnivs_pa)),
+        guard=Guard(0.1, (-1e9,) * nf, (1e9,) * nf, (-1.0,) * nt, (1.0,) * nt),
+        grid=Grid("t21", nlon=grid.lon_deg.size, nlat=grid.lat_deg.size),
+    )
+    out = root / name
+    export_model(module if module is not None else Constant(nt, value), manifest, out, torch.zeros(4, nf), aoti=False)
+    assert expand_names(fb) == manifest.feature_names
+    return out

@@ -255,6 +255,7 @@ def test_tq_overlay_and_what_free_runs_may_correct(repo_root, cfg):
          "online-curriculum-spunup-science.yaml", "feedback-spunup-science.yaml", "feedback-eddy2-spunup-science.yaml"],
         ["science.yaml", "spunup-science.yaml", "online-form-spunup-science.yaml", "online-timemean-spunup-science.yaml",
          "online-curriculum-spunup-science.yaml", "feedback-spunup-science.yaml", "feedback-zonal2-spunup-science.yaml"],
+        ["science.yaml", "spunup-science.yaml", "feedback-method-spunup-science.yaml"],
     ],
 )
 def test_science_overlay_chains_are_valid(repo_root, chain):

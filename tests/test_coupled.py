@@ -7,12 +7,12 @@ import pytest
 import torch
 import xarray as xr
 
-from factories import FirstFeature, spun_up_t21
+from factories import FirstFeature, export_constant, spun_up_t21
 from nudgeml.checks import load_config
 from nudgeml.coupled import MLCorrector, describe_correction, make_corrector, run_free, zonal_departure
 from nudgeml.errors import ConfigError, InputError
 from nudgeml.export import export_model
-from nudgeml.extract import ColumnSpec, expand_names
+from nudgeml.extract import ColumnSpec
 from nudgeml.gcm.standin import GCMConfig, GridState, StandinGCM
 from nudgeml.grid import write_model_grid
 from nudgeml.manifest import Block, Grid, Guard, Levels, Manifest, read_manifest, write_manifest
@@ -35,15 +35,6 @@ def test_correction_descriptions():
     assert describe_correction(spec) == "ml: mlp-replay + mean residual, T6 filter, x0.5"
     assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "calibrated": True}) == "ml: mlp + mean residual, EKI gains"
     assert describe_correction({"correction": "ml", "model": "mlp", "mean_residual": True, "eddy_only": True}) == "ml: mlp + mean residual, eddies only"
-
-
-class Constant(torch.nn.Module):
-    def __init__(self, n_targets: int, value: float) -> None:
-        super().__init__()
-        self.register_buffer("value", torch.full((n_targets,), value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.value.expand(x.shape[0], -1) + 0.0 * x[:, :1]
 
 
 @pytest.fixture(scope="module")
@@ -76,25 +67,6 @@ def setup(tmp_path_factory):
     cfg["free_runs"]["start"] = "2000-03-01T00:00"  # the run starts at the fixture's state
     cfg["free_runs"]["end"] = "2000-03-01T18:00"  # 3 windows
     return root, grid, cfg
-
-
-def export_constant(root, grid, name, value, *, levels=None, targets=("du", "dv"), module=None):
-    spec = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"), targets=tuple(targets))
-    nlev = grid.sigma.size
-    fb, tb = spec.feature_blocks(nlev), spec.target_blocks(nlev)
-    nf, nt = sum(b["levels"] for b in fb), sum(b["levels"] for b in tb)
-    manifest = Manifest(
-        name=name, kind="mlp",
-        features=tuple(Block(b["name"], b["units"], b["levels"]) for b in fb),
-        targets=tuple(Block(b["name"], b["units"], b["levels"]) for b in tb),
-        levels=Levels(tuple(levels if levels is not None else grid.presnivs_pa)),
-        guard=Guard(0.1, (-1e9,) * nf, (1e9,) * nf, (-1.0,) * nt, (1.0,) * nt),
-        grid=Grid("t21", nlon=grid.lon_deg.size, nlat=grid.lat_deg.size),
-    )
-    out = root / name
-    export_model(module if module is not None else Constant(nt, value), manifest, out, torch.zeros(4, nf), aoti=False)
-    assert expand_names(fb) == manifest.feature_names
-    return out
 
 
 def run(setup, model_dir, tag):
@@ -370,6 +342,47 @@ def test_top_hpa_keeps_the_model_part_below_it_and_the_mean_above(setup):
         make_corrector({"correction": "ml", "model": "first-top", "bottom_hpa": bottom}, **kw)  # no mean to fall to
     with pytest.raises(ConfigError, match="top_hpa 700 hPa and bottom_hpa 150 hPa keep no model level"):
         make_corrector({"correction": "ml", "model": "first-top", "add_mean": True, "top_hpa": 700, "bottom_hpa": 150}, **kw)
+
+
+def test_set_mean_rebases_the_correction_as_a_file_holding_that_mean_would(setup, tmp_path):
+    """set_mean (nudgeml.feedback's trial means): a corrector made from one mean file and rebased on
+    another mean gives, field for field, what a corrector made from a file holding that mean gives:
+    the mean residual, eddies only, the mean above top_hpa, and a fallback column (the new mean)."""
+    root, grid, _ = setup
+    model = export_constant(root, grid, "first-rebase", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-6))
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    forcing = xr.open_dataset(root / "forcing.nc")
+    clean = GridState(**{k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")})
+    moved = {k: forcing[k].values[0].copy() for k in ("u", "v", "t", "q", "ps")}
+    moved["u"] += 3.0
+    moved["u"][1, 3, 5] = np.nan  # one column outside the training range: the guard's fallback
+    state = GridState(**moved)
+    rng = np.random.default_rng(0)
+    other = tuple(rng.normal(scale=1e-5, size=grid.shape).astype(np.float32) for _ in range(2))
+    zeros = np.zeros((12, *grid.shape), np.float32)
+    xr.Dataset({"du_mean": (("lev", "lat", "lon"), other[0]), "dv_mean": (("lev", "lat", "lon"), other[1]),
+                "du_monthly": (("month", "lev", "lat", "lon"), zeros + other[0]), "dv_monthly": (("month", "lev", "lat", "lon"), zeros + other[1])}).to_netcdf(tmp_path / "other.nc")
+    top = float(np.sort(np.asarray(grid.presnivs_pa) / 100.0)[1]) + 1.0
+
+    def made(mean_file):  # as make_corrector makes a mean-residual run, over one training state
+        from nudgeml.mean_tendency import read_mean_tendency
+
+        m = read_mean_tendency(mean_file)
+        mean = tuple(m[f"{k}_mean"].values for k in ("du", "dv"))
+        ml = MLCorrector(model, "torchscript", columns, grid, mean, eddy_only=True, top_hpa=top)
+        ml.add_mean_residual(mean, iter([(T0, clean)]))
+        return ml
+
+    rebased, direct = made(root / "mean.nc"), made(tmp_path / "other.nc")
+    before = rebased(T0, state)
+    rebased.set_mean(other)
+    after, want = rebased(T0, state), direct(T0, state)
+    for k in ("du", "dv"):
+        np.testing.assert_array_equal(getattr(after, k), getattr(want, k))
+    assert np.abs(after.du - before.du).max() > 1e-6  # the mean it applies moved
+    np.testing.assert_array_equal(after.du[:, 3, 5], other[0][:, 3, 5])  # the fallback column: the new mean
+    with pytest.raises(ValueError, match="one mean per corrected tendency"):
+        rebased.set_mean(other[:1])
 
 
 @pytest.mark.slow

@@ -172,6 +172,22 @@ def test_config_check_names_the_key():
     tq["nudging"]["t"] = {"tau_hours": 6.0}
     with pytest.raises(ConfigError, match=r"free_runs\.runs\.mean-fb\.feedback.*nudging\.t"):
         check_feedback_config(tq)
+    method = copy.deepcopy(ok)
+    method["feedback"]["run"] = "ml-fb"  # the method about the mean, feedback: true
+    check_feedback_config(method)
+    for run, why in (("ml-nope", "not in free_runs.runs"), ("mean-fb", "ml run about the mean"), ("ml-mlp", "ml run about the mean")):
+        bad = copy.deepcopy(method)
+        bad["feedback"]["run"] = run
+        with pytest.raises(ConfigError, match=rf"feedback\.run.*{run}.*{why}"):
+            check_feedback_config(bad)
+    bad = copy.deepcopy(method)
+    bad["free_runs"]["runs"]["ml-fb"]["feedback"] = False  # the tuned mean would not be read by it
+    with pytest.raises(ConfigError, match=r"feedback\.run.*ml-fb.*feedback: true"):
+        check_feedback_config(bad)
+    bad = copy.deepcopy(method)
+    bad["free_runs"]["runs"]["ml-fb"]["calibrated"] = True
+    with pytest.raises(ConfigError, match=r"feedback\.run.*calibrated"):
+        check_feedback_config(bad)
     from nudgeml.gcm.registry import check_backend
 
     lmdze = copy.deepcopy(cfg)
@@ -237,3 +253,35 @@ def test_run_feedback_writes_the_tuned_mean_or_names_the_missing_analysis(tmp_pa
         run_feedback(cfg, tmp_path / "grid.nc", [tmp_path / "forcing.nc"], mean_file=tmp_path / "mean.nc",
                      training=[(t0, t0 + np.timedelta64(72, "h"))], out_nc=tmp_path / "bad.nc", out_json=tmp_path / "bad.json")
     assert not (tmp_path / "bad.nc").exists() and not (tmp_path / "bad.json").exists()
+
+
+def test_training_period_runs_apply_the_method_about_each_trial_mean(tmp_path):
+    """feedback.run: the forward model rebases the method's corrector on each trial mean and applies its
+    output every window. A model adding 0 about the mean reproduces the constant mean's runs bit for bit,
+    trial after trial; a state-dependent one changes them."""
+    from factories import FirstFeature, export_constant, forced_truth
+    from nudgeml.coupled import MLCorrector
+    from nudgeml.extract import ColumnSpec
+    from nudgeml.gcm.standin import GCMConfig, StandinGCM
+
+    t0 = np.datetime64("2000-03-01T00:00", "s")
+    grid, a = forced_truth(tmp_path, t0, 2e-5, windows=8)
+    forcing = xr.open_dataset(tmp_path / "forcing.nc")
+    blocks = [(t0, t0 + np.timedelta64(48, "h"))]
+    s = FeedbackSettings(skip_days=0.25)
+    columns = ColumnSpec(geo=("sin_lat", "cos_lat", "land_fraction"))
+    zeros = (np.zeros(grid.shape, np.float32),) * 2
+    gcm = StandinGCM(GCMConfig(21), t0)
+    plain = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=250.0)
+    zero_model = MLCorrector(export_constant(tmp_path, grid, "zero", 0.0), "torchscript", columns, grid, zeros, add_mean=True)
+    method = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=250.0, corrector=zero_model)
+    trials = [{"du": np.asarray(a, float), "dv": np.zeros(grid.shape)}, {"du": np.zeros(grid.shape), "dv": 0.5 * np.asarray(a, float)}]
+    for f in trials:
+        want, got = plain(f), method(f)
+        for k in ("u", "v"):
+            np.testing.assert_array_equal(got[k][0], want[k][0])
+    assert zero_model.calls == len(trials) * method.n_windows  # one call a window, each run
+    waves = MLCorrector(export_constant(tmp_path, grid, "first", 0.0, module=FirstFeature(2 * grid.sigma.size, 1e-7)),
+                        "torchscript", columns, grid, zeros, add_mean=True)
+    moved = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=250.0, corrector=waves)(trials[0])
+    assert np.abs(moved["u"][0] - plain(trials[0])["u"][0]).max() > 1e-3

@@ -130,6 +130,16 @@ def test_a_feedback_run_adds_the_tuned_mean_and_nothing_upstream(workflow_run, t
     res = smk("-n", overlays=[overlay], outdir=workflow_run)
     jobs = dry_run_jobs(res.stdout + res.stderr)
     assert jobs == [("all", ""), ("bias_check", ""), ("feedback_mean", ""), ("free_run", "run=mean-fb"), ("report", "")], jobs
+    # tuned with the method in its runs (feedback.run): the same jobs; the feedback reads that run's model
+    # and the nudged run its mean residual is taken over
+    overlay.write_text("feedback: {run: ml-fbm}\nfree_runs:\n  runs:\n"
+                       "    ml-fbm: {correction: ml, model: mlp, mean_residual: true, eddy_only: true, feedback: true}\n")
+    res = smk("-n", overlays=[overlay], outdir=workflow_run)
+    text = res.stdout + res.stderr
+    assert dry_run_jobs(text) == [("all", ""), ("bias_check", ""), ("feedback_mean", ""), ("free_run", "run=ml-fbm"), ("report", "")], text[-3000:]
+    block = text[text.index("rule feedback_mean:"):]
+    inputs = block[block.index("input:"):].splitlines()[0]
+    assert "models/mlp/model.json" in inputs and "nudged/histhf.nc" in inputs, inputs
 
 
 def test_forcerun_nudged_reruns_only_downstream(workflow_run):

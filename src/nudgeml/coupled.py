@@ -393,6 +393,20 @@ class MLCorrector(Corrector):
         log.info("mean residual over %d training states (%d of %d column-states on the guard's fallback, left out): rms du %.2e m s-2",
                  n, n_fallback, n * n_used.size, float(np.sqrt(np.mean(self.residual[0] ** 2))))
 
+    def set_mean(self, mean: Sequence[np.ndarray]) -> None:
+        """Rebase the correction on another mean tendency (one (lev, lat, lon) field per target): the
+        guard's fallback, the mean kept off the model's levels and zonal mean, and the mean residual
+        (``mean - model mean``; the model's training mean does not depend on the mean) all become
+        ``mean``'s, as if the corrector had been made from a file holding it. ``nudgeml.feedback`` tunes
+        the mean with the method in its runs through this."""
+        if len(mean) != len(self.variables):
+            raise ValueError(f"set_mean needs one mean per corrected tendency {list(self.variables)}, got {len(mean)}")
+        fields = tuple(np.asarray(m, np.float32).reshape(self.shape) for m in mean)
+        self.fallback_fields = fields
+        self.fallback = np.concatenate([f.reshape(self.shape[0], -1).T for f in fields], axis=1)  # (ncol, ntargets)
+        if self.model_mean is not None:
+            self.residual = tuple((f.astype(np.float64) - mm).astype(np.float32) for f, mm in zip(fields, self.model_mean))
+
     def set_gains(self, gains: np.ndarray) -> None:
         """Scale the state-dependent part about the mean, per target and level (``nudgeml.calibrate``):
         ``mean + g (model part - model mean)``; 0 is the mean baseline, 1 the plain mean-residual run."""

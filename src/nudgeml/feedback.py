@@ -28,6 +28,12 @@ period against the analysis at the same times, which real ERA5 and LMDZ free run
   that does not lower it (or whose run blows up) is halved, up to ``max_halvings`` times; a part with no
   accepted step keeps ``F`` and the next part or iteration starts from it.
 
+* ``run`` (optional): the free run whose correction the training-period runs apply, the trial mean as its
+  mean (an ml run about the mean: ``mean_residual`` or ``add_mean``, with ``feedback: true``). The mean is
+  then tuned for the climate that run visits, its model's state-dependent part included, not for the
+  mean's alone (a mean tuned on runs of the mean alone lost its u gain under the method: docs/science.md,
+  "The mean tuned with the method in its runs"). The uncorrected run keeps the model's part (mean 0).
+
 The result is written as a mean tendency file (the same variables as ``F0``'s: the step is added to the
 annual mean and to every month of the monthly climatology; ``dt``/``dq`` are left as they are), with
 ``feedback.json`` recording the response times, every trial's gain and misfit, the runs and the wall
@@ -74,6 +80,7 @@ class FeedbackSettings:
     skip_days: float = 15.0
     min_response_days: float = 0.2
     min_abs_lat_deg: float = 15.0
+    run: str | None = None  # the free run whose correction the training-period runs apply (None: the mean alone)
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "FeedbackSettings":
@@ -81,6 +88,8 @@ class FeedbackSettings:
         kw.update({k: float(section[k]) for k in ("gain", "skip_days", "min_response_days", "min_abs_lat_deg") if k in section})
         if "parts" in section:
             kw["parts"] = tuple(section["parts"])
+        if section.get("run") is not None:
+            kw["run"] = str(section["run"])
         s = cls(**kw)
         unknown = [p for p in s.parts if p not in PARTS]
         if unknown or not s.parts:
@@ -92,7 +101,7 @@ class FeedbackSettings:
 
 def check_feedback_config(config: Mapping[str, Any]) -> None:
     """Before any run: a run with ``feedback`` reads the mean (a mean run, or an ml run about the mean),
-    and the settings parse."""
+    the settings parse, and ``feedback.run`` names such an ml run."""
     runs = [name for name, spec in config["free_runs"]["runs"].items() if spec.get("feedback")]
     for name in runs:
         spec = config["free_runs"]["runs"][name]
@@ -110,7 +119,19 @@ def check_feedback_config(config: Mapping[str, Any]) -> None:
             # corrected differently from the runs its mean was tuned on
             raise ConfigError(f"config key 'free_runs.runs.{runs[0]}.feedback': the feedback tunes the winds' mean of a winds-only "
                               f"nudged run; 'nudging.{nudged[0]}' is set")
-        FeedbackSettings.from_config(config.get("feedback", {}))
+    s = FeedbackSettings.from_config(config.get("feedback", {}))
+    if s.run is not None:
+        spec = config["free_runs"]["runs"].get(s.run)
+        if spec is None:
+            raise ConfigError(f"config key 'feedback.run' names {s.run!r}, which is not in free_runs.runs ({sorted(config['free_runs']['runs'])})")
+        about_mean = spec["correction"] == "ml" and (spec.get("mean_residual") or spec.get("add_mean"))
+        if not about_mean or not spec.get("feedback"):
+            raise ConfigError(f"config key 'feedback.run' names {s.run!r}: it must be an ml run about the mean (mean_residual or add_mean) "
+                              "with feedback: true, the run the tuned mean is for")
+        for key in ("calibrated", "humidity_column_neutral"):
+            if spec.get(key):
+                raise ConfigError(f"config key 'feedback.run' names {s.run!r}, which sets {key!r}: the training-period runs apply "
+                                  "the model about the trial mean only")
 
 
 def split_parts(a: np.ndarray) -> dict[str, np.ndarray]:
@@ -204,12 +225,15 @@ class TrainingPeriodRun:
     at the first training block's start to the last block's end; the time means of u, v and the
     analysis' over the scored times (in the training blocks, ``skip_days`` after the start)."""
 
-    def __init__(self, gcm: Any, forcing: xr.Dataset, blocks: Sequence[tuple[np.datetime64, np.datetime64]], s: FeedbackSettings, *, max_wind_ms: float) -> None:
+    def __init__(self, gcm: Any, forcing: xr.Dataset, blocks: Sequence[tuple[np.datetime64, np.datetime64]], s: FeedbackSettings, *,
+                 max_wind_ms: float, corrector: Any = None) -> None:
+        """``corrector``: an ml corrector about the mean (``set_mean``, called with each trial
+        tendency), or None: the trial tendency applied as it is."""
         from nudgeml.simulate import state_at
 
         if not blocks:
             raise InputError("feedback: the store records no training block")
-        self.gcm, self.max_wind = gcm, max_wind_ms
+        self.gcm, self.max_wind, self.corrector = gcm, max_wind_ms, corrector
         self.start = np.datetime64(blocks[0][0], "s")
         end = np.datetime64(blocks[-1][1], "s")
         self.n_windows = int((end - self.start) // WINDOW)
@@ -227,12 +251,16 @@ class TrainingPeriodRun:
     def __call__(self, tendency: Tendency) -> Means | None:
         from nudgeml.coupled import Correction
 
-        correction = Correction(*(np.asarray(tendency[k], np.float32) for k in WINDS)).window_kwargs()  # as the mean file holds it
+        mean = tuple(np.asarray(tendency[k], np.float32) for k in WINDS)  # as the mean file holds it
+        constant = Correction(*mean).window_kwargs()
+        if self.corrector is not None:
+            self.corrector.set_mean(mean)
         self.gcm.start_at(self.initial, self.start)
         self.runs += 1
         sums = {k: 0.0 for k in WINDS.values()}
+        state = self.gcm.current_state()
         for i in range(self.n_windows):
-            self.gcm.run_window(**correction)
+            self.gcm.run_window(**(constant if self.corrector is None else self.corrector(self.gcm.time, state).window_kwargs()))
             state = self.gcm.current_state()
             if not state.is_finite() or float(np.nanmax(np.abs(state.u))) > self.max_wind:
                 log.info("feedback run blew up at %s", self.gcm.time)
@@ -242,6 +270,26 @@ class TrainingPeriodRun:
                     sums[k] = sums[k] + getattr(state, k).astype(np.float64)
         n = int(self.scored.sum())
         return {k: (sums[k] / n, self.analysis[k]) for k in sums}
+
+
+def method_corrector(cfg: Mapping[str, Any], s: FeedbackSettings, *, grid: Any, gcm: Any, mean_file: str | Path, model_dir: str | Path | None,
+                     nudged_histhf: str | Path | None, training: Sequence[tuple[np.datetime64, np.datetime64]]) -> Any:
+    """The ml corrector of ``feedback.run`` (made as its free run makes it, from ``mean_file``), or None
+    without one."""
+    from nudgeml.coupled import MLCorrector, make_corrector
+    from nudgeml.extract import ColumnSpec
+
+    if s.run is None:
+        return None
+    if model_dir is None:
+        raise ConfigError(f"config key 'feedback.run' ({s.run!r}): the feedback job needs that run's model")
+    spec = cfg["free_runs"]["runs"][s.run]
+    columns = ColumnSpec.from_config(cfg["columns"]) if "columns" in cfg else ColumnSpec()
+    corrector = make_corrector(spec, columns=columns, grid=grid, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=training, gcm=gcm)
+    if not isinstance(corrector, MLCorrector) or tuple(corrector.variables) != tuple(WINDS):
+        raise InputError(f"{Path(model_dir) / 'model.json'}: the feedback tunes the winds' mean; the model of free run {s.run!r} "
+                         f"corrects {list(corrector.variables)}, not {list(WINDS)}")
+    return corrector
 
 
 def tuned_mean(f0_ds: xr.Dataset, tuned: Tendency, s: FeedbackSettings, record: Mapping[str, Any]) -> xr.Dataset:
@@ -256,9 +304,11 @@ def tuned_mean(f0_ds: xr.Dataset, tuned: Tendency, s: FeedbackSettings, record: 
 
 
 def run_feedback(cfg: Mapping[str, Any], grid_path: str | Path, forcing_paths: Sequence[str | Path], *, mean_file: str | Path,
-                 training: Sequence[tuple[np.datetime64, np.datetime64]], out_nc: str | Path, out_json: str | Path) -> dict[str, Any]:
+                 training: Sequence[tuple[np.datetime64, np.datetime64]], out_nc: str | Path, out_json: str | Path,
+                 model_dir: str | Path | None = None, nudged_histhf: str | Path | None = None) -> dict[str, Any]:
     """Tune the mean of ``mean_file`` on free runs of the training blocks; write ``out_nc`` (a mean
-    tendency file) and ``out_json`` (the record), each atomically."""
+    tendency file) and ``out_json`` (the record), each atomically. With ``feedback.run`` the runs apply
+    that free run's model (``model_dir``; ``nudged_histhf`` for its mean residual) about each trial mean."""
     from nudgeml.grid import read_model_grid
     from nudgeml.mean_tendency import read_mean_tendency, write_mean_tendency
     from nudgeml.regrid import open_forcing
@@ -278,10 +328,14 @@ def run_feedback(cfg: Mapping[str, Any], grid_path: str | Path, forcing_paths: S
     forcing = open_forcing(forcing_paths)
     # every analysis the runs start from and are scored against, or an error naming the file
     select_times(forcing, np.arange(blocks[0][0], blocks[-1][1] + WINDOW, WINDOW), forcing_paths[0])
-    forward = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]))
+    corrector = method_corrector(cfg, s, grid=grid, gcm=gcm, mean_file=mean_file, model_dir=model_dir, nudged_histhf=nudged_histhf, training=blocks)
+    forward = TrainingPeriodRun(gcm, forcing, blocks, s, max_wind_ms=float(cfg["free_runs"]["max_wind_ms"]), corrector=corrector)
     f0 = {k: f0_ds[f"{k}_mean"].values.astype(np.float64) for k in WINDS}
     log.info("feedback: %d windows from %s, %d scored; settings %s", forward.n_windows, forward.start, int(forward.scored.sum()), asdict(s))
     tuned, record = tune(forward, f0, grid.lat_deg, s)
+    if corrector is not None:
+        record["method"] = {"run": s.run, "columns": corrector.counts.columns, "fallback_columns": corrector.counts.fallback,
+                            "clipped_values": corrector.counts.clipped, **({"mean_residual": corrector.residual_counts} if corrector.residual_counts else {})}
     record.update(settings=asdict(s), start=str(forward.start), windows=forward.n_windows, scored_windows=int(forward.scored.sum()),
                   levels_pa=np.asarray(grid.presnivs_pa, float).tolist(), wall_s=time.perf_counter() - t_start)
     write_mean_tendency(tuned_mean(f0_ds, tuned, s, record), out_nc)

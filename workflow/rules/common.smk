@@ -421,21 +421,30 @@ def calibrate_inputs(wildcards):
 
 def feedback_inputs(wildcards):
     """What the feedback reads: the grid, the analysis over every month (its runs cover the training
-    blocks), the mean tendency it tunes and the store that records the training blocks."""
-    return {
+    blocks), the mean tendency it tunes and the store that records the training blocks; with
+    `feedback.run`, that run's model and the nudged run its mean residual is taken over (not its mean:
+    that is this job's output)."""
+    files = {
         "grid": rules.model_grid.output.nc,
         "forcing": forcing_files(),
         "mean": rules.mean_tendency.output.nc,
         "store": store_of("nudging"),
     }
+    run = config.get("feedback", {}).get("run")
+    if run:
+        method = correction_inputs(run)
+        files.update({k: method[k] for k in ("manifest", "model", "nudged") if k in method})
+    return files
 
 
 def feedback_params(wildcards):
-    """The feedback settings, the free-run blow-up threshold, the model and the JAX cache."""
-    return {
-        "free_runs": {"max_wind_ms": config["free_runs"]["max_wind_ms"]},
-        **sections("feedback", "model", "jax_cache_dir"),
-    }
+    """The feedback settings, the free-run blow-up threshold, the model and the JAX cache; with
+    `feedback.run`, that run's entry and the columns its model reads."""
+    free_runs = {"max_wind_ms": config["free_runs"]["max_wind_ms"]}
+    run = config.get("feedback", {}).get("run")
+    if run:
+        free_runs["runs"] = {run: config["free_runs"]["runs"][run]}
+    return {"free_runs": free_runs, **sections("feedback", "model", *(["columns"] if run else []), "jax_cache_dir")}
 
 
 def calibrate_params(wildcards):
