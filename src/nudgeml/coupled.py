@@ -292,8 +292,9 @@ class MLCorrector(Corrector):
         self.bounds = float32_bounds(guard_bounds(self.manifest.guard))  # the guard in float32, exact
         nlat, nlon = grid.lat_deg.size, grid.lon_deg.size
         self.shape = (nlev, nlat, nlon)
-        self.fallback = np.concatenate([f.reshape(nlev, -1).T for f in fallback], axis=1).astype(np.float32)  # (ncol, ntargets)
-        self.fallback_fields = tuple(np.asarray(f, np.float32).reshape(self.shape) for f in fallback)
+        self.residual: tuple[np.ndarray, ...] | None = None
+        self.model_mean: tuple[np.ndarray, ...] | None = None  # float64, (lev, lat, lon) per target: see add_mean_residual
+        self.set_mean(fallback)  # the guard's fallback: the mean tendency
         self.counts = GuardCounts()
         self.per_window: list[tuple[str, int, int]] = []
         self.seconds = 0.0
@@ -303,8 +304,6 @@ class MLCorrector(Corrector):
         self.last_parts: tuple[float, float, float] = (0.0, 0.0, 0.0)  # predict's features, network, guard
         self.scale = float(scale)
         self.large_scale = large_scale
-        self.residual: tuple[np.ndarray, ...] | None = None
-        self.model_mean: tuple[np.ndarray, ...] | None = None  # float64, (lev, lat, lon) per target: see add_mean_residual
         self.residual_counts: dict[str, int] = {}
         self.gains: np.ndarray | None = None  # (n_targets, nlev): see set_gains
         # mean + model output as it is: a model trained online as a departure from the mean (nudgeml.online)
